@@ -1,0 +1,61 @@
+"""A bounded, redacted summary of a task's arguments for spans and tasks.jsonl."""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import orjson
+
+MAX_ARGS = 16
+MAX_VALUE_CHARS = 80
+REDACTED = "[redacted]"
+_SECRET_NAME = re.compile(r"pass(word|wd)?|secret|token|api[_-]?key|credential|private[_-]?key",
+                          re.IGNORECASE)
+_SECRET_VALUE = re.compile(r"(AKIA|ASIA)[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY|"
+                           r"gh[pousr]_[A-Za-z0-9]{30,}|xox[baprs]-[A-Za-z0-9-]{10,}")
+
+
+def _value(name: str, value):
+    if _SECRET_NAME.search(name):
+        return REDACTED
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = value if isinstance(value, str) else repr(value)
+    if _SECRET_VALUE.search(text):
+        return REDACTED
+    if len(text) > MAX_VALUE_CHARS:
+        text = text[: MAX_VALUE_CHARS - 1] + "…"
+    return text
+
+
+def summarize_args(fn, args: tuple, kwargs: dict) -> dict:
+    """Map parameter names to short, JSON-safe values; secrets by name or look are redacted.
+
+    >>> summarize_args(lambda scenario_id, password: 0, (47, "hunter2"), {})
+    {'scenario_id': 47, 'password': '[redacted]'}
+    """
+    try:
+        bound = inspect.signature(fn).bind_partial(*args, **kwargs)
+        items = []
+        for name, value in bound.arguments.items():
+            kind = bound.signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                items.extend((f"{name}[{i}]", v) for i, v in enumerate(value))
+            elif kind is inspect.Parameter.VAR_KEYWORD:
+                items.extend(value.items())
+            else:
+                items.append((name, value))
+    except (TypeError, ValueError):
+        items = [(f"arg{i}", v) for i, v in enumerate(args)] + list(kwargs.items())
+    summary = {str(name): _value(str(name), value) for name, value in items[:MAX_ARGS]}
+    if len(items) > MAX_ARGS:
+        summary["…"] = f"{len(items) - MAX_ARGS} more"
+    return summary
+
+
+def args_json(fn, args: tuple, kwargs: dict) -> str | None:
+    """`summarize_args` as a JSON string (span attributes hold no mappings)."""
+    if not args and not kwargs:
+        return None
+    return orjson.dumps(summarize_args(fn, args, kwargs)).decode()

@@ -1,0 +1,215 @@
+"""`@cacheable`: content-addressed results under `.scalable/cache/`, every lookup recorded.
+
+The key is a SHA-256 of the function's code and its arguments. An entry is a
+pickle beside a small JSON header holding an HMAC of the pickle under a key
+kept in the cache directory (owner-only), so the cache never unpickles bytes
+it did not write itself. Each lookup (in the client or inside a task on a
+worker) becomes a cache.jsonl line through the active run's recorder.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import inspect
+import logging
+import os
+import pickle
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+logger = logging.getLogger(__name__)
+
+CACHE_DIR_ENV = "SCALABLE_CACHE_DIR"
+DEFAULT_CACHE_DIR = Path(".scalable") / "cache"
+
+# Where lookups are reported: set by the worker plugin in worker processes and
+# by an active session in the client process.
+_worker_sink = None
+_worker_cache_dir: str | None = None
+_driver_sink = None
+_driver_cache_dir: str | None = None
+
+
+def set_worker_sink(sink, cache_dir: str | None) -> None:
+    global _worker_sink, _worker_cache_dir
+    _worker_sink, _worker_cache_dir = sink, cache_dir
+
+
+def set_driver_sink(sink, cache_dir: str | None) -> None:
+    global _driver_sink, _driver_cache_dir
+    _driver_sink, _driver_cache_dir = sink, cache_dir
+
+
+def _current_task():
+    """(key, worker address) when called inside a Dask task, else (None, None)."""
+    try:
+        from distributed.worker import get_worker, thread_state
+
+        key = getattr(thread_state, "key", None)
+        if key is None:
+            return None, None
+        return key, get_worker().address
+    except Exception:
+        return None, None
+
+
+def _code_fingerprint(fn) -> bytes:
+    try:
+        return inspect.getsource(fn).encode()
+    except (OSError, TypeError):
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            return repr(fn).encode()
+        return code.co_code + repr(code.co_consts).encode()
+
+
+class CacheStore:
+    """Verified pickles in a directory, addressed by key."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def _secret(self) -> bytes:
+        path = self.root / ".key"
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return path.read_bytes()
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+            return path.read_bytes()
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        folder = self.root / key[:2]
+        return folder / f"{key}.pkl", folder / f"{key}.json"
+
+    def load(self, key: str):
+        """(True, value, header) for a verified entry, else (False, None, None)."""
+        data_path, head_path = self._paths(key)
+        try:
+            header = orjson.loads(head_path.read_bytes())
+            payload = data_path.read_bytes()
+        except (OSError, ValueError):
+            return False, None, None
+        digest = hmac.new(self._secret(), payload, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(digest, str(header.get("hmac", ""))):
+            logger.warning("scalable-otel: cache entry %s failed verification; recomputing", key)
+            return False, None, None
+        return True, pickle.loads(payload), header
+
+    def save(self, key: str, value, header: dict) -> None:
+        data_path, head_path = self._paths(key)
+        data_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        header = dict(header, hmac=hmac.new(self._secret(), payload, hashlib.sha256).hexdigest())
+        _write_atomic(data_path, payload)
+        _write_atomic(head_path, orjson.dumps(header))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+class CacheableFunction:
+    """A function whose results are cached on disk; see `cacheable`."""
+
+    def __init__(self, fn, cache_dir=None, name: str | None = None):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "function")
+        self.cache_dir = cache_dir
+        self._fingerprint = hashlib.sha256(_code_fingerprint(fn)).hexdigest()
+
+    def cache_key(self, args, kwargs) -> str:
+        from dask.base import tokenize
+
+        token = tokenize(args, kwargs)
+        text = f"{self.__module__}.{self.__qualname__}:{self._fingerprint}:{token}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _root(self) -> str:
+        return str(self.cache_dir or _worker_cache_dir or _driver_cache_dir
+                   or os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR)
+
+    def __call__(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            key = self.cache_key(args, kwargs)
+            store = CacheStore(self._root())
+            hit, value, header = store.load(key)
+        except Exception as exc:  # an unreadable cache is a miss, never a failure
+            logger.debug("scalable-otel: cache lookup failed: %s", exc)
+            key, store, hit, value, header = None, None, False, None, None
+        lookup_s = time.perf_counter() - t0
+        if hit:
+            compute_s = float(header.get("compute_s") or 0.0)
+            self._report(key, "hit", lookup_s, max(0.0, compute_s - lookup_s), compute_s)
+            return value
+        t1 = time.perf_counter()
+        try:
+            value = self.fn(*args, **kwargs)
+        except BaseException:
+            self._report(key, "miss", lookup_s, 0.0, time.perf_counter() - t1)
+            raise
+        compute_s = time.perf_counter() - t1
+        if store is not None:
+            try:
+                store.save(key, value, {"function": self.name, "compute_s": compute_s,
+                                        "created": time.time()})
+            except Exception as exc:
+                logger.warning("scalable-otel: result of %s not cached: %s", self.name, exc)
+        self._report(key, "miss", lookup_s, 0.0, compute_s)
+        return value
+
+    def _report(self, cache_key, result, lookup_s, saved_s, compute_s) -> None:
+        task_key, worker = _current_task()
+        sink = _worker_sink if worker is not None else _driver_sink
+        if sink is None:
+            return
+        sink({
+            "t": time.time(), "function": self.name, "cache_key": cache_key, "result": result,
+            "lookup_s": round(lookup_s, 6), "saved_s": round(saved_s, 6),
+            "compute_s": round(compute_s, 6), "key": task_key, "worker": worker,
+        })
+
+    def __dask_tokenize__(self):
+        return ("scalable-otel-cacheable", self.__module__, self.__qualname__, self._fingerprint)
+
+    def __reduce__(self):
+        module = sys.modules.get(self.__module__)
+        if module is not None and module.__name__ != "__main__" and \
+                getattr(module, self.__qualname__, None) is self:
+            return self.__qualname__  # importable: pickled as a reference to itself
+        return (CacheableFunction, (self.fn, self.cache_dir, self.name))
+
+
+def cacheable(fn=None, *, cache_dir=None, name: str | None = None):
+    """Cache a function's results on disk, keyed by its code and its arguments.
+
+    Example::
+
+        @cacheable
+        def run_simulation(scenario_id):
+            ...
+
+    A second call with the same arguments (in this run or a later one, in the
+    client or on any worker sharing the directory) returns the stored result;
+    each lookup is recorded in the run's cache.jsonl as a hit or a miss.
+    """
+    if fn is None:
+        return functools.partial(cacheable, cache_dir=cache_dir, name=name)
+    return CacheableFunction(fn, cache_dir=cache_dir, name=name)

@@ -1,0 +1,298 @@
+"""The run-directory exporter: OTel spans and log events become JSON lines.
+
+`RunDirectorySpanProcessor` turns task, execute and worker spans into
+tasks.jsonl, failures.jsonl and workers.jsonl lines as they start and end;
+`RunDirectoryLogProcessor` turns resource and cache events into
+resources.jsonl and cache.jsonl lines. Both hand lines to one `JsonlWriter`,
+which appends them from a background thread every flush interval, so a
+`tail -f` shows a run as it goes and a crash loses at most one interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import orjson
+from opentelemetry.sdk._logs import LogRecordProcessor
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import StatusCode
+
+from .. import semconv as sc
+from ..rundir import CACHE, FAILURES, JSONL_FILES, RESOURCES, TASKS, WORKERS, iso
+
+logger = logging.getLogger(__name__)
+
+_LOG_EVENT_FILES = {
+    sc.RESOURCE_SAMPLE: RESOURCES,
+    sc.TASK_RESOURCES: RESOURCES,
+    sc.CACHE_LOOKUP: CACHE,
+}
+
+
+class JsonlWriter:
+    """Buffered, thread-safe appends of JSON lines to the files of one run directory.
+
+    Lines are written by one `os.write` per file per flush on an O_APPEND
+    descriptor, so lines from concurrent writers never interleave. A write
+    error (disk full, directory gone) never reaches the workflow: it is
+    logged once and the lost lines are counted in `dropped`.
+    """
+
+    def __init__(self, directory: Path, flush_interval: float = 0.2):
+        self.directory = Path(directory)
+        self.flush_interval = flush_interval
+        self.dropped = 0
+        self.written = 0
+        self._buffers: dict[str, list[bytes]] = {name: [] for name in JSONL_FILES}
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._fds: dict[str, int] = {}
+        self._warned = False
+        self._closed = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="scalable-otel-jsonl", daemon=True
+        )
+        self._thread.start()
+
+    def append(self, file: str, record: dict) -> None:
+        """Queue one record for `file` (one of the run directory's JSONL files)."""
+        line = orjson.dumps(record, default=str, option=orjson.OPT_NON_STR_KEYS)
+        with self._lock:
+            self._buffers[file].append(line)
+
+    def flush(self) -> None:
+        """Write every queued line now."""
+        with self._flush_lock:
+            with self._lock:
+                pending = {f: lines for f, lines in self._buffers.items() if lines}
+                for f in pending:
+                    self._buffers[f] = []
+            for file, lines in pending.items():
+                self._write(file, b"\n".join(lines) + b"\n", len(lines))
+
+    def close(self) -> None:
+        """Flush and stop; later appends are kept until the next `flush`."""
+        self._closed.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self.flush()
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
+
+    def _run(self) -> None:
+        while not self._closed.wait(self.flush_interval):
+            self.flush()
+
+    def _write(self, file: str, data: bytes, count: int) -> None:
+        try:
+            fd = self._fds.get(file)
+            if fd is None:
+                fd = os.open(
+                    self.directory / file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+                )
+                self._fds[file] = fd
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            self.written += count
+        except OSError as exc:
+            self.dropped += count
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "scalable-otel: cannot write telemetry to %s (%s); the workflow goes on, "
+                    "lost lines are counted in run.json",
+                    self.directory,
+                    exc.strerror or exc,
+                )
+
+
+def _ids(span: ReadableSpan) -> dict:
+    ctx = span.get_span_context()
+    line = {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}
+    if span.parent is not None:
+        line["parent_span_id"] = f"{span.parent.span_id:016x}"
+    return line
+
+
+def _base(event: str, ts_ns: int, run_id: str) -> dict:
+    return {
+        "schema_version": sc.SCHEMA_VERSION,
+        "timestamp": iso(ts_ns / 1e9),
+        "event": event,
+        "run_id": run_id,
+    }
+
+
+def _args(attrs) -> dict | None:
+    raw = attrs.get(sc.TASK_ARGS)
+    return orjson.loads(raw) if raw else None
+
+
+def _task_fields(attrs) -> dict:
+    return {"task": attrs.get(sc.TASK_NAME), "key": attrs.get(sc.TASK_KEY)}
+
+
+class RunDirectorySpanProcessor(SpanProcessor):
+    """Writes tasks.jsonl, failures.jsonl and workers.jsonl from spans as they start and end."""
+
+    def __init__(self, writer: JsonlWriter, run_id: str):
+        self._writer = writer
+        self._run_id = run_id
+
+    def on_start(self, span: Span, parent_context=None) -> None:
+        try:
+            attrs = span.attributes or {}
+            kind = attrs.get(sc.KIND)
+            if kind == sc.KIND_TASK:
+                line = _base(sc.TASK_SUBMITTED, span.start_time, self._run_id)
+                line.update(_task_fields(attrs))
+                line["args"] = _args(attrs)
+                line["dependencies"] = list(attrs.get(sc.TASK_DEPENDENCIES, ()))
+                line.update(_ids(span))
+                self._writer.append(TASKS, line)
+            elif kind == sc.KIND_EXECUTE:
+                line = _base(sc.TASK_STARTED, span.start_time, self._run_id)
+                line.update(_task_fields(attrs))
+                line["worker"] = attrs.get(sc.WORKER)
+                line["attempt"] = attrs.get(sc.TASK_ATTEMPT)
+                line["queue_wait_s"] = attrs.get(sc.TASK_QUEUE_WAIT)
+                line.update(_ids(span))
+                self._writer.append(TASKS, line)
+            elif kind == sc.KIND_WORKER:
+                line = _base(sc.WORKER_ADDED, span.start_time, self._run_id)
+                line.update(_worker_fields(attrs))
+                line.update(_ids(span))
+                self._writer.append(WORKERS, line)
+        except Exception:  # an exporter never raises into the workflow
+            logger.debug("scalable-otel: span start not written", exc_info=True)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            attrs = span.attributes or {}
+            kind = attrs.get(sc.KIND)
+            if kind == sc.KIND_TASK:
+                self._task_end(span, attrs)
+            elif kind == sc.KIND_WORKER:
+                event = attrs.get(sc.WORKER_END, sc.WORKER_REMOVED)
+                line = _base(event, span.end_time, self._run_id)
+                line.update(_worker_fields(attrs))
+                line["reason"] = attrs.get(sc.WORKER_END_REASON)
+                line["lost_tasks"] = attrs.get(sc.WORKER_LOST_TASKS, 0)
+                line["uptime_s"] = round((span.end_time - span.start_time) / 1e9, 6)
+                line.update(_ids(span))
+                self._writer.append(WORKERS, line)
+        except Exception:
+            logger.debug("scalable-otel: span end not written", exc_info=True)
+
+    def _task_end(self, span: ReadableSpan, attrs) -> None:
+        status = attrs.get(sc.TASK_STATUS, sc.STATUS_COMPLETED)
+        event = {
+            sc.STATUS_COMPLETED: sc.TASK_COMPLETED,
+            sc.STATUS_FAILED: sc.TASK_FAILED,
+        }.get(status, sc.TASK_CANCELLED)
+        line = _base(event, span.end_time, self._run_id)
+        line.update(_task_fields(attrs))
+        line["args"] = _args(attrs)
+        line["worker"] = attrs.get(sc.WORKER)
+        line["attempt"] = attrs.get(sc.TASK_ATTEMPT)
+        line["duration_s"] = attrs.get(sc.TASK_DURATION)
+        line["queue_wait_s"] = attrs.get(sc.TASK_QUEUE_WAIT)
+        line["submitted_at"] = iso(span.start_time / 1e9)
+        if event == sc.TASK_COMPLETED:
+            line["nbytes"] = attrs.get(sc.TASK_NBYTES)
+            line["result_type"] = attrs.get(sc.TASK_RESULT_TYPE)
+        line.update(_ids(span))
+        if event == sc.TASK_FAILED or span.status.status_code is StatusCode.ERROR:
+            failure = {
+                "error_type": attrs.get(sc.ERROR_TYPE),
+                "error_message": attrs.get(sc.ERROR_MESSAGE),
+            }
+            cause = attrs.get(sc.TASK_CAUSE_KEY)
+            if cause is not None:
+                failure["caused_by"] = {"task": attrs.get(sc.TASK_CAUSE_NAME), "key": cause}
+            line.update(failure)
+            if event == sc.TASK_FAILED:
+                record = _base(sc.TASK_FAILED, span.end_time, self._run_id)
+                record.update(_task_fields(attrs))
+                record["worker"] = line["worker"]
+                record["attempt"] = line["attempt"]
+                record.update(failure)
+                record["traceback"] = attrs.get(sc.ERROR_TRACEBACK)
+                record.update(_ids(span))
+                self._writer.append(FAILURES, record)
+        self._writer.append(TASKS, line)
+
+    def shutdown(self) -> None:
+        self._writer.flush()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        self._writer.flush()
+        return True
+
+
+def _worker_fields(attrs) -> dict:
+    return {
+        "worker": attrs.get(sc.WORKER),
+        "name": attrs.get(sc.WORKER_NAME),
+        "nthreads": attrs.get(sc.WORKER_NTHREADS),
+        "memory_limit": attrs.get(sc.WORKER_MEMORY_LIMIT),
+        "host": attrs.get(sc.WORKER_HOST),
+        "pid": attrs.get(sc.WORKER_PID),
+    }
+
+
+class RunDirectoryLogProcessor(LogRecordProcessor):
+    """Writes resources.jsonl and cache.jsonl from OTel log events (by `event_name`)."""
+
+    def __init__(self, writer: JsonlWriter, run_id: str):
+        self._writer = writer
+        self._run_id = run_id
+
+    def on_emit(self, log_record) -> None:
+        try:
+            record = log_record.log_record
+            file = _LOG_EVENT_FILES.get(record.event_name)
+            if file is None:
+                return
+            line = _base(record.event_name, record.timestamp, self._run_id)
+            line.update(_plain(record.attributes or {}))
+            if record.trace_id:
+                line["trace_id"] = f"{record.trace_id:032x}"
+                line["span_id"] = f"{record.span_id:016x}"
+            self._writer.append(file, line)
+        except Exception:
+            logger.debug("scalable-otel: log event not written", exc_info=True)
+
+    def shutdown(self) -> None:
+        self._writer.flush()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        self._writer.flush()
+        return True
+
+
+def _plain(attrs) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()}
+
+
+def read_jsonl(path: Path) -> Iterable[dict]:
+    """Yield each well-formed line of a JSONL file; a torn or corrupt line is skipped."""
+    with open(path, "rb") as f:
+        for raw in f:
+            raw = raw.strip()
+            if not raw:
+                continue
+            try:
+                yield orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue

@@ -1,0 +1,192 @@
+"""Worker plugin: when tasks really start, what each costs, and resource samples.
+
+It measures on the worker, where the work happens, and sends what it saw to the
+scheduler in one batch per flush interval (Dask's `log_event`), from where the
+client's recorder picks it up. Tasks that end within one interval are never
+reported as started here: the scheduler's record of their end carries the
+worker's own start and stop times.
+
+Batch payload: {"worker": address, "name": name,
+    "started": [[key, t], ...],
+    "usage": [[key, start, stop, cpu_s, peak_rss, shared], ...],
+    "samples": [[t, cpu_percent, rss, memory_percent, memory_limit], ...],
+    "cache": [{...cache lookup...}, ...],
+    "closing": bool}
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from .. import semconv as sc
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+class _Memory:
+    """Resident memory of this process, and its peak since the last reset (Linux)."""
+
+    def __init__(self):
+        self._statm = self._open("/proc/self/statm", os.O_RDONLY)
+        self._clear = self._open("/proc/self/clear_refs", os.O_WRONLY)
+        self.can_reset_peak = self._clear is not None and self._peak() is not None
+
+    @staticmethod
+    def _open(path, flags):
+        try:
+            return os.open(path, flags)
+        except OSError:
+            return None
+
+    def rss(self) -> int:
+        if self._statm is not None:
+            try:
+                return int(os.pread(self._statm, 64, 0).split()[1]) * _PAGE
+            except (OSError, ValueError, IndexError):
+                pass
+        import psutil
+
+        return psutil.Process().memory_info().rss
+
+    def reset_peak(self) -> None:
+        try:
+            os.write(self._clear, b"5")
+        except OSError:
+            self.can_reset_peak = False
+
+    def _peak(self) -> int | None:
+        try:
+            with open("/proc/self/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            return None
+        return None
+
+    def peak(self) -> int:
+        return self._peak() or self.rss()
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class WorkerTelemetryPlugin(WorkerPlugin):
+    """Per-task CPU and peak memory, task starts and resource samples, from each worker."""
+
+    name = sc.WORKER_PLUGIN_NAME
+    idempotent = True
+
+    def __init__(self, resource_interval: float = 1.0, flush_interval: float = 0.2,
+                 cache_dir: str | None = None):
+        self.resource_interval = resource_interval
+        self.flush_interval = flush_interval
+        self.cache_dir = cache_dir
+
+    def setup(self, worker) -> None:
+        from tornado.ioloop import PeriodicCallback
+
+        self.worker = worker
+        self._lock = threading.Lock()
+        self._memory = _Memory()
+        self._exclusive_peak = worker.state.nthreads == 1 and self._memory.can_reset_peak
+        self._executing: dict = {}  # key -> [start, cpu0, peak_rss, reported]
+        self._started: list = []
+        self._usage: list = []
+        self._samples: list = []
+        self._cache: list = []
+        self._last_sample = 0.0
+        self._last_cpu = (time.time(), _cpu_seconds())
+        self._ncpu = os.cpu_count() or 1
+        from .. import cache
+
+        cache.set_worker_sink(self._cache_lookup, self.cache_dir)
+        self._pc = PeriodicCallback(self._tick, self.flush_interval * 1000)
+        self._pc.start()
+        self._tick()
+
+    def teardown(self, worker) -> None:
+        self._pc.stop()
+        from .. import cache
+
+        cache.set_worker_sink(None, None)
+        self.flush(closing=True)
+
+    def transition(self, key, start, finish, **kwargs) -> None:
+        if finish == "executing":
+            if self._exclusive_peak:
+                self._memory.reset_peak()
+            rss = self._memory.rss()
+            shared = bool(self._executing)
+            for state in self._executing.values():
+                state[4] = True
+            self._executing[key] = [time.time(), _cpu_seconds(), rss, False, shared]
+        elif start == "executing":
+            state = self._executing.pop(key, None)
+            if state is None:
+                return
+            now = time.time()
+            peak = self._memory.peak() if self._exclusive_peak else self._memory.rss()
+            self._usage.append([
+                key, state[0], now, round(_cpu_seconds() - state[1], 6),
+                max(state[2], peak), state[4],
+            ])
+
+    def _cache_lookup(self, record: dict) -> None:
+        with self._lock:
+            self._cache.append(record)
+
+    def _tick(self) -> None:
+        now = time.time()
+        if self._executing:
+            rss = self._memory.rss()
+            for key, state in self._executing.items():
+                if rss > state[2]:
+                    state[2] = rss
+                if not state[3]:
+                    state[3] = True
+                    self._started.append([key, state[0]])
+        if now - self._last_sample >= self.resource_interval * 0.999:
+            self._last_sample = now
+            self._samples.append(self._sample(now))
+        self.flush()
+
+    def _sample(self, now: float) -> list:
+        cpu = _cpu_seconds()
+        t0, c0 = self._last_cpu
+        self._last_cpu = (now, cpu)
+        cpu_percent = round(100.0 * (cpu - c0) / (now - t0), 2) if now > t0 else 0.0
+        rss = self._memory.rss()
+        limit = self.worker.memory_manager.memory_limit or 0
+        if not limit:
+            import psutil
+
+            limit = psutil.virtual_memory().total
+        return [now, cpu_percent, rss, round(100.0 * rss / limit, 2), limit]
+
+    def flush(self, closing: bool = False) -> None:
+        """Send what was seen since the last flush to the scheduler."""
+        with self._lock:
+            cache, self._cache = self._cache, []
+        if not (self._started or self._usage or self._samples or cache or closing):
+            return
+        payload = {
+            "worker": self.worker.address,
+            "name": str(self.worker.name),
+            "started": self._started,
+            "usage": self._usage,
+            "samples": self._samples,
+            "cache": cache,
+            "closing": closing,
+        }
+        self._started, self._usage, self._samples = [], [], []
+        try:
+            self.worker.log_event(sc.WORKER_TOPIC, payload)
+        except Exception:  # telemetry never breaks the worker
+            pass

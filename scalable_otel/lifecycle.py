@@ -1,0 +1,498 @@
+"""Lifecycle records from Dask become OTel spans, span events, log events and metrics.
+
+One `Recorder` per run, fed by the scheduler plugin's record deque (see
+`instrumentation.scheduler_plugin` for the record shapes) and drained by its
+own thread every flush interval, so no OTel work runs on Dask's event loop.
+State is kept only for tasks in flight; a finished task leaves behind nothing
+but an entry in a small bounded map that late worker reports are matched
+against.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import OrderedDict, deque
+
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, Status, StatusCode
+
+from . import semconv as sc
+
+logger = logging.getLogger(__name__)
+
+_RECENT_LIMIT = 10_000
+_ERROR_TYPE = re.compile(r"^([A-Za-z_][\w.]*)\(")
+_CLOSING_STATES = frozenset({"closing", "closing_gracefully", "closed"})
+
+
+def _ns(t: float) -> int:
+    return int(t * 1e9)
+
+
+def key_str(key) -> str:
+    """A Dask key as one string: str keys as they are, tuple keys as Dask prints them."""
+    return key if isinstance(key, str) else str(key)
+
+
+def _as_key(value):
+    """Undo msgpack's tuple-to-list on keys that came back from a worker."""
+    if isinstance(value, list):
+        return tuple(_as_key(v) for v in value)
+    return value
+
+
+def error_type(exception_text: str | None) -> str:
+    """The exception's class name from Dask's `repr` of it."""
+    m = _ERROR_TYPE.match(exception_text or "")
+    return m.group(1) if m else "Exception"
+
+
+def error_message(exception_text: str | None) -> str:
+    text = exception_text or ""
+    m = _ERROR_TYPE.match(text)
+    if m and text.endswith(")"):
+        inner = text[m.end():-1]
+        if len(inner) >= 2 and inner[0] == inner[-1] and inner[0] in "'\"":
+            inner = inner[1:-1]
+        return inner
+    return text
+
+
+class _Task:
+    __slots__ = ("span", "name", "key", "submitted", "ready", "attempt", "exec_span",
+                 "exec_start", "worker")
+
+    def __init__(self, span, name, key, submitted):
+        self.span = span
+        self.name = name
+        self.key = key
+        self.submitted = submitted
+        self.ready = None
+        self.attempt = 1
+        self.exec_span = None
+        self.exec_start = None
+        self.worker = None
+
+
+class _Worker:
+    __slots__ = ("span", "name", "closing")
+
+    def __init__(self, span, name):
+        self.span = span
+        self.name = name
+        self.closing = False
+
+
+class Recorder:
+    """Turns one run's lifecycle records into OTel signals."""
+
+    def __init__(self, *, tracer, meter, event_logger, run_span, run_id: str,
+                 source: deque, flush_interval: float = 0.2):
+        self._tracer = tracer
+        self._events = event_logger
+        self._run_span = run_span
+        self._run_ctx = trace.set_span_in_context(run_span)
+        self._run_id = run_id
+        self._source = source
+        self.inbox: deque = deque()  # forwarded records, driver-side cache lookups
+        self._interval = flush_interval
+        self._tasks: dict = {}
+        self._descriptions: dict = {}
+        self._recent: OrderedDict = OrderedDict()
+        self._recent_errors: OrderedDict = OrderedDict()
+        self._workers: dict = {}
+        self._closing = False
+        self._synced: set = set()
+        self.submitted = self.completed = self.failed = self.cancelled = 0
+        self.cache_hits = self.cache_misses = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._make_instruments(meter)
+        self._thread = threading.Thread(target=self._loop, name="scalable-otel-recorder",
+                                        daemon=True)
+        self._thread.start()
+
+    def _make_instruments(self, meter) -> None:
+        secs = list(sc.SECONDS_BUCKETS)
+        self._m_submitted = meter.create_counter(
+            sc.METRIC_TASKS_SUBMITTED, unit="{task}", description="Tasks submitted")
+        self._m_completed = meter.create_counter(
+            sc.METRIC_TASKS_COMPLETED, unit="{task}", description="Tasks completed")
+        self._m_failed = meter.create_counter(
+            sc.METRIC_TASKS_FAILED, unit="{task}", description="Tasks failed")
+        self._m_duration = meter.create_histogram(
+            sc.METRIC_TASK_DURATION, unit="s", description="Task execution time on the worker",
+            explicit_bucket_boundaries_advisory=secs)
+        self._m_queue = meter.create_histogram(
+            sc.METRIC_TASK_QUEUE_WAIT, unit="s",
+            description="Time from a task being ready to a worker starting it",
+            explicit_bucket_boundaries_advisory=secs)
+        self._m_cpu = meter.create_histogram(
+            sc.METRIC_TASK_CPU, unit="s", description="CPU time of a task on its worker",
+            explicit_bucket_boundaries_advisory=secs)
+        self._m_peak = meter.create_histogram(
+            sc.METRIC_TASK_PEAK_MEMORY, unit="By",
+            description="Peak resident memory of the worker process during a task",
+            explicit_bucket_boundaries_advisory=list(sc.BYTES_BUCKETS))
+        self._m_workers = meter.create_up_down_counter(
+            sc.METRIC_WORKERS_ACTIVE, unit="{worker}", description="Workers connected")
+        self._m_worker_cpu = meter.create_gauge(
+            sc.METRIC_WORKER_CPU, unit="%", description="Worker process CPU use")
+        self._m_worker_mem = meter.create_gauge(
+            sc.METRIC_WORKER_MEMORY, unit="By", description="Worker process resident memory")
+        self._m_hits = meter.create_counter(
+            sc.METRIC_CACHE_HITS, unit="{lookup}", description="Cache lookups that hit")
+        self._m_misses = meter.create_counter(
+            sc.METRIC_CACHE_MISSES, unit="{lookup}", description="Cache lookups that missed")
+
+    # --- public ----------------------------------------------------------------------
+    def describe(self, key, name: str, args_json: str | None) -> None:
+        """Name a task (and summarize its arguments) before it reaches the scheduler."""
+        self._descriptions[key] = (name, args_json)
+        if len(self._descriptions) > 100_000:  # keys that never arrive (deduplicated)
+            self._descriptions.pop(next(iter(self._descriptions)))
+
+    def drain(self) -> None:
+        """Process every record received so far."""
+        with self._lock:
+            for queue in (self._source, self.inbox):
+                while queue:
+                    record = queue.popleft()
+                    try:
+                        getattr(self, "_on_" + record[0])(*record[1:])
+                    except Exception:  # one bad record never stops the recorder
+                        logger.debug("scalable-otel: record %r not handled", record[0],
+                                     exc_info=True)
+
+    def wait_for_sync(self, token: str, timeout: float = 5.0) -> bool:
+        """Drain until the scheduler's sync mark `token` has been processed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.drain()
+            if token in self._synced:
+                self._synced.discard(token)
+                return True
+            time.sleep(0.01)
+        return False
+
+    def _on_sync(self, t, token) -> None:
+        self._synced.add(token)
+
+    def close(self, now: float | None = None) -> None:
+        """Drain, then end what is still open: tasks as cancelled, workers as removed."""
+        self._closing = True
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        self.drain()
+        now = now or time.time()
+        with self._lock:
+            for key in list(self._tasks):
+                self._end_cancelled(self._tasks.pop(key), now, "run ended before the task")
+            for address in list(self._workers):
+                self._on_worker_removed(now, address, 0)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @closing.setter
+    def closing(self, value: bool) -> None:
+        self._closing = value
+
+    # --- loop ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.drain()
+
+    # --- task records ----------------------------------------------------------------
+    def _on_submit(self, t, key, name, deps) -> None:
+        if key in self._tasks:
+            return
+        described = self._descriptions.pop(key, None)
+        args_json = None
+        if described is not None:
+            name, args_json = described
+        attrs = {
+            sc.KIND: sc.KIND_TASK,
+            sc.TASK_NAME: name,
+            sc.TASK_KEY: key_str(key),
+            sc.RUN_ID: self._run_id,
+            sc.TASK_DEPENDENCIES: [key_str(d) for d in deps],
+        }
+        if args_json is not None:
+            attrs[sc.TASK_ARGS] = args_json
+        span = self._tracer.start_span(name, context=self._run_ctx, start_time=_ns(t),
+                                       attributes=attrs)
+        self._tasks[key] = _Task(span, name, key, t)
+        self.submitted += 1
+        self._m_submitted.add(1, {sc.M_TASK: name})
+
+    def _on_ready(self, t, key) -> None:
+        task = self._tasks.get(key)
+        if task is not None and task.ready is None:
+            task.ready = t
+            task.span.add_event("queued", {sc.TASK_ATTEMPT: task.attempt}, timestamp=_ns(t))
+
+    def _start_execution(self, task: _Task, start: float, worker: str | None) -> None:
+        queue_wait = max(0.0, start - (task.ready or task.submitted))
+        task.exec_start = start
+        task.worker = worker
+        attrs = {
+            sc.KIND: sc.KIND_EXECUTE,
+            sc.TASK_NAME: task.name,
+            sc.TASK_KEY: key_str(task.key),
+            sc.TASK_ATTEMPT: task.attempt,
+            sc.TASK_QUEUE_WAIT: round(queue_wait, 6),
+            sc.RUN_ID: self._run_id,
+        }
+        if worker:
+            attrs[sc.WORKER] = worker
+        task.exec_span = self._tracer.start_span(
+            sc.SPAN_EXECUTE, context=trace.set_span_in_context(task.span),
+            start_time=_ns(start), attributes=attrs)
+
+    def _finish(self, task: _Task, t, worker, start, stop) -> tuple[float, float]:
+        """End the execution span; return (duration on the worker, queue wait)."""
+        if start is None:
+            start = task.exec_start if task.exec_start is not None else t
+        if stop is None:
+            stop = t
+        if task.exec_span is None:
+            self._start_execution(task, start, worker)
+        elif worker and task.exec_span.is_recording():
+            task.exec_span.set_attribute(sc.WORKER, worker)
+        duration = max(0.0, stop - start)
+        queue_wait = max(0.0, start - (task.ready or task.submitted))
+        return duration, queue_wait
+
+    def _set_outcome(self, task: _Task, worker, duration, queue_wait, status) -> None:
+        span = task.span
+        span.set_attribute(sc.TASK_STATUS, status)
+        span.set_attribute(sc.TASK_ATTEMPT, task.attempt)
+        span.set_attribute(sc.TASK_DURATION, round(duration, 6))
+        span.set_attribute(sc.TASK_QUEUE_WAIT, round(queue_wait, 6))
+        if worker:
+            span.set_attribute(sc.WORKER, worker)
+        attrs = {sc.M_TASK: task.name}
+        self._m_duration.record(duration, attrs)
+        self._m_queue.record(queue_wait, attrs)
+
+    def _remember(self, task: _Task) -> None:
+        self._recent[task.key] = (task.name, task.span.get_span_context())
+        if len(self._recent) > _RECENT_LIMIT:
+            self._recent.popitem(last=False)
+
+    def _on_done(self, t, key, worker, start, stop, nbytes, typename) -> None:
+        task = self._tasks.pop(key, None)
+        if task is None:
+            return
+        duration, queue_wait = self._finish(task, t, worker, start, stop)
+        task.exec_span.end(end_time=_ns(stop if stop is not None else t))
+        self._set_outcome(task, worker, duration, queue_wait, sc.STATUS_COMPLETED)
+        if nbytes is not None:
+            task.span.set_attribute(sc.TASK_NBYTES, int(nbytes))
+        if typename:
+            task.span.set_attribute(sc.TASK_RESULT_TYPE, str(typename))
+        task.span.end(end_time=_ns(max(t, stop or t)))
+        self.completed += 1
+        self._m_completed.add(1, {sc.M_TASK: task.name})
+        self._remember(task)
+
+    def _on_error(self, t, key, worker, start, stop, exception_text, traceback_text) -> None:
+        task = self._tasks.pop(key, None)
+        if task is None:
+            return
+        etype, message = error_type(exception_text), error_message(exception_text)
+        duration, queue_wait = self._finish(task, t, worker, start, stop)
+        status = Status(StatusCode.ERROR, f"{etype}: {message}")
+        task.exec_span.set_status(status)
+        task.exec_span.end(end_time=_ns(stop if stop is not None else t))
+        self._fail(task, t, etype, message, traceback_text or "", worker, duration, queue_wait)
+
+    def _on_dep_error(self, t, key, blame_key, blame_name) -> None:
+        task = self._tasks.pop(key, None)
+        if task is None:
+            return
+        etype, message = self._recent_errors.get(blame_key, ("Exception", ""))
+        if blame_key is not None:
+            task.span.set_attribute(sc.TASK_CAUSE_KEY, key_str(blame_key))
+            task.span.set_attribute(sc.TASK_CAUSE_NAME, blame_name or "")
+            message = f"dependency {blame_name} ({key_str(blame_key)}) failed: {message}"
+        self._fail(task, t, etype, message, "", None, 0.0,
+                   max(0.0, t - (task.ready or task.submitted)))
+
+    def _fail(self, task, t, etype, message, traceback_text, worker, duration, queue_wait):
+        span = task.span
+        self._set_outcome(task, worker, duration, queue_wait, sc.STATUS_FAILED)
+        span.set_attribute(sc.ERROR_TYPE, etype)
+        span.set_attribute(sc.ERROR_MESSAGE, message)
+        span.set_attribute(sc.ERROR_TRACEBACK, traceback_text)
+        span.add_event("exception", {
+            "exception.type": etype,
+            "exception.message": message,
+            "exception.stacktrace": traceback_text,
+        }, timestamp=_ns(t))
+        span.set_status(Status(StatusCode.ERROR, f"{etype}: {message}"))
+        span.end(end_time=_ns(t))
+        self.failed += 1
+        self._m_failed.add(1, {sc.M_TASK: task.name})
+        self._recent_errors[task.key] = (etype, message)
+        if len(self._recent_errors) > _RECENT_LIMIT:
+            self._recent_errors.popitem(last=False)
+        self._remember(task)
+
+    def _on_requeue(self, t, key, stimulus_id) -> None:
+        task = self._tasks.get(key)
+        if task is None:
+            return
+        task.ready = None
+        if task.exec_span is None:
+            return  # never started on a worker: not an attempt
+        reason = "worker lost" if "worker" in stimulus_id else "retried"
+        task.exec_span.set_status(Status(StatusCode.ERROR, f"attempt lost: {reason}"))
+        task.exec_span.end(end_time=_ns(t))
+        task.span.add_event(sc.EVENT_ATTEMPT_LOST, {
+            sc.TASK_ATTEMPT: task.attempt, sc.WORKER: task.worker or "", "reason": reason,
+        }, timestamp=_ns(t))
+        task.attempt += 1
+        task.exec_span = task.exec_start = task.worker = None
+
+    def _on_forgotten(self, t, key) -> None:
+        task = self._tasks.pop(key, None)
+        if task is not None:
+            self._end_cancelled(task, t, "released before it finished")
+
+    def _end_cancelled(self, task: _Task, t, reason: str) -> None:
+        if task.exec_span is not None:
+            task.exec_span.end(end_time=_ns(t))
+        task.span.set_attribute(sc.TASK_STATUS, sc.STATUS_CANCELLED)
+        task.span.set_attribute(sc.TASK_ATTEMPT, task.attempt)
+        if task.worker:
+            task.span.set_attribute(sc.WORKER, task.worker)
+        task.span.set_status(Status(StatusCode.UNSET))
+        task.span.add_event("cancelled", {"reason": reason}, timestamp=_ns(t))
+        task.span.end(end_time=_ns(t))
+        self.cancelled += 1
+
+    # --- worker records ---------------------------------------------------------------
+    def _on_worker_added(self, t, address, name, nthreads, memory_limit, host, pid) -> None:
+        if address in self._workers:
+            return
+        attrs = {
+            sc.KIND: sc.KIND_WORKER,
+            sc.WORKER: address,
+            sc.WORKER_NAME: str(name),
+            sc.WORKER_NTHREADS: int(nthreads or 0),
+            sc.WORKER_MEMORY_LIMIT: int(memory_limit or 0),
+            sc.WORKER_HOST: host or "",
+            sc.RUN_ID: self._run_id,
+        }
+        if pid:
+            attrs[sc.WORKER_PID] = int(pid)
+        span = self._tracer.start_span(sc.SPAN_WORKER, context=self._run_ctx,
+                                       start_time=_ns(t), attributes=attrs)
+        self._workers[address] = _Worker(span, str(name))
+        self._m_workers.add(1)
+
+    def _on_worker_status(self, t, address, status) -> None:
+        worker = self._workers.get(address)
+        if worker is not None and status in _CLOSING_STATES:
+            worker.closing = True
+
+    def _on_worker_removed(self, t, address, lost, stimulus_id="") -> None:
+        worker = self._workers.pop(address, None)
+        if worker is None:
+            return
+        crashed = not (worker.closing or self._closing)
+        span = worker.span
+        span.set_attribute(sc.WORKER_END, sc.WORKER_CRASHED if crashed else sc.WORKER_REMOVED)
+        span.set_attribute(sc.WORKER_LOST_TASKS, int(lost or 0))
+        reason = "connection to the worker lost" if crashed else "closed"
+        if stimulus_id:
+            reason += f" ({stimulus_id.rsplit('-', 1)[0]})"
+        span.set_attribute(sc.WORKER_END_REASON, reason)
+        if crashed:
+            span.set_status(Status(StatusCode.ERROR, reason))
+        span.end(end_time=_ns(t))
+        self._m_workers.add(-1)
+
+    def _on_worker_batch(self, t, address, payload) -> None:
+        worker = self._workers.get(address)
+        name = payload.get("name", "")
+        if payload.get("closing") and worker is not None:
+            worker.closing = True
+        for key, start in payload.get("started", ()):
+            task = self._tasks.get(_as_key(key))
+            if task is not None and task.exec_span is None:
+                self._start_execution(task, start, address)
+        for key, start, stop, cpu_s, peak, shared in payload.get("usage", ()):
+            self._task_usage(_as_key(key), address, name, start, stop, cpu_s, peak, shared)
+        for ts, cpu_percent, rss, mem_percent, limit in payload.get("samples", ()):
+            attrs = {
+                "worker": address, "worker_name": name, "cpu_percent": cpu_percent,
+                "memory_bytes": int(rss), "memory_percent": mem_percent,
+                "memory_limit": int(limit),
+            }
+            self._emit(sc.RESOURCE_SAMPLE, ts, attrs, None)
+            self._m_worker_cpu.set(cpu_percent, {sc.M_WORKER: name})
+            self._m_worker_mem.set(int(rss), {sc.M_WORKER: name})
+        for record in payload.get("cache", ()):
+            self._on_cache(record)
+
+    def _context_of(self, key):
+        task = self._tasks.get(key)
+        if task is not None:
+            return task.name, task.span.get_span_context()
+        return self._recent.get(key, (None, None))
+
+    def _task_usage(self, key, address, name, start, stop, cpu_s, peak, shared) -> None:
+        task_name, ctx = self._context_of(key)
+        if task_name is None:
+            return
+        wall = max(stop - start, 1e-9)
+        attrs = {
+            "task": task_name, "key": key_str(key), "worker": address, "worker_name": name,
+            "cpu_seconds": cpu_s, "cpus_used": round(cpu_s / wall, 3),
+            "peak_memory_bytes": int(peak), "wall_s": round(wall, 6),
+            "cpu_shared": bool(shared),
+        }
+        self._emit(sc.TASK_RESOURCES, stop, attrs, ctx)
+        self._m_cpu.record(cpu_s, {sc.M_TASK: task_name})
+        self._m_peak.record(int(peak), {sc.M_TASK: task_name})
+
+    def _on_cache(self, record: dict) -> None:
+        key = _as_key(record.get("key"))
+        task_name, ctx = self._context_of(key) if key is not None else (None, None)
+        attrs = {k: v for k, v in record.items() if v is not None and k != "t"}
+        if key is not None:
+            attrs["key"] = key_str(key)
+        if task_name:
+            attrs["task"] = task_name
+        self._emit(sc.CACHE_LOOKUP, record.get("t") or time.time(), attrs, ctx)
+        function = {sc.M_FUNCTION: str(record.get("function", ""))}
+        if record.get("result") == "hit":
+            self.cache_hits += 1
+            self._m_hits.add(1, function)
+        else:
+            self.cache_misses += 1
+            self._m_misses.add(1, function)
+
+    def _on_forwarded(self, t, batch) -> None:
+        """A batch of records from a scheduler in another process."""
+        for record in batch:
+            record = list(record)
+            if len(record) > 2:
+                record[2] = _as_key(record[2])
+            if record[0] == "submit":
+                record[4] = [_as_key(d) for d in record[4]]
+            elif record[0] == "dep_error":
+                record[3] = _as_key(record[3])
+            getattr(self, "_on_" + record[0])(*record[1:])
+
+    def _emit(self, event: str, t: float, attrs: dict, span_ctx) -> None:
+        ctx = trace.set_span_in_context(NonRecordingSpan(span_ctx)) if span_ctx else None
+        self._events.emit(timestamp=_ns(t), context=ctx, event_name=event, attributes=attrs)

@@ -1,0 +1,128 @@
+"""The run directory: its name, its files, atomic run.json, and finding runs again."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+
+RUNS_DIR_ENV = "SCALABLE_RUNS_DIR"
+DEFAULT_RUNS_DIR = Path(".scalable") / "runs"
+
+RUN_JSON = "run.json"
+MANIFEST_YAML = "manifest.yaml"
+PLAN_JSON = "plan.json"
+TASKS = "tasks.jsonl"
+RESOURCES = "resources.jsonl"
+WORKERS = "workers.jsonl"
+CACHE = "cache.jsonl"
+FAILURES = "failures.jsonl"
+JSONL_FILES = (TASKS, RESOURCES, WORKERS, CACHE, FAILURES)
+
+_RUN_NAME = re.compile(r"^run-(\d{8}T\d{6}Z)-(.+)-([0-9a-f]{8})$")
+
+
+def runs_dir(path: str | os.PathLike | None = None) -> Path:
+    """The runs directory: `path`, else $SCALABLE_RUNS_DIR, else ./.scalable/runs."""
+    if path is not None:
+        return Path(path)
+    return Path(os.environ.get(RUNS_DIR_ENV) or DEFAULT_RUNS_DIR)
+
+
+def slug(project: str) -> str:
+    """A project name made safe for a directory name."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", project).strip("-.")
+    return cleaned[:64] or "project"
+
+
+def new_run_id(project: str, now: datetime | None = None) -> str:
+    """`run-<YYYYMMDDTHHMMSSZ>-<project>-<8 hex>`, as in the tutorial."""
+    now = now or datetime.now(timezone.utc)
+    return f"run-{now.strftime('%Y%m%dT%H%M%SZ')}-{slug(project)}-{secrets.token_hex(4)}"
+
+
+def iso(ts: float) -> str:
+    """ISO 8601 UTC with microseconds and a `Z`, from epoch seconds."""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON so that a reader sees the old or the new file, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+            f.write(b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+@dataclass(frozen=True)
+class RunDirectory:
+    """One run's directory and the paths of its files."""
+
+    path: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @classmethod
+    def create(cls, root: Path, run_id: str) -> RunDirectory:
+        """Make the directory (owner-only) and its empty JSONL files."""
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / run_id
+        path.mkdir(mode=0o700)
+        for name in JSONL_FILES:
+            fd = os.open(path / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.close(fd)
+        return cls(path)
+
+    def write_run_json(self, data: dict) -> None:
+        write_json_atomic(self.file(RUN_JSON), data)
+
+    def read_run_json(self) -> dict:
+        return orjson.loads(self.file(RUN_JSON).read_bytes())
+
+
+def parse_run_name(name: str) -> tuple[str, str, str] | None:
+    """(stamp, project, hex) of a run directory name, or None if it is not one."""
+    m = _RUN_NAME.match(name)
+    return (m.group(1), m.group(2), m.group(3)) if m else None
+
+
+def list_runs(root: Path | None = None) -> list[Path]:
+    """Run directories under `root`, oldest first by their recorded start time."""
+    root = runs_dir(root)
+    if not root.is_dir():
+        return []
+
+    def start_key(path: Path) -> tuple[str, str]:
+        s = parse_run_name(path.name)[0]  # type: ignore[index]
+        stamp = f"{s[0:4]}-{s[4:6]}-{s[6:8]}T{s[9:11]}:{s[11:13]}:{s[13:15]}.000000Z"
+        try:
+            started = orjson.loads((path / RUN_JSON).read_bytes()).get("start_time") or ""
+        except (OSError, ValueError):
+            started = ""
+        # Sub-second start_time orders runs started within the same second.
+        return (started or stamp, path.name)
+
+    runs = [p for p in root.iterdir() if p.is_dir() and parse_run_name(p.name)]
+    return sorted(runs, key=start_key)

@@ -1,0 +1,108 @@
+"""Every span, metric, attribute and event name scalable-otel emits, in one place.
+
+These are the project's semantic conventions: the JSONL run directory, the OTLP
+backends and the analysis code all agree on them through this module.
+"""
+
+SCHEMA_VERSION = 1
+INSTRUMENTATION_SCOPE = "scalable_otel"
+
+# --- span names -------------------------------------------------------------
+SPAN_RUN = "scalable.run"
+SPAN_QUEUE = "queue"
+SPAN_EXECUTE = "execute"
+SPAN_WORKER = "worker"
+# A task span is named by the task's name (its function or task prefix), never its key.
+
+# --- span kinds (attribute scalable.span) -------------------------------------
+KIND = "scalable.span"
+KIND_RUN = "run"
+KIND_TASK = "task"
+KIND_QUEUE = "queue"
+KIND_EXECUTE = "execute"
+KIND_WORKER = "worker"
+
+# --- attributes ---------------------------------------------------------------
+RUN_ID = "scalable.run.id"
+PROJECT = "scalable.project"
+TARGET = "scalable.target"
+PROVIDER = "scalable.provider"
+TASK_NAME = "scalable.task.name"
+TASK_KEY = "scalable.task.key"
+TASK_ATTEMPT = "scalable.task.attempt"
+TASK_ARGS = "scalable.task.args"
+TASK_STATUS = "scalable.task.status"
+TASK_DURATION = "scalable.task.duration_s"
+TASK_QUEUE_WAIT = "scalable.task.queue_wait_s"
+TASK_DEPENDENCIES = "scalable.task.dependencies"
+TASK_NBYTES = "scalable.task.nbytes"
+TASK_RESULT_TYPE = "scalable.task.result_type"
+TASK_CAUSE_KEY = "scalable.task.caused_by.key"
+TASK_CAUSE_NAME = "scalable.task.caused_by.name"
+WORKER = "scalable.worker"
+WORKER_NAME = "scalable.worker.name"
+WORKER_NTHREADS = "scalable.worker.nthreads"
+WORKER_MEMORY_LIMIT = "scalable.worker.memory_limit"
+WORKER_HOST = "scalable.worker.host"
+WORKER_PID = "scalable.worker.pid"
+WORKER_END = "scalable.worker.end"
+WORKER_END_REASON = "scalable.worker.end_reason"
+WORKER_LOST_TASKS = "scalable.worker.lost_tasks"
+ERROR_TYPE = "error.type"
+ERROR_MESSAGE = "scalable.error.message"
+ERROR_TRACEBACK = "scalable.error.traceback"
+
+# --- span events ----------------------------------------------------------------
+EVENT_ATTEMPT_LOST = "attempt_lost"
+
+# --- task statuses ------------------------------------------------------------
+STATUS_COMPLETED = "completed"
+STATUS_FAILED = "failed"
+STATUS_CANCELLED = "cancelled"
+
+# --- JSONL event names (the `event` field) --------------------------------------
+TASK_SUBMITTED = "task_submitted"
+TASK_STARTED = "task_started"
+TASK_COMPLETED = "task_completed"
+TASK_FAILED = "task_failed"
+TASK_CANCELLED = "task_cancelled"
+TASK_ERROR = "task_error"
+WORKER_ADDED = "worker_added"
+WORKER_REMOVED = "worker_removed"
+WORKER_CRASHED = "worker_crashed"
+RESOURCE_SAMPLE = "resource_sample"
+TASK_RESOURCES = "task_resources"
+CACHE_LOOKUP = "cache_lookup"
+
+# --- metric instruments --------------------------------------------------------------
+METRIC_TASKS_SUBMITTED = "scalable.tasks.submitted"
+METRIC_TASKS_COMPLETED = "scalable.tasks.completed"
+METRIC_TASKS_FAILED = "scalable.tasks.failed"
+METRIC_TASK_DURATION = "scalable.task.duration"
+METRIC_TASK_QUEUE_WAIT = "scalable.task.queue_wait"
+METRIC_TASK_CPU = "scalable.task.cpu_time"
+METRIC_TASK_PEAK_MEMORY = "scalable.task.peak_memory"
+METRIC_WORKERS_ACTIVE = "scalable.workers.active"
+METRIC_WORKER_CPU = "scalable.worker.cpu.utilization"
+METRIC_WORKER_MEMORY = "scalable.worker.memory.usage"
+METRIC_CACHE_HITS = "scalable.cache.hits"
+METRIC_CACHE_MISSES = "scalable.cache.misses"
+
+# Metric attribute keys: all of bounded cardinality (no keys, no run ids).
+M_TASK = "task"
+M_WORKER = "worker"
+M_STATUS = "status"
+M_FUNCTION = "function"
+
+# Second-scale histogram boundaries: the SDK's defaults are made for milliseconds.
+SECONDS_BUCKETS = (
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+)
+BYTES_BUCKETS = tuple(float(2**p) for p in range(20, 41, 2))  # 1 MiB .. 1 TiB
+
+# --- Dask plumbing -------------------------------------------------------------------
+SCHEDULER_PLUGIN_NAME = "scalable-otel-scheduler"
+WORKER_PLUGIN_NAME = "scalable-otel-worker"
+WORKER_TOPIC = "scalable-otel-worker"
+FORWARD_TOPIC = "scalable-otel-records"

@@ -1,0 +1,389 @@
+"""ScalableSession: a Dask client whose every task is recorded in a run directory."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+
+from dask.base import tokenize
+from dask.utils import funcname
+
+from . import cache
+from . import semconv as sc
+from .args import args_json
+from .lifecycle import Recorder
+from .manifest import Manifest
+from .instrumentation.scheduler_plugin import sync_scheduler_plugin
+from .rundir import PLAN_JSON, TASKS, RunDirectory, iso, new_run_id, runs_dir, write_json_atomic
+from .telemetry import build_pipeline, telemetry_disabled
+
+logger = logging.getLogger(__name__)
+
+TARGET_ENV = "SCALABLE_TARGET"
+_ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
+_SUBMIT_OPTIONS = ("workers", "resources", "retries", "priority", "fifo_timeout",
+                   "allow_other_workers", "actor", "actors")
+_MAP_OPTIONS = _SUBMIT_OPTIONS + ("batch_size",)
+
+
+def _client_options(kwargs: dict, names) -> dict:
+    return {name: kwargs.pop(name) for name in names if name in kwargs}
+
+
+def _worker_flush(dask_worker) -> None:
+    plugin = dask_worker.plugins.get(sc.WORKER_PLUGIN_NAME)
+    if plugin is not None:
+        plugin.flush()
+
+
+class ScalableSession:
+    """Run a Dask workflow with telemetry: OTel spans, metrics and a JSONL run directory.
+
+    Example::
+
+        from scalable_otel import ScalableSession
+
+        with ScalableSession(target="local", n_workers=2) as session:
+            futures = session.map(run_simulation, range(100))
+            results = session.gather(futures)
+        print(session.run_dir)
+
+    `target` is "local" (an embedded `LocalCluster` with worker processes), a
+    scheduler address ("tcp://host:8786"), or the name of a target in the
+    manifest; it defaults to $SCALABLE_TARGET, then "local". Everything
+    computed on `session.client` is recorded, not only `submit` and `map`.
+    Telemetry is off with OTEL_SDK_DISABLED=true or SCALABLE_TELEMETRY=off.
+    """
+
+    def __init__(self, target: str | None = None, *, n_workers: int | None = None,
+                 threads_per_worker: int | None = None, memory_limit=None,
+                 project: str | None = None, manifest: Manifest | dict | None = None,
+                 runs_dir: str | os.PathLike | None = None,
+                 cache_dir: str | os.PathLike | None = None,
+                 resource_interval: float = 1.0, flush_interval: float = 0.2,
+                 span_processors=(), metric_readers=(), log_processors=(),
+                 cluster_kwargs: dict | None = None):
+        if isinstance(manifest, dict):
+            manifest = Manifest.from_dict(manifest)
+        self.manifest = manifest
+        self.target = target or os.environ.get(TARGET_ENV) or "local"
+        settings = {}
+        if manifest is not None and self.target in manifest.targets:
+            settings = manifest.target(self.target)
+        if self.target.startswith(_ADDRESS_PREFIXES):
+            self.provider = "address"
+        else:
+            self.provider = str(settings.get("provider", self.target))
+        if self.provider != "local" and not self.target.startswith(_ADDRESS_PREFIXES):
+            raise ValueError(f"target {self.target!r}: provider {self.provider!r} is not "
+                             "supported yet (use 'local' or a scheduler address)")
+        self.settings = settings
+        self.project = project or (manifest.project if manifest else None) or Path.cwd().name
+        self.n_workers = n_workers if n_workers is not None else settings.get("max_workers")
+        self.threads_per_worker = (threads_per_worker if threads_per_worker is not None
+                                   else settings.get("threads_per_worker"))
+        self.memory_limit = memory_limit if memory_limit is not None else settings.get("memory")
+        self.runs_root = runs_dir
+        self.cache_dir = Path(cache_dir or os.environ.get(cache.CACHE_DIR_ENV)
+                              or cache.DEFAULT_CACHE_DIR).absolute()
+        self.resource_interval = resource_interval
+        self.flush_interval = flush_interval
+        self._span_processors = span_processors
+        self._metric_readers = metric_readers
+        self._log_processors = log_processors
+        self._cluster_kwargs = cluster_kwargs or {}
+        self.client = None
+        self.cluster = None
+        self.run_dir: Path | None = None
+        self.run_id: str | None = None
+        self.status: str | None = None
+        self._recorder: Recorder | None = None
+        self._pipeline = None
+        self._rundir: RunDirectory | None = None
+        self._run_span = None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike | None = None, target: str | None = None,
+                  **kwargs) -> ScalableSession:
+        """A session from a Scalable manifest (path defaults to $SCALABLE_MANIFEST, then
+        ./scalable.yaml); `target` names one of its targets."""
+        manifest = Manifest.load(path)
+        return cls(target=target, manifest=manifest, **kwargs)
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def __enter__(self) -> ScalableSession:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
+            self.close(status="interrupted")
+        else:
+            self.close(status="failed" if exc_type is not None else None)
+
+    def start(self) -> ScalableSession:
+        """Open the run directory and the OTel pipeline, then start or connect to Dask."""
+        from distributed import Client
+
+        from .instrumentation.scheduler_plugin import TaskRecordPlugin
+
+        self._started = time.time()
+        remote = self.target.startswith(_ADDRESS_PREFIXES)
+        plugin = TaskRecordPlugin(forward=remote)
+        telemetry = not telemetry_disabled() and self._open_telemetry(plugin)
+        if remote:
+            self.client = Client(self.target)
+        else:
+            self.cluster = self._local_cluster([plugin] if telemetry else [])
+            self.client = Client(self.cluster)
+        if telemetry:
+            try:
+                self._instrument_client(plugin, remote)
+            except Exception as exc:
+                logger.warning("scalable-otel: telemetry not attached to Dask (%s); "
+                               "the workflow goes on", exc)
+        return self
+
+    def _local_cluster(self, plugins):
+        from distributed import LocalCluster
+
+        kwargs = {"processes": True, "dashboard_address": None}
+        if self.n_workers is not None:
+            kwargs["n_workers"] = int(self.n_workers)
+        if self.threads_per_worker is not None:
+            kwargs["threads_per_worker"] = int(self.threads_per_worker)
+        if self.memory_limit is not None:
+            kwargs["memory_limit"] = self.memory_limit
+        kwargs.update(self._cluster_kwargs)
+        scheduler_kwargs = dict(kwargs.pop("scheduler_kwargs", {}) or {})
+        scheduler_kwargs["plugins"] = list(scheduler_kwargs.get("plugins", [])) + plugins
+        return LocalCluster(scheduler_kwargs=scheduler_kwargs, **kwargs)
+
+    def _open_telemetry(self, plugin) -> bool:
+        """Create the run directory and the pipeline; on failure warn once and run without."""
+        try:
+            self.run_id = new_run_id(self.project)
+            self._rundir = RunDirectory.create(runs_dir(self.runs_root).absolute(), self.run_id)
+            self.run_dir = self._rundir.path
+            self._write_run_json("running")
+            (self.run_dir / "manifest.yaml").write_text(self._manifest().to_yaml())
+            write_json_atomic(self.run_dir / PLAN_JSON, self._plan(graph=None))
+            self._pipeline = build_pipeline(
+                self.run_dir, self.run_id, project=self.project,
+                flush_interval=self.flush_interval, span_processors=self._span_processors,
+                metric_readers=self._metric_readers, log_processors=self._log_processors)
+            self._run_span = self._pipeline.tracer().start_span(
+                sc.SPAN_RUN, start_time=int(self._started * 1e9), attributes={
+                    sc.KIND: sc.KIND_RUN, sc.RUN_ID: self.run_id, sc.PROJECT: self.project,
+                    sc.TARGET: self.target, sc.PROVIDER: self.provider})
+            self._recorder = Recorder(
+                tracer=self._pipeline.tracer(), meter=self._pipeline.meter(),
+                event_logger=self._pipeline.event_logger(), run_span=self._run_span,
+                run_id=self.run_id, source=plugin.records, flush_interval=self.flush_interval)
+            return True
+        except Exception as exc:
+            logger.warning("scalable-otel: telemetry is off for this run (%s); "
+                           "the workflow goes on", exc)
+            self._recorder = None
+            return False
+
+    def _instrument_client(self, plugin, remote: bool) -> None:
+        from .instrumentation.worker_plugin import WorkerTelemetryPlugin
+
+        if remote:
+            recorder = self._recorder
+
+            def on_records(event):
+                recorder.inbox.append(("forwarded", event[0], event[1]))
+
+            self.client.subscribe_topic(sc.FORWARD_TOPIC, on_records)
+            self.client.register_plugin(plugin, name=sc.SCHEDULER_PLUGIN_NAME)
+        self.client.register_plugin(
+            WorkerTelemetryPlugin(resource_interval=self.resource_interval,
+                                  flush_interval=self.flush_interval,
+                                  cache_dir=str(self.cache_dir)),
+            name=sc.WORKER_PLUGIN_NAME)
+        recorder = self._recorder
+        cache.set_driver_sink(lambda record: recorder.inbox.append(("cache", record)),
+                              str(self.cache_dir))
+
+    def close(self, status: str | None = None) -> None:
+        """Finish the run: flush workers, close Dask, end spans, write run.json."""
+        recorder = self._recorder
+        if recorder is not None:
+            try:
+                self.client.run(_worker_flush)
+                time.sleep(0.05)  # let the workers' batches reach the scheduler
+                token = uuid.uuid4().hex
+                self.client.run_on_scheduler(sync_scheduler_plugin, token=token)
+                if not recorder.wait_for_sync(token):
+                    logger.warning("scalable-otel: the last records from the scheduler did "
+                                   "not arrive in time; the run directory may miss them")
+            except Exception:
+                logger.debug("scalable-otel: final worker flush failed", exc_info=True)
+            recorder.closing = True
+            cache.set_driver_sink(None, None)
+        try:
+            if self.cluster is None and recorder is not None:
+                self._detach_from_cluster()
+            if self.client is not None:
+                self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+        finally:
+            if recorder is not None:
+                self._finish_telemetry(status)
+
+    def _detach_from_cluster(self) -> None:
+        """Leave a cluster we did not start as we found it: no plugins of ours behind."""
+        try:
+            self.client.unsubscribe_topic(sc.FORWARD_TOPIC)
+            self.client.unregister_worker_plugin(sc.WORKER_PLUGIN_NAME)
+            self.client.unregister_scheduler_plugin(sc.SCHEDULER_PLUGIN_NAME)
+        except Exception:
+            logger.debug("scalable-otel: plugins not unregistered", exc_info=True)
+
+    def _finish_telemetry(self, status: str | None) -> None:
+        recorder = self._recorder
+        ended = time.time()
+        recorder.close(ended)
+        if status is None:
+            status = "failed" if recorder.failed else "completed"
+        self.status = status
+        from opentelemetry.trace import Status, StatusCode
+
+        self._run_span.set_attribute("scalable.run.status", status)
+        if status != "completed":
+            self._run_span.set_status(Status(StatusCode.ERROR, status))
+        self._run_span.end(end_time=int(ended * 1e9))
+        self._pipeline.shutdown()
+        try:
+            write_json_atomic(self.run_dir / PLAN_JSON, self._plan(graph=self._graph()))
+        except Exception:
+            logger.debug("scalable-otel: plan.json not rewritten", exc_info=True)
+        self._write_run_json(status, ended)
+        self._recorder = None
+
+    # --- run directory content ----------------------------------------------------------
+    def _manifest(self) -> Manifest:
+        if self.manifest is not None:
+            return self.manifest
+        target = {"provider": self.provider}
+        if self.n_workers is not None:
+            target["max_workers"] = self.n_workers
+        if self.threads_per_worker is not None:
+            target["threads_per_worker"] = self.threads_per_worker
+        return Manifest.from_dict({"version": 1, "project": {"name": self.project},
+                                   "targets": {self.target: target}})
+
+    def _write_run_json(self, status: str, ended: float | None = None) -> None:
+        from . import __version__
+
+        recorder = self._recorder
+        data = {
+            "schema_version": sc.SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "project": self.project,
+            "status": status,
+            "start_time": iso(self._started),
+            "end_time": iso(ended) if ended else None,
+            "duration_s": round(ended - self._started, 6) if ended else None,
+            "target": self.target,
+            "provider": self.provider,
+            "manifest_hash": self._manifest().hash,
+            "tasks_submitted": recorder.submitted if recorder else 0,
+            "tasks_completed": recorder.completed if recorder else 0,
+            "tasks_failed": recorder.failed if recorder else 0,
+            "tasks_cancelled": recorder.cancelled if recorder else 0,
+            "cache_hits": recorder.cache_hits if recorder else 0,
+            "cache_misses": recorder.cache_misses if recorder else 0,
+            "telemetry_lines_dropped": self._pipeline.writer.dropped if self._pipeline else 0,
+            "trace_id": (f"{self._run_span.get_span_context().trace_id:032x}"
+                         if self._run_span else None),
+            "settings": {"n_workers": self.n_workers,
+                         "threads_per_worker": self.threads_per_worker,
+                         "resource_interval_s": self.resource_interval,
+                         "flush_interval_s": self.flush_interval},
+            "versions": _versions(__version__),
+        }
+        self._rundir.write_run_json(data)
+
+    def _plan(self, graph: list | None) -> dict:
+        manifest = self._manifest()
+        tasks = {name: manifest.task_resources(name)
+                 for name in (manifest.data.get("tasks") or {})}
+        plan = {"schema_version": sc.SCHEMA_VERSION, "run_id": self.run_id,
+                "target": self.target, "provider": self.provider, "tasks": tasks}
+        if graph is not None:
+            plan["graph"] = graph
+        return plan
+
+    def _graph(self) -> list:
+        """The submitted task graph, read back from tasks.jsonl (nothing kept in memory)."""
+        from .exporters.jsonl import read_jsonl
+
+        return [
+            {"key": e.get("key"), "task": e.get("task"), "dependencies": e.get("dependencies", [])}
+            for e in read_jsonl(self.run_dir / TASKS) if e.get("event") == sc.TASK_SUBMITTED
+        ]
+
+    # --- Dask API ---------------------------------------------------------------------------
+    def submit(self, fn, *args, key=None, pure: bool = True, **kwargs):
+        """`Client.submit`, with the task's name and a summary of its arguments recorded."""
+        options = _client_options(kwargs, _SUBMIT_OPTIONS)
+        if key is None:
+            key = (f"{funcname(fn)}-{tokenize(fn, kwargs, *args)}" if pure
+                   else f"{funcname(fn)}-{uuid.uuid4()}")
+        if self._recorder is not None:
+            self._recorder.describe(key, funcname(fn), _safe_args_json(fn, args, kwargs))
+        return self.client.submit(fn, *args, key=key, pure=pure, **options, **kwargs)
+
+    def map(self, fn, *iterables, key=None, pure: bool = True, **kwargs):
+        """`Client.map` (any iterables, generators included), each task recorded by name."""
+        options = _client_options(kwargs, _MAP_OPTIONS)
+        iterables = [it if isinstance(it, (list, tuple)) else list(it) for it in iterables]
+        if key is None or isinstance(key, str):
+            prefix = key or funcname(fn)
+            if pure:
+                token = tokenize(fn, kwargs)
+                key = [f"{prefix}-{tokenize(token, args)}" for args in zip(*iterables)]
+            else:
+                uid = uuid.uuid4()
+                key = [f"{prefix}-{uid}-{i}" for i in range(min(map(len, iterables), default=0))]
+        if self._recorder is not None:
+            name = funcname(fn)
+            for k, args in zip(key, zip(*iterables)):
+                self._recorder.describe(k, name, _safe_args_json(fn, args, kwargs))
+        return self.client.map(fn, *iterables, key=key, pure=pure, **options, **kwargs)
+
+    def gather(self, futures, errors: str = "raise", **kwargs):
+        """`Client.gather`."""
+        return self.client.gather(futures, errors=errors, **kwargs)
+
+    def compute(self, collections, **kwargs):
+        """`Client.compute`."""
+        return self.client.compute(collections, **kwargs)
+
+
+def _safe_args_json(fn, args, kwargs):
+    try:
+        return args_json(fn, args, kwargs)
+    except Exception:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _versions(own: str) -> dict:
+    import platform
+
+    import dask
+    import distributed
+    from opentelemetry.version import __version__ as otel
+
+    return {"scalable_otel": own, "dask": dask.__version__,
+            "distributed": distributed.__version__, "opentelemetry": otel,
+            "python": platform.python_version()}

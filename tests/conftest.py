@@ -1,0 +1,62 @@
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def read_jsonl(path):
+    """Every line of a JSONL file, parsed (a test wants them all well-formed)."""
+    return [orjson.loads(line) for line in Path(path).read_bytes().splitlines() if line.strip()]
+
+
+def events(run_dir, file="tasks.jsonl", event=None):
+    lines = read_jsonl(Path(run_dir) / file)
+    return [e for e in lines if event is None or e["event"] == event]
+
+
+def wait_for(condition, timeout=15.0, interval=0.05):
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+@pytest.fixture
+def project_dir(tmp_path, monkeypatch):
+    """An empty project directory as the working directory, with no telemetry settings."""
+    for name in ("SCALABLE_RUNS_DIR", "SCALABLE_CACHE_DIR", "SCALABLE_TELEMETRY",
+                 "OTEL_SDK_DISABLED", "SCALABLE_TARGET", "SCALABLE_MANIFEST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory):
+    """A project directory holding two runs of examples/quickstart.py (the second hits the cache)."""
+    root = tmp_path_factory.mktemp("demo")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SCALABLE_", "OTEL_"))}
+    for _ in range(2):
+        subprocess.run([sys.executable, str(REPO / "examples" / "quickstart.py"),
+                        "--scenarios", "30"], cwd=root, env=env, check=True,
+                       capture_output=True, timeout=240)
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_run(demo_project):
+    """The first demo run's directory."""
+    from scalable_otel.rundir import list_runs
+
+    return list_runs(demo_project / ".scalable" / "runs")[0]
