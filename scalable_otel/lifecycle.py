@@ -311,7 +311,8 @@ class Recorder:
         status = Status(StatusCode.ERROR, f"{etype}: {message}")
         task.exec_span.set_status(status)
         task.exec_span.end(end_time=_ns(stop if stop is not None else t))
-        self._fail(task, t, etype, message, traceback_text or "", worker, duration, queue_wait)
+        end = max(t, stop) if stop is not None else t  # worker clocks may run slightly ahead
+        self._fail(task, end, etype, message, traceback_text or "", worker, duration, queue_wait)
 
     def _on_dep_error(self, t, key, blame_key, blame_name) -> None:
         task = self._tasks.pop(key, None)

@@ -101,18 +101,20 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         self._usage: list = []
         self._samples: list = []
         self._cache: list = []
-        self._last_sample = 0.0
         self._last_cpu = (time.time(), _cpu_seconds())
         self._ncpu = os.cpu_count() or 1
         from .. import cache
 
         cache.set_worker_sink(self._cache_lookup, self.cache_dir)
-        self._pc = PeriodicCallback(self._tick, self.flush_interval * 1000)
-        self._pc.start()
-        self._tick()
+        self._samples.append(self._sample(time.time()))
+        self._callbacks = [PeriodicCallback(self._tick, self.flush_interval * 1000),
+                           PeriodicCallback(self._take_sample, self.resource_interval * 1000)]
+        for callback in self._callbacks:
+            callback.start()
 
     def teardown(self, worker) -> None:
-        self._pc.stop()
+        for callback in self._callbacks:
+            callback.stop()
         from .. import cache
 
         cache.set_worker_sink(None, None)
@@ -152,10 +154,10 @@ class WorkerTelemetryPlugin(WorkerPlugin):
                 if not state[3]:
                     state[3] = True
                     self._started.append([key, state[0]])
-        if now - self._last_sample >= self.resource_interval * 0.999:
-            self._last_sample = now
-            self._samples.append(self._sample(now))
         self.flush()
+
+    def _take_sample(self) -> None:
+        self._samples.append(self._sample(time.time()))
 
     def _sample(self, now: float) -> list:
         cpu = _cpu_seconds()
