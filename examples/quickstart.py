@@ -42,15 +42,18 @@ def main() -> None:
     parser.add_argument("--scenarios", type=int, default=40)
     options = parser.parse_args()
 
-    with ScalableSession(target="local", n_workers=options.workers, threads_per_worker=1,
-                         project="quickstart") as session:
+    with ScalableSession(
+        target="local", n_workers=options.workers, threads_per_worker=1, project="quickstart"
+    ) as session:
         futures = session.map(run_simulation, range(options.scenarios))
         results = session.gather(futures, errors="skip")
         outcome = session.gather(session.submit(summarize, results))
         field = da.random.default_rng(42).random((2_000, 2_000), chunks=(500, 500))
         anomaly = session.client.compute(field.mean()).result()
-    print(f"{outcome['n']} of {options.scenarios} scenarios ran; mean {outcome['mean']:.2f}; "
-          f"field anomaly {anomaly:.4f}")
+    print(
+        f"{outcome['n']} of {options.scenarios} scenarios ran; mean {outcome['mean']:.2f}; "
+        f"field anomaly {anomaly:.4f}"
+    )
     print(f"Run directory: {session.run_dir}")
     if session.run_dir is not None:
         print(format_report(report(load_run(session.run_dir))))

@@ -142,8 +142,13 @@ class CacheableFunction:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _root(self) -> str:
-        return str(self.cache_dir or _worker_cache_dir or _driver_cache_dir
-                   or os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR)
+        return str(
+            self.cache_dir
+            or _worker_cache_dir
+            or _driver_cache_dir
+            or os.environ.get(CACHE_DIR_ENV)
+            or DEFAULT_CACHE_DIR
+        )
 
     def __call__(self, *args, **kwargs):
         t0 = time.perf_counter()
@@ -168,8 +173,11 @@ class CacheableFunction:
         compute_s = time.perf_counter() - t1
         if store is not None:
             try:
-                store.save(key, value, {"function": self.name, "compute_s": compute_s,
-                                        "created": time.time()})
+                store.save(
+                    key,
+                    value,
+                    {"function": self.name, "compute_s": compute_s, "created": time.time()},
+                )
             except Exception as exc:
                 logger.warning("scalable-otel: result of %s not cached: %s", self.name, exc)
         self._report(key, "miss", lookup_s, 0.0, compute_s)
@@ -180,19 +188,30 @@ class CacheableFunction:
         sink = _worker_sink if worker is not None else _driver_sink
         if sink is None:
             return
-        sink({
-            "t": time.time(), "function": self.name, "cache_key": cache_key, "result": result,
-            "lookup_s": round(lookup_s, 6), "saved_s": round(saved_s, 6),
-            "compute_s": round(compute_s, 6), "key": task_key, "worker": worker,
-        })
+        sink(
+            {
+                "t": time.time(),
+                "function": self.name,
+                "cache_key": cache_key,
+                "result": result,
+                "lookup_s": round(lookup_s, 6),
+                "saved_s": round(saved_s, 6),
+                "compute_s": round(compute_s, 6),
+                "key": task_key,
+                "worker": worker,
+            }
+        )
 
     def __dask_tokenize__(self):
         return ("scalable-otel-cacheable", self.__module__, self.__qualname__, self._fingerprint)
 
     def __reduce__(self):
         module = sys.modules.get(self.__module__)
-        if module is not None and module.__name__ != "__main__" and \
-                getattr(module, self.__qualname__, None) is self:
+        if (
+            module is not None
+            and module.__name__ != "__main__"
+            and getattr(module, self.__qualname__, None) is self
+        ):
             return self.__qualname__  # importable: pickled as a reference to itself
         return (CacheableFunction, (self.fn, self.cache_dir, self.name))
 

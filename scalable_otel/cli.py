@@ -33,8 +33,10 @@ def main() -> None:
 def _quickstart() -> Path:
     here = Path(__file__).resolve().parent.parent / "examples" / "quickstart.py"
     if not here.is_file():
-        raise ScalableError("examples/quickstart.py not found: run `scalable demo` from a "
-                            "checkout installed with `pip install -e .`")
+        raise ScalableError(
+            "examples/quickstart.py not found: run `scalable demo` from a "
+            "checkout installed with `pip install -e .`"
+        )
     return here
 
 
@@ -56,12 +58,19 @@ def demo(n_workers: int, scenarios: int) -> None:
 @click.argument("run", required=False)
 @click.option("--last", "--latest", "last", is_flag=True, help="The most recent run.")
 @click.option("--run-id", help="A run id, or a unique prefix of one.")
-@click.option("--runs-dir", type=click.Path(file_okay=False), help="Where runs are "
-              "(default: $SCALABLE_RUNS_DIR, else .scalable/runs).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
-@click.option("--output", type=click.Path(dir_okay=False, writable=True),
-              help="Write the report to this file instead of the terminal.")
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False),
+    help="Where runs are (default: $SCALABLE_RUNS_DIR, else .scalable/runs).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the report to this file instead of the terminal.",
+)
 def report(run, last, run_id, runs_dir, fmt, output) -> None:
     """Summarize a run: tasks, durations, workers, cache, cost.
 
@@ -76,8 +85,7 @@ def report(run, last, run_id, runs_dir, fmt, output) -> None:
 
     spec = run or run_id
     summary = make_report(load_run(spec, runs_dir, last=last or spec is None))
-    text = (json.dumps(summary, indent=2, default=str) if fmt == "json"
-            else format_report(summary))
+    text = json.dumps(summary, indent=2, default=str) if fmt == "json" else format_report(summary)
     if output:
         Path(output).write_text(text + "\n")
         click.echo(f"Report written to {output}")

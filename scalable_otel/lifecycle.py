@@ -54,7 +54,7 @@ def error_message(exception_text: str | None) -> str:
     text = exception_text or ""
     m = _ERROR_TYPE.match(text)
     if m and text.endswith(")"):
-        inner = text[m.end():-1]
+        inner = text[m.end() : -1]
         if len(inner) >= 2 and inner[0] == inner[-1] and inner[0] in "'\"":
             inner = inner[1:-1]
         return inner
@@ -62,8 +62,17 @@ def error_message(exception_text: str | None) -> str:
 
 
 class _Task:
-    __slots__ = ("span", "name", "key", "submitted", "ready", "attempt", "exec_span",
-                 "exec_start", "worker")
+    __slots__ = (
+        "span",
+        "name",
+        "key",
+        "submitted",
+        "ready",
+        "attempt",
+        "exec_span",
+        "exec_start",
+        "worker",
+    )
 
     def __init__(self, span, name, key, submitted):
         self.span = span
@@ -89,8 +98,17 @@ class _Worker:
 class Recorder:
     """Turns one run's lifecycle records into OTel signals."""
 
-    def __init__(self, *, tracer, meter, event_logger, run_span, run_id: str,
-                 source: deque, flush_interval: float = 0.2):
+    def __init__(
+        self,
+        *,
+        tracer,
+        meter,
+        event_logger,
+        run_span,
+        run_id: str,
+        source: deque,
+        flush_interval: float = 0.2,
+    ):
         self._tracer = tracer
         self._events = event_logger
         self._run_span = run_span
@@ -111,42 +129,61 @@ class Recorder:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._make_instruments(meter)
-        self._thread = threading.Thread(target=self._loop, name="scalable-otel-recorder",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name="scalable-otel-recorder", daemon=True
+        )
         self._thread.start()
 
     def _make_instruments(self, meter) -> None:
         secs = list(sc.SECONDS_BUCKETS)
         self._m_submitted = meter.create_counter(
-            sc.METRIC_TASKS_SUBMITTED, unit="{task}", description="Tasks submitted")
+            sc.METRIC_TASKS_SUBMITTED, unit="{task}", description="Tasks submitted"
+        )
         self._m_completed = meter.create_counter(
-            sc.METRIC_TASKS_COMPLETED, unit="{task}", description="Tasks completed")
+            sc.METRIC_TASKS_COMPLETED, unit="{task}", description="Tasks completed"
+        )
         self._m_failed = meter.create_counter(
-            sc.METRIC_TASKS_FAILED, unit="{task}", description="Tasks failed")
+            sc.METRIC_TASKS_FAILED, unit="{task}", description="Tasks failed"
+        )
         self._m_duration = meter.create_histogram(
-            sc.METRIC_TASK_DURATION, unit="s", description="Task execution time on the worker",
-            explicit_bucket_boundaries_advisory=secs)
+            sc.METRIC_TASK_DURATION,
+            unit="s",
+            description="Task execution time on the worker",
+            explicit_bucket_boundaries_advisory=secs,
+        )
         self._m_queue = meter.create_histogram(
-            sc.METRIC_TASK_QUEUE_WAIT, unit="s",
+            sc.METRIC_TASK_QUEUE_WAIT,
+            unit="s",
             description="Time from a task being ready to a worker starting it",
-            explicit_bucket_boundaries_advisory=secs)
+            explicit_bucket_boundaries_advisory=secs,
+        )
         self._m_cpu = meter.create_histogram(
-            sc.METRIC_TASK_CPU, unit="s", description="CPU time of a task on its worker",
-            explicit_bucket_boundaries_advisory=secs)
+            sc.METRIC_TASK_CPU,
+            unit="s",
+            description="CPU time of a task on its worker",
+            explicit_bucket_boundaries_advisory=secs,
+        )
         self._m_peak = meter.create_histogram(
-            sc.METRIC_TASK_PEAK_MEMORY, unit="By",
+            sc.METRIC_TASK_PEAK_MEMORY,
+            unit="By",
             description="Peak resident memory of the worker process during a task",
-            explicit_bucket_boundaries_advisory=list(sc.BYTES_BUCKETS))
+            explicit_bucket_boundaries_advisory=list(sc.BYTES_BUCKETS),
+        )
         self._m_workers = meter.create_up_down_counter(
-            sc.METRIC_WORKERS_ACTIVE, unit="{worker}", description="Workers connected")
+            sc.METRIC_WORKERS_ACTIVE, unit="{worker}", description="Workers connected"
+        )
         self._m_worker_cpu = meter.create_gauge(
-            sc.METRIC_WORKER_CPU, unit="%", description="Worker process CPU use")
+            sc.METRIC_WORKER_CPU, unit="%", description="Worker process CPU use"
+        )
         self._m_worker_mem = meter.create_gauge(
-            sc.METRIC_WORKER_MEMORY, unit="By", description="Worker process resident memory")
+            sc.METRIC_WORKER_MEMORY, unit="By", description="Worker process resident memory"
+        )
         self._m_hits = meter.create_counter(
-            sc.METRIC_CACHE_HITS, unit="{lookup}", description="Cache lookups that hit")
+            sc.METRIC_CACHE_HITS, unit="{lookup}", description="Cache lookups that hit"
+        )
         self._m_misses = meter.create_counter(
-            sc.METRIC_CACHE_MISSES, unit="{lookup}", description="Cache lookups that missed")
+            sc.METRIC_CACHE_MISSES, unit="{lookup}", description="Cache lookups that missed"
+        )
 
     # --- public ----------------------------------------------------------------------
     def describe(self, key, name: str, args_json: str | None) -> None:
@@ -164,8 +201,9 @@ class Recorder:
                     try:
                         getattr(self, "_on_" + record[0])(*record[1:])
                     except Exception:  # one bad record never stops the recorder
-                        logger.debug("scalable-otel: record %r not handled", record[0],
-                                     exc_info=True)
+                        logger.debug(
+                            "scalable-otel: record %r not handled", record[0], exc_info=True
+                        )
 
     def wait_for_sync(self, token: str, timeout: float = 5.0) -> bool:
         """Drain until the scheduler's sync mark `token` has been processed."""
@@ -225,8 +263,9 @@ class Recorder:
         }
         if args_json is not None:
             attrs[sc.TASK_ARGS] = args_json
-        span = self._tracer.start_span(name, context=self._run_ctx, start_time=_ns(t),
-                                       attributes=attrs)
+        span = self._tracer.start_span(
+            name, context=self._run_ctx, start_time=_ns(t), attributes=attrs
+        )
         self._tasks[key] = _Task(span, name, key, t)
         self.submitted += 1
         self._m_submitted.add(1, {sc.M_TASK: name})
@@ -252,8 +291,11 @@ class Recorder:
         if worker:
             attrs[sc.WORKER] = worker
         task.exec_span = self._tracer.start_span(
-            sc.SPAN_EXECUTE, context=trace.set_span_in_context(task.span),
-            start_time=_ns(start), attributes=attrs)
+            sc.SPAN_EXECUTE,
+            context=trace.set_span_in_context(task.span),
+            start_time=_ns(start),
+            attributes=attrs,
+        )
 
     def _finish(self, task: _Task, t, worker, start, stop) -> tuple[float, float]:
         """End the execution span; return (duration on the worker, queue wait)."""
@@ -323,8 +365,9 @@ class Recorder:
             task.span.set_attribute(sc.TASK_CAUSE_KEY, key_str(blame_key))
             task.span.set_attribute(sc.TASK_CAUSE_NAME, blame_name or "")
             message = f"dependency {blame_name} ({key_str(blame_key)}) failed: {message}"
-        self._fail(task, t, etype, message, "", None, 0.0,
-                   max(0.0, t - (task.ready or task.submitted)))
+        self._fail(
+            task, t, etype, message, "", None, 0.0, max(0.0, t - (task.ready or task.submitted))
+        )
 
     def _fail(self, task, t, etype, message, traceback_text, worker, duration, queue_wait):
         span = task.span
@@ -332,11 +375,15 @@ class Recorder:
         span.set_attribute(sc.ERROR_TYPE, etype)
         span.set_attribute(sc.ERROR_MESSAGE, message)
         span.set_attribute(sc.ERROR_TRACEBACK, traceback_text)
-        span.add_event("exception", {
-            "exception.type": etype,
-            "exception.message": message,
-            "exception.stacktrace": traceback_text,
-        }, timestamp=_ns(t))
+        span.add_event(
+            "exception",
+            {
+                "exception.type": etype,
+                "exception.message": message,
+                "exception.stacktrace": traceback_text,
+            },
+            timestamp=_ns(t),
+        )
         span.set_status(Status(StatusCode.ERROR, f"{etype}: {message}"))
         span.end(end_time=_ns(t))
         self.failed += 1
@@ -356,9 +403,15 @@ class Recorder:
         reason = "worker lost" if "worker" in stimulus_id else "retried"
         task.exec_span.set_status(Status(StatusCode.ERROR, f"attempt lost: {reason}"))
         task.exec_span.end(end_time=_ns(t))
-        task.span.add_event(sc.EVENT_ATTEMPT_LOST, {
-            sc.TASK_ATTEMPT: task.attempt, sc.WORKER: task.worker or "", "reason": reason,
-        }, timestamp=_ns(t))
+        task.span.add_event(
+            sc.EVENT_ATTEMPT_LOST,
+            {
+                sc.TASK_ATTEMPT: task.attempt,
+                sc.WORKER: task.worker or "",
+                "reason": reason,
+            },
+            timestamp=_ns(t),
+        )
         task.attempt += 1
         task.exec_span = task.exec_start = task.worker = None
 
@@ -394,8 +447,9 @@ class Recorder:
         }
         if pid:
             attrs[sc.WORKER_PID] = int(pid)
-        span = self._tracer.start_span(sc.SPAN_WORKER, context=self._run_ctx,
-                                       start_time=_ns(t), attributes=attrs)
+        span = self._tracer.start_span(
+            sc.SPAN_WORKER, context=self._run_ctx, start_time=_ns(t), attributes=attrs
+        )
         self._workers[address] = _Worker(span, str(name))
         self._m_workers.add(1)
 
@@ -434,8 +488,11 @@ class Recorder:
             self._task_usage(_as_key(key), address, name, start, stop, cpu_s, peak, shared)
         for ts, cpu_percent, rss, mem_percent, limit in payload.get("samples", ()):
             attrs = {
-                "worker": address, "worker_name": name, "cpu_percent": cpu_percent,
-                "memory_bytes": int(rss), "memory_percent": mem_percent,
+                "worker": address,
+                "worker_name": name,
+                "cpu_percent": cpu_percent,
+                "memory_bytes": int(rss),
+                "memory_percent": mem_percent,
                 "memory_limit": int(limit),
             }
             self._emit(sc.RESOURCE_SAMPLE, ts, attrs, None)
@@ -456,9 +513,14 @@ class Recorder:
             return
         wall = max(stop - start, 1e-9)
         attrs = {
-            "task": task_name, "key": key_str(key), "worker": address, "worker_name": name,
-            "cpu_seconds": cpu_s, "cpus_used": round(cpu_s / wall, 3),
-            "peak_memory_bytes": int(peak), "wall_s": round(wall, 6),
+            "task": task_name,
+            "key": key_str(key),
+            "worker": address,
+            "worker_name": name,
+            "cpu_seconds": cpu_s,
+            "cpus_used": round(cpu_s / wall, 3),
+            "peak_memory_bytes": int(peak),
+            "wall_s": round(wall, 6),
             "cpu_shared": bool(shared),
         }
         self._emit(sc.TASK_RESOURCES, stop, attrs, ctx)

@@ -96,8 +96,26 @@ M_FUNCTION = "function"
 
 # Second-scale histogram boundaries: the SDK's defaults are made for milliseconds.
 SECONDS_BUCKETS = (
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+    7200.0,
 )
 BYTES_BUCKETS = tuple(float(2**p) for p in range(20, 41, 2))  # 1 MiB .. 1 TiB
 

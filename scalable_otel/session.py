@@ -15,9 +15,9 @@ from dask.utils import funcname
 from . import cache
 from . import semconv as sc
 from .args import args_json
+from .instrumentation.scheduler_plugin import sync_scheduler_plugin
 from .lifecycle import Recorder
 from .manifest import Manifest
-from .instrumentation.scheduler_plugin import sync_scheduler_plugin
 from .rundir import PLAN_JSON, TASKS, RunDirectory, iso, new_run_id, runs_dir, write_json_atomic
 from .telemetry import build_pipeline, telemetry_disabled
 
@@ -25,8 +25,16 @@ logger = logging.getLogger(__name__)
 
 TARGET_ENV = "SCALABLE_TARGET"
 _ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
-_SUBMIT_OPTIONS = ("workers", "resources", "retries", "priority", "fifo_timeout",
-                   "allow_other_workers", "actor", "actors")
+_SUBMIT_OPTIONS = (
+    "workers",
+    "resources",
+    "retries",
+    "priority",
+    "fifo_timeout",
+    "allow_other_workers",
+    "actor",
+    "actors",
+)
 _MAP_OPTIONS = _SUBMIT_OPTIONS + ("batch_size",)
 
 
@@ -59,14 +67,24 @@ class ScalableSession:
     Telemetry is off with OTEL_SDK_DISABLED=true or SCALABLE_TELEMETRY=off.
     """
 
-    def __init__(self, target: str | None = None, *, n_workers: int | None = None,
-                 threads_per_worker: int | None = None, memory_limit=None,
-                 project: str | None = None, manifest: Manifest | dict | None = None,
-                 runs_dir: str | os.PathLike | None = None,
-                 cache_dir: str | os.PathLike | None = None,
-                 resource_interval: float = 1.0, flush_interval: float = 0.2,
-                 span_processors=(), metric_readers=(), log_processors=(),
-                 cluster_kwargs: dict | None = None):
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        n_workers: int | None = None,
+        threads_per_worker: int | None = None,
+        memory_limit=None,
+        project: str | None = None,
+        manifest: Manifest | dict | None = None,
+        runs_dir: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        resource_interval: float = 1.0,
+        flush_interval: float = 0.2,
+        span_processors=(),
+        metric_readers=(),
+        log_processors=(),
+        cluster_kwargs: dict | None = None,
+    ):
         if isinstance(manifest, dict):
             manifest = Manifest.from_dict(manifest)
         self.manifest = manifest
@@ -79,17 +97,23 @@ class ScalableSession:
         else:
             self.provider = str(settings.get("provider", self.target))
         if self.provider != "local" and not self.target.startswith(_ADDRESS_PREFIXES):
-            raise ValueError(f"target {self.target!r}: provider {self.provider!r} is not "
-                             "supported yet (use 'local' or a scheduler address)")
+            raise ValueError(
+                f"target {self.target!r}: provider {self.provider!r} is not "
+                "supported yet (use 'local' or a scheduler address)"
+            )
         self.settings = settings
         self.project = project or (manifest.project if manifest else None) or Path.cwd().name
         self.n_workers = n_workers if n_workers is not None else settings.get("max_workers")
-        self.threads_per_worker = (threads_per_worker if threads_per_worker is not None
-                                   else settings.get("threads_per_worker"))
+        self.threads_per_worker = (
+            threads_per_worker
+            if threads_per_worker is not None
+            else settings.get("threads_per_worker")
+        )
         self.memory_limit = memory_limit if memory_limit is not None else settings.get("memory")
         self.runs_root = runs_dir
-        self.cache_dir = Path(cache_dir or os.environ.get(cache.CACHE_DIR_ENV)
-                              or cache.DEFAULT_CACHE_DIR).absolute()
+        self.cache_dir = Path(
+            cache_dir or os.environ.get(cache.CACHE_DIR_ENV) or cache.DEFAULT_CACHE_DIR
+        ).absolute()
         self.resource_interval = resource_interval
         self.flush_interval = flush_interval
         self._span_processors = span_processors
@@ -107,8 +131,9 @@ class ScalableSession:
         self._run_span = None
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike | None = None, target: str | None = None,
-                  **kwargs) -> ScalableSession:
+    def from_yaml(
+        cls, path: str | os.PathLike | None = None, target: str | None = None, **kwargs
+    ) -> ScalableSession:
         """A session from a Scalable manifest (path defaults to $SCALABLE_MANIFEST, then
         ./scalable.yaml); `target` names one of its targets."""
         manifest = Manifest.load(path)
@@ -144,8 +169,9 @@ class ScalableSession:
             try:
                 self._instrument_client(plugin, remote)
             except Exception as exc:
-                logger.warning("scalable-otel: telemetry not attached to Dask (%s); "
-                               "the workflow goes on", exc)
+                logger.warning(
+                    "scalable-otel: telemetry not attached to Dask (%s); the workflow goes on", exc
+                )
         return self
 
     def _local_cluster(self, plugins):
@@ -173,21 +199,39 @@ class ScalableSession:
             (self.run_dir / "manifest.yaml").write_text(self._manifest().to_yaml())
             write_json_atomic(self.run_dir / PLAN_JSON, self._plan(graph=None))
             self._pipeline = build_pipeline(
-                self.run_dir, self.run_id, project=self.project,
-                flush_interval=self.flush_interval, span_processors=self._span_processors,
-                metric_readers=self._metric_readers, log_processors=self._log_processors)
+                self.run_dir,
+                self.run_id,
+                project=self.project,
+                flush_interval=self.flush_interval,
+                span_processors=self._span_processors,
+                metric_readers=self._metric_readers,
+                log_processors=self._log_processors,
+            )
             self._run_span = self._pipeline.tracer().start_span(
-                sc.SPAN_RUN, start_time=int(self._started * 1e9), attributes={
-                    sc.KIND: sc.KIND_RUN, sc.RUN_ID: self.run_id, sc.PROJECT: self.project,
-                    sc.TARGET: self.target, sc.PROVIDER: self.provider})
+                sc.SPAN_RUN,
+                start_time=int(self._started * 1e9),
+                attributes={
+                    sc.KIND: sc.KIND_RUN,
+                    sc.RUN_ID: self.run_id,
+                    sc.PROJECT: self.project,
+                    sc.TARGET: self.target,
+                    sc.PROVIDER: self.provider,
+                },
+            )
             self._recorder = Recorder(
-                tracer=self._pipeline.tracer(), meter=self._pipeline.meter(),
-                event_logger=self._pipeline.event_logger(), run_span=self._run_span,
-                run_id=self.run_id, source=plugin.records, flush_interval=self.flush_interval)
+                tracer=self._pipeline.tracer(),
+                meter=self._pipeline.meter(),
+                event_logger=self._pipeline.event_logger(),
+                run_span=self._run_span,
+                run_id=self.run_id,
+                source=plugin.records,
+                flush_interval=self.flush_interval,
+            )
             return True
         except Exception as exc:
-            logger.warning("scalable-otel: telemetry is off for this run (%s); "
-                           "the workflow goes on", exc)
+            logger.warning(
+                "scalable-otel: telemetry is off for this run (%s); the workflow goes on", exc
+            )
             self._recorder = None
             return False
 
@@ -203,13 +247,17 @@ class ScalableSession:
             self.client.subscribe_topic(sc.FORWARD_TOPIC, on_records)
             self.client.register_plugin(plugin, name=sc.SCHEDULER_PLUGIN_NAME)
         self.client.register_plugin(
-            WorkerTelemetryPlugin(resource_interval=self.resource_interval,
-                                  flush_interval=self.flush_interval,
-                                  cache_dir=str(self.cache_dir)),
-            name=sc.WORKER_PLUGIN_NAME)
+            WorkerTelemetryPlugin(
+                resource_interval=self.resource_interval,
+                flush_interval=self.flush_interval,
+                cache_dir=str(self.cache_dir),
+            ),
+            name=sc.WORKER_PLUGIN_NAME,
+        )
         recorder = self._recorder
-        cache.set_driver_sink(lambda record: recorder.inbox.append(("cache", record)),
-                              str(self.cache_dir))
+        cache.set_driver_sink(
+            lambda record: recorder.inbox.append(("cache", record)), str(self.cache_dir)
+        )
 
     def close(self, status: str | None = None) -> None:
         """Finish the run: flush workers, close Dask, end spans, write run.json."""
@@ -221,8 +269,10 @@ class ScalableSession:
                 token = uuid.uuid4().hex
                 self.client.run_on_scheduler(sync_scheduler_plugin, token=token)
                 if not recorder.wait_for_sync(token):
-                    logger.warning("scalable-otel: the last records from the scheduler did "
-                                   "not arrive in time; the run directory may miss them")
+                    logger.warning(
+                        "scalable-otel: the last records from the scheduler did "
+                        "not arrive in time; the run directory may miss them"
+                    )
             except Exception:
                 logger.debug("scalable-otel: final worker flush failed", exc_info=True)
             recorder.closing = True
@@ -277,8 +327,9 @@ class ScalableSession:
             target["max_workers"] = self.n_workers
         if self.threads_per_worker is not None:
             target["threads_per_worker"] = self.threads_per_worker
-        return Manifest.from_dict({"version": 1, "project": {"name": self.project},
-                                   "targets": {self.target: target}})
+        return Manifest.from_dict(
+            {"version": 1, "project": {"name": self.project}, "targets": {self.target: target}}
+        )
 
     def _write_run_json(self, status: str, ended: float | None = None) -> None:
         from . import __version__
@@ -302,22 +353,29 @@ class ScalableSession:
             "cache_hits": recorder.cache_hits if recorder else 0,
             "cache_misses": recorder.cache_misses if recorder else 0,
             "telemetry_lines_dropped": self._pipeline.writer.dropped if self._pipeline else 0,
-            "trace_id": (f"{self._run_span.get_span_context().trace_id:032x}"
-                         if self._run_span else None),
-            "settings": {"n_workers": self.n_workers,
-                         "threads_per_worker": self.threads_per_worker,
-                         "resource_interval_s": self.resource_interval,
-                         "flush_interval_s": self.flush_interval},
+            "trace_id": (
+                f"{self._run_span.get_span_context().trace_id:032x}" if self._run_span else None
+            ),
+            "settings": {
+                "n_workers": self.n_workers,
+                "threads_per_worker": self.threads_per_worker,
+                "resource_interval_s": self.resource_interval,
+                "flush_interval_s": self.flush_interval,
+            },
             "versions": _versions(__version__),
         }
         self._rundir.write_run_json(data)
 
     def _plan(self, graph: list | None) -> dict:
         manifest = self._manifest()
-        tasks = {name: manifest.task_resources(name)
-                 for name in (manifest.data.get("tasks") or {})}
-        plan = {"schema_version": sc.SCHEMA_VERSION, "run_id": self.run_id,
-                "target": self.target, "provider": self.provider, "tasks": tasks}
+        tasks = {name: manifest.task_resources(name) for name in (manifest.data.get("tasks") or {})}
+        plan = {
+            "schema_version": sc.SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "target": self.target,
+            "provider": self.provider,
+            "tasks": tasks,
+        }
         if graph is not None:
             plan["graph"] = graph
         return plan
@@ -328,7 +386,8 @@ class ScalableSession:
 
         return [
             {"key": e.get("key"), "task": e.get("task"), "dependencies": e.get("dependencies", [])}
-            for e in read_jsonl(self.run_dir / TASKS) if e.get("event") == sc.TASK_SUBMITTED
+            for e in read_jsonl(self.run_dir / TASKS)
+            if e.get("event") == sc.TASK_SUBMITTED
         ]
 
     # --- Dask API ---------------------------------------------------------------------------
@@ -336,8 +395,11 @@ class ScalableSession:
         """`Client.submit`, with the task's name and a summary of its arguments recorded."""
         options = _client_options(kwargs, _SUBMIT_OPTIONS)
         if key is None:
-            key = (f"{funcname(fn)}-{tokenize(fn, kwargs, *args)}" if pure
-                   else f"{funcname(fn)}-{uuid.uuid4()}")
+            key = (
+                f"{funcname(fn)}-{tokenize(fn, kwargs, *args)}"
+                if pure
+                else f"{funcname(fn)}-{uuid.uuid4()}"
+            )
         if self._recorder is not None:
             self._recorder.describe(key, funcname(fn), _safe_args_json(fn, args, kwargs))
         return self.client.submit(fn, *args, key=key, pure=pure, **options, **kwargs)
@@ -384,6 +446,10 @@ def _versions(own: str) -> dict:
     import distributed
     from opentelemetry.version import __version__ as otel
 
-    return {"scalable_otel": own, "dask": dask.__version__,
-            "distributed": distributed.__version__, "opentelemetry": otel,
-            "python": platform.python_version()}
+    return {
+        "scalable_otel": own,
+        "dask": dask.__version__,
+        "distributed": distributed.__version__,
+        "opentelemetry": otel,
+        "python": platform.python_version(),
+    }

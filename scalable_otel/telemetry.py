@@ -61,8 +61,16 @@ class Pipeline:
         self.writer.close()
 
 
-def build_pipeline(directory: Path, run_id: str, *, project: str, flush_interval: float,
-                   span_processors=(), metric_readers=(), log_processors=()) -> Pipeline:
+def build_pipeline(
+    directory: Path,
+    run_id: str,
+    *,
+    project: str,
+    flush_interval: float,
+    span_processors=(),
+    metric_readers=(),
+    log_processors=(),
+) -> Pipeline:
     """Providers whose first exporter is the run directory; more can be passed in."""
     attributes = {sc.RUN_ID: run_id, sc.PROJECT: project}
     if not os.environ.get("OTEL_SERVICE_NAME"):

@@ -34,8 +34,14 @@ def wait_for(condition, timeout=15.0, interval=0.05):
 @pytest.fixture
 def project_dir(tmp_path, monkeypatch):
     """An empty project directory as the working directory, with no telemetry settings."""
-    for name in ("SCALABLE_RUNS_DIR", "SCALABLE_CACHE_DIR", "SCALABLE_TELEMETRY",
-                 "OTEL_SDK_DISABLED", "SCALABLE_TARGET", "SCALABLE_MANIFEST"):
+    for name in (
+        "SCALABLE_RUNS_DIR",
+        "SCALABLE_CACHE_DIR",
+        "SCALABLE_TELEMETRY",
+        "OTEL_SDK_DISABLED",
+        "SCALABLE_TARGET",
+        "SCALABLE_MANIFEST",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -43,14 +49,18 @@ def project_dir(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def demo_project(tmp_path_factory):
-    """A project directory holding two runs of examples/quickstart.py (the second hits the cache)."""
+    """A project directory with two runs of examples/quickstart.py (the second hits the cache)."""
     root = tmp_path_factory.mktemp("demo")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SCALABLE_", "OTEL_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCALABLE_", "OTEL_"))}
     for _ in range(2):
-        subprocess.run([sys.executable, str(REPO / "examples" / "quickstart.py"),
-                        "--scenarios", "30"], cwd=root, env=env, check=True,
-                       capture_output=True, timeout=240)
+        subprocess.run(
+            [sys.executable, str(REPO / "examples" / "quickstart.py"), "--scenarios", "30"],
+            cwd=root,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=240,
+        )
     return root
 
 

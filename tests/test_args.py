@@ -10,8 +10,11 @@ def test_arguments_are_named_by_parameter():
 
 
 def test_secrets_by_name_or_look_are_redacted():
-    summary = summarize_args(run_simulation, (1,), {
-        "api_key": "abc", "password": "hunter2", "note": "AKIAIOSFODNN7EXAMPLE"})
+    summary = summarize_args(
+        run_simulation,
+        (1,),
+        {"api_key": "abc", "password": "hunter2", "note": "AKIAIOSFODNN7EXAMPLE"},
+    )
     assert summary["api_key"] == summary["password"] == summary["note"] == REDACTED
 
 

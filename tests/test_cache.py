@@ -12,8 +12,9 @@ from tests.conftest import events
 def run_twice(n):
     dirs = []
     for _ in range(2):
-        with ScalableSession(target="local", n_workers=2, threads_per_worker=1,
-                             project="cache") as s:
+        with ScalableSession(
+            target="local", n_workers=2, threads_per_worker=1, project="cache"
+        ) as s:
             assert s.gather(s.map(workloads.simulate, range(n))) == [i * 10 for i in range(n)]
         dirs.append(s.run_dir)
     return dirs

@@ -42,8 +42,16 @@ def test_report_of_first_run_says_no_prior_cache(demo_project, demo_run, monkeyp
 
 def test_report_json_and_output_file(demo_project, tmp_path, monkeypatch):
     target = tmp_path / "report.json"
-    result = invoke("report", "--latest", "--format", "json", "--output", str(target),
-                    cwd=demo_project, monkeypatch=monkeypatch)
+    result = invoke(
+        "report",
+        "--latest",
+        "--format",
+        "json",
+        "--output",
+        str(target),
+        cwd=demo_project,
+        monkeypatch=monkeypatch,
+    )
     assert result.exit_code == 0
     import json
 
@@ -51,11 +59,14 @@ def test_report_json_and_output_file(demo_project, tmp_path, monkeypatch):
     assert data["cache"]["hits"] == 28 and data["tasks"]["failed"] == 2
 
 
-@pytest.mark.parametrize("args, message", [
-    (["report", "run-nope"], "no run 'run-nope'"),
-    (["report", "run-"], "matches 2 runs"),
-    (["report", "--last", "--runs-dir", "/nonexistent/runs"], "no runs in /nonexistent/runs"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["report", "run-nope"], "no run 'run-nope'"),
+        (["report", "run-"], "matches 2 runs"),
+        (["report", "--last", "--runs-dir", "/nonexistent/runs"], "no runs in /nonexistent/runs"),
+    ],
+)
 def test_user_mistakes_get_one_line_and_exit_2(demo_project, monkeypatch, args, message):
     monkeypatch.chdir(demo_project)
     result = CliRunner().invoke(main, args)
@@ -72,8 +83,13 @@ def test_every_command_has_help(command):
 
 
 def test_demo_command_runs_the_quickstart(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "scalable_otel.cli", "demo", "--scenarios", "8"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [sys.executable, "-m", "scalable_otel.cli", "demo", "--scenarios", "8"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Run directory: " in done.stdout and "Run Report: run-" in done.stdout
     runs = list((tmp_path / ".scalable" / "runs").iterdir())

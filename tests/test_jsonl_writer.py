@@ -48,7 +48,8 @@ def test_reader_skips_torn_and_corrupt_lines_and_counts_them(tmp_path):
         b"not json\n"
         b'{"timestamp":"2026-01-01T00:00:01.000001Z","event":"task_completed","task":"a",'
         b'"duration_s":1.5}\n'
-        b'{"timestamp":"2026-01-01T00:00:02.0000')
+        b'{"timestamp":"2026-01-01T00:00:02.0000'
+    )
     loaded = load_run(run.path)
     assert list(loaded.tasks["event"]) == ["task_submitted", "task_completed"]
     assert loaded.skipped_lines == {"tasks.jsonl": 2}

@@ -52,10 +52,14 @@ def test_run_directory_holds_every_file_and_task_lifecycle(project_dir):
         assert e["trace_id"] == run["trace_id"]
         assert e["task"] == "sleep_then" and e["key"].startswith("sleep_then-")
     assert {k: len(v) for k, v in by_event.items()} == {
-        "task_submitted": 4, "task_started": 4, "task_completed": 4}
+        "task_submitted": 4,
+        "task_started": 4,
+        "task_completed": 4,
+    }
     assert sorted(e["args"]["x"] for e in by_event["task_submitted"]) == [0, 1, 2, 3]
-    assert all(e["args"] == {"x": e["args"]["x"], "seconds": 0.3}
-               for e in by_event["task_completed"])
+    assert all(
+        e["args"] == {"x": e["args"]["x"], "seconds": 0.3} for e in by_event["task_completed"]
+    )
 
     workers = {e["worker"] for e in events(run_dir, "workers.jsonl", "worker_added")}
     submitted = {e["key"]: e for e in by_event["task_submitted"]}
@@ -156,7 +160,8 @@ def test_from_yaml_snapshots_the_manifest(project_dir):
         "version: 1\nproject: {name: demeter-lulcc}\n"
         "targets:\n  local: {provider: local, max_workers: 1, threads_per_worker: 1}\n"
         "components:\n  sim: {cpus: 4, memory: 16G}\n"
-        "tasks:\n  run_simulation: {component: sim}\n")
+        "tasks:\n  run_simulation: {component: sim}\n"
+    )
     with ScalableSession.from_yaml(target="local") as s:
         s.gather(s.submit(workloads.inc, 1))
     assert "-demeter-lulcc-" in s.run_dir.name
@@ -169,7 +174,8 @@ def test_from_yaml_snapshots_the_manifest(project_dir):
         "project:\n  name: demeter-lulcc\nversion: 1\n"
         "tasks: {run_simulation: {component: sim}}\n"
         "components: {sim: {memory: 16G, cpus: 4}}\n"
-        "targets: {local: {threads_per_worker: 1, provider: local, max_workers: 1}}\n")
+        "targets: {local: {threads_per_worker: 1, provider: local, max_workers: 1}}\n"
+    )
     from scalable_otel import Manifest
 
     assert Manifest.load(reformatted).hash == run["manifest_hash"]
@@ -180,8 +186,9 @@ def test_from_yaml_snapshots_the_manifest(project_dir):
 def test_scheduler_address_target_is_recorded(project_dir):
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
         with ScalableSession(target=cluster.scheduler_address, project="myproj") as s:
             assert s.gather(s.map(workloads.inc, range(5))) == [1, 2, 3, 4, 5]
         # the cluster lives on; a second session on it records its own run

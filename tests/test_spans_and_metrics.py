@@ -16,10 +16,16 @@ from tests.conftest import events, wait_for
 def recorded(tmp_path_factory):
     exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
     root = tmp_path_factory.mktemp("spans")
-    with ScalableSession(target="local", n_workers=1, threads_per_worker=1, project="spans",
-                         runs_dir=root / "runs", cache_dir=root / "cache",
-                         span_processors=[SimpleSpanProcessor(exporter)],
-                         metric_readers=[reader]) as s:
+    with ScalableSession(
+        target="local",
+        n_workers=1,
+        threads_per_worker=1,
+        project="spans",
+        runs_dir=root / "runs",
+        cache_dir=root / "cache",
+        span_processors=[SimpleSpanProcessor(exporter)],
+        metric_readers=[reader],
+    ) as s:
         s.gather(s.map(workloads.sleep_then, [1, 2], seconds=0.2))
         with pytest.raises(ValueError):
             s.gather(s.submit(workloads.fail, 5))
@@ -82,9 +88,16 @@ def _points(metrics):
 def test_metric_instruments_with_bounded_labels(recorded):
     s, _, metrics = recorded
     found = _points(metrics)
-    assert {sc.METRIC_TASKS_SUBMITTED, sc.METRIC_TASKS_COMPLETED, sc.METRIC_TASKS_FAILED,
-            sc.METRIC_TASK_DURATION, sc.METRIC_TASK_QUEUE_WAIT, sc.METRIC_WORKERS_ACTIVE,
-            sc.METRIC_WORKER_CPU, sc.METRIC_WORKER_MEMORY} <= set(found)
+    assert {
+        sc.METRIC_TASKS_SUBMITTED,
+        sc.METRIC_TASKS_COMPLETED,
+        sc.METRIC_TASKS_FAILED,
+        sc.METRIC_TASK_DURATION,
+        sc.METRIC_TASK_QUEUE_WAIT,
+        sc.METRIC_WORKERS_ACTIVE,
+        sc.METRIC_WORKER_CPU,
+        sc.METRIC_WORKER_MEMORY,
+    } <= set(found)
     completed = {p.attributes["task"]: p.value for p in found[sc.METRIC_TASKS_COMPLETED][1]}
     assert completed == {"sleep_then": 2}
     failed = {p.attributes["task"]: p.value for p in found[sc.METRIC_TASKS_FAILED][1]}

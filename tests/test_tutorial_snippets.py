@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-STEP_2_READ = '''
+STEP_2_READ = """
 import json
 
 # Read task events line by line
@@ -15,9 +15,9 @@ with open(".scalable/runs/run-.../tasks.jsonl") as f:
     for line in f:
         event = json.loads(line)
         print(f"{event['timestamp']} | {event['event']} | {event.get('task', '')}")
-'''
+"""
 
-STEP_2_PANDAS = '''
+STEP_2_PANDAS = """
 import pandas as pd
 
 # Load all task events into a DataFrame
@@ -29,9 +29,9 @@ print(f"Total tasks: {len(completed)}")
 print(f"Average duration: {completed['duration_s'].mean():.2f}s")
 print(f"Slowest task: {completed['duration_s'].max():.2f}s")
 print(f"Fastest task: {completed['duration_s'].min():.2f}s")
-'''
+"""
 
-STEP_4 = '''
+STEP_4 = """
 # Find the 5 slowest tasks
 slowest = completed.nlargest(5, "duration_s")[["task", "duration_s"]]
 print(slowest)
@@ -43,9 +43,9 @@ print(f"Average CPU utilization: {resources['cpu_percent'].mean():.1f}%")
 cache = pd.read_json(".scalable/runs/run-.../cache.jsonl", lines=True)
 hit_rate = cache[cache["result"] == "hit"].shape[0] / len(cache) * 100
 print(f"Cache hit rate: {hit_rate:.1f}%")
-'''
+"""
 
-STEP_5 = '''
+STEP_5 = """
 import os
 import json
 
@@ -61,7 +61,7 @@ for run_name in sorted(os.listdir(runs_dir)):
 # Plot duration over time (if matplotlib available)
 for r in runs:
     print(f"{r['start_time']}: {r['duration_s']:.1f}s ({r['tasks_completed']} tasks)")
-'''
+"""
 
 
 def run_snippets(snippets, run_name, cwd, monkeypatch):
@@ -95,8 +95,7 @@ def test_step_2_reads_task_events(demo_project, demo_run, monkeypatch):
         assert re.search(rf"^{label}: \d+\.\d\ds$", out, re.M)
 
 
-def test_step_4_finds_slow_tasks_utilization_and_cache_rate(demo_project, second_run,
-                                                          monkeypatch):
+def test_step_4_finds_slow_tasks_utilization_and_cache_rate(demo_project, second_run, monkeypatch):
     out = run_snippets([STEP_2_PANDAS, STEP_4], second_run.name, demo_project, monkeypatch)
     assert re.search(r"task\s+duration_s", out)
     assert re.search(r"^Average CPU utilization: \d+\.\d%$", out, re.M)

@@ -11,8 +11,7 @@ from tests.conftest import events, wait_for
 
 
 def test_worker_killed_mid_task_is_crashed_and_the_task_reruns_as_attempt_2(project_dir):
-    with ScalableSession(target="local", n_workers=2, threads_per_worker=1,
-                         project="crash") as s:
+    with ScalableSession(target="local", n_workers=2, threads_per_worker=1, project="crash") as s:
         future = s.submit(workloads.sleep_then, 7, seconds=3)
         started = wait_for(lambda: events(s.run_dir, event="task_started"))[0]
         added = {e["worker"]: e for e in events(s.run_dir, "workers.jsonl", "worker_added")}
@@ -37,8 +36,9 @@ def test_worker_killed_mid_task_is_crashed_and_the_task_reruns_as_attempt_2(proj
 
 
 def test_resource_samples_per_worker_at_the_interval(project_dir):
-    with ScalableSession(target="local", n_workers=2, threads_per_worker=1, project="res",
-                         resource_interval=0.25) as s:
+    with ScalableSession(
+        target="local", n_workers=2, threads_per_worker=1, project="res", resource_interval=0.25
+    ) as s:
         s.gather(s.map(workloads.burn_cpu, [1.5, 1.501]))  # distinct keys
     samples = events(s.run_dir, "resources.jsonl", "resource_sample")
     by_worker = {}
@@ -53,18 +53,24 @@ def test_resource_samples_per_worker_at_the_interval(project_dir):
 
 
 def test_per_task_cpu_seconds_and_peak_memory(project_dir):
-    with ScalableSession(target="local", n_workers=1, threads_per_worker=1,
-                         project="usage") as s:
-        s.gather([s.submit(workloads.burn_cpu, 0.6), s.submit(workloads.allocate, 300),
-                  s.submit(workloads.sleep_then, 1, seconds=0.5)])
+    with ScalableSession(target="local", n_workers=1, threads_per_worker=1, project="usage") as s:
+        s.gather(
+            [
+                s.submit(workloads.burn_cpu, 0.6),
+                s.submit(workloads.allocate, 300),
+                s.submit(workloads.sleep_then, 1, seconds=0.5),
+            ]
+        )
     usage = {e["task"]: e for e in events(s.run_dir, "resources.jsonl", "task_resources")}
     assert set(usage) == {"burn_cpu", "allocate", "sleep_then"}
     burn = usage["burn_cpu"]
     assert 0.45 < burn["cpu_seconds"] < 0.9 and burn["cpus_used"] > 0.7
     assert usage["sleep_then"]["cpus_used"] < 0.3
     # the 300 MB block is seen even though it is freed before the task ends
-    assert usage["allocate"]["peak_memory_bytes"] > usage["sleep_then"]["peak_memory_bytes"] \
-        + 250 * 2**20
+    assert (
+        usage["allocate"]["peak_memory_bytes"]
+        > usage["sleep_then"]["peak_memory_bytes"] + 250 * 2**20
+    )
     assert all(not e["cpu_shared"] for e in usage.values())
     completed = {e["key"]: e for e in events(s.run_dir, event="task_completed")}
     for e in usage.values():

@@ -11,12 +11,24 @@ import pandas as pd
 
 from ..errors import RunNotFound
 from ..rundir import (
-    CACHE, FAILURES, RESOURCES, RUN_JSON, TASKS, WORKERS, list_runs, parse_run_name, runs_dir,
+    CACHE,
+    FAILURES,
+    RESOURCES,
+    RUN_JSON,
+    TASKS,
+    WORKERS,
+    list_runs,
+    parse_run_name,
+    runs_dir,
 )
 
 
-def resolve_run(spec: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
-                *, last: bool = False) -> Path:
+def resolve_run(
+    spec: str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    *,
+    last: bool = False,
+) -> Path:
     """The directory of a run: the last one, a run id, a unique prefix of one, or a path."""
     base = runs_dir(root)
     if last or spec is None:
@@ -69,8 +81,9 @@ def _read_lines(path: Path) -> tuple[list[dict], int]:
 def _frame(records: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(records)
     if "timestamp" in frame:
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce",
-                                            format="ISO8601")
+        frame["timestamp"] = pd.to_datetime(
+            frame["timestamp"], utc=True, errors="coerce", format="ISO8601"
+        )
     return frame
 
 
@@ -100,8 +113,12 @@ class Run:
         return status
 
 
-def load_run(run: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
-             *, last: bool = False) -> Run:
+def load_run(
+    run: str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    *,
+    last: bool = False,
+) -> Run:
     """Load a run (see `resolve_run`) into DataFrames.
 
     >>> run = load_run(last=True)                                   # doctest: +SKIP
@@ -118,5 +135,13 @@ def load_run(run: str | os.PathLike | None = None, root: str | os.PathLike | Non
         frames[name] = _frame(records)
         if bad:
             skipped[name] = bad
-    return Run(path, meta, frames[TASKS], frames[RESOURCES], frames[WORKERS], frames[CACHE],
-               frames[FAILURES], skipped)
+    return Run(
+        path,
+        meta,
+        frames[TASKS],
+        frames[RESOURCES],
+        frames[WORKERS],
+        frames[CACHE],
+        frames[FAILURES],
+        skipped,
+    )

@@ -22,8 +22,11 @@ def _peak_workers(workers: pd.DataFrame) -> int:
     """Most workers connected at once, from the added/removed/crashed sweep."""
     if workers.empty or "event" not in workers:
         return 0
-    deltas = workers["event"].map({sc.WORKER_ADDED: 1, sc.WORKER_REMOVED: -1,
-                                   sc.WORKER_CRASHED: -1}).fillna(0)
+    deltas = (
+        workers["event"]
+        .map({sc.WORKER_ADDED: 1, sc.WORKER_REMOVED: -1, sc.WORKER_CRASHED: -1})
+        .fillna(0)
+    )
     order = workers.assign(_d=deltas).sort_values(["timestamp", "_d"], ascending=[True, True])
     return int(max(0, order["_d"].cumsum().max()))
 
@@ -40,7 +43,8 @@ def _worker_capacity_s(workers: pd.DataFrame, run_end: pd.Timestamp | None) -> f
         end = end_by_span.get(row.get("span_id"), run_end)
         if end is None or pd.isna(end):
             continue
-        total += max(0.0, (end - row["timestamp"]).total_seconds()) * float(row.get("nthreads") or 1)
+        uptime = max(0.0, (end - row["timestamp"]).total_seconds())
+        total += uptime * float(row.get("nthreads") or 1)
     return total
 
 
@@ -66,8 +70,12 @@ def report(run: Run) -> dict:
     if len(durations):
         row = completed.loc[durations.idxmax()]
         args = row.get("args") if isinstance(row.get("args"), dict) else {}
-        slowest = {"task": row.get("task"), "key": row.get("key"), "duration_s": float(row["duration_s"]),
-                   "args": args}
+        slowest = {
+            "task": row.get("task"),
+            "key": row.get("key"),
+            "duration_s": float(row["duration_s"]),
+            "args": args,
+        }
     run_end = pd.to_datetime(meta.get("end_time"), utc=True) if meta.get("end_time") else None
     if run_end is None and not run.tasks.empty and "timestamp" in run.tasks:
         run_end = run.tasks["timestamp"].max()
@@ -125,8 +133,11 @@ def format_report(summary: dict) -> str:
     if cache["hits"] == 0 and cache["first_run"] and cache["lookups"]:
         hits += " — first run, no prior cache"
     cost = summary["cost"]
-    cost_line = (f"${cost['usd']:.2f} ({cost['provider']} provider)" if cost["usd"] is not None
-                 else f"unknown ({cost['provider']} provider: no rate set)")
+    cost_line = (
+        f"${cost['usd']:.2f} ({cost['provider']} provider)"
+        if cost["usd"] is not None
+        else f"unknown ({cost['provider']} provider: no rate set)"
+    )
     lines = [
         RULE,
         f"Run Report: {summary['run_id']}",
@@ -144,8 +155,7 @@ def format_report(summary: dict) -> str:
         "",
         "Workers:",
         f"  Peak:             {workers['peak']}",
-        "  Avg utilization:  "
-        + ("n/a" if utilization is None else f"{100 * utilization:.0f}%"),
+        "  Avg utilization:  " + ("n/a" if utilization is None else f"{100 * utilization:.0f}%"),
         "",
         "Cache:",
         f"  Lookups:  {cache['lookups']}",

@@ -53,9 +53,7 @@ class JsonlWriter:
         self._fds: dict[str, int] = {}
         self._warned = False
         self._closed = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="scalable-otel-jsonl", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="scalable-otel-jsonl", daemon=True)
         self._thread.start()
 
     def append(self, file: str, record: dict) -> None:
@@ -95,9 +93,7 @@ class JsonlWriter:
         try:
             fd = self._fds.get(file)
             if fd is None:
-                fd = os.open(
-                    self.directory / file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
-                )
+                fd = os.open(self.directory / file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
                 self._fds[file] = fd
             view = memoryview(data)
             while view:

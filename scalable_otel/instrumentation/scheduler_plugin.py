@@ -136,14 +136,30 @@ class TaskRecordPlugin(SchedulerPlugin):
             if finish == "memory":
                 t0, t1 = _startstop(kwargs)
                 self.records.append(
-                    ("done", time.time(), key, kwargs.get("worker"), t0, t1,
-                     kwargs.get("nbytes"), kwargs.get("typename"))
+                    (
+                        "done",
+                        time.time(),
+                        key,
+                        kwargs.get("worker"),
+                        t0,
+                        t1,
+                        kwargs.get("nbytes"),
+                        kwargs.get("typename"),
+                    )
                 )
             elif finish == "erred":
                 t0, t1 = _startstop(kwargs)
                 self.records.append(
-                    ("error", time.time(), key, kwargs.get("worker"), t0, t1,
-                     kwargs.get("exception_text"), kwargs.get("traceback_text"))
+                    (
+                        "error",
+                        time.time(),
+                        key,
+                        kwargs.get("worker"),
+                        t0,
+                        t1,
+                        kwargs.get("exception_text"),
+                        kwargs.get("traceback_text"),
+                    )
                 )
             elif finish in _REQUEUE_STATES:
                 self._ready.discard(key)
@@ -173,8 +189,16 @@ class TaskRecordPlugin(SchedulerPlugin):
     # --- workers ----------------------------------------------------------------------
     def _worker_added(self, scheduler, ws, now) -> None:
         self.records.append(
-            ("worker_added", now, ws.address, str(ws.name), ws.nthreads,
-             ws.memory_limit, ws.host, getattr(ws, "pid", None))
+            (
+                "worker_added",
+                now,
+                ws.address,
+                str(ws.name),
+                ws.nthreads,
+                ws.memory_limit,
+                ws.host,
+                getattr(ws, "pid", None),
+            )
         )
 
     def add_worker(self, scheduler, worker) -> None:
@@ -194,5 +218,12 @@ class TaskRecordPlugin(SchedulerPlugin):
                 self.records.append(("worker_status", time.time(), topic, msg.get("status")))
             elif action == "remove-worker" and topic == "all":
                 lost = len(msg.get("processing-tasks") or ())
-                self.records.append(("worker_removed", time.time(), msg.get("worker"), lost,
-                                     msg.get("stimulus_id") or ""))
+                self.records.append(
+                    (
+                        "worker_removed",
+                        time.time(),
+                        msg.get("worker"),
+                        lost,
+                        msg.get("stimulus_id") or "",
+                    )
+                )

@@ -83,8 +83,12 @@ class WorkerTelemetryPlugin(WorkerPlugin):
     name = sc.WORKER_PLUGIN_NAME
     idempotent = True
 
-    def __init__(self, resource_interval: float = 1.0, flush_interval: float = 0.2,
-                 cache_dir: str | None = None):
+    def __init__(
+        self,
+        resource_interval: float = 1.0,
+        flush_interval: float = 0.2,
+        cache_dir: str | None = None,
+    ):
         self.resource_interval = resource_interval
         self.flush_interval = flush_interval
         self.cache_dir = cache_dir
@@ -107,8 +111,10 @@ class WorkerTelemetryPlugin(WorkerPlugin):
 
         cache.set_worker_sink(self._cache_lookup, self.cache_dir)
         self._samples.append(self._sample(time.time()))
-        self._callbacks = [PeriodicCallback(self._tick, self.flush_interval * 1000),
-                           PeriodicCallback(self._take_sample, self.resource_interval * 1000)]
+        self._callbacks = [
+            PeriodicCallback(self._tick, self.flush_interval * 1000),
+            PeriodicCallback(self._take_sample, self.resource_interval * 1000),
+        ]
         for callback in self._callbacks:
             callback.start()
 
@@ -135,17 +141,22 @@ class WorkerTelemetryPlugin(WorkerPlugin):
                 return
             now = time.time()
             peak = self._memory.peak() if self._exclusive_peak else self._memory.rss()
-            self._usage.append([
-                key, state[0], now, round(_cpu_seconds() - state[1], 6),
-                max(state[2], peak), state[4],
-            ])
+            self._usage.append(
+                [
+                    key,
+                    state[0],
+                    now,
+                    round(_cpu_seconds() - state[1], 6),
+                    max(state[2], peak),
+                    state[4],
+                ]
+            )
 
     def _cache_lookup(self, record: dict) -> None:
         with self._lock:
             self._cache.append(record)
 
     def _tick(self) -> None:
-        now = time.time()
         if self._executing:
             rss = self._memory.rss()
             for key, state in self._executing.items():
