@@ -10,17 +10,39 @@ import orjson
 MAX_ARGS = 16
 MAX_VALUE_CHARS = 80
 REDACTED = "[redacted]"
-_SECRET_NAME = re.compile(
-    r"pass(word|wd)?|secret|token|api[_-]?key|credential|private[_-]?key", re.IGNORECASE
+# A name is secret when one of its words is (api_key, db_password, AWS_SECRET), not when a
+# word merely contains one (n_passes, tokens).
+_SECRET_WORDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "pass",
+        "passphrase",
+        "secret",
+        "token",
+        "apikey",
+        "credential",
+        "credentials",
+        "auth",
+        "bearer",
+    }
 )
+_SECRET_PAIRS = ("api_key", "private_key", "access_key", "secret_key", "session_key")
 _SECRET_VALUE = re.compile(
     r"(AKIA|ASIA)[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY|"
     r"gh[pousr]_[A-Za-z0-9]{30,}|xox[baprs]-[A-Za-z0-9-]{10,}"
 )
 
 
+def _is_secret_name(name: str) -> bool:
+    lowered = name.lower().replace("-", "_")
+    words = re.split(r"[^a-z0-9]+|_", lowered)
+    return bool(_SECRET_WORDS.intersection(words)) or any(p in lowered for p in _SECRET_PAIRS)
+
+
 def _value(name: str, value):
-    if _SECRET_NAME.search(name):
+    if _is_secret_name(name):
         return REDACTED
     if value is None or isinstance(value, (bool, int, float)):
         return value

@@ -110,7 +110,8 @@ class CacheStore:
 
     def save(self, key: str, value, header: dict) -> None:
         data_path, head_path = self._paths(key)
-        data_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data_path.parent.mkdir(exist_ok=True, mode=0o700)
         payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         header = dict(header, hmac=hmac.new(self._secret(), payload, hashlib.sha256).hexdigest())
         _write_atomic(data_path, payload)

@@ -173,7 +173,7 @@ class Recorder:
             sc.METRIC_WORKERS_ACTIVE, unit="{worker}", description="Workers connected"
         )
         self._m_worker_cpu = meter.create_gauge(
-            sc.METRIC_WORKER_CPU, unit="%", description="Worker process CPU use"
+            sc.METRIC_WORKER_CPU, unit="1", description="Worker CPU use, 1.0 = one CPU"
         )
         self._m_worker_mem = meter.create_gauge(
             sc.METRIC_WORKER_MEMORY, unit="By", description="Worker process resident memory"
@@ -311,7 +311,9 @@ class Recorder:
         queue_wait = max(0.0, start - (task.ready or task.submitted))
         return duration, queue_wait
 
-    def _set_outcome(self, task: _Task, worker, duration, queue_wait, status) -> None:
+    def _set_outcome(
+        self, task: _Task, worker, duration, queue_wait, status, executed: bool = True
+    ) -> None:
         span = task.span
         span.set_attribute(sc.TASK_STATUS, status)
         span.set_attribute(sc.TASK_ATTEMPT, task.attempt)
@@ -319,9 +321,10 @@ class Recorder:
         span.set_attribute(sc.TASK_QUEUE_WAIT, round(queue_wait, 6))
         if worker:
             span.set_attribute(sc.WORKER, worker)
-        attrs = {sc.M_TASK: task.name}
-        self._m_duration.record(duration, attrs)
-        self._m_queue.record(queue_wait, attrs)
+        if executed:
+            attrs = {sc.M_TASK: task.name}
+            self._m_duration.record(duration, attrs)
+            self._m_queue.record(queue_wait, attrs)
 
     def _remember(self, task: _Task) -> None:
         self._recent[task.key] = (task.name, task.span.get_span_context())
@@ -361,17 +364,28 @@ class Recorder:
         if task is None:
             return
         etype, message = self._recent_errors.get(blame_key, ("Exception", ""))
+        blame_name = self._recent.get(blame_key, (blame_name,))[0] or blame_name
         if blame_key is not None:
             task.span.set_attribute(sc.TASK_CAUSE_KEY, key_str(blame_key))
             task.span.set_attribute(sc.TASK_CAUSE_NAME, blame_name or "")
             message = f"dependency {blame_name} ({key_str(blame_key)}) failed: {message}"
-        self._fail(
-            task, t, etype, message, "", None, 0.0, max(0.0, t - (task.ready or task.submitted))
-        )
+        queue_wait = max(0.0, t - (task.ready or task.submitted))
+        self._fail(task, t, etype, message, "", None, 0.0, queue_wait, executed=False)
 
-    def _fail(self, task, t, etype, message, traceback_text, worker, duration, queue_wait):
+    def _fail(
+        self,
+        task,
+        t,
+        etype,
+        message,
+        traceback_text,
+        worker,
+        duration,
+        queue_wait,
+        executed: bool = True,
+    ):
         span = task.span
-        self._set_outcome(task, worker, duration, queue_wait, sc.STATUS_FAILED)
+        self._set_outcome(task, worker, duration, queue_wait, sc.STATUS_FAILED, executed)
         span.set_attribute(sc.ERROR_TYPE, etype)
         span.set_attribute(sc.ERROR_MESSAGE, message)
         span.set_attribute(sc.ERROR_TRACEBACK, traceback_text)
@@ -393,14 +407,20 @@ class Recorder:
             self._recent_errors.popitem(last=False)
         self._remember(task)
 
-    def _on_requeue(self, t, key, stimulus_id) -> None:
+    def _on_requeue(self, t, key, finish, stimulus_id) -> None:
+        """A task left a worker without a result: a retry, a lost worker, or a release."""
         task = self._tasks.get(key)
         if task is None:
             return
+        if finish == "waiting":
+            reason = "retried"
+        elif "worker" in stimulus_id:
+            reason = "worker lost"
+        else:
+            return  # released by the client: the task ends as cancelled when forgotten
         task.ready = None
         if task.exec_span is None:
-            return  # never started on a worker: not an attempt
-        reason = "worker lost" if "worker" in stimulus_id else "retried"
+            return  # it never started on a worker: not an attempt
         task.exec_span.set_status(Status(StatusCode.ERROR, f"attempt lost: {reason}"))
         task.exec_span.end(end_time=_ns(t))
         task.span.add_event(
@@ -496,7 +516,7 @@ class Recorder:
                 "memory_limit": int(limit),
             }
             self._emit(sc.RESOURCE_SAMPLE, ts, attrs, None)
-            self._m_worker_cpu.set(cpu_percent, {sc.M_WORKER: name})
+            self._m_worker_cpu.set(cpu_percent / 100.0, {sc.M_WORKER: name})
             self._m_worker_mem.set(int(rss), {sc.M_WORKER: name})
         for record in payload.get("cache", ()):
             self._on_cache(record)
@@ -518,7 +538,8 @@ class Recorder:
             "worker": address,
             "worker_name": name,
             "cpu_seconds": cpu_s,
-            "cpus_used": round(cpu_s / wall, 3),
+            # too short a task for its CPU share to mean anything: the clock is coarse
+            "cpus_used": round(cpu_s / wall, 3) if wall >= 0.05 else None,
             "peak_memory_bytes": int(peak),
             "wall_s": round(wall, 6),
             "cpu_shared": bool(shared),

@@ -196,7 +196,9 @@ class ScalableSession:
             self._rundir = RunDirectory.create(runs_dir(self.runs_root).absolute(), self.run_id)
             self.run_dir = self._rundir.path
             self._write_run_json("running")
-            (self.run_dir / "manifest.yaml").write_text(self._manifest().to_yaml())
+            manifest_path = self.run_dir / "manifest.yaml"
+            manifest_path.touch(mode=0o600)
+            manifest_path.write_text(self._manifest().to_yaml())
             write_json_atomic(self.run_dir / PLAN_JSON, self._plan(graph=None))
             self._pipeline = build_pipeline(
                 self.run_dir,
@@ -306,7 +308,7 @@ class ScalableSession:
         self.status = status
         from opentelemetry.trace import Status, StatusCode
 
-        self._run_span.set_attribute("scalable.run.status", status)
+        self._run_span.set_attribute(sc.RUN_STATUS, status)
         if status != "completed":
             self._run_span.set_status(Status(StatusCode.ERROR, status))
         self._run_span.end(end_time=int(ended * 1e9))

@@ -26,3 +26,10 @@ def test_values_and_counts_are_bounded():
 
 def test_no_arguments_no_summary():
     assert args_json(run_simulation, (), {}) is None
+
+
+def test_words_that_only_contain_a_secret_word_are_kept():
+    def f(n_passes, tokens, passport):
+        pass
+
+    assert summarize_args(f, (3, 5, "x"), {}) == {"n_passes": 3, "tokens": 5, "passport": "x"}

@@ -216,3 +216,15 @@ def test_two_sessions_at_once_get_distinct_run_directories(project_dir):
     assert results["a"][0] != results["b"][0]
     for run_dir, _ in results.values():
         assert len(events(Path(run_dir), event="task_completed")) == 10
+
+
+def test_cancelled_running_task_is_cancelled_not_a_lost_attempt(project_dir):
+    with session() as s:
+        future = s.submit(workloads.sleep_then, 1, seconds=3)
+        wait_for(lambda: events(s.run_dir, event="task_started"))
+        future.cancel()
+        assert s.gather(s.submit(workloads.inc, 1)) == 2
+    (cancelled,) = events(s.run_dir, event="task_cancelled")
+    assert cancelled["key"] == future.key and cancelled["attempt"] == 1
+    run = orjson.loads((s.run_dir / "run.json").read_bytes())
+    assert run["tasks_cancelled"] == 1 and run["status"] == "completed"

@@ -51,6 +51,7 @@ class JsonlWriter:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._fds: dict[str, int] = {}
+        self._torn: set[str] = set()
         self._warned = False
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scalable-otel-jsonl", daemon=True)
@@ -95,10 +96,16 @@ class JsonlWriter:
             if fd is None:
                 fd = os.open(self.directory / file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
                 self._fds[file] = fd
+            if file in self._torn:
+                # an earlier write stopped mid-line: end that fragment so it stays one bad line
+                data = b"\n" + data
             view = memoryview(data)
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
+                if view:
+                    self._torn.add(file)
+            self._torn.discard(file)
             self.written += count
         except OSError as exc:
             self.dropped += count
@@ -129,9 +136,14 @@ def _base(event: str, ts_ns: int, run_id: str) -> dict:
     }
 
 
-def _args(attrs) -> dict | None:
+def _args(attrs) -> dict | str | None:
     raw = attrs.get(sc.TASK_ARGS)
-    return orjson.loads(raw) if raw else None
+    if not raw:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:  # cut by an attribute length limit: keep the text
+        return raw
 
 
 def _task_fields(attrs) -> dict:
@@ -170,6 +182,7 @@ class RunDirectorySpanProcessor(SpanProcessor):
                 line.update(_ids(span))
                 self._writer.append(WORKERS, line)
         except Exception:  # an exporter never raises into the workflow
+            self._writer.dropped += 1
             logger.debug("scalable-otel: span start not written", exc_info=True)
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -188,6 +201,7 @@ class RunDirectorySpanProcessor(SpanProcessor):
                 line.update(_ids(span))
                 self._writer.append(WORKERS, line)
         except Exception:
+            self._writer.dropped += 1
             logger.debug("scalable-otel: span end not written", exc_info=True)
 
     def _task_end(self, span: ReadableSpan, attrs) -> None:
@@ -239,7 +253,7 @@ class RunDirectorySpanProcessor(SpanProcessor):
 def _worker_fields(attrs) -> dict:
     return {
         "worker": attrs.get(sc.WORKER),
-        "name": attrs.get(sc.WORKER_NAME),
+        "worker_name": attrs.get(sc.WORKER_NAME),
         "nthreads": attrs.get(sc.WORKER_NTHREADS),
         "memory_limit": attrs.get(sc.WORKER_MEMORY_LIMIT),
         "host": attrs.get(sc.WORKER_HOST),
@@ -267,6 +281,7 @@ class RunDirectoryLogProcessor(LogRecordProcessor):
                 line["span_id"] = f"{record.span_id:016x}"
             self._writer.append(file, line)
         except Exception:
+            self._writer.dropped += 1
             logger.debug("scalable-otel: log event not written", exc_info=True)
 
     def shutdown(self) -> None:

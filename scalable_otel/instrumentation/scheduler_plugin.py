@@ -12,7 +12,7 @@ Record shapes (first item is the kind, second the scheduler time in epoch s):
     ("done", t, key, worker, start, stop, nbytes, typename)
     ("error", t, key, worker, start, stop, exception_text, traceback_text)
     ("dep_error", t, key, blame_key, blame_name)
-    ("requeue", t, key, stimulus_id)
+    ("requeue", t, key, finish_state, stimulus_id)
     ("forgotten", t, key)
     ("worker_added", t, address, name, nthreads, memory_limit, host, pid)
     ("worker_status", t, address, status)
@@ -163,7 +163,7 @@ class TaskRecordPlugin(SchedulerPlugin):
                 )
             elif finish in _REQUEUE_STATES:
                 self._ready.discard(key)
-                self.records.append(("requeue", time.time(), key, stimulus_id or ""))
+                self.records.append(("requeue", time.time(), key, finish, stimulus_id or ""))
             return
         if finish in _READY_STATES:
             if key not in self._ready:

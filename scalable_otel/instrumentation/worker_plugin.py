@@ -73,8 +73,9 @@ class _Memory:
 
 
 def _cpu_seconds() -> float:
+    """CPU time of this process (all threads, ns resolution) and of its finished children."""
     t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    return time.process_time() + t.children_user + t.children_system
 
 
 class WorkerTelemetryPlugin(WorkerPlugin):
@@ -134,13 +135,16 @@ class WorkerTelemetryPlugin(WorkerPlugin):
             shared = bool(self._executing)
             for state in self._executing.values():
                 state[4] = True
-            self._executing[key] = [time.time(), _cpu_seconds(), rss, False, shared]
+            # on the scheduler's clock, as Dask's own startstops are
+            start = time.time() + self.worker.scheduler_delay
+            self._executing[key] = [start, _cpu_seconds(), rss, False, shared]
         elif start == "executing":
             state = self._executing.pop(key, None)
             if state is None:
                 return
-            now = time.time()
-            peak = self._memory.peak() if self._exclusive_peak else self._memory.rss()
+            now = time.time() + self.worker.scheduler_delay
+            exact = self._exclusive_peak and self._memory.can_reset_peak
+            peak = self._memory.peak() if exact else self._memory.rss()
             self._usage.append(
                 [
                     key,
@@ -177,11 +181,13 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         cpu_percent = round(100.0 * (cpu - c0) / (now - t0), 2) if now > t0 else 0.0
         rss = self._memory.rss()
         limit = self.worker.memory_manager.memory_limit or 0
-        if not limit:
+        if limit:
+            share = rss / limit
+        else:  # no limit: the share of the host's memory
             import psutil
 
-            limit = psutil.virtual_memory().total
-        return [now, cpu_percent, rss, round(100.0 * rss / limit, 2), limit]
+            share = rss / psutil.virtual_memory().total
+        return [now + self.worker.scheduler_delay, cpu_percent, rss, round(100.0 * share, 2), limit]
 
     def flush(self, closing: bool = False) -> None:
         """Send what was seen since the last flush to the scheduler."""
