@@ -412,17 +412,20 @@ class Recorder:
         task = self._tasks.get(key)
         if task is None:
             return
-        if finish == "waiting":
+        # Dask says why in the stimulus id: an error with retries left is "task-erred-…",
+        # a lost worker "handle-worker-cleanup-…"; a client's release names neither.
+        if stimulus_id.startswith("task-erred"):
             reason = "retried"
         elif "worker" in stimulus_id:
             reason = "worker lost"
         else:
             return  # released by the client: the task ends as cancelled when forgotten
         task.ready = None
-        if task.exec_span is None:
-            return  # it never started on a worker: not an attempt
-        task.exec_span.set_status(Status(StatusCode.ERROR, f"attempt lost: {reason}"))
-        task.exec_span.end(end_time=_ns(t))
+        if task.exec_span is None and reason == "worker lost":
+            return  # never seen starting on the lost worker: not counted as an attempt
+        if task.exec_span is not None:
+            task.exec_span.set_status(Status(StatusCode.ERROR, f"attempt lost: {reason}"))
+            task.exec_span.end(end_time=_ns(t))
         task.span.add_event(
             sc.EVENT_ATTEMPT_LOST,
             {

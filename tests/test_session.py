@@ -228,3 +228,16 @@ def test_cancelled_running_task_is_cancelled_not_a_lost_attempt(project_dir):
     assert cancelled["key"] == future.key and cancelled["attempt"] == 1
     run = orjson.loads((s.run_dir / "run.json").read_bytes())
     assert run["tasks_cancelled"] == 1 and run["status"] == "completed"
+
+
+def test_retries_are_attempts_of_the_same_task(project_dir):
+    with session() as s:
+        with pytest.raises(ValueError):
+            s.gather(s.submit(workloads.fail, 1, retries=2))
+    (failed,) = events(s.run_dir, event="task_failed")
+    assert failed["attempt"] == 3
+    (failure,) = read_jsonl(s.run_dir / "failures.jsonl")
+    assert failure["attempt"] == 3 and failure["error_type"] == "ValueError"
+    assert len(events(s.run_dir, event="task_submitted")) == 1
+    usage = events(s.run_dir, "resources.jsonl", "task_resources")
+    assert len(usage) == 3  # each attempt measured on its worker

@@ -133,6 +133,7 @@ class TaskRecordPlugin(SchedulerPlugin):
 
     def transition(self, key, start, finish, *args, stimulus_id=None, **kwargs) -> None:
         if start == "processing":
+            self._ready.discard(key)
             if finish == "memory":
                 t0, t1 = _startstop(kwargs)
                 self.records.append(
@@ -162,7 +163,6 @@ class TaskRecordPlugin(SchedulerPlugin):
                     )
                 )
             elif finish in _REQUEUE_STATES:
-                self._ready.discard(key)
                 self.records.append(("requeue", time.time(), key, finish, stimulus_id or ""))
             return
         if finish in _READY_STATES:
@@ -170,8 +170,8 @@ class TaskRecordPlugin(SchedulerPlugin):
                 self._ready.add(key)
                 self.records.append(("ready", time.time(), key))
             return
+        self._ready.discard(key)
         if finish == "erred":
-            self._ready.discard(key)
             blame_key = blame_name = None
             if self._scheduler is not None:
                 ts = self._scheduler.tasks.get(key)
@@ -179,12 +179,8 @@ class TaskRecordPlugin(SchedulerPlugin):
                 if blame is not None:
                     blame_key, blame_name = blame.key, blame.prefix.name
             self.records.append(("dep_error", time.time(), key, blame_key, blame_name))
-        elif finish == "forgotten" or (finish == "released" and start != "memory"):
-            self._ready.discard(key)
-            if finish == "forgotten":
-                self.records.append(("forgotten", time.time(), key))
-        elif finish == "memory":
-            self._ready.discard(key)
+        elif finish == "forgotten":
+            self.records.append(("forgotten", time.time(), key))
 
     # --- workers ----------------------------------------------------------------------
     def _worker_added(self, scheduler, ws, now) -> None:
