@@ -36,7 +36,7 @@ _SECRET_VALUE = re.compile(
 
 
 def _is_secret_name(name: str) -> bool:
-    lowered = name.lower().replace("-", "_")
+    lowered = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower().replace("-", "_")
     words = re.split(r"[^a-z0-9]+|_", lowered)
     return bool(_SECRET_WORDS.intersection(words)) or any(p in lowered for p in _SECRET_PAIRS)
 

@@ -45,7 +45,7 @@ def _client_options(kwargs: dict, names) -> dict:
 def _worker_flush(dask_worker) -> None:
     plugin = dask_worker.plugins.get(sc.WORKER_PLUGIN_NAME)
     if plugin is not None:
-        plugin.flush()
+        plugin.final_flush()
 
 
 class ScalableSession:

@@ -33,3 +33,10 @@ def test_words_that_only_contain_a_secret_word_are_kept():
         pass
 
     assert summarize_args(f, (3, 5, "x"), {}) == {"n_passes": 3, "tokens": 5, "passport": "x"}
+
+
+def test_camel_case_names_are_split_into_words():
+    def connect(dbPassword, nPasses):  # noqa: N803
+        pass
+
+    assert summarize_args(connect, ("x", 2), {}) == {"dbPassword": REDACTED, "nPasses": 2}

@@ -111,7 +111,6 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         from .. import cache
 
         cache.set_worker_sink(self._cache_lookup, self.cache_dir)
-        self._samples.append(self._sample(time.time()))
         self._callbacks = [
             PeriodicCallback(self._tick, self.flush_interval * 1000),
             PeriodicCallback(self._take_sample, self.resource_interval * 1000),
@@ -173,6 +172,12 @@ class WorkerTelemetryPlugin(WorkerPlugin):
 
     def _take_sample(self) -> None:
         self._samples.append(self._sample(time.time()))
+
+    def final_flush(self) -> None:
+        """A last sample (so even a short run has one), then everything pending."""
+        if time.time() - self._last_cpu[0] > 0.05:
+            self._take_sample()
+        self.flush()
 
     def _sample(self, now: float) -> list:
         cpu = _cpu_seconds()
