@@ -20,13 +20,12 @@ tasks (least-squares slope, taken from the instrumented runs).
 
     python benchmarks/overhead.py            # defaults: 3 rounds, 10000 / 2000 tasks
     python benchmarks/overhead.py --quick    # smoke run: 1 round, 1000 / 200 tasks
-    python benchmarks/overhead.py --profile  # + where the instrumented driver spends time
+    python benchmarks/overhead.py --profile --only noop --rounds 1  # needs yappi
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import gc
 import os
 import statistics
@@ -64,12 +63,12 @@ class DriverSampler:
         self._proc = psutil.Process()
         self._stop = threading.Event()
         self.futures = None  # set once map() returned
-        self.peak = 0
+        self.start = self.peak = 0
         self.points: list[tuple[int, int]] = []  # (finished tasks, rss)
         self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
 
     def __enter__(self):
-        self.peak = self._proc.memory_info().rss
+        self.start = self.peak = self._proc.memory_info().rss
         self._thread.start()
         return self
 
@@ -115,109 +114,74 @@ def slope_per_10k(points: list[tuple[int, int]]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx * 10_000
 
 
-# --- optional thread-aware sampling profiler (--profile) ----------------------------------
-class StackProfiler:
-    """Samples every thread's stack (sys._current_frames) every `interval` seconds.
+# --- optional profiler (--profile) -------------------------------------------------------
+class ThreadProfiler:
+    """yappi (pip install yappi) on every driver thread, CPU clock.
 
-    cProfile and pyinstrument only see the calling thread, but the overhead of
-    the instrumentation lives in the Dask client's event-loop thread and the
-    recorder/writer threads; this one counts, per function, how many samples
-    had it on some thread's stack (inclusive) or on top (self), per thread.
+    cProfile and pyinstrument only see the calling thread, but with a
+    LocalCluster the scheduler runs on the driver's event-loop thread and the
+    recorder and writer have threads of their own, all under one GIL. yappi's
+    own overhead inflates the run; read the shares, not the seconds.
     """
 
-    def __init__(self, interval: float = 0.005):
-        self.interval = interval
-        self.inclusive = collections.Counter()
-        self.self_time = collections.Counter()
-        self.threads = collections.Counter()
-        self.busy = collections.Counter()
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-profiler", daemon=True)
+    def __init__(self):
+        try:
+            import yappi
+        except ImportError:
+            raise SystemExit("--profile needs yappi: pip install yappi") from None
+        self.yappi = yappi
+        yappi.set_clock_type("cpu")
 
     def __enter__(self):
-        self._thread.start()
+        self.yappi.clear_stats()
+        self.yappi.start(builtins=False, profile_threads=True)
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+        self.yappi.stop()
+        self.threads = list(self.yappi.get_thread_stats())
+        self.funcs = list(self.yappi.get_func_stats())
 
-    def _run(self) -> None:
-        me = threading.get_ident()
-        while not self._stop.wait(self.interval):
-            names = {t.ident: t.name for t in threading.enumerate()}
-            self.samples += 1
-            for ident, frame in sys._current_frames().items():
-                if ident == me:
-                    continue
-                tname = names.get(ident, str(ident))
-                top = _where(frame)
-                idle = _idle(frame)
-                self.threads[tname] += 1
-                if not idle:
-                    self.busy[tname] += 1
-                    self.self_time[(tname, top)] += 1
-                seen = set()
-                f = frame
-                while f is not None:
-                    w = _where(f)
-                    if w not in seen:
-                        seen.add(w)
-                        if not idle:
-                            self.inclusive[(tname, w)] += 1
-                    f = f.f_back
-
-    def report(self, package: str = "scalable_otel", top: int = 15) -> None:
-        print(f"\nprofile: {self.samples} samples of every thread, "
-              f"{self.interval * 1e3:.0f} ms apart (share = samples / all samples)")
-        print("busy share per thread (not waiting in select/wait/sleep/lock):")
-        for tname, n in self.busy.most_common(8):
-            print(f"  {n / self.samples:6.1%}  {tname}")
-        print(f"inclusive, functions in {package}:")
-        own = [(k, n) for k, n in self.inclusive.items() if package in k[1]]
-        for (tname, w), n in sorted(own, key=lambda kv: -kv[1])[:top]:
-            print(f"  {n / self.samples:6.1%}  {_short(w):60s} [{tname}]")
-        print("self, top functions anywhere:")
-        for (tname, w), n in self.self_time.most_common(top):
-            print(f"  {n / self.samples:6.1%}  {_short(w):60s} [{tname}]")
+    def report(self, package: str = "scalable_otel", top: int = 12) -> None:
+        total = sum(t.ttot for t in self.threads) or 1.0
+        print(
+            f"\nprofile (yappi, CPU time of the driver's threads, last instrumented noop run; "
+            f"total {total:.1f} s CPU)"
+        )
+        for t in sorted(self.threads, key=lambda t: -t.ttot):
+            if t.ttot < 0.01 * total:
+                continue
+            funcs = [f for f in self.funcs if f.ctx_id == t.id]
+            own = sorted((f for f in funcs if package in f.module), key=lambda f: -f.ttot)
+            print(
+                f"  thread {t.name}#{t.id}: {t.ttot:.2f} s CPU ({t.ttot / total:.0%} of all)"
+                f"{'' if own else ', nothing from ' + package}"
+            )
+            for f in own[:top]:
+                print(
+                    f"    {f.ttot / t.ttot:6.1%} incl  {f.tsub / t.ttot:6.1%} self  "
+                    f"n={f.ncall:<7d} {_short(f.module)}:{f.name}"
+                )
 
 
-def _where(frame) -> str:
-    code = frame.f_code
-    return f"{code.co_filename}:{code.co_name}"
-
-
-def _short(where: str) -> str:
-    path, _, fn = where.rpartition(":")
+def _short(path: str) -> str:
     parts = Path(path).parts
-    for anchor in ("scalable_otel", "distributed", "opentelemetry", "tornado", "asyncio",
-                   "msgpack", "dask"):
+    for anchor in ("scalable_otel", "opentelemetry", "distributed"):
         if anchor in parts:
-            i = len(parts) - 1 - parts[::-1].index(anchor)
-            return "/".join(parts[i:]) + ":" + fn
-    return "/".join(parts[-2:]) + ":" + fn
-
-
-def _idle(frame) -> bool:
-    # A thread is idle when its top frame is a blocking call (C calls leave no frame,
-    # so the top Python frame is the one that called select/wait/...).
-    code = frame.f_code
-    if code.co_name in ("select", "poll", "_poll") and "selectors" in code.co_filename:
-        return True
-    if code.co_name == "wait" and "threading" in code.co_filename:
-        return True
-    if code.co_name in ("_wait_for_tstate_lock",):
-        return True
-    return False
+            return "/".join(parts[len(parts) - 1 - parts[::-1].index(anchor) :])
+    return "/".join(parts[-2:])
 
 
 # --- one measurement ---------------------------------------------------------------------
 def run_plain(fn, n: int) -> dict:
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.wait_for_workers(2)
         gc.collect()
         with DriverSampler() as sampler:
@@ -228,14 +192,20 @@ def run_plain(fn, n: int) -> dict:
             elapsed = time.perf_counter() - t0
         assert len(results) == n
         del futures, results
-    return {"time": elapsed, "peak": sampler.peak, "sampler": sampler}
+    return {
+        "time": elapsed,
+        "peak": sampler.peak,
+        "rise": sampler.peak - sampler.start,
+        "sampler": sampler,
+    }
 
 
-def run_instrumented(fn, n: int, runs_dir: Path, profiler: StackProfiler | None = None) -> dict:
+def run_instrumented(fn, n: int, runs_dir: Path, profiler=None) -> dict:
     from scalable_otel import ScalableSession
 
-    session = ScalableSession(target="local", n_workers=2, threads_per_worker=1,
-                              project="bench", runs_dir=runs_dir)
+    session = ScalableSession(
+        target="local", n_workers=2, threads_per_worker=1, project="bench", runs_dir=runs_dir
+    )
     with session as s:
         s.client.wait_for_workers(2)
         gc.collect()
@@ -254,15 +224,24 @@ def run_instrumented(fn, n: int, runs_dir: Path, profiler: StackProfiler | None 
         t_close = time.perf_counter()
     close_s = time.perf_counter() - t_close
     if s.run_dir is None:
-        raise SystemExit("instrumented run recorded nothing: telemetry is off "
-                         "(OTEL_SDK_DISABLED / SCALABLE_TELEMETRY?)")
+        raise SystemExit(
+            "instrumented run recorded nothing: telemetry is off "
+            "(OTEL_SDK_DISABLED / SCALABLE_TELEMETRY?)"
+        )
     completed = 0
     with open(s.run_dir / "tasks.jsonl", "rb") as f:
         for line in f:
             if b'"event":"task_completed"' in line:
                 completed += 1
-    return {"time": elapsed, "peak": sampler.peak, "sampler": sampler, "close": close_s,
-            "recorded": completed, "status": s.status}
+    return {
+        "time": elapsed,
+        "peak": sampler.peak,
+        "rise": sampler.peak - sampler.start,
+        "sampler": sampler,
+        "close": close_s,
+        "recorded": completed,
+        "status": s.status,
+    }
 
 
 # --- main --------------------------------------------------------------------------------
@@ -275,14 +254,24 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--noop", type=int, default=10_000, help="no-op tasks")
     parser.add_argument("--sleepy", type=int, default=2_000, help="5 ms tasks")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 1000 no-op and 200 5 ms tasks, 1 round")
-    parser.add_argument("--only", choices=sorted(WORKLOADS), action="append",
-                        help="run only this workload (repeatable)")
-    parser.add_argument("--no-warmup", action="store_true",
-                        help="skip the untimed warm-up run of each mode")
-    parser.add_argument("--profile", action="store_true",
-                        help="sample all driver threads during the instrumented no-op runs")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1000 no-op and 200 5 ms tasks, 1 round"
+    )
+    parser.add_argument(
+        "--only",
+        choices=sorted(WORKLOADS),
+        action="append",
+        help="run only this workload (repeatable)",
+    )
+    parser.add_argument(
+        "--no-warmup", action="store_true", help="skip the untimed warm-up run of each mode"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile the driver's threads (yappi) in the instrumented no-op "
+        "runs; this slows those runs, so ignore their ratio",
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.noop, args.sleepy = 1, 1000, 200
@@ -295,11 +284,15 @@ def main() -> int:
 
     import scalable_otel
 
-    print(f"python {sys.version.split()[0]}, dask {dask.__version__}, distributed "
-          f"{distributed.__version__}, opentelemetry-sdk {opentelemetry.version.__version__}, "
-          f"scalable_otel {scalable_otel.__version__}, cpus {os.cpu_count()}")
-    print(f"rounds {args.rounds}, sizes {sizes}; fresh LocalCluster(2 procs x 1 thread) per "
-          "measurement; only submit+gather timed; order plain, instrumented per round")
+    print(
+        f"python {sys.version.split()[0]}, dask {dask.__version__}, distributed "
+        f"{distributed.__version__}, opentelemetry-sdk {opentelemetry.version.__version__}, "
+        f"scalable_otel {scalable_otel.__version__}, cpus {os.cpu_count()}"
+    )
+    print(
+        f"rounds {args.rounds}, sizes {sizes}; fresh LocalCluster(2 procs x 1 thread) per "
+        "measurement; only submit+gather timed; order plain, instrumented per round"
+    )
     runs_root = Path(tempfile.mkdtemp(prefix="scalable-bench-"))
     print(f"run directories under {runs_root}")
 
@@ -308,21 +301,25 @@ def main() -> int:
         w = run_instrumented(noop, 200, runs_root)
         assert w["recorded"] == 200, w["recorded"]
 
-    profiler = StackProfiler() if args.profile else None
+    profiler = ThreadProfiler() if args.profile else None
     results = {name: {"plain": [], "instr": []} for name in workloads}
     for name in workloads:
         fn, n = WORKLOADS[name], sizes[name]
         for r in range(args.rounds):
             p = run_plain(fn, n)
             results[name]["plain"].append(p)
-            i = run_instrumented(fn, n, runs_root,
-                                 profiler if (name == "noop" and profiler) else None)
+            i = run_instrumented(
+                fn, n, runs_root, profiler if (name == "noop" and profiler) else None
+            )
             results[name]["instr"].append(i)
             ok = "ok" if i["recorded"] == n else f"MISSING {n - i['recorded']}"
-            print(f"  {name:6s} round {r + 1}: plain {p['time']:7.3f} s  instrumented "
-                  f"{i['time']:7.3f} s  ratio {i['time'] / p['time']:.3f}  close "
-                  f"{i['close']:.2f} s  peak MB {p['peak'] / MB:.0f}/{i['peak'] / MB:.0f}  "
-                  f"task_completed {i['recorded']}/{n} {ok} ({i['status']})", flush=True)
+            print(
+                f"  {name:6s} round {r + 1}: plain {p['time']:7.3f} s  instrumented "
+                f"{i['time']:7.3f} s  ratio {i['time'] / p['time']:.3f}  close "
+                f"{i['close']:.2f} s  peak MB {p['peak'] / MB:.0f}/{i['peak'] / MB:.0f}  "
+                f"task_completed {i['recorded']}/{n} {ok} ({i['status']})",
+                flush=True,
+            )
 
     print("\nRSS of the driver at each milestone of finished tasks (instrumented, MB):")
     growth = {}
@@ -335,18 +332,25 @@ def main() -> int:
             s = slope_per_10k(ms)
             if s is not None:
                 slopes_i.append(s)
-            print(f"  {name:6s} round {r + 1}: " +
-                  "  ".join(f"{k}:{v / MB:.1f}" for k, v in ms) +
-                  (f"  -> {s:+.2f} MB/10k" if s is not None else ""))
+            print(
+                f"  {name:6s} round {r + 1}: "
+                + "  ".join(f"{k}:{v / MB:.1f}" for k, v in ms)
+                + (f"  -> {s:+.2f} MB/10k" if s is not None else "")
+            )
         for p in results[name]["plain"]:
             s = slope_per_10k(p["sampler"].milestones(step))
             if s is not None:
                 slopes_p.append(s)
-        growth[name] = (statistics.median(slopes_i) if slopes_i else None,
-                        statistics.median(slopes_p) if slopes_p else None)
+        growth[name] = (
+            statistics.median(slopes_i) if slopes_i else None,
+            statistics.median(slopes_p) if slopes_p else None,
+        )
 
-    print("\nworkload       N  plain_s  instrumented_s  ratio(median)  ratio(min..max)  "
-          "close_s  driver_peak_MB plain/instr  growth_MB_per_10k instr (plain)")
+    print(
+        "\nworkload       N  plain_s  instrumented_s  ratio(median)  ratio(min..max)  "
+        "close_s  driver_peak_MB plain/instr  peak_rise_MB plain/instr  "
+        "growth_MB_per_10k instr (plain)"
+    )
     all_ok = True
     for name in workloads:
         n = sizes[name]
@@ -356,16 +360,29 @@ def main() -> int:
         closes = [x["close"] for x in results[name]["instr"]]
         peak_p = max(x["peak"] for x in results[name]["plain"]) / MB
         peak_i = max(x["peak"] for x in results[name]["instr"]) / MB
+        rise_p = statistics.median(x["rise"] for x in results[name]["plain"]) / MB
+        rise_i = statistics.median(x["rise"] for x in results[name]["instr"]) / MB
         recorded = all(x["recorded"] == n for x in results[name]["instr"])
         all_ok &= recorded
         gi, gp = growth[name]
         gtxt = (f"{gi:+.2f}" if gi is not None else "n/a") + (
-            f" ({gp:+.2f})" if gp is not None else " (n/a)")
-        print(f"{name:8s} {n:6d}  {statistics.median(ps):7.3f}  {statistics.median(its):14.3f}  "
-              f"{statistics.median(ratios):13.3f}  {min(ratios):6.3f}..{max(ratios):<6.3f}  "
-              f"{statistics.median(closes):7.2f}  {peak_p:14.0f}/{peak_i:<5.0f}       {gtxt}")
-    print(f"telemetry recorded: {'all task_completed lines present' if all_ok else 'MISSING LINES'}"
-          " (targets: ratio <= 1.05 noop, <= 1.02 sleepy)")
+            f" ({gp:+.2f})" if gp is not None else " (n/a)"
+        )
+        print(
+            f"{name:8s} {n:6d}  {statistics.median(ps):7.3f}  {statistics.median(its):14.3f}  "
+            f"{statistics.median(ratios):13.3f}  {min(ratios):6.3f}..{max(ratios):<6.3f}  "
+            f"{statistics.median(closes):7.2f}  {peak_p:14.0f}/{peak_i:<5.0f}        "
+            f"{rise_p:10.1f}/{rise_i:<5.1f}          {gtxt}"
+        )
+    print(
+        f"telemetry recorded: {'all task_completed lines present' if all_ok else 'MISSING LINES'}"
+        " (targets: ratio <= 1.05 noop, <= 1.02 sleepy)"
+    )
+    print(
+        "peak = max driver RSS in any round; peak_rise = median over rounds of (peak - RSS at "
+        "the start of the timed region);\ngrowth = median least-squares slope of RSS at each "
+        "milestone of finished tasks, x 10,000 (plain runs in parentheses)"
+    )
     if profiler is not None:
         profiler.report()
     return 0 if all_ok else 1

@@ -111,7 +111,6 @@ class Recorder:
     ):
         self._tracer = tracer
         self._events = event_logger
-        self._run_span = run_span
         self._run_ctx = trace.set_span_in_context(run_span)
         self._run_id = run_id
         self._source = source
@@ -122,7 +121,7 @@ class Recorder:
         self._recent: OrderedDict = OrderedDict()
         self._recent_errors: OrderedDict = OrderedDict()
         self._workers: dict = {}
-        self._closing = False
+        self.closing = False  # set when the session shuts Dask down: removals are not crashes
         self._synced: set = set()
         self.submitted = self.completed = self.failed = self.cancelled = 0
         self.cache_hits = self.cache_misses = 0
@@ -221,7 +220,7 @@ class Recorder:
 
     def close(self, now: float | None = None) -> None:
         """Drain, then end what is still open: tasks as cancelled, workers as removed."""
-        self._closing = True
+        self.closing = True
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
@@ -232,14 +231,6 @@ class Recorder:
                 self._end_cancelled(self._tasks.pop(key), now, "run ended before the task")
             for address in list(self._workers):
                 self._on_worker_removed(now, address, 0)
-
-    @property
-    def closing(self) -> bool:
-        return self._closing
-
-    @closing.setter
-    def closing(self, value: bool) -> None:
-        self._closing = value
 
     # --- loop ---------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -485,7 +476,7 @@ class Recorder:
         worker = self._workers.pop(address, None)
         if worker is None:
             return
-        crashed = not (worker.closing or self._closing)
+        crashed = not (worker.closing or self.closing)
         span = worker.span
         span.set_attribute(sc.WORKER_END, sc.WORKER_CRASHED if crashed else sc.WORKER_REMOVED)
         span.set_attribute(sc.WORKER_LOST_TASKS, int(lost or 0))

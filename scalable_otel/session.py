@@ -160,11 +160,16 @@ class ScalableSession:
         remote = self.target.startswith(_ADDRESS_PREFIXES)
         plugin = TaskRecordPlugin(forward=remote)
         telemetry = not telemetry_disabled() and self._open_telemetry(plugin)
-        if remote:
-            self.client = Client(self.target)
-        else:
-            self.cluster = self._local_cluster([plugin] if telemetry else [])
-            self.client = Client(self.cluster)
+        try:
+            if remote:
+                self.client = Client(self.target)
+            else:
+                self.cluster = self._local_cluster([plugin] if telemetry else [])
+                self.client = Client(self.cluster)
+        except BaseException:
+            if telemetry:  # the run ends before it began: say so in run.json
+                self._finish_telemetry("failed")
+            raise
         if telemetry:
             try:
                 self._instrument_client(plugin, remote)
@@ -234,7 +239,9 @@ class ScalableSession:
             logger.warning(
                 "scalable-otel: telemetry is off for this run (%s); the workflow goes on", exc
             )
-            self._recorder = None
+            if self._pipeline is not None:
+                self._pipeline.shutdown()
+            self._recorder = self._pipeline = None
             return False
 
     def _instrument_client(self, plugin, remote: bool) -> None:

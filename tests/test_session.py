@@ -241,3 +241,13 @@ def test_retries_are_attempts_of_the_same_task(project_dir):
     assert len(events(s.run_dir, event="task_submitted")) == 1
     usage = events(s.run_dir, "resources.jsonl", "task_resources")
     assert len(usage) == 3  # each attempt measured on its worker
+
+
+def test_unwritable_runs_directory_never_stops_the_workflow(project_dir, caplog):
+    blocker = project_dir / "runs"
+    blocker.write_text("a file where the runs directory should be")
+    with session(runs_dir=blocker) as s:
+        assert s.gather(s.submit(workloads.inc, 1)) == 2
+    assert s.run_dir is None
+    warnings = [r.message for r in caplog.records if "telemetry is off" in r.message]
+    assert len(warnings) == 1
