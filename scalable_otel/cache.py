@@ -77,18 +77,24 @@ class CacheStore:
         self.root = Path(root)
 
     def _secret(self) -> bytes:
+        """The cache's signing key, made once; processes racing to make it agree on one."""
         path = self.root / ".key"
         try:
             return path.read_bytes()
         except FileNotFoundError:
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                return path.read_bytes()
+            pass
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".key-")
+        try:
             with os.fdopen(fd, "wb") as f:
                 f.write(secrets.token_bytes(32))
-            return path.read_bytes()
+            try:
+                os.link(tmp, path)  # whole file or nothing: a reader never sees it half-written
+            except FileExistsError:
+                pass  # another process won the race: use its key
+        finally:
+            os.unlink(tmp)
+        return path.read_bytes()
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         folder = self.root / key[:2]

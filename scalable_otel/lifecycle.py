@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 
 from opentelemetry import trace
+from opentelemetry.metrics import Observation
 from opentelemetry.trace import NonRecordingSpan, Status, StatusCode
 
 from . import semconv as sc
@@ -98,51 +98,55 @@ class _Worker:
 class Recorder:
     """Turns one run's lifecycle records into OTel signals."""
 
-    def __init__(
-        self,
-        *,
-        tracer,
-        meter,
-        event_logger,
-        run_span,
-        run_id: str,
-        source: deque,
-        flush_interval: float = 0.2,
-    ):
+    def __init__(self, *, tracer, meter, event_logger, run_span, run_id: str, on_sync=None):
         self._tracer = tracer
         self._events = event_logger
         self._run_ctx = trace.set_span_in_context(run_span)
         self._run_id = run_id
-        self._source = source
-        self.inbox: deque = deque()  # forwarded records, driver-side cache lookups
-        self._interval = flush_interval
+        self._on_sync_mark = on_sync
         self._tasks: dict = {}
         self._descriptions: dict = {}
         self._recent: OrderedDict = OrderedDict()
         self._recent_errors: OrderedDict = OrderedDict()
         self._workers: dict = {}
         self.closing = False  # set when the session shuts Dask down: removals are not crashes
-        self._synced: set = set()
+        self.synced: set = set()
         self.submitted = self.completed = self.failed = self.cancelled = 0
         self.cache_hits = self.cache_misses = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
+        # Counts per task name, reported by observable counters at collection time:
+        # an add() per task would cost as much as the task's span.
+        self._counts = {kind: {} for kind in ("submitted", "completed", "failed")}
+        self._cache_counts = {"hit": {}, "miss": {}}
         self._make_instruments(meter)
-        self._thread = threading.Thread(
-            target=self._loop, name="scalable-otel-recorder", daemon=True
-        )
-        self._thread.start()
 
     def _make_instruments(self, meter) -> None:
         secs = list(sc.SECONDS_BUCKETS)
-        self._m_submitted = meter.create_counter(
-            sc.METRIC_TASKS_SUBMITTED, unit="{task}", description="Tasks submitted"
-        )
-        self._m_completed = meter.create_counter(
-            sc.METRIC_TASKS_COMPLETED, unit="{task}", description="Tasks completed"
-        )
-        self._m_failed = meter.create_counter(
-            sc.METRIC_TASKS_FAILED, unit="{task}", description="Tasks failed"
+        for name, kind, description in (
+            (sc.METRIC_TASKS_SUBMITTED, "submitted", "Tasks submitted"),
+            (sc.METRIC_TASKS_COMPLETED, "completed", "Tasks completed"),
+            (sc.METRIC_TASKS_FAILED, "failed", "Tasks failed"),
+        ):
+            meter.create_observable_counter(
+                name,
+                [self._observe(self._counts[kind], sc.M_TASK)],
+                unit="{task}",
+                description=description,
+            )
+        for name, result, description in (
+            (sc.METRIC_CACHE_HITS, "hit", "Cache lookups that hit"),
+            (sc.METRIC_CACHE_MISSES, "miss", "Cache lookups that missed"),
+        ):
+            meter.create_observable_counter(
+                name,
+                [self._observe(self._cache_counts[result], sc.M_FUNCTION)],
+                unit="{lookup}",
+                description=description,
+            )
+        meter.create_observable_up_down_counter(
+            sc.METRIC_WORKERS_ACTIVE,
+            [lambda options: [Observation(len(self._workers))]],
+            unit="{worker}",
+            description="Workers connected",
         )
         self._m_duration = meter.create_histogram(
             sc.METRIC_TASK_DURATION,
@@ -156,33 +160,23 @@ class Recorder:
             description="Time from a task being ready to a worker starting it",
             explicit_bucket_boundaries_advisory=secs,
         )
-        self._m_cpu = meter.create_histogram(
-            sc.METRIC_TASK_CPU,
-            unit="s",
-            description="CPU time of a task on its worker",
-            explicit_bucket_boundaries_advisory=secs,
-        )
-        self._m_peak = meter.create_histogram(
-            sc.METRIC_TASK_PEAK_MEMORY,
-            unit="By",
-            description="Peak resident memory of the worker process during a task",
-            explicit_bucket_boundaries_advisory=list(sc.BYTES_BUCKETS),
-        )
-        self._m_workers = meter.create_up_down_counter(
-            sc.METRIC_WORKERS_ACTIVE, unit="{worker}", description="Workers connected"
-        )
         self._m_worker_cpu = meter.create_gauge(
             sc.METRIC_WORKER_CPU, unit="1", description="Worker CPU use, 1.0 = one CPU"
         )
         self._m_worker_mem = meter.create_gauge(
             sc.METRIC_WORKER_MEMORY, unit="By", description="Worker process resident memory"
         )
-        self._m_hits = meter.create_counter(
-            sc.METRIC_CACHE_HITS, unit="{lookup}", description="Cache lookups that hit"
-        )
-        self._m_misses = meter.create_counter(
-            sc.METRIC_CACHE_MISSES, unit="{lookup}", description="Cache lookups that missed"
-        )
+
+    @staticmethod
+    def _observe(counts: dict, label: str):
+        def callback(options):
+            return [Observation(n, {label: name}) for name, n in list(counts.items())]
+
+        return callback
+
+    @staticmethod
+    def _count(counts: dict, name: str) -> None:
+        counts[name] = counts.get(name, 0) + 1
 
     # --- public ----------------------------------------------------------------------
     def describe(self, key, name: str, args_json: str | None) -> None:
@@ -191,51 +185,29 @@ class Recorder:
         if len(self._descriptions) > 100_000:  # keys that never arrive (deduplicated)
             self._descriptions.pop(next(iter(self._descriptions)))
 
-    def drain(self) -> None:
-        """Process every record received so far."""
-        with self._lock:
-            for queue in (self._source, self.inbox):
-                while queue:
-                    record = queue.popleft()
-                    try:
-                        getattr(self, "_on_" + record[0])(*record[1:])
-                    except Exception:  # one bad record never stops the recorder
-                        logger.debug(
-                            "scalable-otel: record %r not handled", record[0], exc_info=True
-                        )
-
-    def wait_for_sync(self, token: str, timeout: float = 5.0) -> bool:
-        """Drain until the scheduler's sync mark `token` has been processed."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.drain()
-            if token in self._synced:
-                self._synced.discard(token)
-                return True
-            time.sleep(0.01)
-        return False
+    def handle(self, records) -> None:
+        """Turn records (see `instrumentation.scheduler_plugin`) into OTel signals."""
+        for record in records:
+            try:
+                getattr(self, "_on_" + record[0])(*record[1:])
+            except Exception:  # one bad record never stops the recorder
+                logger.debug("scalable-otel: record %r not handled", record[0], exc_info=True)
 
     def _on_sync(self, t, token) -> None:
-        self._synced.add(token)
+        self.synced.add(token)
+        if self._on_sync_mark is not None:
+            self._on_sync_mark(token)
 
-    def close(self, now: float | None = None) -> None:
-        """Drain, then end what is still open: tasks as cancelled, workers as removed."""
+    def _on_closing(self, t) -> None:
         self.closing = True
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
-        self.drain()
-        now = now or time.time()
-        with self._lock:
-            for key in list(self._tasks):
-                self._end_cancelled(self._tasks.pop(key), now, "run ended before the task")
-            for address in list(self._workers):
-                self._on_worker_removed(now, address, 0)
 
-    # --- loop ---------------------------------------------------------------------------
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.drain()
+    def close(self, now: float) -> None:
+        """End what is still open: tasks as cancelled, workers as removed."""
+        self.closing = True
+        for key in list(self._tasks):
+            self._end_cancelled(self._tasks.pop(key), now, "run ended before the task")
+        for address in list(self._workers):
+            self._on_worker_removed(now, address, 0)
 
     # --- task records ----------------------------------------------------------------
     def _on_submit(self, t, key, name, deps) -> None:
@@ -245,13 +217,9 @@ class Recorder:
         args_json = None
         if described is not None:
             name, args_json = described
-        attrs = {
-            sc.KIND: sc.KIND_TASK,
-            sc.TASK_NAME: name,
-            sc.TASK_KEY: key_str(key),
-            sc.RUN_ID: self._run_id,
-            sc.TASK_DEPENDENCIES: [key_str(d) for d in deps],
-        }
+        attrs = {sc.KIND: sc.KIND_TASK, sc.TASK_NAME: name, sc.TASK_KEY: key_str(key)}
+        if deps:
+            attrs[sc.TASK_DEPENDENCIES] = [key_str(d) for d in deps]
         if args_json is not None:
             attrs[sc.TASK_ARGS] = args_json
         span = self._tracer.start_span(
@@ -259,7 +227,7 @@ class Recorder:
         )
         self._tasks[key] = _Task(span, name, key, t)
         self.submitted += 1
-        self._m_submitted.add(1, {sc.M_TASK: name})
+        self._count(self._counts["submitted"], name)
 
     def _on_ready(self, t, key) -> None:
         task = self._tasks.get(key)
@@ -277,7 +245,6 @@ class Recorder:
             sc.TASK_KEY: key_str(task.key),
             sc.TASK_ATTEMPT: task.attempt,
             sc.TASK_QUEUE_WAIT: round(queue_wait, 6),
-            sc.RUN_ID: self._run_id,
         }
         if worker:
             attrs[sc.WORKER] = worker
@@ -303,15 +270,20 @@ class Recorder:
         return duration, queue_wait
 
     def _set_outcome(
-        self, task: _Task, worker, duration, queue_wait, status, executed: bool = True
+        self, task: _Task, worker, duration, queue_wait, status, executed=True, extra=None
     ) -> None:
-        span = task.span
-        span.set_attribute(sc.TASK_STATUS, status)
-        span.set_attribute(sc.TASK_ATTEMPT, task.attempt)
-        span.set_attribute(sc.TASK_DURATION, round(duration, 6))
-        span.set_attribute(sc.TASK_QUEUE_WAIT, round(queue_wait, 6))
+        attrs = extra or {}
+        attrs.update(
+            {
+                sc.TASK_STATUS: status,
+                sc.TASK_ATTEMPT: task.attempt,
+                sc.TASK_DURATION: round(duration, 6),
+                sc.TASK_QUEUE_WAIT: round(queue_wait, 6),
+            }
+        )
         if worker:
-            span.set_attribute(sc.WORKER, worker)
+            attrs[sc.WORKER] = worker
+        task.span.set_attributes(attrs)
         if executed:
             attrs = {sc.M_TASK: task.name}
             self._m_duration.record(duration, attrs)
@@ -328,14 +300,15 @@ class Recorder:
             return
         duration, queue_wait = self._finish(task, t, worker, start, stop)
         task.exec_span.end(end_time=_ns(stop if stop is not None else t))
-        self._set_outcome(task, worker, duration, queue_wait, sc.STATUS_COMPLETED)
+        extra = {}
         if nbytes is not None:
-            task.span.set_attribute(sc.TASK_NBYTES, int(nbytes))
+            extra[sc.TASK_NBYTES] = int(nbytes)
         if typename:
-            task.span.set_attribute(sc.TASK_RESULT_TYPE, str(typename))
+            extra[sc.TASK_RESULT_TYPE] = str(typename)
+        self._set_outcome(task, worker, duration, queue_wait, sc.STATUS_COMPLETED, extra=extra)
         task.span.end(end_time=_ns(max(t, stop or t)))
         self.completed += 1
-        self._m_completed.add(1, {sc.M_TASK: task.name})
+        self._count(self._counts["completed"], task.name)
         self._remember(task)
 
     def _on_error(self, t, key, worker, start, stop, exception_text, traceback_text) -> None:
@@ -392,7 +365,7 @@ class Recorder:
         span.set_status(Status(StatusCode.ERROR, f"{etype}: {message}"))
         span.end(end_time=_ns(t))
         self.failed += 1
-        self._m_failed.add(1, {sc.M_TASK: task.name})
+        self._count(self._counts["failed"], task.name)
         self._recent_errors[task.key] = (etype, message)
         if len(self._recent_errors) > _RECENT_LIMIT:
             self._recent_errors.popitem(last=False)
@@ -457,7 +430,6 @@ class Recorder:
             sc.WORKER_NTHREADS: int(nthreads or 0),
             sc.WORKER_MEMORY_LIMIT: int(memory_limit or 0),
             sc.WORKER_HOST: host or "",
-            sc.RUN_ID: self._run_id,
         }
         if pid:
             attrs[sc.WORKER_PID] = int(pid)
@@ -465,7 +437,6 @@ class Recorder:
             sc.SPAN_WORKER, context=self._run_ctx, start_time=_ns(t), attributes=attrs
         )
         self._workers[address] = _Worker(span, str(name))
-        self._m_workers.add(1)
 
     def _on_worker_status(self, t, address, status) -> None:
         worker = self._workers.get(address)
@@ -487,7 +458,6 @@ class Recorder:
         if crashed:
             span.set_status(Status(StatusCode.ERROR, reason))
         span.end(end_time=_ns(t))
-        self._m_workers.add(-1)
 
     def _on_worker_batch(self, t, address, payload) -> None:
         worker = self._workers.get(address)
@@ -539,8 +509,6 @@ class Recorder:
             "cpu_shared": bool(shared),
         }
         self._emit(sc.TASK_RESOURCES, stop, attrs, ctx)
-        self._m_cpu.record(cpu_s, {sc.M_TASK: task_name})
-        self._m_peak.record(int(peak), {sc.M_TASK: task_name})
 
     def _on_cache(self, record: dict) -> None:
         key = _as_key(record.get("key"))
@@ -551,16 +519,17 @@ class Recorder:
         if task_name:
             attrs["task"] = task_name
         self._emit(sc.CACHE_LOOKUP, record.get("t") or time.time(), attrs, ctx)
-        function = {sc.M_FUNCTION: str(record.get("function", ""))}
+        function = str(record.get("function", ""))
         if record.get("result") == "hit":
             self.cache_hits += 1
-            self._m_hits.add(1, function)
+            self._count(self._cache_counts["hit"], function)
         else:
             self.cache_misses += 1
-            self._m_misses.add(1, function)
+            self._count(self._cache_counts["miss"], function)
 
     def _on_forwarded(self, t, batch) -> None:
-        """A batch of records from a scheduler in another process."""
+        """A batch of records from a scheduler in another process (keys came as lists)."""
+        records = []
         for record in batch:
             record = list(record)
             if len(record) > 2:
@@ -569,7 +538,8 @@ class Recorder:
                 record[4] = [_as_key(d) for d in record[4]]
             elif record[0] == "dep_error":
                 record[3] = _as_key(record[3])
-            getattr(self, "_on_" + record[0])(*record[1:])
+            records.append(record)
+        self.handle(records)
 
     def _emit(self, event: str, t: float, attrs: dict, span_ctx) -> None:
         ctx = trace.set_span_in_context(NonRecordingSpan(span_ctx)) if span_ctx else None

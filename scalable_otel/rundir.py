@@ -47,9 +47,23 @@ def new_run_id(project: str, now: datetime | None = None) -> str:
     return f"run-{now.strftime('%Y%m%dT%H%M%SZ')}-{slug(project)}-{secrets.token_hex(4)}"
 
 
+_second_prefix: tuple[int, str] = (-1, "")
+
+
 def iso(ts: float) -> str:
-    """ISO 8601 UTC with microseconds and a `Z`, from epoch seconds."""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO 8601 UTC with microseconds and a `Z`, from epoch seconds.
+
+    >>> iso(1779249120.5)
+    '2026-05-20T03:52:00.500000Z'
+    """
+    global _second_prefix
+    micros = round(ts * 1_000_000)
+    second, fraction = divmod(micros, 1_000_000)
+    cached_second, prefix = _second_prefix
+    if second != cached_second:  # formatting the date is the slow part: once a second
+        prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_prefix = (second, prefix)
+    return f"{prefix}.{fraction:06d}Z"
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

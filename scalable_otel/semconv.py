@@ -78,8 +78,6 @@ METRIC_TASKS_COMPLETED = "scalable.tasks.completed"
 METRIC_TASKS_FAILED = "scalable.tasks.failed"
 METRIC_TASK_DURATION = "scalable.task.duration"
 METRIC_TASK_QUEUE_WAIT = "scalable.task.queue_wait"
-METRIC_TASK_CPU = "scalable.task.cpu_time"
-METRIC_TASK_PEAK_MEMORY = "scalable.task.peak_memory"
 METRIC_WORKERS_ACTIVE = "scalable.workers.active"
 METRIC_WORKER_CPU = "scalable.worker.cpu.utilization"
 METRIC_WORKER_MEMORY = "scalable.worker.memory.usage"
@@ -115,7 +113,6 @@ SECONDS_BUCKETS = (
     3600.0,
     7200.0,
 )
-BYTES_BUCKETS = tuple(float(2**p) for p in range(20, 41, 2))  # 1 MiB .. 1 TiB
 
 # --- Dask plumbing -------------------------------------------------------------------
 SCHEDULER_PLUGIN_NAME = "scalable-otel-scheduler"

@@ -16,10 +16,10 @@ from . import cache
 from . import semconv as sc
 from .args import args_json
 from .instrumentation.scheduler_plugin import sync_scheduler_plugin
-from .lifecycle import Recorder
 from .manifest import Manifest
+from .recording import ChildProcessRecording, InThreadRecording, RunConfig
 from .rundir import PLAN_JSON, TASKS, RunDirectory, iso, new_run_id, runs_dir, write_json_atomic
-from .telemetry import build_pipeline, telemetry_disabled
+from .telemetry import telemetry_disabled
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,10 @@ class ScalableSession:
     manifest; it defaults to $SCALABLE_TARGET, then "local". Everything
     computed on `session.client` is recorded, not only `submit` and `map`.
     Telemetry is off with OTEL_SDK_DISABLED=true or SCALABLE_TELEMETRY=off.
+
+    The OTel work of the run happens in a small child process (`recorder="process"`),
+    away from the scheduler's GIL; with `span_processors`, `metric_readers` or
+    `log_processors` (Python objects of this process) it happens in a thread here.
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class ScalableSession:
         metric_readers=(),
         log_processors=(),
         cluster_kwargs: dict | None = None,
+        recorder: str = "process",
     ):
         if isinstance(manifest, dict):
             manifest = Manifest.from_dict(manifest)
@@ -120,15 +125,16 @@ class ScalableSession:
         self._metric_readers = metric_readers
         self._log_processors = log_processors
         self._cluster_kwargs = cluster_kwargs or {}
+        if recorder not in ("process", "thread"):
+            raise ValueError(f"recorder must be 'process' or 'thread', not {recorder!r}")
+        self.recorder = recorder
         self.client = None
         self.cluster = None
         self.run_dir: Path | None = None
         self.run_id: str | None = None
         self.status: str | None = None
-        self._recorder: Recorder | None = None
-        self._pipeline = None
+        self._recording = None
         self._rundir: RunDirectory | None = None
-        self._run_span = None
 
     @classmethod
     def from_yaml(
@@ -205,53 +211,40 @@ class ScalableSession:
             manifest_path.touch(mode=0o600)
             manifest_path.write_text(self._manifest().to_yaml())
             write_json_atomic(self.run_dir / PLAN_JSON, self._plan(graph=None))
-            self._pipeline = build_pipeline(
-                self.run_dir,
-                self.run_id,
-                project=self.project,
-                flush_interval=self.flush_interval,
-                span_processors=self._span_processors,
-                metric_readers=self._metric_readers,
-                log_processors=self._log_processors,
-            )
-            self._run_span = self._pipeline.tracer().start_span(
-                sc.SPAN_RUN,
-                start_time=int(self._started * 1e9),
-                attributes={
-                    sc.KIND: sc.KIND_RUN,
-                    sc.RUN_ID: self.run_id,
-                    sc.PROJECT: self.project,
-                    sc.TARGET: self.target,
-                    sc.PROVIDER: self.provider,
-                },
-            )
-            self._recorder = Recorder(
-                tracer=self._pipeline.tracer(),
-                meter=self._pipeline.meter(),
-                event_logger=self._pipeline.event_logger(),
-                run_span=self._run_span,
+            config = RunConfig(
+                run_dir=str(self.run_dir),
                 run_id=self.run_id,
-                source=plugin.records,
+                project=self.project,
+                target=self.target,
+                provider=self.provider,
+                started=self._started,
                 flush_interval=self.flush_interval,
             )
+            processors = {
+                "span_processors": self._span_processors,
+                "metric_readers": self._metric_readers,
+                "log_processors": self._log_processors,
+            }
+            if self.recorder == "thread" or any(processors.values()):
+                self._recording = InThreadRecording(config, plugin.records, **processors)
+            else:
+                self._recording = ChildProcessRecording(config, plugin.records)
             return True
         except Exception as exc:
             logger.warning(
                 "scalable-otel: telemetry is off for this run (%s); the workflow goes on", exc
             )
-            if self._pipeline is not None:
-                self._pipeline.shutdown()
-            self._recorder = self._pipeline = None
+            self._recording = None
             return False
 
     def _instrument_client(self, plugin, remote: bool) -> None:
         from .instrumentation.worker_plugin import WorkerTelemetryPlugin
 
+        inbox = self._recording.inbox
         if remote:
-            recorder = self._recorder
 
             def on_records(event):
-                recorder.inbox.append(("forwarded", event[0], event[1]))
+                inbox.append(("forwarded", event[0], event[1]))
 
             self.client.subscribe_topic(sc.FORWARD_TOPIC, on_records)
             self.client.register_plugin(plugin, name=sc.SCHEDULER_PLUGIN_NAME)
@@ -263,38 +256,35 @@ class ScalableSession:
             ),
             name=sc.WORKER_PLUGIN_NAME,
         )
-        recorder = self._recorder
-        cache.set_driver_sink(
-            lambda record: recorder.inbox.append(("cache", record)), str(self.cache_dir)
-        )
+        cache.set_driver_sink(lambda record: inbox.append(("cache", record)), str(self.cache_dir))
 
     def close(self, status: str | None = None) -> None:
         """Finish the run: flush workers, close Dask, end spans, write run.json."""
-        recorder = self._recorder
-        if recorder is not None:
+        recording = self._recording
+        if recording is not None:
             try:
                 self.client.run(_worker_flush)
                 time.sleep(0.05)  # let the workers' batches reach the scheduler
                 token = uuid.uuid4().hex
                 self.client.run_on_scheduler(sync_scheduler_plugin, token=token)
-                if not recorder.wait_for_sync(token):
+                if not recording.sync(token):
                     logger.warning(
                         "scalable-otel: the last records from the scheduler did "
                         "not arrive in time; the run directory may miss them"
                     )
             except Exception:
                 logger.debug("scalable-otel: final worker flush failed", exc_info=True)
-            recorder.closing = True
+            recording.mark_closing()
             cache.set_driver_sink(None, None)
         try:
-            if self.cluster is None and recorder is not None:
+            if self.cluster is None and recording is not None:
                 self._detach_from_cluster()
             if self.client is not None:
                 self.client.close()
             if self.cluster is not None:
                 self.cluster.close()
         finally:
-            if recorder is not None:
+            if recording is not None:
                 self._finish_telemetry(status)
 
     def _detach_from_cluster(self) -> None:
@@ -307,25 +297,21 @@ class ScalableSession:
             logger.debug("scalable-otel: plugins not unregistered", exc_info=True)
 
     def _finish_telemetry(self, status: str | None) -> None:
-        recorder = self._recorder
         ended = time.time()
-        recorder.close(ended)
-        if status is None:
-            status = "failed" if recorder.failed else "completed"
-        self.status = status
-        from opentelemetry.trace import Status, StatusCode
-
-        self._run_span.set_attribute(sc.RUN_STATUS, status)
-        if status != "completed":
-            self._run_span.set_status(Status(StatusCode.ERROR, status))
-        self._run_span.end(end_time=int(ended * 1e9))
-        self._pipeline.shutdown()
+        summary = self._recording.close(ended, status)
+        self._recording = None
+        if summary is None:
+            logger.warning(
+                "scalable-otel: the telemetry process did not report its end; "
+                "run.json has no task counts"
+            )
+            summary = {"status": status or "failed", "telemetry_lost": True}
+        self.status = summary["status"]
         try:
             write_json_atomic(self.run_dir / PLAN_JSON, self._plan(graph=self._graph()))
         except Exception:
             logger.debug("scalable-otel: plan.json not rewritten", exc_info=True)
-        self._write_run_json(status, ended)
-        self._recorder = None
+        self._write_run_json(self.status, ended, summary)
 
     # --- run directory content ----------------------------------------------------------
     def _manifest(self) -> Manifest:
@@ -340,10 +326,10 @@ class ScalableSession:
             {"version": 1, "project": {"name": self.project}, "targets": {self.target: target}}
         )
 
-    def _write_run_json(self, status: str, ended: float | None = None) -> None:
+    def _write_run_json(self, status: str, ended=None, summary: dict | None = None) -> None:
         from . import __version__
 
-        recorder = self._recorder
+        summary = summary or {}
         data = {
             "schema_version": sc.SCHEMA_VERSION,
             "run_id": self.run_id,
@@ -355,16 +341,14 @@ class ScalableSession:
             "target": self.target,
             "provider": self.provider,
             "manifest_hash": self._manifest().hash,
-            "tasks_submitted": recorder.submitted if recorder else 0,
-            "tasks_completed": recorder.completed if recorder else 0,
-            "tasks_failed": recorder.failed if recorder else 0,
-            "tasks_cancelled": recorder.cancelled if recorder else 0,
-            "cache_hits": recorder.cache_hits if recorder else 0,
-            "cache_misses": recorder.cache_misses if recorder else 0,
-            "telemetry_lines_dropped": self._pipeline.writer.dropped if self._pipeline else 0,
-            "trace_id": (
-                f"{self._run_span.get_span_context().trace_id:032x}" if self._run_span else None
-            ),
+            "tasks_submitted": summary.get("tasks_submitted", 0),
+            "tasks_completed": summary.get("tasks_completed", 0),
+            "tasks_failed": summary.get("tasks_failed", 0),
+            "tasks_cancelled": summary.get("tasks_cancelled", 0),
+            "cache_hits": summary.get("cache_hits", 0),
+            "cache_misses": summary.get("cache_misses", 0),
+            "telemetry_lines_dropped": summary.get("telemetry_lines_dropped", 0),
+            "trace_id": summary.get("trace_id"),
             "settings": {
                 "n_workers": self.n_workers,
                 "threads_per_worker": self.threads_per_worker,
@@ -409,8 +393,8 @@ class ScalableSession:
                 if pure
                 else f"{funcname(fn)}-{uuid.uuid4()}"
             )
-        if self._recorder is not None:
-            self._recorder.describe(key, funcname(fn), _safe_args_json(fn, args, kwargs))
+        if self._recording is not None:
+            self._recording.describe(key, funcname(fn), _safe_args_json(fn, args, kwargs))
         return self.client.submit(fn, *args, key=key, pure=pure, **options, **kwargs)
 
     def map(self, fn, *iterables, key=None, pure: bool = True, **kwargs):
@@ -425,10 +409,10 @@ class ScalableSession:
             else:
                 uid = uuid.uuid4()
                 key = [f"{prefix}-{uid}-{i}" for i in range(min(map(len, iterables), default=0))]
-        if self._recorder is not None:
+        if self._recording is not None:
             name = funcname(fn)
             for k, args in zip(key, zip(*iterables)):
-                self._recorder.describe(k, name, _safe_args_json(fn, args, kwargs))
+                self._recording.describe(k, name, _safe_args_json(fn, args, kwargs))
         return self.client.map(fn, *iterables, key=key, pure=pure, **options, **kwargs)
 
     def gather(self, futures, errors: str = "raise", **kwargs):

@@ -99,3 +99,16 @@ def test_failed_call_is_a_recorded_miss_and_not_cached(project_dir):
             with pytest.raises(RuntimeError):
                 broken(1)
     assert [e["result"] for e in events(s.run_dir, "cache.jsonl")] == ["miss", "miss"]
+
+
+def test_processes_racing_to_create_the_key_agree_on_it(project_dir):
+    from concurrent.futures import ProcessPoolExecutor
+
+    root = project_dir / "race-cache"
+    with ProcessPoolExecutor(4) as pool:
+        keys = list(pool.map(_read_secret, [str(root)] * 16))
+    assert len(set(keys)) == 1 and len(keys[0]) == 32
+
+
+def _read_secret(root):
+    return CacheStore(root)._secret()

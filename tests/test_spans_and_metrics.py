@@ -21,6 +21,7 @@ def recorded(tmp_path_factory):
         n_workers=1,
         threads_per_worker=1,
         project="spans",
+        resource_interval=0.2,
         runs_dir=root / "runs",
         cache_dir=root / "cache",
         span_processors=[SimpleSpanProcessor(exporter)],
@@ -43,7 +44,7 @@ def test_one_trace_with_run_task_and_execute_spans(recorded):
     assert sorted(x.name for x in tasks) == ["fail", "sleep_then", "sleep_then"]
     for task in tasks:
         assert task.parent.span_id == run.context.span_id
-        assert task.attributes[sc.RUN_ID] == s.run_id
+        assert task.resource.attributes[sc.RUN_ID] == s.run_id  # on the resource, once
         assert task.attributes[sc.TASK_KEY].startswith(task.name + "-")
         assert task.attributes[sc.WORKER].startswith("tcp://")
         assert task.attributes[sc.TASK_ATTEMPT] == 1

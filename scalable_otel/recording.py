@@ -1,0 +1,299 @@
+"""Where a run's OTel work happens: in a child process (the default) or in a thread.
+
+With a local cluster the Dask scheduler runs in the client's process, and every
+span, metric and JSON line made there would hold the GIL the scheduler needs.
+So by default a small child process owns the run's OTel pipeline: the client
+only forwards the scheduler plugin's records to it in one pickled batch per
+flush interval. Span processors, metric readers or log processors passed in as
+Python objects live in this process, so with them the recorder runs in a thread
+here instead.
+
+Both transports offer the same surface: `describe`, `inbox`, `mark_closing`,
+`sync` and `close`, which returns the run's summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from opentelemetry.trace import Status, StatusCode
+
+from . import semconv as sc
+from .lifecycle import Recorder
+from .telemetry import build_pipeline
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunConfig:
+    """What the OTel side of a run needs to know (plain data, sent to the child)."""
+
+    run_dir: str
+    run_id: str
+    project: str
+    target: str
+    provider: str
+    started: float
+    flush_interval: float
+
+
+class RunRecording:
+    """The OTel side of one run: its pipeline, its run span and its recorder."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        span_processors=(),
+        metric_readers=(),
+        log_processors=(),
+        on_sync=None,
+    ):
+        self.pipeline = build_pipeline(
+            Path(config.run_dir),
+            config.run_id,
+            project=config.project,
+            flush_interval=config.flush_interval,
+            span_processors=span_processors,
+            metric_readers=metric_readers,
+            log_processors=log_processors,
+        )
+        tracer = self.pipeline.tracer()
+        self.run_span = tracer.start_span(
+            sc.SPAN_RUN,
+            start_time=int(config.started * 1e9),
+            attributes={
+                sc.KIND: sc.KIND_RUN,
+                sc.RUN_ID: config.run_id,
+                sc.PROJECT: config.project,
+                sc.TARGET: config.target,
+                sc.PROVIDER: config.provider,
+            },
+        )
+        self.recorder = Recorder(
+            tracer=tracer,
+            meter=self.pipeline.meter(),
+            event_logger=self.pipeline.event_logger(),
+            run_span=self.run_span,
+            run_id=config.run_id,
+            on_sync=on_sync,
+        )
+
+    def finish(self, now: float, status: str | None) -> dict:
+        """End every open span, flush every exporter; the run's figures for run.json."""
+        recorder = self.recorder
+        recorder.close(now)
+        if status is None:
+            status = "failed" if recorder.failed else "completed"
+        self.run_span.set_attribute(sc.RUN_STATUS, status)
+        if status != "completed":
+            self.run_span.set_status(Status(StatusCode.ERROR, status))
+        self.run_span.end(end_time=int(now * 1e9))
+        self.pipeline.shutdown()
+        return {
+            "status": status,
+            "tasks_submitted": recorder.submitted,
+            "tasks_completed": recorder.completed,
+            "tasks_failed": recorder.failed,
+            "tasks_cancelled": recorder.cancelled,
+            "cache_hits": recorder.cache_hits,
+            "cache_misses": recorder.cache_misses,
+            "telemetry_lines_dropped": self.pipeline.writer.dropped,
+            "trace_id": f"{self.run_span.get_span_context().trace_id:032x}",
+        }
+
+
+class InThreadRecording:
+    """The recorder in a thread of this process, draining the plugin's records."""
+
+    def __init__(self, config: RunConfig, source: deque, **processors):
+        self._run = RunRecording(config, **processors)
+        self._source = source
+        self.inbox: deque = deque()
+        self._interval = config.flush_interval
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name="scalable-otel-recorder", daemon=True
+        )
+        self._thread.start()
+
+    def describe(self, key, name: str, args_json: str | None) -> None:
+        self._run.recorder.describe(key, name, args_json)
+
+    def _drain(self) -> None:
+        with self._lock:
+            for queue in (self._source, self.inbox):
+                records = []
+                while queue:
+                    records.append(queue.popleft())
+                self._run.recorder.handle(records)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._drain()
+
+    def mark_closing(self) -> None:
+        self._run.recorder.closing = True
+
+    def sync(self, token: str, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._drain()
+            if token in self._run.recorder.synced:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def close(self, now: float, status: str | None) -> dict:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._drain()
+        return self._run.finish(now, status)
+
+
+class ChildProcessRecording:
+    """The recorder in a child process; this side forwards records to it in batches."""
+
+    def __init__(self, config: RunConfig, source: deque):
+        self._source = source
+        self.inbox: deque = deque()
+        self._descriptions: list = []
+        self._interval = config.flush_interval
+        self._send_lock = threading.Lock()
+        self._broken = False
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "scalable_otel.recording", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self._conn = Connection(ours.detach())
+        self._send(("start", asdict(config)))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name="scalable-otel-forwarder", daemon=True
+        )
+        self._thread.start()
+
+    def describe(self, key, name: str, args_json: str | None) -> None:
+        self._descriptions.append((key, name, args_json))
+
+    def _send(self, message) -> None:
+        if self._broken:
+            return
+        try:
+            with self._send_lock:
+                self._conn.send(message)
+        except (OSError, ValueError) as exc:
+            self._broken = True
+            logger.warning(
+                "scalable-otel: the telemetry process is gone (%s); the workflow "
+                "goes on without telemetry",
+                exc,
+            )
+
+    def _forward(self) -> None:
+        records = []
+        for queue in (self._source, self.inbox):
+            while queue:
+                records.append(queue.popleft())
+        # Descriptions are taken after the records: a record's task was described before
+        # it reached the scheduler, so its description is in this batch or an earlier one.
+        descriptions, self._descriptions = self._descriptions, []
+        if records or descriptions:
+            self._send(("batch", descriptions, records))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._forward()
+
+    def mark_closing(self) -> None:
+        self.inbox.append(("closing", time.time()))
+
+    def _receive(self, expected: str, timeout: float):
+        deadline = time.monotonic() + timeout
+        while not self._broken:
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining <= 0 or not self._conn.poll(remaining):
+                    return None
+                message = self._conn.recv()
+            except (OSError, EOFError):
+                self._broken = True
+                return None
+            if message[0] == expected:
+                return message
+        return None
+
+    def sync(self, token: str, timeout: float = 5.0) -> bool:
+        self._forward()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reply = self._receive("synced", deadline - time.monotonic())
+            if reply is None:
+                return False
+            if reply[1] == token:
+                return True
+        return False
+
+    def close(self, now: float, status: str | None) -> dict | None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._forward()
+        self._send(("close", now, status))
+        reply = self._receive("closed", timeout=60)
+        try:
+            self._conn.close()
+        except OSError:
+            pass
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+        return reply[1] if reply else None
+
+
+def _serve(conn: Connection) -> None:
+    """The child: build the pipeline, handle batches until told to close."""
+    message = conn.recv()
+    config = RunConfig(**message[1])
+    run = RunRecording(config, on_sync=lambda token: conn.send(("synced", token)))
+    recorder = run.recorder
+    status = None
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the client died: keep what it sent, end the spans
+            break
+        if message[0] == "batch":
+            for key, name, args_json in message[1]:
+                recorder.describe(key, name, args_json)
+            recorder.handle(message[2])
+        elif message[0] == "close":
+            summary = run.finish(message[1], message[2])
+            conn.send(("closed", summary))
+            return
+    run.finish(time.time(), status)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the client, which closes us
+    _serve(Connection(int(sys.argv[1])))
