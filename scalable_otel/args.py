@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 
@@ -35,6 +36,7 @@ _SECRET_VALUE = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_secret_name(name: str) -> bool:
     lowered = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower().replace("-", "_")
     words = re.split(r"[^a-z0-9]+|_", lowered)
@@ -54,6 +56,38 @@ def _value(name: str, value):
     return text
 
 
+_PLAIN_KINDS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+@functools.lru_cache(maxsize=512)
+def _parameters(fn) -> tuple[inspect.Signature, tuple[str, ...] | None]:
+    """The signature, and its names when every parameter is plain positional-or-keyword."""
+    signature = inspect.signature(fn)
+    params = signature.parameters.values()
+    plain = tuple(p.name for p in params) if all(p.kind in _PLAIN_KINDS for p in params) else None
+    return signature, plain
+
+
+def _named_items(fn, args: tuple, kwargs: dict) -> list:
+    try:
+        signature, plain = _parameters(fn)
+    except TypeError:  # an unhashable callable: no cache
+        signature, plain = inspect.signature(fn), None
+    if plain is not None and len(args) <= len(plain):
+        return list(zip(plain, args)) + list(kwargs.items())  # the common case, fast
+    bound = signature.bind_partial(*args, **kwargs)
+    items = []
+    for name, value in bound.arguments.items():
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            items.extend((f"{name}[{i}]", v) for i, v in enumerate(value))
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            items.extend(value.items())
+        else:
+            items.append((name, value))
+    return items
+
+
 def summarize_args(fn, args: tuple, kwargs: dict) -> dict:
     """Map parameter names to short, JSON-safe values; secrets by name or look are redacted.
 
@@ -61,16 +95,7 @@ def summarize_args(fn, args: tuple, kwargs: dict) -> dict:
     {'scenario_id': 47, 'password': '[redacted]'}
     """
     try:
-        bound = inspect.signature(fn).bind_partial(*args, **kwargs)
-        items = []
-        for name, value in bound.arguments.items():
-            kind = bound.signature.parameters[name].kind
-            if kind is inspect.Parameter.VAR_POSITIONAL:
-                items.extend((f"{name}[{i}]", v) for i, v in enumerate(value))
-            elif kind is inspect.Parameter.VAR_KEYWORD:
-                items.extend(value.items())
-            else:
-                items.append((name, value))
+        items = _named_items(fn, args, kwargs)
     except (TypeError, ValueError):
         items = [(f"arg{i}", v) for i, v in enumerate(args)] + list(kwargs.items())
     summary = {str(name): _value(str(name), value) for name, value in items[:MAX_ARGS]}

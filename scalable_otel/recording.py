@@ -145,6 +145,9 @@ class InThreadRecording:
         while not self._stop.wait(self._interval):
             self._drain()
 
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        return True
+
     def mark_closing(self) -> None:
         self._run.recorder.closing = True
 
@@ -192,6 +195,10 @@ class ChildProcessRecording:
             target=self._loop, name="scalable-otel-forwarder", daemon=True
         )
         self._thread.start()
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """Wait until the child has built its pipeline, so its start-up is not the run's."""
+        return self._receive("ready", timeout) is not None
 
     def describe(self, key, name: str, args_json: str | None) -> None:
         self._descriptions.append((key, name, args_json))
@@ -276,6 +283,7 @@ def _serve(conn: Connection) -> None:
     message = conn.recv()
     config = RunConfig(**message[1])
     run = RunRecording(config, on_sync=lambda token: conn.send(("synced", token)))
+    conn.send(("ready",))
     recorder = run.recorder
     status = None
     while True:

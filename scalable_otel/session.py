@@ -179,6 +179,8 @@ class ScalableSession:
         if telemetry:
             try:
                 self._instrument_client(plugin, remote)
+                if not self._recording.wait_ready():
+                    logger.warning("scalable-otel: the telemetry process did not start")
             except Exception as exc:
                 logger.warning(
                     "scalable-otel: telemetry not attached to Dask (%s); the workflow goes on", exc
