@@ -24,6 +24,19 @@ from . import semconv as sc
 logger = logging.getLogger(__name__)
 
 _RECENT_LIMIT = 10_000
+_USAGE_WAIT_S = 5.0  # a worker's batch normally follows its task's end within 0.2 s
+
+
+def resource_fields(usage: dict) -> dict:
+    """A task's measured resources (span attributes) as resources.jsonl fields."""
+    return {
+        "worker_name": usage.get(sc.WORKER_NAME),
+        "cpu_seconds": usage.get(sc.TASK_CPU_SECONDS),
+        "cpus_used": usage.get(sc.TASK_CPUS_USED),
+        "peak_memory_bytes": usage.get(sc.TASK_PEAK_MEMORY),
+        "wall_s": usage.get(sc.TASK_WALL),
+        "cpu_shared": usage.get(sc.TASK_CPU_SHARED),
+    }
 _ERROR_TYPE = re.compile(r"^([A-Za-z_][\w.]*)\(")
 _CLOSING_STATES = frozenset({"closing", "closing_gracefully", "closed"})
 
@@ -105,6 +118,7 @@ class Recorder:
         self._run_id = run_id
         self._on_sync_mark = on_sync
         self._tasks: dict = {}
+        self._parked: dict = {}  # key -> (ended task, end time, deadline for its usage)
         self._descriptions: dict = {}
         self._recent: OrderedDict = OrderedDict()
         self._recent_errors: OrderedDict = OrderedDict()
@@ -192,6 +206,7 @@ class Recorder:
                 getattr(self, "_on_" + record[0])(*record[1:])
             except Exception:  # one bad record never stops the recorder
                 logger.debug("scalable-otel: record %r not handled", record[0], exc_info=True)
+        self._end_parked()
 
     def _on_sync(self, t, token) -> None:
         self.synced.add(token)
@@ -204,6 +219,7 @@ class Recorder:
     def close(self, now: float) -> None:
         """End what is still open: tasks as cancelled, workers as removed."""
         self.closing = True
+        self._end_parked(every=True)
         for key in list(self._tasks):
             self._end_cancelled(self._tasks.pop(key), now, "run ended before the task")
         for address in list(self._workers):
@@ -306,7 +322,7 @@ class Recorder:
         if typename:
             extra[sc.TASK_RESULT_TYPE] = str(typename)
         self._set_outcome(task, worker, duration, queue_wait, sc.STATUS_COMPLETED, extra=extra)
-        task.span.end(end_time=_ns(max(t, stop or t)))
+        self._park(task, _ns(max(t, stop or t)))
         self.completed += 1
         self._count(self._counts["completed"], task.name)
         self._remember(task)
@@ -363,7 +379,10 @@ class Recorder:
             timestamp=_ns(t),
         )
         span.set_status(Status(StatusCode.ERROR, f"{etype}: {message}"))
-        span.end(end_time=_ns(t))
+        if executed:
+            self._park(task, _ns(t))
+        else:
+            span.end(end_time=_ns(t))
         self.failed += 1
         self._count(self._counts["failed"], task.name)
         self._recent_errors[task.key] = (etype, message)
@@ -491,24 +510,49 @@ class Recorder:
             return task.name, task.span.get_span_context()
         return self._recent.get(key, (None, None))
 
+    def _park(self, task: _Task, end_ns: int) -> None:
+        """Hold an ended task's span until its worker's measurement of it arrives.
+
+        The worker sends what the task cost (CPU, peak memory) in its next batch,
+        after the scheduler has seen the task end; on the span the measurement
+        costs an attribute, where a separate event would cost as much as a span.
+        """
+        self._parked[task.key] = (task, end_ns, time.monotonic() + _USAGE_WAIT_S)
+
+    def _end_parked(self, every: bool = False) -> None:
+        """End the spans whose measurement is overdue (a lost worker), or all of them."""
+        now = time.monotonic()
+        while self._parked:
+            key, (task, end_ns, deadline) = next(iter(self._parked.items()))
+            if not every and deadline > now:
+                break
+            del self._parked[key]
+            task.span.end(end_time=end_ns)
+
     def _task_usage(self, key, address, name, start, stop, cpu_s, peak, shared) -> None:
-        task_name, ctx = self._context_of(key)
-        if task_name is None:
-            return
         wall = max(stop - start, 1e-9)
-        attrs = {
-            "task": task_name,
-            "key": key_str(key),
-            "worker": address,
-            "worker_name": name,
-            "cpu_seconds": cpu_s,
-            # too short a task for its CPU share to mean anything: the clock is coarse
-            "cpus_used": round(cpu_s / wall, 3) if wall >= 0.05 else None,
-            "peak_memory_bytes": int(peak),
-            "wall_s": round(wall, 6),
-            "cpu_shared": bool(shared),
+        usage = {
+            sc.WORKER_NAME: name,
+            sc.TASK_CPU_SECONDS: cpu_s,
+            sc.TASK_PEAK_MEMORY: int(peak),
+            sc.TASK_WALL: round(wall, 6),
+            sc.TASK_CPU_SHARED: bool(shared),
         }
-        self._emit(sc.TASK_RESOURCES, stop, attrs, ctx)
+        # too short a task for its CPU share to mean anything
+        if wall >= 0.05:
+            usage[sc.TASK_CPUS_USED] = round(cpu_s / wall, 3)
+        parked = self._parked.pop(key, None)
+        if parked is not None:
+            task, end_ns, _ = parked
+            task.span.set_attributes(usage)
+            task.span.end(end_time=end_ns)
+            return
+        # an attempt that was retried, or a measurement later than its task's span
+        task_name, ctx = self._context_of(key)
+        if task_name is not None:
+            line = {"task": task_name, "key": key_str(key), "worker": address}
+            line.update((k, v) for k, v in resource_fields(usage).items() if v is not None)
+            self._emit(sc.TASK_RESOURCES, stop, line, ctx)
 
     def _on_cache(self, record: dict) -> None:
         key = _as_key(record.get("key"))

@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 
 from .. import semconv as sc
+from ..lifecycle import resource_fields
 from ..rundir import CACHE, FAILURES, JSONL_FILES, RESOURCES, TASKS, WORKERS, iso
 
 logger = logging.getLogger(__name__)
@@ -222,6 +223,13 @@ class RunDirectorySpanProcessor(SpanProcessor):
             line["nbytes"] = attrs.get(sc.TASK_NBYTES)
             line["result_type"] = attrs.get(sc.TASK_RESULT_TYPE)
         line.update(_ids(span))
+        if sc.TASK_CPU_SECONDS in attrs:
+            usage = _base(sc.TASK_RESOURCES, span.end_time, self._run_id)
+            usage.update(_task_fields(attrs))
+            usage["worker"] = line["worker"]
+            usage.update(resource_fields(attrs))
+            usage["trace_id"], usage["span_id"] = line["trace_id"], line["span_id"]
+            self._writer.append(RESOURCES, usage)
         if event == sc.TASK_FAILED or span.status.status_code is StatusCode.ERROR:
             failure = {
                 "error_type": attrs.get(sc.ERROR_TYPE),
@@ -276,6 +284,8 @@ class RunDirectoryLogProcessor(LogRecordProcessor):
                 return
             line = _base(record.event_name, record.timestamp, self._run_id)
             line.update(_plain(record.attributes or {}))
+            if record.event_name == sc.TASK_RESOURCES:
+                line.setdefault("cpus_used", None)  # attributes hold no nulls
             if record.trace_id:
                 line["trace_id"] = f"{record.trace_id:032x}"
                 line["span_id"] = f"{record.span_id:016x}"
