@@ -160,7 +160,7 @@ class RunDirectorySpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context=None) -> None:
         try:
-            attrs = span.attributes or {}
+            attrs = dict(span.attributes or {})  # plain dict: its .get is much faster
             kind = attrs.get(sc.KIND)
             if kind == sc.KIND_TASK:
                 line = _base(sc.TASK_SUBMITTED, span.start_time, self._run_id)
@@ -188,7 +188,7 @@ class RunDirectorySpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            attrs = span.attributes or {}
+            attrs = dict(span.attributes or {})  # plain dict: its .get is much faster
             kind = attrs.get(sc.KIND)
             if kind == sc.KIND_TASK:
                 self._task_end(span, attrs)
