@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
@@ -47,7 +48,10 @@ def new_run_id(project: str, now: datetime | None = None) -> str:
     return f"run-{now.strftime('%Y%m%dT%H%M%SZ')}-{slug(project)}-{secrets.token_hex(4)}"
 
 
-_second_prefix: tuple[int, str] = (-1, "")
+@functools.lru_cache(maxsize=256)
+def _second_prefix(second: int) -> str:
+    # formatting the date is the slow part: once per distinct second
+    return datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def iso(ts: float) -> str:
@@ -56,14 +60,8 @@ def iso(ts: float) -> str:
     >>> iso(1779249120.5)
     '2026-05-20T03:52:00.500000Z'
     """
-    global _second_prefix
-    micros = round(ts * 1_000_000)
-    second, fraction = divmod(micros, 1_000_000)
-    cached_second, prefix = _second_prefix
-    if second != cached_second:  # formatting the date is the slow part: once a second
-        prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        _second_prefix = (second, prefix)
-    return f"{prefix}.{fraction:06d}Z"
+    second, fraction = divmod(round(ts * 1_000_000), 1_000_000)
+    return f"{_second_prefix(second)}.{fraction:06d}Z"
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

@@ -307,7 +307,8 @@ class ScalableSession:
                 "scalable-otel: the telemetry process did not report its end; "
                 "run.json has no task counts"
             )
-            summary = {"status": status or "failed", "telemetry_lost": True}
+            # the workflow's own outcome is known; its task counts are not
+            summary = {"status": status or "completed", "telemetry_lost": True}
         self.status = summary["status"]
         try:
             write_json_atomic(self.run_dir / PLAN_JSON, self._plan(graph=self._graph()))
@@ -351,6 +352,7 @@ class ScalableSession:
             "cache_misses": summary.get("cache_misses", 0),
             "telemetry_lines_dropped": summary.get("telemetry_lines_dropped", 0),
             "trace_id": summary.get("trace_id"),
+            "telemetry_lost": summary.get("telemetry_lost", False),
             "settings": {
                 "n_workers": self.n_workers,
                 "threads_per_worker": self.threads_per_worker,

@@ -251,3 +251,28 @@ def test_unwritable_runs_directory_never_stops_the_workflow(project_dir, caplog)
     assert s.run_dir is None
     warnings = [r.message for r in caplog.records if "telemetry is off" in r.message]
     assert len(warnings) == 1
+
+
+def test_keyboard_interrupt_in_the_body_marks_run_interrupted(project_dir):
+    with pytest.raises(KeyboardInterrupt):
+        with session() as s:
+            s.gather(s.submit(workloads.inc, 1))
+            raise KeyboardInterrupt
+    run = orjson.loads((s.run_dir / "run.json").read_bytes())
+    assert run["status"] == "interrupted" and run["tasks_completed"] == 1
+
+
+def test_telemetry_process_killed_mid_run_never_stops_the_workflow(project_dir, caplog):
+    import os
+    import signal
+
+    with session() as s:
+        assert s.gather(s.map(workloads.inc, range(5))) == [1, 2, 3, 4, 5]
+        wait_for(lambda: len(events(s.run_dir, event="task_completed")) == 5)
+        os.kill(s._recording._process.pid, signal.SIGKILL)
+        assert s.gather(s.map(workloads.inc, range(5, 10))) == [6, 7, 8, 9, 10]
+    run = orjson.loads((s.run_dir / "run.json").read_bytes())
+    assert run["status"] == "completed" and run["telemetry_lost"] is True
+    # what was written before the loss is all there and whole
+    assert len(events(s.run_dir, event="task_completed")) == 5
+    assert sum("telemetry process is gone" in r.message for r in caplog.records) == 1
