@@ -37,6 +37,8 @@ def resource_fields(usage: dict) -> dict:
         "wall_s": usage.get(sc.TASK_WALL),
         "cpu_shared": usage.get(sc.TASK_CPU_SHARED),
     }
+
+
 _ERROR_TYPE = re.compile(r"^([A-Za-z_][\w.]*)\(")
 _CLOSING_STATES = frozenset({"closing", "closing_gracefully", "closed"})
 
