@@ -8,11 +8,6 @@ with ScalableSession(target="local", n_workers=2) as session:
 
 __version__ = "0.1.0"
 
-from .cache import cacheable  # noqa: E402
-from .manifest import Manifest, ManifestError  # noqa: E402
-from .session import ScalableSession  # noqa: E402
-from .telemetry import telemetry_disabled  # noqa: E402
-
 __all__ = [
     "ScalableSession",
     "cacheable",
@@ -21,3 +16,28 @@ __all__ = [
     "telemetry_disabled",
     "__version__",
 ]
+
+# Names load on first use, so that a process needing one part (the telemetry process,
+# a worker unpickling a cached function) does not import Dask's client for the rest.
+_LAZY = {
+    "ScalableSession": ".session",
+    "cacheable": ".cache",
+    "Manifest": ".manifest",
+    "ManifestError": ".manifest",
+    "telemetry_disabled": ".telemetry",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'scalable_otel' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)

@@ -137,26 +137,17 @@ class Recorder:
 
     def _make_instruments(self, meter) -> None:
         secs = list(sc.SECONDS_BUCKETS)
-        for name, kind, description in (
-            (sc.METRIC_TASKS_SUBMITTED, "submitted", "Tasks submitted"),
-            (sc.METRIC_TASKS_COMPLETED, "completed", "Tasks completed"),
-            (sc.METRIC_TASKS_FAILED, "failed", "Tasks failed"),
-        ):
+        counters = (
+            (sc.METRIC_TASKS_SUBMITTED, self._counts["submitted"], sc.M_TASK, "Tasks submitted"),
+            (sc.METRIC_TASKS_COMPLETED, self._counts["completed"], sc.M_TASK, "Tasks completed"),
+            (sc.METRIC_TASKS_FAILED, self._counts["failed"], sc.M_TASK, "Tasks failed"),
+            (sc.METRIC_CACHE_HITS, self._cache_counts["hit"], sc.M_FUNCTION, "Cache hits"),
+            (sc.METRIC_CACHE_MISSES, self._cache_counts["miss"], sc.M_FUNCTION, "Cache misses"),
+        )
+        for name, counts, label, description in counters:
+            unit = "{task}" if label == sc.M_TASK else "{lookup}"
             meter.create_observable_counter(
-                name,
-                [self._observe(self._counts[kind], sc.M_TASK)],
-                unit="{task}",
-                description=description,
-            )
-        for name, result, description in (
-            (sc.METRIC_CACHE_HITS, "hit", "Cache lookups that hit"),
-            (sc.METRIC_CACHE_MISSES, "miss", "Cache lookups that missed"),
-        ):
-            meter.create_observable_counter(
-                name,
-                [self._observe(self._cache_counts[result], sc.M_FUNCTION)],
-                unit="{lookup}",
-                description=description,
+                name, [self._observe(counts, label)], unit=unit, description=description
             )
         meter.create_observable_up_down_counter(
             sc.METRIC_WORKERS_ACTIVE,

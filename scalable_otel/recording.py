@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -151,7 +150,7 @@ class InThreadRecording:
     def mark_closing(self) -> None:
         self._run.recorder.closing = True
 
-    def sync(self, token: str, timeout: float = 5.0) -> bool:
+    def sync(self, token: str, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._drain()
@@ -182,7 +181,7 @@ class ChildProcessRecording:
         package_root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "scalable_otel.recording", str(theirs.fileno())],
+            [sys.executable, "-m", "scalable_otel._recorder_main", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             env=env,
             stdin=subprocess.DEVNULL,
@@ -250,7 +249,7 @@ class ChildProcessRecording:
                 return message
         return None
 
-    def sync(self, token: str, timeout: float = 5.0) -> bool:
+    def sync(self, token: str, timeout: float = 30.0) -> bool:
         self._forward()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -278,14 +277,13 @@ class ChildProcessRecording:
         return reply[1] if reply else None
 
 
-def _serve(conn: Connection) -> None:
+def serve(conn: Connection) -> None:
     """The child: build the pipeline, handle batches until told to close."""
     message = conn.recv()
     config = RunConfig(**message[1])
     run = RunRecording(config, on_sync=lambda token: conn.send(("synced", token)))
     conn.send(("ready",))
     recorder = run.recorder
-    status = None
     while True:
         try:
             message = conn.recv()
@@ -299,9 +297,4 @@ def _serve(conn: Connection) -> None:
             summary = run.finish(message[1], message[2])
             conn.send(("closed", summary))
             return
-    run.finish(time.time(), status)
-
-
-if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the client, which closes us
-    _serve(Connection(int(sys.argv[1])))
+    run.finish(time.time(), None)

@@ -151,12 +151,23 @@ def _task_fields(attrs) -> dict:
     return {"task": attrs.get(sc.TASK_NAME), "key": attrs.get(sc.TASK_KEY)}
 
 
-class RunDirectorySpanProcessor(SpanProcessor):
-    """Writes tasks.jsonl, failures.jsonl and workers.jsonl from spans as they start and end."""
+class _RunDirectoryProcessor:
+    """What the span and log processors share: the writer, the run id, flushing."""
 
     def __init__(self, writer: JsonlWriter, run_id: str):
         self._writer = writer
         self._run_id = run_id
+
+    def shutdown(self) -> None:
+        self._writer.flush()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        self._writer.flush()
+        return True
+
+
+class RunDirectorySpanProcessor(_RunDirectoryProcessor, SpanProcessor):
+    """Writes tasks.jsonl, failures.jsonl and workers.jsonl from spans as they start and end."""
 
     def on_start(self, span: Span, parent_context=None) -> None:
         try:
@@ -250,13 +261,6 @@ class RunDirectorySpanProcessor(SpanProcessor):
                 self._writer.append(FAILURES, record)
         self._writer.append(TASKS, line)
 
-    def shutdown(self) -> None:
-        self._writer.flush()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        self._writer.flush()
-        return True
-
 
 def _worker_fields(attrs) -> dict:
     return {
@@ -269,12 +273,8 @@ def _worker_fields(attrs) -> dict:
     }
 
 
-class RunDirectoryLogProcessor(LogRecordProcessor):
+class RunDirectoryLogProcessor(_RunDirectoryProcessor, LogRecordProcessor):
     """Writes resources.jsonl and cache.jsonl from OTel log events (by `event_name`)."""
-
-    def __init__(self, writer: JsonlWriter, run_id: str):
-        self._writer = writer
-        self._run_id = run_id
 
     def on_emit(self, log_record) -> None:
         try:
@@ -293,13 +293,6 @@ class RunDirectoryLogProcessor(LogRecordProcessor):
         except Exception:
             self._writer.dropped += 1
             logger.debug("scalable-otel: log event not written", exc_info=True)
-
-    def shutdown(self) -> None:
-        self._writer.flush()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        self._writer.flush()
-        return True
 
 
 def _plain(attrs) -> dict:

@@ -32,6 +32,11 @@ from .. import semconv as sc
 
 _READY_STATES = frozenset({"processing", "queued", "no-worker"})
 _REQUEUE_STATES = frozenset({"released", "waiting"})
+# processing -> memory | erred: the record's kind and the two transition kwargs it keeps
+_OUTCOMES = {
+    "memory": ("done", "nbytes", "typename"),
+    "erred": ("error", "exception_text", "traceback_text"),
+}
 
 
 def sync_scheduler_plugin(dask_scheduler, token: str) -> None:
@@ -134,34 +139,14 @@ class TaskRecordPlugin(SchedulerPlugin):
     def transition(self, key, start, finish, *args, stimulus_id=None, **kwargs) -> None:
         if start == "processing":
             self._ready.discard(key)
-            if finish == "memory":
+            outcome = _OUTCOMES.get(finish)
+            if outcome is not None:
+                kind, first, second = outcome
                 t0, t1 = _startstop(kwargs)
                 self.records.append(
-                    (
-                        "done",
-                        time.time(),
-                        key,
-                        kwargs.get("worker"),
-                        t0,
-                        t1,
-                        kwargs.get("nbytes"),
-                        kwargs.get("typename"),
-                    )
-                )
-            elif finish == "erred":
-                t0, t1 = _startstop(kwargs)
-                self.records.append(
-                    (
-                        "error",
-                        time.time(),
-                        key,
-                        kwargs.get("worker"),
-                        t0,
-                        t1,
-                        kwargs.get("exception_text"),
-                        kwargs.get("traceback_text"),
-                    )
-                )
+                    (kind, time.time(), key, kwargs.get("worker"), t0, t1,
+                     kwargs.get(first), kwargs.get(second))
+                )  # fmt: skip
             elif finish in _REQUEUE_STATES:
                 self.records.append(("requeue", time.time(), key, finish, stimulus_id or ""))
             return
