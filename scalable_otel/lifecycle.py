@@ -113,11 +113,10 @@ class _Worker:
 class Recorder:
     """Turns one run's lifecycle records into OTel signals."""
 
-    def __init__(self, *, tracer, meter, event_logger, run_span, run_id: str, on_sync=None):
+    def __init__(self, *, tracer, meter, event_logger, run_span, on_sync=None):
         self._tracer = tracer
         self._events = event_logger
         self._run_ctx = trace.set_span_in_context(run_span)
-        self._run_id = run_id
         self._on_sync_mark = on_sync
         self._tasks: dict = {}
         self._parked: dict = {}  # key -> (ended task, end time, deadline for its usage)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -81,12 +81,3 @@ class Manifest:
             if key in data and not isinstance(data[key], (dict, type(None))):
                 raise ManifestError(f"{path}: '{key}' must be a mapping")
         return cls(data=data, path=path, text=text)
-
-
-@dataclass
-class Plan:
-    """What the session was asked to run with: target settings and requested resources."""
-
-    target: str
-    provider: str
-    settings: dict = field(default_factory=dict)

@@ -86,7 +86,6 @@ class RunRecording:
             meter=self.pipeline.meter(),
             event_logger=self.pipeline.event_logger(),
             run_span=self.run_span,
-            run_id=config.run_id,
             on_sync=on_sync,
         )
 
