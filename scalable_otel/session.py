@@ -227,10 +227,13 @@ class ScalableSession:
                 "metric_readers": self._metric_readers,
                 "log_processors": self._log_processors,
             }
-            if self.recorder == "thread" or any(processors.values()):
-                self._recording = InThreadRecording(config, plugin.records, **processors)
-            else:
-                self._recording = ChildProcessRecording(config, plugin.records)
+            if self.recorder == "process" and not any(processors.values()):
+                try:
+                    self._recording = ChildProcessRecording(config, plugin.records)
+                    return True
+                except Exception as exc:  # no child process here: record in a thread instead
+                    logger.info("scalable-otel: recording in a thread (%s)", exc)
+            self._recording = InThreadRecording(config, plugin.records, **processors)
             return True
         except Exception as exc:
             logger.warning(

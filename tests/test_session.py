@@ -276,3 +276,21 @@ def test_telemetry_process_killed_mid_run_never_stops_the_workflow(project_dir, 
     # what was written before the loss is all there and whole
     assert len(events(s.run_dir, event="task_completed")) == 5
     assert sum("telemetry process is gone" in r.message for r in caplog.records) == 1
+
+
+def test_recorder_in_a_thread_writes_the_same_run_directory(project_dir):
+    import psutil
+
+    def recorder_processes():
+        children = psutil.Process().children(recursive=True)
+        return [p for p in children if "_recorder_main" in " ".join(p.cmdline())]
+
+    with session(recorder="thread") as s:
+        assert s.gather(s.map(workloads.inc, range(3))) == [1, 2, 3]
+        assert recorder_processes() == []
+    with session():
+        assert len(recorder_processes()) == 1
+    names = [e["event"] for e in events(s.run_dir)]
+    assert names.count("task_completed") == 3 and names.count("task_started") == 3
+    run = orjson.loads((s.run_dir / "run.json").read_bytes())
+    assert run["status"] == "completed" and run["tasks_completed"] == 3
