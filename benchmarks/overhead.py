@@ -172,6 +172,34 @@ def _short(path: str) -> str:
     return "/".join(parts[-2:])
 
 
+# --- CPU seconds by process --------------------------------------------------------------
+def _process_cpu(dask_worker=None) -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+class CpuMeter:
+    """CPU seconds used over the timed region by the driver, the workers and (when there is
+    one) the session's telemetry process: steadier than wall time on a shared machine."""
+
+    def __init__(self, client, telemetry_pid: int | None = None):
+        self.client = client
+        self.telemetry = psutil.Process(telemetry_pid) if telemetry_pid else None
+
+    def _read(self) -> tuple[float, float, float]:
+        workers = sum(self.client.run(_process_cpu).values())
+        telemetry = sum(self.telemetry.cpu_times()[:2]) if self.telemetry else 0.0
+        return time.process_time(), workers, telemetry
+
+    def __enter__(self):
+        self.start = self._read()
+        return self
+
+    def __exit__(self, *exc):
+        end = self._read()
+        self.driver, self.workers, self.telemetry_s = (b - a for a, b in zip(self.start, end))
+
+
 # --- one measurement ---------------------------------------------------------------------
 def run_plain(fn, n: int) -> dict:
     from distributed import Client, LocalCluster
@@ -184,7 +212,7 @@ def run_plain(fn, n: int) -> dict:
     ):
         client.wait_for_workers(2)
         gc.collect()
-        with DriverSampler() as sampler:
+        with CpuMeter(client) as cpu, DriverSampler() as sampler:
             t0 = time.perf_counter()
             futures = client.map(fn, range(n), pure=False)
             sampler.futures = futures
@@ -197,6 +225,7 @@ def run_plain(fn, n: int) -> dict:
         "peak": sampler.peak,
         "rise": sampler.peak - sampler.start,
         "sampler": sampler,
+        "cpu": cpu,
     }
 
 
@@ -209,7 +238,9 @@ def run_instrumented(fn, n: int, runs_dir: Path, profiler=None) -> dict:
     with session as s:
         s.client.wait_for_workers(2)
         gc.collect()
-        with DriverSampler() as sampler:
+        process = getattr(s._recording, "_process", None)
+        meter = CpuMeter(s.client, process.pid if process else None)
+        with meter as cpu, DriverSampler() as sampler:
             if profiler is not None:
                 profiler.__enter__()
             t0 = time.perf_counter()
@@ -239,6 +270,7 @@ def run_instrumented(fn, n: int, runs_dir: Path, profiler=None) -> dict:
         "rise": sampler.peak - sampler.start,
         "sampler": sampler,
         "close": close_s,
+        "cpu": cpu,
         "recorded": completed,
         "status": s.status,
     }
@@ -318,6 +350,14 @@ def main() -> int:
                 f"{i['time']:7.3f} s  ratio {i['time'] / p['time']:.3f}  close "
                 f"{i['close']:.2f} s  peak MB {p['peak'] / MB:.0f}/{i['peak'] / MB:.0f}  "
                 f"task_completed {i['recorded']}/{n} {ok} ({i['status']})",
+                flush=True,
+            )
+            pc, ic = p["cpu"], i["cpu"]
+            print(
+                f"         CPU ms/task plain: driver {1e3 * pc.driver / n:.3f} workers "
+                f"{1e3 * pc.workers / n:.3f} | instrumented: driver {1e3 * ic.driver / n:.3f} "
+                f"workers {1e3 * ic.workers / n:.3f} telemetry process "
+                f"{1e3 * ic.telemetry_s / n:.3f}",
                 flush=True,
             )
 
