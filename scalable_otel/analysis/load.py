@@ -50,7 +50,7 @@ def resolve_run(
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise RunNotFound(f"no run {text!r} in {base}: `scalable runs` lists them")
+        raise RunNotFound(f"no run {text!r} in {base}: give a run id from there, or --last")
     raise RunNotFound(f"{text!r} matches {len(matches)} runs in {base}: give more of the id")
 
 
