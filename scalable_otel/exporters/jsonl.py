@@ -10,6 +10,7 @@ which appends them from a background thread every flush interval, so a
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -120,9 +121,26 @@ class JsonlWriter:
                 )
 
 
+def _attributes(span) -> dict:
+    """A span's attributes as a plain dict, for reading only.
+
+    The SDK hands them out as a read-only proxy of its bounded mapping, where
+    every lookup is two Python calls; with a dozen fields on each of several
+    lines a task, that was a fifth of the exporter's time. The mapping keeps a
+    plain dict inside: read that where it is there, copy otherwise.
+    """
+    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
+    return inner if isinstance(inner, dict) else dict(span.attributes or {})
+
+
+@functools.lru_cache(maxsize=16)
+def _trace_hex(trace_id: int) -> str:
+    return f"{trace_id:032x}"  # one trace per run: formatted once, not on every line
+
+
 def _ids(span: ReadableSpan) -> dict:
     ctx = span.get_span_context()
-    line = {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}
+    line = {"trace_id": _trace_hex(ctx.trace_id), "span_id": f"{ctx.span_id:016x}"}
     if span.parent is not None:
         line["parent_span_id"] = f"{span.parent.span_id:016x}"
     return line
@@ -171,7 +189,7 @@ class RunDirectorySpanProcessor(_RunDirectoryProcessor, SpanProcessor):
 
     def on_start(self, span: Span, parent_context=None) -> None:
         try:
-            attrs = dict(span.attributes or {})  # plain dict: its .get is much faster
+            attrs = _attributes(span)
             kind = attrs.get(sc.KIND)
             if kind == sc.KIND_TASK:
                 line = _base(sc.TASK_SUBMITTED, span.start_time, self._run_id)
@@ -199,7 +217,7 @@ class RunDirectorySpanProcessor(_RunDirectoryProcessor, SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            attrs = dict(span.attributes or {})  # plain dict: its .get is much faster
+            attrs = _attributes(span)
             kind = attrs.get(sc.KIND)
             if kind == sc.KIND_TASK:
                 self._task_end(span, attrs)
