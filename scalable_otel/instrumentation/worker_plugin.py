@@ -32,6 +32,9 @@ except ImportError:  # not on Windows: peaks are sampled there
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+_RESET_AFTER_S = 0.05
+
+
 class _Memory:
     """Resident memory of this process, and its peak since the last reset (Linux).
 
@@ -142,11 +145,8 @@ class WorkerTelemetryPlugin(WorkerPlugin):
 
     def transition(self, key, start, finish, **kwargs) -> None:
         if finish == "executing":
-            if self._exclusive_peak:
-                self._memory.reset_peak()
-                rss = 0  # the peak read at the end covers the whole task
-            else:
-                rss = self._memory.rss()
+            # with an exact peak, the high-water mark read at the end covers the task
+            rss = 0 if self._exclusive_peak else self._memory.rss()
             shared = bool(self._executing)
             for state in self._executing.values():
                 state[4] = True
@@ -160,6 +160,11 @@ class WorkerTelemetryPlugin(WorkerPlugin):
             now = time.time() + self.worker.scheduler_delay
             exact = self._exclusive_peak and self._memory.can_reset_peak
             peak = self._memory.peak() if exact else self._memory.rss()
+            if exact and now - state[0] >= _RESET_AFTER_S:
+                # A new window for the next task. Resetting is not free (on some kernels
+                # the pages are faulted back in), so short tasks share a window: a short
+                # task's peak is the highest since the last long one ended.
+                self._memory.reset_peak()
             self._usage.append(
                 [
                     key,
