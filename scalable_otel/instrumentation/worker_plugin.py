@@ -118,13 +118,13 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         self._lock = threading.Lock()
         self._memory = _Memory()
         self._exclusive_peak = worker.state.nthreads == 1 and self._memory.can_reset_peak
-        self._executing: dict = {}  # key -> [start, cpu0, peak_rss, reported]
+        # key -> [start, cpu at start, highest sampled RSS, start reported, ran beside another]
+        self._executing: dict = {}
         self._started: list = []
         self._usage: list = []
         self._samples: list = []
         self._cache: list = []
         self._last_cpu = (time.time(), _cpu_seconds())
-        self._ncpu = os.cpu_count() or 1
         from .. import cache
 
         cache.set_worker_sink(self._cache_lookup, self.cache_dir)
