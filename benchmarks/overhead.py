@@ -201,6 +201,28 @@ class CpuMeter:
 
 
 # --- one measurement ---------------------------------------------------------------------
+def timed_map(mapper, fn, n: int, meter: CpuMeter, profiler=None) -> dict:
+    """Time `mapper.map(fn, range(n))` and its gather: wall, CPU and driver memory."""
+    with meter as cpu, DriverSampler() as sampler:
+        if profiler is not None:
+            profiler.__enter__()
+        t0 = time.perf_counter()
+        futures = mapper.map(fn, range(n), pure=False)
+        sampler.futures = futures
+        results = mapper.gather(futures)
+        elapsed = time.perf_counter() - t0
+        if profiler is not None:
+            profiler.__exit__(None, None, None)
+    assert len(results) == n
+    return {
+        "time": elapsed,
+        "peak": sampler.peak,
+        "rise": sampler.peak - sampler.start,
+        "sampler": sampler,
+        "cpu": cpu,
+    }
+
+
 def run_plain(fn, n: int) -> dict:
     from distributed import Client, LocalCluster
 
@@ -212,21 +234,7 @@ def run_plain(fn, n: int) -> dict:
     ):
         client.wait_for_workers(2)
         gc.collect()
-        with CpuMeter(client) as cpu, DriverSampler() as sampler:
-            t0 = time.perf_counter()
-            futures = client.map(fn, range(n), pure=False)
-            sampler.futures = futures
-            results = client.gather(futures)
-            elapsed = time.perf_counter() - t0
-        assert len(results) == n
-        del futures, results
-    return {
-        "time": elapsed,
-        "peak": sampler.peak,
-        "rise": sampler.peak - sampler.start,
-        "sampler": sampler,
-        "cpu": cpu,
-    }
+        return timed_map(client, fn, n, CpuMeter(client))
 
 
 def run_instrumented(fn, n: int, runs_dir: Path, profiler=None) -> dict:
@@ -240,18 +248,7 @@ def run_instrumented(fn, n: int, runs_dir: Path, profiler=None) -> dict:
         gc.collect()
         process = getattr(s._recording, "_process", None)
         meter = CpuMeter(s.client, process.pid if process else None)
-        with meter as cpu, DriverSampler() as sampler:
-            if profiler is not None:
-                profiler.__enter__()
-            t0 = time.perf_counter()
-            futures = s.map(fn, range(n), pure=False)
-            sampler.futures = futures
-            results = s.gather(futures)
-            elapsed = time.perf_counter() - t0
-            if profiler is not None:
-                profiler.__exit__(None, None, None)
-        assert len(results) == n
-        del futures, results
+        measured = timed_map(s, fn, n, meter, profiler)
         t_close = time.perf_counter()
     close_s = time.perf_counter() - t_close
     if s.run_dir is None:
@@ -264,16 +261,7 @@ def run_instrumented(fn, n: int, runs_dir: Path, profiler=None) -> dict:
         for line in f:
             if b'"event":"task_completed"' in line:
                 completed += 1
-    return {
-        "time": elapsed,
-        "peak": sampler.peak,
-        "rise": sampler.peak - sampler.start,
-        "sampler": sampler,
-        "close": close_s,
-        "cpu": cpu,
-        "recorded": completed,
-        "status": s.status,
-    }
+    return dict(measured, close=close_s, recorded=completed, status=s.status)
 
 
 # --- main --------------------------------------------------------------------------------
