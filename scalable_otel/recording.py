@@ -48,6 +48,15 @@ class RunConfig:
     flush_interval: float
 
 
+def _take_all(*queues: deque) -> list:
+    """Everything in the queues, in order, safe against appends from other threads."""
+    records = []
+    for queue in queues:
+        while queue:
+            records.append(queue.popleft())
+    return records
+
+
 class RunRecording:
     """The OTel side of one run: its pipeline, its run span and its recorder."""
 
@@ -133,11 +142,7 @@ class InThreadRecording:
 
     def _drain(self) -> None:
         with self._lock:
-            for queue in (self._source, self.inbox):
-                records = []
-                while queue:
-                    records.append(queue.popleft())
-                self._run.recorder.handle(records)
+            self._run.recorder.handle(_take_all(self._source, self.inbox))
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
@@ -216,10 +221,7 @@ class ChildProcessRecording:
             )
 
     def _forward(self) -> None:
-        records = []
-        for queue in (self._source, self.inbox):
-            while queue:
-                records.append(queue.popleft())
+        records = _take_all(self._source, self.inbox)
         # Descriptions are taken after the records: a record's task was described before
         # it reached the scheduler, so its description is in this batch or an earlier one.
         descriptions, self._descriptions = self._descriptions, []

@@ -138,3 +138,27 @@ def list_runs(root: Path | None = None) -> list[Path]:
 
     runs = [p for p in root.iterdir() if p.is_dir() and parse_run_name(p.name)]
     return sorted(runs, key=start_key)
+
+
+def read_lines(path: Path) -> tuple[list[dict], int]:
+    """Parsed lines and the number of blank-free lines that did not parse (torn or corrupt)."""
+    records, bad = [], 0
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return records, bad
+    with f:
+        for raw in f:
+            raw = raw.strip()
+            if not raw:
+                continue
+            try:
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(value, dict):
+                records.append(value)
+            else:
+                bad += 1
+    return records, bad

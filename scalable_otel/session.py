@@ -18,7 +18,16 @@ from .args import args_json
 from .instrumentation.scheduler_plugin import sync_scheduler_plugin
 from .manifest import Manifest
 from .recording import ChildProcessRecording, InThreadRecording, RunConfig
-from .rundir import PLAN_JSON, TASKS, RunDirectory, iso, new_run_id, runs_dir, write_json_atomic
+from .rundir import (
+    PLAN_JSON,
+    TASKS,
+    RunDirectory,
+    iso,
+    new_run_id,
+    read_lines,
+    runs_dir,
+    write_json_atomic,
+)
 from .telemetry import telemetry_disabled
 
 logger = logging.getLogger(__name__)
@@ -382,11 +391,10 @@ class ScalableSession:
 
     def _graph(self) -> list:
         """The submitted task graph, read back from tasks.jsonl (nothing kept in memory)."""
-        from .exporters.jsonl import read_jsonl
 
         return [
             {"key": e.get("key"), "task": e.get("task"), "dependencies": e.get("dependencies", [])}
-            for e in read_jsonl(self.run_dir / TASKS)
+            for e in read_lines(self.run_dir / TASKS)[0]
             if e.get("event") == sc.TASK_SUBMITTED
         ]
 

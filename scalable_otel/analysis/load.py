@@ -19,6 +19,7 @@ from ..rundir import (
     WORKERS,
     list_runs,
     parse_run_name,
+    read_lines,
     runs_dir,
 )
 
@@ -52,30 +53,6 @@ def resolve_run(
     if not matches:
         raise RunNotFound(f"no run {text!r} in {base}: give a run id from there, or --last")
     raise RunNotFound(f"{text!r} matches {len(matches)} runs in {base}: give more of the id")
-
-
-def _read_lines(path: Path) -> tuple[list[dict], int]:
-    """Parsed lines and the number of blank-free lines that did not parse (torn or corrupt)."""
-    records, bad = [], 0
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        return records, bad
-    with f:
-        for raw in f:
-            raw = raw.strip()
-            if not raw:
-                continue
-            try:
-                value = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                bad += 1
-                continue
-            if isinstance(value, dict):
-                records.append(value)
-            else:
-                bad += 1
-    return records, bad
 
 
 def _frame(records: list[dict]) -> pd.DataFrame:
@@ -131,7 +108,7 @@ def load_run(
         meta = {"run_id": path.name, "status": "unknown"}
     frames, skipped = {}, {}
     for name in (TASKS, RESOURCES, WORKERS, CACHE, FAILURES):
-        records, bad = _read_lines(path / name)
+        records, bad = read_lines(path / name)
         frames[name] = _frame(records)
         if bad:
             skipped[name] = bad

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import semconv as sc
-from ..rundir import list_runs
-from .load import Run, _read_lines
+from ..rundir import list_runs, read_lines
+from .load import Run
 
 RULE = "═" * 47
 LOCAL_RATE_PER_CPU_HOUR = 0.0
@@ -53,7 +53,7 @@ def _had_prior_cache(run: Run) -> bool:
     for other in list_runs(run.path.parent):
         if other.name == run.path.name:
             break
-        records, _ = _read_lines(other / "cache.jsonl")
+        records, _ = read_lines(other / "cache.jsonl")
         if any(r.get("result") == "miss" for r in records):
             return True
     return False

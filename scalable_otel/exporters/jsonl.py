@@ -14,7 +14,6 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
@@ -315,16 +314,3 @@ class RunDirectoryLogProcessor(_RunDirectoryProcessor, LogRecordProcessor):
 
 def _plain(attrs) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()}
-
-
-def read_jsonl(path: Path) -> Iterable[dict]:
-    """Yield each well-formed line of a JSONL file; a torn or corrupt line is skipped."""
-    with open(path, "rb") as f:
-        for raw in f:
-            raw = raw.strip()
-            if not raw:
-                continue
-            try:
-                yield orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
