@@ -64,6 +64,23 @@ def iso(ts: float) -> str:
     return f"{_second_prefix(second)}.{fraction:06d}Z"
 
 
+def parse_iso(value) -> float | None:
+    """Epoch seconds from an ISO 8601 timestamp (`iso`'s output, or any offset), else None.
+
+    >>> parse_iso("2026-05-20T03:52:00.500000Z")
+    1779249120.5
+    """
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON so that a reader sees the old or the new file, never half of one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

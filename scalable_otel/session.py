@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -31,6 +32,18 @@ from .rundir import (
 from .telemetry import telemetry_disabled
 
 logger = logging.getLogger(__name__)
+
+
+def _process_start_time() -> float | None:
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:
+        return None
+
+
+_PROCESS_START_TIME = _process_start_time()
 
 TARGET_ENV = "SCALABLE_TARGET"
 _ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
@@ -327,6 +340,12 @@ class ScalableSession:
         except Exception:
             logger.debug("scalable-otel: plan.json not rewritten", exc_info=True)
         self._write_run_json(self.status, ended, summary)
+        try:
+            from .analysis.columns import write_columnar_copy
+
+            write_columnar_copy(self.run_dir)
+        except Exception:
+            logger.debug("scalable-otel: no columnar copy of the run", exc_info=True)
 
     # --- run directory content ----------------------------------------------------------
     def _manifest(self) -> Manifest:
@@ -355,6 +374,10 @@ class ScalableSession:
             "duration_s": round(ended - self._started, 6) if ended else None,
             "target": self.target,
             "provider": self.provider,
+            # who writes the run: a reader tells a crashed run from a live one by these
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "process_start_time": _PROCESS_START_TIME,
             "manifest_hash": self._manifest().hash,
             "tasks_submitted": summary.get("tasks_submitted", 0),
             "tasks_completed": summary.get("tasks_completed", 0),

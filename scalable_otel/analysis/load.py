@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import socket
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
-import pandas as pd
 
 from ..errors import RunNotFound
+
+if TYPE_CHECKING:
+    import pandas as pd
 from ..rundir import (
     CACHE,
     FAILURES,
@@ -29,21 +33,27 @@ def resolve_run(
     root: str | os.PathLike | None = None,
     *,
     last: bool = False,
+    inside_root: bool = False,
 ) -> Path:
-    """The directory of a run: the last one, a run id, a unique prefix of one, or a path."""
+    """The directory of a run: the last one, a run id, a unique prefix of one, or a path.
+
+    With `inside_root` (as the CLI does), a path must name a run directory directly inside
+    the runs directory; otherwise any directory holding a run.json is accepted.
+    """
     base = runs_dir(root)
     if last or spec is None:
         runs = list_runs(base)
         if not runs:
             raise RunNotFound(f"no runs in {base}: run a workflow first (or pass --runs-dir)")
         return runs[-1]
-    path = Path(spec)
-    if (path / RUN_JSON).is_file() or (path.is_dir() and parse_run_name(path.name)):
-        return path
+    text = str(spec)
+    if not inside_root and (Path(text) / RUN_JSON).is_file():
+        return Path(text)
+    if os.sep in text or (os.altsep and os.altsep in text) or text in (".", ".."):
+        return _run_at_path(Path(text), base)
     runs = list_runs(base)
     if not runs and not base.is_dir():
         raise RunNotFound(f"runs directory {base} does not exist (pass --runs-dir)")
-    text = str(spec)
     exact = [r for r in runs if r.name == text]
     if exact:
         return exact[0]
@@ -55,7 +65,23 @@ def resolve_run(
     raise RunNotFound(f"{text!r} matches {len(matches)} runs in {base}: give more of the id")
 
 
+def _run_at_path(path: Path, base: Path) -> Path:
+    """A run given as a path: it must be a run directory inside the runs directory."""
+    resolved = path.resolve()
+    if not resolved.is_dir():
+        raise RunNotFound(f"{path} is not a directory: give a run id, a run directory, or --last")
+    if resolved.parent != base.resolve():
+        raise RunNotFound(
+            f"{path} is outside the runs directory {base}: pass --runs-dir {resolved.parent}"
+        )
+    if not parse_run_name(resolved.name):
+        raise RunNotFound(f"{path} is not a run directory (run-<stamp>-<project>-<id>)")
+    return resolved
+
+
 def _frame(records: list[dict]) -> pd.DataFrame:
+    import pandas as pd
+
     frame = pd.DataFrame.from_records(records)
     if "timestamp" in frame:
         frame["timestamp"] = pd.to_datetime(
@@ -64,18 +90,47 @@ def _frame(records: list[dict]) -> pd.DataFrame:
     return frame
 
 
-@dataclass
 class Run:
-    """One run directory loaded: run.json as a dict, each JSONL file as a DataFrame."""
+    """One run directory: run.json as `meta`, and each JSONL file as a pandas DataFrame
+    (`tasks`, `resources`, `workers`, `cache`, `failures`), read when first used.
 
-    path: Path
-    meta: dict
-    tasks: pd.DataFrame
-    resources: pd.DataFrame
-    workers: pd.DataFrame
-    cache: pd.DataFrame
-    failures: pd.DataFrame
-    skipped_lines: dict = field(default_factory=dict)
+    Lines that could not be parsed (a torn last line of a live run, a corrupt line) are
+    skipped and counted in `skipped_lines`, by file name.
+    """
+
+    def __init__(self, path: Path, meta: dict):
+        self.path = Path(path)
+        self.meta = meta
+        self.skipped_lines: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, status={self.status!r})"
+
+    def _frame(self, name: str) -> pd.DataFrame:
+        records, bad = read_lines(self.path / name)
+        if bad:
+            self.skipped_lines[name] = bad
+        return _frame(records)
+
+    @cached_property
+    def tasks(self) -> pd.DataFrame:
+        return self._frame(TASKS)
+
+    @cached_property
+    def resources(self) -> pd.DataFrame:
+        return self._frame(RESOURCES)
+
+    @cached_property
+    def workers(self) -> pd.DataFrame:
+        return self._frame(WORKERS)
+
+    @cached_property
+    def cache(self) -> pd.DataFrame:
+        return self._frame(CACHE)
+
+    @cached_property
+    def failures(self) -> pd.DataFrame:
+        return self._frame(FAILURES)
 
     @property
     def run_id(self) -> str:
@@ -83,11 +138,42 @@ class Run:
 
     @property
     def status(self) -> str:
-        """run.json's status; a run with no end that is not still being written is crashed."""
-        status = self.meta.get("status") or "unknown"
-        if status == "running" and not self.meta.get("end_time"):
-            return "running"
+        """run.json's status, or `crashed` for a run that never ended and whose process is gone."""
+        return run_status(self.meta)
+
+
+def run_status(meta: dict) -> str:
+    """The status of a run from its run.json: a `running` run whose process is no longer
+    alive on this host is `crashed` (its files hold what it did before it died)."""
+    status = meta.get("status") or "unknown"
+    if status != "running" or meta.get("end_time"):
         return status
+    pid, host = meta.get("pid"), meta.get("host")
+    if not isinstance(pid, int) or host != socket.gethostname():
+        return "running"  # another machine's run, or an older run.json: cannot tell
+    try:
+        import psutil
+
+        process = psutil.Process(pid)
+        started = meta.get("process_start_time")
+        if started is not None and abs(process.create_time() - float(started)) > 1.0:
+            return "crashed"  # the pid was reused by another process
+        return "running"
+    except psutil.NoSuchProcess:
+        return "crashed"
+    except Exception:
+        return "running"
+
+
+def read_meta(path: Path) -> dict:
+    """run.json of a run directory, or a stand-in naming it when run.json is missing or corrupt."""
+    try:
+        meta = orjson.loads((Path(path) / RUN_JSON).read_bytes())
+        if isinstance(meta, dict):
+            return meta
+    except (OSError, orjson.JSONDecodeError):
+        pass
+    return {"run_id": Path(path).name, "status": "unknown"}
 
 
 def load_run(
@@ -95,30 +181,12 @@ def load_run(
     root: str | os.PathLike | None = None,
     *,
     last: bool = False,
+    inside_root: bool = False,
 ) -> Run:
-    """Load a run (see `resolve_run`) into DataFrames.
+    """Load a run (see `resolve_run`): run.json now, each JSONL file as a DataFrame when used.
 
     >>> run = load_run(last=True)                                   # doctest: +SKIP
     >>> run.tasks[run.tasks.event == "task_completed"].duration_s.mean()  # doctest: +SKIP
     """
-    path = resolve_run(run, root, last=last)
-    try:
-        meta = orjson.loads((path / RUN_JSON).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        meta = {"run_id": path.name, "status": "unknown"}
-    frames, skipped = {}, {}
-    for name in (TASKS, RESOURCES, WORKERS, CACHE, FAILURES):
-        records, bad = read_lines(path / name)
-        frames[name] = _frame(records)
-        if bad:
-            skipped[name] = bad
-    return Run(
-        path,
-        meta,
-        frames[TASKS],
-        frames[RESOURCES],
-        frames[WORKERS],
-        frames[CACHE],
-        frames[FAILURES],
-        skipped,
-    )
+    path = resolve_run(run, root, last=last, inside_root=inside_root)
+    return Run(path, read_meta(path))

@@ -1,0 +1,88 @@
+"""The run history: one summary row per run directory, oldest first."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow.compute as pc
+
+from .. import semconv as sc
+from ..errors import RunNotFound
+from ..rundir import TASKS, list_runs, parse_iso, runs_dir
+from .columns import read_columns
+from .load import read_meta, run_status
+from .report import seconds
+
+
+def _counts_from_events(path) -> dict:
+    """Task counts of a run that never wrote its totals (it crashed or is running)."""
+    table, _ = read_columns(path, TASKS, ["event"])
+    counts = {i["values"]: i["counts"] for i in pc.value_counts(table["event"]).to_pylist()}
+    return {
+        "tasks_submitted": counts.get(sc.TASK_SUBMITTED, 0),
+        "tasks_completed": counts.get(sc.TASK_COMPLETED, 0),
+        "tasks_failed": counts.get(sc.TASK_FAILED, 0),
+    }
+
+
+def list_run_summaries(
+    root: str | os.PathLike | None = None, limit: int | None = None
+) -> list[dict]:
+    """id, start, project, target, status, duration, tasks, failures of each run, newest last.
+
+    >>> rows = list_run_summaries(limit=5)                          # doctest: +SKIP
+    """
+    base = runs_dir(root)
+    paths = list_runs(base)
+    if not paths:
+        where = "is empty" if base.is_dir() else "does not exist"
+        raise RunNotFound(
+            f"runs directory {base} {where}: run a workflow first (or pass --runs-dir)"
+        )
+    if limit is not None:
+        paths = paths[-limit:] if limit > 0 else []
+    rows = []
+    for path in paths:
+        meta = read_meta(path)
+        status = run_status(meta)
+        counts = meta
+        if status in ("running", "crashed", "unknown") or "tasks_completed" not in meta:
+            counts = _counts_from_events(path)
+        duration = meta.get("duration_s")
+        rows.append(
+            {
+                "run_id": meta.get("run_id") or path.name,
+                "path": str(path),
+                "start_time": meta.get("start_time"),
+                "project": meta.get("project"),
+                "target": meta.get("target"),
+                "status": status,
+                "duration_s": duration,
+                "tasks": counts.get("tasks_completed", 0) + counts.get("tasks_failed", 0),
+                "tasks_completed": counts.get("tasks_completed", 0),
+                "failures": counts.get("tasks_failed", 0),
+            }
+        )
+    return rows
+
+
+def _start(value) -> str:
+    return "?" if parse_iso(value) is None else value[:19].replace("T", " ")
+
+
+def format_runs(rows: list[dict]) -> str:
+    """The history as a fixed-width table."""
+    width = max([len(r["run_id"]) for r in rows] + [6])
+    header = (
+        f"{'RUN':<{width}}  {'START (UTC)':<19}  {'PROJECT':<14}  {'TARGET':<8}  "
+        f"{'STATUS':<11}  {'DURATION':>9}  {'TASKS':>6}  {'FAILED':>6}"
+    )
+    lines = [header]
+    for r in rows:
+        lines.append(
+            f"{r['run_id']:<{width}}  {_start(r['start_time']):<19}  "
+            f"{str(r['project'] or '?')[:14]:<14}  {str(r['target'] or '?')[:8]:<8}  "
+            f"{r['status']:<11}  {seconds(r['duration_s']):>9}  {r['tasks']:>6}  "
+            f"{r['failures']:>6}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,44 @@
+"""Options and output shared by the commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import orjson
+
+runs_dir_option = click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False),
+    help="Where runs are (default: $SCALABLE_RUNS_DIR, else .scalable/runs).",
+)
+format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Text for people, JSON for programs.",
+)
+output_option = click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write to this file instead of the terminal.",
+)
+
+
+def to_json(data) -> str:
+    """JSON of analysis results (NaN and infinities as null, other odd values as text)."""
+    return orjson.dumps(
+        data, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
+    ).decode()
+
+
+def emit(data, text: str, fmt: str, output: str | None) -> None:
+    """Print the result, or write it to `output` and say where."""
+    content = to_json(data) if fmt == "json" else text
+    if output:
+        Path(output).write_text(content + "\n")
+        click.echo(f"Written to {output}")
+    else:
+        click.echo(content)
