@@ -4,6 +4,9 @@ from scalable_otel import ScalableSession, cacheable
 
 with ScalableSession(target="local", n_workers=2) as session:
     results = session.gather(session.map(run_simulation, range(100)))
+
+The answers the `scalable` CLI prints come from functions returning data:
+`load_run`, `report`, `compare`, `list_runs`, `trends` and `advise`.
 """
 
 __version__ = "0.1.0"
@@ -14,6 +17,12 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "telemetry_disabled",
+    "load_run",
+    "report",
+    "compare",
+    "list_runs",
+    "trends",
+    "advise",
     "__version__",
 ]
 
@@ -25,7 +34,14 @@ _LAZY = {
     "Manifest": ".manifest",
     "ManifestError": ".manifest",
     "telemetry_disabled": ".telemetry",
+    "load_run": ".analysis.load",
+    "report": ".analysis.report",
+    "compare": ".analysis.compare",
+    "list_runs": ".analysis.runs",
+    "trends": ".analysis.trends",
+    "advise": ".analysis.advise",
 }
+_RENAMED = {"list_runs": "list_run_summaries"}
 
 
 def __getattr__(name: str):
@@ -34,7 +50,7 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'scalable_otel' has no attribute {name!r}")
     from importlib import import_module
 
-    value = getattr(import_module(module, __name__), name)
+    value = getattr(import_module(module, __name__), _RENAMED.get(name, name))
     globals()[name] = value
     return value
 

@@ -1,4 +1,7 @@
-"""Reading run directories into pandas and summarizing them."""
+"""Answers from run directories, as data: reports, comparisons, history, trends, advice.
+
+Each module does one job; the CLI formats what these functions return.
+"""
 
 from .load import Run, load_run, resolve_run
 from .report import format_report, report

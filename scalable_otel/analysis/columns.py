@@ -1,222 +1,228 @@
-"""Typed columns of a run's JSONL files, read fast enough for runs of a million events.
+"""SQL over a run's JSONL files, fast enough for runs of a million events (DuckDB).
 
-Reports need a few columns of each file (event, task, duration_s, …), not every field
-as Python objects. Three ways to get them, fastest first:
+Reports need a few fields of each line (event, task, duration_s, …), aggregated; not
+every field as Python objects. A query names a file and gets a relation of typed
+columns, read in the fastest way that is still correct:
 
 1. A columnar copy (`.columnar/<file>.parquet`) written when a large run closes
-   (`write_columnar_copy`). It records the size and mtime of the JSONL it was made
-   from, and is used only while they still match.
-2. pyarrow's multi-threaded JSON reader over the file's complete lines (a torn last
-   line of a live or crashed run is left out and counted).
-3. Line by line with orjson, when a line in the middle is corrupt: each bad line is
-   skipped and counted.
+   (`write_columnar_copy`). A sidecar records the size and mtime of the JSONL it was
+   made from and how many lines it skipped; the copy is used only while they match.
+2. DuckDB's JSON reader over the JSONL itself. A line that does not parse (a torn last
+   line of a live or crashed run, a corrupt line) becomes a row whose `event` is NULL:
+   queries leave such rows out and count them (`SKIPPED` is the SQL for the count).
+3. When DuckDB rejects the file as a whole (invalid UTF-8, say), its parseable lines
+   are copied to a temporary file first, counting the rest.
 
-All three give the same table: the schema's columns, in the schema's types, missing
-fields as nulls.
+Fields missing from a line, or of the wrong type, are NULL.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
+import tempfile
+import threading
 from pathlib import Path
 
 import orjson
-import pyarrow as pa
 
-from ..rundir import CACHE, RESOURCES, TASKS, WORKERS, read_lines
+from ..rundir import CACHE, RESOURCES, TASKS
 
 COLUMNAR_DIR = ".columnar"
-# Below this a JSONL file reads in well under a tenth of a second: no copy is worth it.
+# Below this a JSONL file is read in a few milliseconds: no copy is worth it.
 COPY_MIN_BYTES = 4 << 20
-_SOURCE_SIZE = b"scalable.source_size"
-_SOURCE_MTIME = b"scalable.source_mtime_ns"
+SKIPPED = "count(*) FILTER (WHERE event IS NULL)"
 
-_TS = pa.timestamp("us", tz="UTC")
-
-SCHEMAS: dict[str, pa.Schema] = {
-    TASKS: pa.schema(
-        [
-            ("timestamp", _TS),
-            ("event", pa.string()),
-            ("task", pa.string()),
-            ("key", pa.string()),
-            ("worker", pa.string()),
-            ("attempt", pa.int64()),
-            ("duration_s", pa.float64()),
-            ("queue_wait_s", pa.float64()),
-        ]
-    ),
-    CACHE: pa.schema(
-        [
-            ("timestamp", _TS),
-            ("event", pa.string()),
-            ("function", pa.string()),
-            ("task", pa.string()),
-            ("result", pa.string()),
-            ("lookup_s", pa.float64()),
-            ("saved_s", pa.float64()),
-        ]
-    ),
-    RESOURCES: pa.schema(
-        [
-            ("timestamp", _TS),
-            ("event", pa.string()),
-            ("task", pa.string()),
-            ("worker", pa.string()),
-            ("cpu_percent", pa.float64()),
-            ("memory_bytes", pa.float64()),
-            ("cpu_seconds", pa.float64()),
-            ("cpus_used", pa.float64()),
-            ("peak_memory_bytes", pa.float64()),
-            ("wall_s", pa.float64()),
-        ]
-    ),
-    WORKERS: pa.schema(
-        [
-            ("timestamp", _TS),
-            ("event", pa.string()),
-            ("worker", pa.string()),
-            ("span_id", pa.string()),
-            ("nthreads", pa.int64()),
-            ("memory_limit", pa.float64()),
-        ]
-    ),
+# Timestamps stay text: ISO 8601 UTC strings of one width sort as the times they name,
+# and parsing a million of them would cost more than the rest of a report.
+FIELDS: dict[str, dict[str, str]] = {
+    TASKS: {
+        "timestamp": "VARCHAR",
+        "event": "VARCHAR",
+        "task": "VARCHAR",
+        "key": "VARCHAR",
+        "worker": "VARCHAR",
+        "attempt": "BIGINT",
+        "duration_s": "DOUBLE",
+        "queue_wait_s": "DOUBLE",
+    },
+    CACHE: {
+        "timestamp": "VARCHAR",
+        "event": "VARCHAR",
+        "function": "VARCHAR",
+        "task": "VARCHAR",
+        "result": "VARCHAR",
+        "lookup_s": "DOUBLE",
+        "saved_s": "DOUBLE",
+    },
+    RESOURCES: {
+        "timestamp": "VARCHAR",
+        "event": "VARCHAR",
+        "task": "VARCHAR",
+        "worker": "VARCHAR",
+        "cpu_percent": "DOUBLE",
+        "memory_bytes": "DOUBLE",
+        "cpu_seconds": "DOUBLE",
+        "cpus_used": "DOUBLE",
+        "peak_memory_bytes": "DOUBLE",
+        "wall_s": "DOUBLE",
+        "cpu_shared": "BOOLEAN",
+    },
 }
 
+# Unique per line and read by no query: the copy would be mostly these.
+_NOT_COPIED = {"key"}
 
-def read_columns(
-    run_dir: str | os.PathLike, name: str, columns: list[str] | None = None
-) -> tuple[pa.Table, int]:
-    """Typed columns (all of `SCHEMAS[name]` by default) of one JSONL file of a run, and
-    how many of its lines were skipped as torn or corrupt.
-
-    >>> table, skipped = read_columns(path, "tasks.jsonl", ["event"])  # doctest: +SKIP
-    """
-    schema = SCHEMAS[name]
-    if columns is not None:
-        schema = pa.schema([schema.field(c) for c in columns])
-    path = Path(run_dir) / name
-    copy = _fresh_copy(path, schema.names)
-    if copy is not None:
-        return copy, 0
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return schema.empty_table(), 0
-    if size == 0:
-        return schema.empty_table(), 0
-    return _read_fast_or_slow(path, schema)
+_local = threading.local()
 
 
-def _complete_length(f, size: int) -> int:
-    """Bytes up to and including the last newline (what follows is a line being written)."""
-    pos = size
-    while pos > 0:
-        step = min(pos, 1 << 16)
-        f.seek(pos - step)
-        chunk = f.read(step)
-        newline = chunk.rfind(b"\n")
-        if newline != -1:
-            return pos - step + newline + 1
-        pos -= step
-    return 0
+def _connection():
+    import duckdb
+
+    con = getattr(_local, "con", None)
+    if con is None:
+        con = _local.con = duckdb.connect(":memory:")
+    return con
 
 
-def _read_fast(path: Path, schema: pa.Schema) -> tuple[pa.Table, int]:
-    import pyarrow.json as pj
+def _struct(fields: dict[str, str]) -> str:
+    return "{" + ", ".join(f"'{name}': '{kind}'" for name, kind in fields.items()) + "}"
 
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        end = _complete_length(f, size)
-        f.seek(end)
-        skipped = 1 if f.read().strip() else 0  # a line still being written, or torn
-    if end == 0:
-        return schema.empty_table(), skipped
-    if skipped:
-        # Only the complete lines: a slice of the mapped file (its buffers keep the map alive).
-        source = pa.BufferReader(pa.memory_map(str(path)).read_buffer(end))
-    else:
-        source = str(path)  # read in blocks: the file's pages do not count as our memory
-    table = pj.read_json(
-        source,
-        read_options=pj.ReadOptions(block_size=4 << 20),
-        parse_options=pj.ParseOptions(
-            explicit_schema=schema, unexpected_field_behavior="ignore", newlines_in_values=False
-        ),
+
+def _read_json(fields: dict[str, str]) -> str:
+    # DuckDB's default object size limit (16 MB) keeps its buffers small; a longer line
+    # fails the query, and the file is then read through `_clean`.
+    return (
+        f"read_json(?, format='newline_delimited', columns={_struct(fields)}, ignore_errors=true)"
     )
-    return table, skipped
 
 
-def _read_line_by_line(path: Path, schema: pa.Schema) -> tuple[pa.Table, int]:
-    records, bad = read_lines(path)
-    columns = {}
-    for field in schema:
-        values = [r.get(field.name) for r in records]
-        columns[field.name] = _column(values, field.type)
-    return pa.table(columns, schema=schema), bad
+def _empty(fields: dict[str, str]) -> str:
+    columns = ", ".join(f"NULL::{kind} AS {name}" for name, kind in fields.items())
+    return f"(SELECT {columns} WHERE false)"
 
 
-def _column(values: list, type_: pa.DataType) -> pa.Array:
-    """Values of one field as `type_`; a value of the wrong type becomes null."""
-    if pa.types.is_timestamp(type_):
-        strings = pa.array([v if isinstance(v, str) else None for v in values], pa.string())
-        import pyarrow.compute as pc
+class RunFile:
+    """One JSONL file of a run, to query with SQL in which `{t}` stands for its rows.
 
-        return pc.cast(
-            pc.strptime(
-                pc.replace_substring(strings, "Z", ""), format="%Y-%m-%dT%H:%M:%S", unit="us"
-            ),
-            type_,
-        )
-    if pa.types.is_string(type_):
-        return pa.array([v if isinstance(v, str) else None for v in values], type_)
-    if pa.types.is_integer(type_):
-        ok = [v if isinstance(v, int) and not isinstance(v, bool) else None for v in values]
-        return pa.array(ok, type_)
-    numbers = [None if isinstance(v, bool) else v for v in values]
-    numbers = [v if isinstance(v, (int, float)) else None for v in numbers]
-    return pa.array([None if v is None else float(v) for v in numbers], type_)
+    >>> tasks = RunFile(run_path, "tasks.jsonl")                    # doctest: +SKIP
+    >>> tasks.query("SELECT count(*) FROM {t} WHERE event = ?", ["task_failed"])  # doctest: +SKIP
+    [(2,)]
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, name: str, fields: list[str] | None = None):
+        self.path = Path(run_dir) / name
+        known = FIELDS[name]
+        # Parsing fewer fields of each line is most of what makes a JSONL query fast.
+        self.fields = known if fields is None else {f: known[f] for f in fields}
+        # Bad lines left out before the query sees the rows (when a file had to be
+        # cleaned): add them to the query's own count of NULL-event rows (`SKIPPED`).
+        self.skipped_before = 0
+        self._cleaned: Path | None = None
+
+    def relation(self) -> tuple[str, list]:
+        """The FROM expression for this file's rows, and its parameters."""
+        copy = _fresh_copy(self.path) if not _NOT_COPIED & set(self.fields) else None
+        if copy is not None:
+            return "read_parquet(?)", [str(copy)]
+        if self._cleaned is not None:
+            return _read_json(self.fields), [str(self._cleaned)]
+        try:
+            if self.path.stat().st_size == 0:
+                return _empty(self.fields), []
+        except FileNotFoundError:
+            return _empty(self.fields), []
+        return _read_json(self.fields), [str(self.path)]
+
+    def query(self, sql: str, params: list | tuple = ()) -> list[tuple]:
+        """Rows of `sql`, where `{t}` is this file's relation; `?` parameters follow it."""
+        import duckdb
+
+        source, source_params = self.relation()
+        text = sql.replace("{t}", source)
+        try:
+            return _connection().execute(text, [*source_params, *params]).fetchall()
+        except duckdb.Error:
+            if self._cleaned is not None or source.startswith(("read_parquet", "(SELECT")):
+                raise
+            self._clean()
+            source, source_params = self.relation()
+            text = sql.replace("{t}", source)
+            return _connection().execute(text, [*source_params, *params]).fetchall()
+
+    def _clean(self) -> None:
+        """Copy the lines that parse as JSON objects to a temporary file (counted otherwise)."""
+        from ..rundir import read_lines
+
+        records, bad = read_lines(self.path)
+        fd, name = tempfile.mkstemp(prefix="scalable-clean-", suffix=".jsonl")
+        with os.fdopen(fd, "wb") as f:
+            for record in records:
+                f.write(orjson.dumps(record, default=str) + b"\n")
+        self._cleaned = Path(name)
+        self.skipped_before = bad
+
+    def close(self) -> None:
+        if self._cleaned is not None:
+            self._cleaned.unlink(missing_ok=True)
+            self._cleaned = None
+
+    def __del__(self):
+        self.close()
+
+
+def query_files(sql: str, files: dict[str, RunFile], params: list | tuple = ()) -> list[tuple]:
+    """Rows of `sql` over several files: `{name}` stands for the relation of `files[name]`.
+
+    Placeholders are filled in order of appearance, so their `?` parameters line up.
+    """
+    import re
+
+    values: list = []
+
+    def fill(match: re.Match) -> str:
+        relation, relation_params = files[match.group(1)].relation()
+        values.extend(relation_params)
+        return relation
+
+    text = re.sub(r"\{(\w+)\}", fill, sql)
+    return _connection().execute(text, [*values, *params]).fetchall()
 
 
 # --- the columnar copy -------------------------------------------------------------------
 
 
-def _copy_path(path: Path) -> Path:
-    return path.parent / COLUMNAR_DIR / (path.stem + ".parquet")
+def _copy_paths(path: Path) -> tuple[Path, Path]:
+    folder = path.parent / COLUMNAR_DIR
+    return folder / (path.stem + ".parquet"), folder / (path.stem + ".source.json")
 
 
-def _fresh_copy(path: Path, columns: list[str]) -> pa.Table | None:
-    copy = _copy_path(path)
-    if not copy.is_file():
-        return None
+def _fresh_copy(path: Path) -> Path | None:
+    copy, sidecar = _copy_paths(path)
     try:
-        import pyarrow.parquet as pq
-
+        source = orjson.loads(sidecar.read_bytes())
         stat = path.stat()
-        parquet = pq.ParquetFile(copy)
-        meta = parquet.schema_arrow.metadata or {}
-        if (
-            meta.get(_SOURCE_SIZE) != str(stat.st_size).encode()
-            or meta.get(_SOURCE_MTIME) != str(stat.st_mtime_ns).encode()
-        ):
-            return None
-        return parquet.read(columns=columns, use_threads=True).replace_schema_metadata(None)
-    except Exception:  # a damaged copy is only a lost shortcut
+    except (OSError, orjson.JSONDecodeError):
         return None
+    if (
+        not isinstance(source, dict)
+        or source.get("size") != stat.st_size
+        or source.get("mtime_ns") != stat.st_mtime_ns
+        or not copy.is_file()
+    ):
+        return None
+    return copy
 
 
 def write_columnar_copy(run_dir: str | os.PathLike, min_bytes: int = COPY_MIN_BYTES) -> list[Path]:
-    """Write `.columnar/<file>.parquet` for each JSONL file of at least `min_bytes`.
+    """Write `.columnar/<file>.parquet` for each queried JSONL file of at least `min_bytes`.
 
-    Called when a run closes; readers use a copy only while its JSONL is unchanged.
-    Returns the copies written.
+    Called when a run closes. Every line becomes a row, the unreadable ones as rows
+    with a NULL event, so queries count them as they do on the JSONL. Readers use a
+    copy only while its JSONL file keeps the size and mtime it had. Returns the copies.
     """
-    import pyarrow.parquet as pq
-
     run_dir = Path(run_dir)
     written = []
-    for name in SCHEMAS:
+    for name in FIELDS:
         path = run_dir / name
         try:
             stat = path.stat()
@@ -224,57 +230,66 @@ def write_columnar_copy(run_dir: str | os.PathLike, min_bytes: int = COPY_MIN_BY
             continue
         if stat.st_size < min_bytes:
             continue
-        table, _ = _read_fast_or_slow(path, SCHEMAS[name])
-        table = table.replace_schema_metadata(
-            {_SOURCE_SIZE: str(stat.st_size), _SOURCE_MTIME: str(stat.st_mtime_ns)}
-        )
-        target = _copy_path(path)
-        target.parent.mkdir(mode=0o700, exist_ok=True)
-        tmp = target.with_suffix(".parquet.tmp")
-        pq.write_table(table, tmp, compression="zstd")
+        copy, sidecar = _copy_paths(path)
+        copy.parent.mkdir(mode=0o700, exist_ok=True)
+        tmp = copy.with_name(copy.name + ".tmp")
+        fields = [f for f in FIELDS[name] if f not in _NOT_COPIED]
+        source = RunFile(run_dir, name, fields)
+        relation, params = source.relation()
+        con = _connection()
+        con.execute("SET preserve_insertion_order = false")  # streams instead of buffering
+        try:
+            con.execute(
+                f"COPY (SELECT * FROM {relation}) TO ? (FORMAT parquet, COMPRESSION zstd)",
+                [*params, str(tmp)],
+            )
+        finally:
+            con.execute("RESET preserve_insertion_order")
         os.chmod(tmp, 0o600)
-        os.replace(tmp, target)
-        written.append(target)
+        os.replace(tmp, copy)
+        sidecar.write_bytes(orjson.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
+        os.chmod(sidecar, 0o600)
+        written.append(copy)
     return written
 
 
-def _read_fast_or_slow(path: Path, schema: pa.Schema) -> tuple[pa.Table, int]:
-    try:
-        return _read_fast(path, schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        return _read_line_by_line(path, schema)
-
-
 def find_line(run_dir: str | os.PathLike, name: str, needle: dict) -> dict | None:
-    """The first line of a file holding every `field: value` of `needle` (a byte search).
+    """The first line of a file holding every `field: value` of `needle` (a byte search
+    for its first item: put the rarest first).
 
-    Used for the odd field the columns leave out, such as the `args` of one task.
+    Used for the odd field the columns leave out, such as the `args` of one task. Reads
+    in blocks, so a search of a large file holds one block in memory, not the file.
     """
-    path = Path(run_dir) / name
     parts = [orjson.dumps({k: v})[1:-1] for k, v in needle.items()]
     try:
-        f = open(path, "rb")
+        f = open(Path(run_dir) / name, "rb")
     except FileNotFoundError:
         return None
     with f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return None
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            at = data.find(parts[0])
-            while at != -1:
-                start = data.rfind(b"\n", 0, at) + 1
-                stop = data.find(b"\n", at)
-                line = data[start : stop if stop != -1 else len(data)]
-                if all(p in line for p in parts[1:]):
-                    try:
-                        record = orjson.loads(line)
-                    except orjson.JSONDecodeError:
-                        record = None
-                    if isinstance(record, dict) and all(
-                        record.get(k) == v for k, v in needle.items()
-                    ):
-                        return record
-                if stop == -1:
-                    break
-                at = data.find(parts[0], stop)
+        carry = b""
+        while True:
+            block = f.read(8 << 20)
+            data = carry + block
+            end = len(data) if not block else data.rfind(b"\n") + 1
+            found = _find_in(data[:end], parts, needle)
+            if found is not None or not block:
+                return found
+            carry = data[end:]
+
+
+def _find_in(data: bytes, parts: list[bytes], needle: dict) -> dict | None:
+    at = data.find(parts[0])
+    while at != -1:
+        start = data.rfind(b"\n", 0, at) + 1
+        stop = data.find(b"\n", at)
+        stop = len(data) if stop == -1 else stop
+        line = data[start:stop]
+        if all(p in line for p in parts[1:]):
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                record = None
+            if isinstance(record, dict) and all(record.get(k) == v for k, v in needle.items()):
+                return record
+        at = data.find(parts[0], stop)
     return None

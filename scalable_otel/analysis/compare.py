@@ -7,131 +7,155 @@ samples of completed-task durations (two-sided, normal approximation with tie
 correction). A task is `faster` or `slower` when p < 0.01 and its median moved by at
 least 5%; with fewer than 5 tasks on either side there are too few samples to say.
 The run verdict weighs each task by its share of busy time in run A: B is faster when
-tasks holding at least half of A's busy time got faster and none got slower (and the
-reverse for slower); tasks moving both ways is `mixed`; otherwise there is no clear
-difference, whatever the wall-clock durations say.
+tasks holding at least half of A's busy time got faster and those that got slower hold
+under a tenth of it (and the reverse for slower); at least a tenth moving each way is
+`mixed`; otherwise there is no clear difference, whatever the wall-clock durations say.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from .. import semconv as sc
+from ..rundir import TASKS
+from .columns import RunFile, query_files
 from .load import Run
-from .report import report, seconds, task_durations
+from .report import report, seconds
 
 MIN_SAMPLES = 5
 ALPHA = 0.01
 MIN_CHANGE = 0.05
+MAJORITY = 0.5  # share of A's task time that must move one way for a verdict
+MINOR = 0.1  # share moving the other way that still leaves the verdict standing
+
+# Per task name: sample sizes, U of A (pairs in which A's duration is the longer, ties
+# counting half), the tie term sum(t^3 - t) over groups of equal durations, quartiles of
+# each side, and A's busy time. U comes from counts per distinct duration and a running
+# sum of B's counts below it: one sort, no ranking of every row.
+TASK_STATS = f"""
+WITH d AS (
+    SELECT task, duration_s AS v, 0 AS side FROM {{a}}
+    WHERE event = '{sc.TASK_COMPLETED}' AND duration_s IS NOT NULL AND task IS NOT NULL
+    UNION ALL
+    SELECT task, duration_s, 1 FROM {{b}}
+    WHERE event = '{sc.TASK_COMPLETED}' AND duration_s IS NOT NULL AND task IS NOT NULL
+),
+counts AS (
+    SELECT task, v,
+           count(*) FILTER (WHERE side = 0)::DOUBLE AS na,
+           count(*) FILTER (WHERE side = 1)::DOUBLE AS nb
+    FROM d GROUP BY task, v
+),
+pairs AS (
+    SELECT task, na, nb,
+           coalesce(sum(nb) OVER (PARTITION BY task ORDER BY v
+                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS b_below
+    FROM counts
+),
+u AS (
+    SELECT task, sum(na * (b_below + nb / 2.0)) AS u_a,
+           sum((na + nb) * (na + nb) * (na + nb) - (na + nb)) AS tie
+    FROM pairs GROUP BY task
+),
+q AS (
+    SELECT task,
+           count(*) FILTER (WHERE side = 0) AS n_a,
+           count(*) FILTER (WHERE side = 1) AS n_b,
+           quantile_cont(v, [0.25, 0.5, 0.75]) FILTER (WHERE side = 0) AS q_a,
+           quantile_cont(v, [0.25, 0.5, 0.75]) FILTER (WHERE side = 1) AS q_b,
+           coalesce(sum(v) FILTER (WHERE side = 0), 0) AS busy_a
+    FROM d GROUP BY task
+)
+SELECT q.task, n_a, n_b, u_a, tie, q_a, q_b, busy_a
+FROM q JOIN u USING (task)
+ORDER BY q.task
+"""
 
 
-def mann_whitney(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """(p-value, probability that a value of `b` is below one of `a`), two-sided."""
-    n1, n2 = len(a), len(b)
-    values = np.concatenate([a, b])
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    ranks = ((ends - counts + 1 + ends) / 2.0)[inverse]
-    u_a = ranks[:n1].sum() - n1 * (n1 + 1) / 2.0  # pairs where a is the larger
+def mann_whitney(n1: int, n2: int, u_a: float, ties: float) -> tuple[float, float]:
+    """(two-sided p-value, probability that a value of B is below one of A) of a
+    Mann-Whitney U test, from U of A (pairs in which A's value is the larger, ties
+    counting half) and the tie term sum(t^3 - t) over groups of equal values (normal
+    approximation with continuity correction)."""
     n = n1 + n2
-    ties = float((counts.astype(np.float64) ** 3 - counts).sum())
     variance = n1 * n2 / 12.0 * ((n + 1) - ties / (n * (n - 1)))
     if variance <= 0:
         return 1.0, 0.5
     z = (abs(u_a - n1 * n2 / 2.0) - 0.5) / math.sqrt(variance)
-    p = math.erfc(max(z, 0.0) / math.sqrt(2.0))
-    return p, u_a / (n1 * n2)
+    return math.erfc(max(z, 0.0) / math.sqrt(2.0)), u_a / (n1 * n2)
 
 
-def _by_task(table: pa.Table) -> dict[str, np.ndarray]:
-    done = table.filter(pc.fill_null(pc.equal(table["event"], sc.TASK_COMPLETED), False))
-    done = done.drop_null()
-    if done.num_rows == 0:
-        return {}
-    done = done.sort_by("task")
-    names = done["task"].combine_chunks()
-    durations = done["duration_s"].to_numpy()
-    groups = pc.value_counts(names)  # in order of first appearance: sorted
-    out, start = {}, 0
-    for item in groups:
-        name, count = item["values"].as_py(), item["counts"].as_py()
-        out[name] = durations[start : start + count]
-        start += count
-    return out
-
-
-def _task_change(name: str, a: np.ndarray, b: np.ndarray) -> dict:
-    med_a = float(np.median(a)) if len(a) else None
-    med_b = float(np.median(b)) if len(b) else None
-    row = {
+def _task_change(row: tuple) -> dict:
+    name, n_a, n_b, u_a, ties, q_a, q_b, busy_a = row
+    q_a, q_b = q_a or [None] * 3, q_b or [None] * 3
+    med_a, med_b = q_a[1], q_b[1]
+    change = {
         "task": name,
-        "n_a": len(a),
-        "n_b": len(b),
+        "n_a": n_a,
+        "n_b": n_b,
         "median_a_s": med_a,
         "median_b_s": med_b,
-        "p25_a_s": float(np.percentile(a, 25)) if len(a) else None,
-        "p75_a_s": float(np.percentile(a, 75)) if len(a) else None,
-        "p25_b_s": float(np.percentile(b, 25)) if len(b) else None,
-        "p75_b_s": float(np.percentile(b, 75)) if len(b) else None,
+        "p25_a_s": q_a[0],
+        "p75_a_s": q_a[2],
+        "p25_b_s": q_b[0],
+        "p75_b_s": q_b[2],
         "change_s": None,
         "change_pct": None,
         "p_value": None,
         "prob_b_faster": None,
-        "busy_a_s": float(a.sum()) if len(a) else 0.0,
-        "verdict": "only in A" if not len(b) else "only in B" if not len(a) else None,
+        "busy_a_s": float(busy_a),
+        "verdict": "only in A" if not n_b else "only in B" if not n_a else None,
     }
-    if row["verdict"]:
-        return row
-    row["change_s"] = med_b - med_a
-    row["change_pct"] = 100.0 * (med_b - med_a) / med_a if med_a else None
-    if len(a) < MIN_SAMPLES or len(b) < MIN_SAMPLES:
-        row["verdict"] = "too few samples"
-        return row
-    p, prob = mann_whitney(a, b)
-    row["p_value"], row["prob_b_faster"] = p, prob
+    if change["verdict"]:
+        return change
+    change["change_s"] = med_b - med_a
+    change["change_pct"] = 100.0 * (med_b - med_a) / med_a if med_a else None
+    if n_a < MIN_SAMPLES or n_b < MIN_SAMPLES:
+        change["verdict"] = "too few samples"
+        return change
+    p, prob = mann_whitney(n_a, n_b, u_a, ties)
+    change["p_value"], change["prob_b_faster"] = p, prob
     moved = med_a > 0 and abs(med_b - med_a) / med_a >= MIN_CHANGE
     if p < ALPHA and moved:
-        row["verdict"] = "faster" if med_b < med_a else "slower"
+        change["verdict"] = "faster" if med_b < med_a else "slower"
     else:
-        row["verdict"] = "no clear change"
-    return row
+        change["verdict"] = "no clear change"
+    return change
 
 
 def _verdict(rows: list[dict]) -> dict:
     shared = [r for r in rows if r["n_a"] and r["n_b"]]
-    busy = sum(r["busy_a_s"] for r in shared)
-    faster = sum(r["busy_a_s"] for r in shared if r["verdict"] == "faster")
-    slower = sum(r["busy_a_s"] for r in shared if r["verdict"] == "slower")
-    names = {v: [r["task"] for r in shared if r["verdict"] == v] for v in ("faster", "slower")}
     if not shared:
         return {"verdict": "not comparable", "text": "The runs have no task names in common."}
-    if names["faster"] and names["slower"]:
+    busy = sum(r["busy_a_s"] for r in shared) or 1.0
+    share = {
+        v: sum(r["busy_a_s"] for r in shared if r["verdict"] == v) / busy
+        for v in ("faster", "slower")
+    }
+    names = {v: ", ".join(r["task"] for r in shared if r["verdict"] == v) for v in share}
+    for way, other in (("faster", "slower"), ("slower", "faster")):
+        if share[way] >= MAJORITY and share[other] < MINOR:
+            text = (
+                f"B is {way}: {names[way]} ({100 * share[way]:.0f}% of A's task time) "
+                f"ran {way} beyond the spread of durations."
+            )
+            if names[other]:
+                text += (
+                    f" {names[other]} ran {other}, but holds only "
+                    f"{100 * share[other]:.0f}% of A's task time."
+                )
+            return {"verdict": way, "text": text, "share": share}
+    if share["faster"] >= MINOR and share["slower"] >= MINOR:
         text = (
-            f"Mixed: {', '.join(names['faster'])} got faster, "
-            f"{', '.join(names['slower'])} got slower."
+            f"Mixed: {names['faster']} got faster ({100 * share['faster']:.0f}% of A's task "
+            f"time), {names['slower']} got slower ({100 * share['slower']:.0f}%)."
         )
-        return {"verdict": "mixed", "text": text}
-    share = (faster or slower) / busy if busy else 0.0
-    if faster and share >= 0.5:
-        return {
-            "verdict": "faster",
-            "text": f"B is faster: {', '.join(names['faster'])} "
-            f"({100 * share:.0f}% of A's task time) ran faster beyond the spread of durations.",
-        }
-    if slower and share >= 0.5:
-        return {
-            "verdict": "slower",
-            "text": f"B is slower: {', '.join(names['slower'])} "
-            f"({100 * share:.0f}% of A's task time) ran slower beyond the spread of durations.",
-        }
+        return {"verdict": "mixed", "text": text, "share": share}
     return {
         "verdict": "no clear difference",
-        "text": "No clear difference: task durations changed within their spread "
-        "(or too few tasks to tell).",
+        "text": "No clear difference: the tasks holding most of A's task time changed "
+        "within the spread of their durations (or too few tasks ran to tell).",
+        "share": share,
     }
 
 
@@ -161,12 +185,9 @@ def compare(a: Run, b: Run) -> dict:
         "cache_hit_rate": _change(ra["cache"]["hit_rate"], rb["cache"]["hit_rate"]),
         "cost_usd": _change(ra["cost"]["usd"], rb["cost"]["usd"]),
     }
-    by_a, by_b = _by_task(task_durations(a.path)), _by_task(task_durations(b.path))
-    empty = np.array([], dtype=np.float64)
-    rows = [
-        _task_change(name, by_a.get(name, empty), by_b.get(name, empty))
-        for name in sorted(set(by_a) | set(by_b))
-    ]
+    fields = ["event", "task", "duration_s"]
+    files = {"a": RunFile(a.path, TASKS, fields), "b": RunFile(b.path, TASKS, fields)}
+    rows = [_task_change(row) for row in query_files(TASK_STATS, files)]
     return {
         "a": ra,
         "b": rb,

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 from ..rundir import (
     CACHE,
     FAILURES,
+    MANIFEST_YAML,
     RESOURCES,
     RUN_JSON,
     TASKS,
@@ -38,7 +39,8 @@ def resolve_run(
     """The directory of a run: the last one, a run id, a unique prefix of one, or a path.
 
     With `inside_root` (as the CLI does), a path must name a run directory directly inside
-    the runs directory; otherwise any directory holding a run.json is accepted.
+    the runs directory; otherwise any run directory is accepted (one named like a run, or
+    holding a run.json or tasks.jsonl).
     """
     base = runs_dir(root)
     if last or spec is None:
@@ -47,7 +49,7 @@ def resolve_run(
             raise RunNotFound(f"no runs in {base}: run a workflow first (or pass --runs-dir)")
         return runs[-1]
     text = str(spec)
-    if not inside_root and (Path(text) / RUN_JSON).is_file():
+    if not inside_root and _looks_like_run(Path(text)):
         return Path(text)
     if os.sep in text or (os.altsep and os.altsep in text) or text in (".", ".."):
         return _run_at_path(Path(text), base)
@@ -63,6 +65,12 @@ def resolve_run(
     if not matches:
         raise RunNotFound(f"no run {text!r} in {base}: give a run id from there, or --last")
     raise RunNotFound(f"{text!r} matches {len(matches)} runs in {base}: give more of the id")
+
+
+def _looks_like_run(path: Path) -> bool:
+    return path.is_dir() and (
+        (path / RUN_JSON).is_file() or bool(parse_run_name(path.name)) or (path / TASKS).is_file()
+    )
 
 
 def _run_at_path(path: Path, base: Path) -> Path:
@@ -131,6 +139,17 @@ class Run:
     @cached_property
     def failures(self) -> pd.DataFrame:
         return self._frame(FAILURES)
+
+    @cached_property
+    def manifest(self) -> dict | None:
+        """The manifest.yaml snapshot as a dict (None when missing or unreadable)."""
+        try:
+            import yaml
+
+            data = yaml.safe_load((self.path / MANIFEST_YAML).read_text())
+        except (OSError, ValueError, yaml.YAMLError):
+            return None
+        return data if isinstance(data, dict) else None
 
     @property
     def run_id(self) -> str:

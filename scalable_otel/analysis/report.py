@@ -1,33 +1,38 @@
 """The run report: one run's figures as data, and as the tutorial's text.
 
-The figures come from typed columns (`columns.read_columns`), not from DataFrames of
-every field, so a report on a run of a million events takes about a second.
+The figures come from SQL over the run's files (`columns.RunFile`), not from
+DataFrames of every field, so a report on a run of a million events takes about as
+long as one DuckDB scan of its tasks.jsonl.
 """
 
 from __future__ import annotations
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from .. import semconv as sc
 from ..rundir import CACHE, TASKS, WORKERS, list_runs, parse_iso, read_lines
-from .columns import find_line, read_columns
+from .columns import SKIPPED, RunFile, find_line
 from .load import Run, read_meta
 
 RULE = "═" * 47
 
+TASK_FIGURES = f"""
+SELECT
+    count(*) FILTER (WHERE event = '{sc.TASK_SUBMITTED}'),
+    count(*) FILTER (WHERE event = '{sc.TASK_COMPLETED}'),
+    count(*) FILTER (WHERE event = '{sc.TASK_FAILED}'),
+    avg(duration_s) FILTER (WHERE event = '{sc.TASK_COMPLETED}'),
+    max(duration_s) FILTER (WHERE event = '{sc.TASK_COMPLETED}'),
+    arg_max(task, duration_s) FILTER (WHERE event = '{sc.TASK_COMPLETED}'),
+    sum(duration_s) FILTER (WHERE event IN ('{sc.TASK_COMPLETED}', '{sc.TASK_FAILED}')),
+    {{last_event}},
+    {SKIPPED}
+FROM {{t}}
+"""
 
-def _events(table: pa.Table, *events: str) -> pa.Table:
-    mask = pc.is_in(table["event"], value_set=pa.array(events, pa.string()))
-    return table.filter(pc.fill_null(mask, False))
-
-
-def task_durations(run_path, skipped: dict | None = None) -> pa.Table:
-    """task, duration_s of each completed task of a run (the basis of durations everywhere)."""
-    tasks, bad = read_columns(run_path, TASKS, ["event", "task", "duration_s"])
-    if bad and skipped is not None:
-        skipped[TASKS] = bad
-    return tasks
+CACHE_FIGURES = f"""
+SELECT count(*) FILTER (WHERE event IS NOT NULL),
+       count(*) FILTER (WHERE result = 'hit'), {SKIPPED}
+FROM {{t}}
+"""
 
 
 def worker_figures(workers: list[dict], run_end: float | None) -> dict:
@@ -75,36 +80,29 @@ def _had_prior_cache(run: Run) -> bool:
     return False
 
 
-def _slowest(run: Run, completed: pa.Table) -> dict | None:
-    if completed.num_rows == 0:
+def _slowest(run: Run, task: str | None, duration: float | None) -> dict | None:
+    if duration is None:
         return None
-    durations = completed["duration_s"]
-    at = pc.index(durations, pc.max(durations)).as_py()
-    if at < 0:
-        return None
-    row = completed.slice(at, 1).to_pylist()[0]
     line = find_line(
-        run.path,
-        TASKS,
-        {"event": sc.TASK_COMPLETED, "task": row["task"], "duration_s": row["duration_s"]},
+        run.path, TASKS, {"duration_s": duration, "event": sc.TASK_COMPLETED, "task": task}
     )
     args = line.get("args") if line and isinstance(line.get("args"), dict) else {}
     return {
-        "task": row["task"],
+        "task": task,
         "key": line.get("key") if line else None,
-        "duration_s": row["duration_s"],
+        "duration_s": duration,
         "args": args,
     }
 
 
-def run_cost(run: Run, workers: list[dict]) -> dict:
-    """Estimated cost of the run at its provider's rates."""
-    provider = run.meta.get("provider") or "local"
-    return {"usd": 0.0 if provider == "local" else None, "provider": provider}
+def run_cost(run: Run, workers: list[dict], run_end: float | None) -> dict:
+    """Estimated cost of the run at its target's rates (see `cost.estimate_run_cost`)."""
+    from .cost import CostError, estimate_run_cost
 
-
-def _count(table: pa.Table, value: str, column: str = "event") -> int:
-    return int(pc.sum(pc.equal(table[column], value)).as_py() or 0)
+    try:
+        return estimate_run_cost(run.meta, workers, run.manifest, last_seen=run_end)
+    except CostError as exc:  # a bad rate in the manifest costs the figure, not the report
+        return {"usd": None, "provider": run.meta.get("provider") or "local", "error": str(exc)}
 
 
 def report(run: Run) -> dict:
@@ -115,36 +113,38 @@ def report(run: Run) -> dict:
     """
     meta = run.meta
     skipped: dict[str, int] = {}
-    tasks = task_durations(run.path, skipped)
-    finished = _events(tasks, sc.TASK_COMPLETED, sc.TASK_FAILED).drop_null()
-    completed = _events(tasks, sc.TASK_COMPLETED).drop_null()
+    # The last event's time is needed only where run.json has no end (and costs a column).
+    need_end = not meta.get("end_time")
+    fields = ["event", "task", "duration_s"] + (["timestamp"] if need_end else [])
+    tasks = RunFile(run.path, TASKS, fields)
+    sql = TASK_FIGURES.replace("{last_event}", "max(timestamp)" if need_end else "NULL")
+    (submitted, completed, failed, avg, longest, longest_task, busy, last_event, bad) = tasks.query(
+        sql
+    )[0]
+    if bad + tasks.skipped_before:
+        skipped[TASKS] = bad + tasks.skipped_before
+    cache = RunFile(run.path, CACHE, ["event", "result"])
+    lookups, hits, bad = cache.query(CACHE_FIGURES)[0]
+    if bad + cache.skipped_before:
+        skipped[CACHE] = bad + cache.skipped_before
     workers, bad = read_lines(run.path / WORKERS)
     if bad:
         skipped[WORKERS] = bad
-    cache, bad = read_columns(run.path, CACHE, ["result"])
-    if bad:
-        skipped[CACHE] = bad
 
     status = run.status
     final = status not in ("running", "crashed", "unknown")
-    run_end = parse_iso(meta.get("end_time"))
-    if run_end is None and tasks.num_rows:
-        stamps, _ = read_columns(run.path, TASKS, ["timestamp"])
-        last = pc.max(stamps["timestamp"]).as_py()
-        run_end = last.timestamp() if last else None
+    run_end = parse_iso(meta.get("end_time")) or parse_iso(last_event)
     duration = meta.get("duration_s")
     started = parse_iso(meta.get("start_time"))
     if duration is None and run_end is not None and started is not None:
         duration = run_end - started  # a live or crashed run: up to its last event
 
-    def counted(field: str, event: str) -> int:
+    def counted(field: str, from_events: int) -> int:
         value = meta.get(field)
-        return int(value) if final and isinstance(value, int) else _count(tasks, event)
+        return int(value) if final and isinstance(value, int) else int(from_events)
 
-    lookups = cache.num_rows
-    hits = _count(cache, "hit", "result")
     figures = worker_figures(workers, run_end)
-    busy = float(pc.sum(finished["duration_s"]).as_py() or 0.0)
+    busy = float(busy or 0.0)
     provider = meta.get("provider") or "local"
     return {
         "run_id": run.run_id,
@@ -154,11 +154,11 @@ def report(run: Run) -> dict:
         "duration_s": duration,
         "status": status,
         "tasks": {
-            "submitted": counted("tasks_submitted", sc.TASK_SUBMITTED),
-            "completed": counted("tasks_completed", sc.TASK_COMPLETED),
-            "failed": counted("tasks_failed", sc.TASK_FAILED),
-            "avg_duration_s": pc.mean(completed["duration_s"]).as_py(),
-            "max_duration": _slowest(run, completed),
+            "submitted": counted("tasks_submitted", submitted),
+            "completed": counted("tasks_completed", completed),
+            "failed": counted("tasks_failed", failed),
+            "avg_duration_s": avg,
+            "max_duration": _slowest(run, longest_task, longest),
             "busy_s": busy,
         },
         "workers": {
@@ -173,7 +173,7 @@ def report(run: Run) -> dict:
             "hit_rate": hits / lookups if lookups else None,
             "first_run": hits == 0 and not _had_prior_cache(run),
         },
-        "cost": run_cost(run, workers),
+        "cost": run_cost(run, workers, run_end),
         "skipped_lines": skipped,
     }
 
@@ -188,6 +188,8 @@ def seconds(value) -> str:
 
 
 def format_cost(cost: dict) -> str:
+    if cost.get("error"):
+        return f"unknown ({cost['error']})"
     if cost.get("usd") is None:
         return f"unknown ({cost['provider']} provider: no rate set)"
     return f"${cost['usd']:.2f} ({cost['provider']} provider)"

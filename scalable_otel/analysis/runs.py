@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import os
 
-import pyarrow.compute as pc
-
 from .. import semconv as sc
 from ..errors import RunNotFound
 from ..rundir import TASKS, list_runs, parse_iso, runs_dir
-from .columns import read_columns
+from .columns import RunFile
 from .load import read_meta, run_status
 from .report import seconds
 
 
 def _counts_from_events(path) -> dict:
     """Task counts of a run that never wrote its totals (it crashed or is running)."""
-    table, _ = read_columns(path, TASKS, ["event"])
-    counts = {i["values"]: i["counts"] for i in pc.value_counts(table["event"]).to_pylist()}
+    rows = RunFile(path, TASKS, ["event"]).query("SELECT event, count(*) FROM {t} GROUP BY event")
+    counts = dict(rows)
     return {
         "tasks_submitted": counts.get(sc.TASK_SUBMITTED, 0),
         "tasks_completed": counts.get(sc.TASK_COMPLETED, 0),
