@@ -195,3 +195,22 @@ def test_no_runs_is_one_line_and_exit_2(tmp_path, command, where):
     assert result.exit_code == 2, result.output
     assert len(result.output.strip().splitlines()) == 1
     assert str(root) in result.output
+
+
+def test_columnar_copy_of_a_file_with_invalid_utf8_keeps_the_skipped_count(runs_root):
+    run = only_run(runs_root)
+    with open(run / "tasks.jsonl", "ab") as f:
+        f.write(b'{"event": "task_completed", "task": "\xff", "duration_s": 1.0}\n')
+    write_columnar_copy(run, min_bytes=0)
+    assert report(load_run(run))["skipped_lines"] == {"tasks.jsonl": 1}
+
+
+def test_quotes_and_spaces_in_paths_are_just_paths(tmp_path, demo_run):
+    root = tmp_path / "o'brien's runs; DROP"
+    root.mkdir()
+    shutil.copytree(demo_run, root / demo_run.name)
+    result = cli("report", "--last", "--runs-dir", root)
+    assert result.exit_code == 0, result.output
+    assert f"Run Report: {demo_run.name}" in result.output
+    assert cli("trends", "--runs-dir", root).exit_code == 0
+    assert cli("advise", "--all", "--runs-dir", root).exit_code == 0

@@ -59,6 +59,7 @@ import yaml
 from .. import rundir
 from .. import semconv as sc
 from ..errors import RunNotFound, ScalableError
+from .columns import SKIPPED, RunFile
 from .cost import (
     CPU_HOUR,
     MEMORY_GB_HOUR,
@@ -267,8 +268,8 @@ class Advice:
 
 
 # --- reading the history ---------------------------------------------------------------------
-@dataclass
-class _Obs:
+@dataclass(slots=True)
+class _Obs:  # one task_resources line (slots: a long history holds many)
     cpus_used: float | None
     peak_memory_bytes: int | None
     shared: bool
@@ -308,25 +309,44 @@ def _read_yaml(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _observations(path: Path) -> tuple[dict[str, list[_Obs]], int]:
-    records, bad = rundir.read_lines(path / rundir.RESOURCES)
+_FIELDS = ["event", "task", "cpus_used", "peak_memory_bytes", "cpu_shared"]
+_ASKED = "event = 'task_resources' AND (?::VARCHAR IS NULL OR task = ?::VARCHAR)"
+# Per task name: its cpus_used, peak_memory_bytes and cpu_shared values (of the task asked
+# about only, when one is: the other names are still listed), and unreadable lines.
+_OBSERVATIONS = f"""
+SELECT task,
+       list(cpus_used) FILTER (WHERE {_ASKED}),
+       list(peak_memory_bytes) FILTER (WHERE {_ASKED}),
+       list(coalesce(cpu_shared, false)) FILTER (WHERE {_ASKED}),
+       count(*) FILTER (WHERE event = '{sc.TASK_RESOURCES}'),
+       {SKIPPED}
+FROM {{t}}
+GROUP BY task
+"""
+
+
+def _observations(path: Path, task: str | None = None) -> tuple[dict[str, list[_Obs]], int]:
+    source = RunFile(path, rundir.RESOURCES, _FIELDS)
     obs: dict[str, list[_Obs]] = {}
-    for r in records:
-        if r.get("event") != sc.TASK_RESOURCES or not isinstance(r.get("task"), str):
-            continue
-        cpus = _number(r.get("cpus_used"))
-        peak = _number(r.get("peak_memory_bytes"))
-        obs.setdefault(r["task"], []).append(
+    bad = source.skipped_before
+    for name, cpus, peaks, shared, measured, unreadable in source.query(_OBSERVATIONS, [task] * 6):
+        bad += unreadable
+        if name is None or not measured:
+            continue  # resource samples of workers, and unreadable lines
+        obs[name] = [
             _Obs(
-                cpus_used=cpus if cpus is not None and cpus >= 0 else None,
-                peak_memory_bytes=int(peak) if peak is not None and peak > 0 else None,
-                shared=r.get("cpu_shared") is True,
+                cpus_used=c if c is not None and math.isfinite(c) and c >= 0 else None,
+                peak_memory_bytes=int(m) if m is not None and math.isfinite(m) and m > 0 else None,
+                shared=s,
             )
-        )
+            for c, m, s in zip(cpus or (), peaks or (), shared or ())
+        ]
     return obs, bad
 
 
-def _history(root, target: str | None, history: int | None) -> tuple[Path, list[_Run]]:
+def _history(
+    root, target: str | None, history: int | None, task: str | None = None
+) -> tuple[Path, list[_Run]]:
     base = rundir.runs_dir(root)
     paths = rundir.list_runs(base)
     if not paths:
@@ -347,7 +367,7 @@ def _history(root, target: str | None, history: int | None) -> tuple[Path, list[
         metas = metas[-history:]
     runs = []
     for path, meta in metas:
-        obs, bad = _observations(path)
+        obs, bad = _observations(path, task)
         runs.append(_Run(path, meta, obs, bad))
     return base, runs
 
@@ -576,7 +596,7 @@ def advise(
       Recommended:       2 CPUs, 8G memory
       ...
     """
-    base, runs = _history(runs_dir, target, history)
+    base, runs = _history(runs_dir, target, history, task)
     return _advise(task, base, runs, target)
 
 

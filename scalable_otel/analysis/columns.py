@@ -6,7 +6,7 @@ columns, read in the fastest way that is still correct:
 
 1. A columnar copy (`.columnar/<file>.parquet`) written when a large run closes
    (`write_columnar_copy`). A sidecar records the size and mtime of the JSONL it was
-   made from and how many lines it skipped; the copy is used only while they match.
+   made from; the copy is used only while they match.
 2. DuckDB's JSON reader over the JSONL itself. A line that does not parse (a torn last
    line of a live or crashed run, a corrupt line) becomes a row whose `event` is NULL:
    queries leave such rows out and count them (`SKIPPED` is the SQL for the count).
@@ -19,6 +19,7 @@ Fields missing from a line, or of the wrong type, are NULL.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -40,6 +41,7 @@ FIELDS: dict[str, dict[str, str]] = {
         "event": "VARCHAR",
         "task": "VARCHAR",
         "key": "VARCHAR",
+        "span_id": "VARCHAR",
         "worker": "VARCHAR",
         "attempt": "BIGINT",
         "duration_s": "DOUBLE",
@@ -50,6 +52,7 @@ FIELDS: dict[str, dict[str, str]] = {
         "event": "VARCHAR",
         "function": "VARCHAR",
         "task": "VARCHAR",
+        "span_id": "VARCHAR",
         "result": "VARCHAR",
         "lookup_s": "DOUBLE",
         "saved_s": "DOUBLE",
@@ -88,11 +91,18 @@ def _struct(fields: dict[str, str]) -> str:
     return "{" + ", ".join(f"'{name}': '{kind}'" for name, kind in fields.items()) + "}"
 
 
-def _read_json(fields: dict[str, str]) -> str:
+def _literal(path: Path) -> str:
+    """A path as an SQL string literal (the relation is text, so `?` parameters of a
+    query keep their order wherever the relation stands in it)."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _read_json(path: Path, fields: dict[str, str]) -> str:
     # DuckDB's default object size limit (16 MB) keeps its buffers small; a longer line
     # fails the query, and the file is then read through `_clean`.
     return (
-        f"read_json(?, format='newline_delimited', columns={_struct(fields)}, ignore_errors=true)"
+        f"read_json({_literal(path)}, format='newline_delimited', "
+        f"columns={_struct(fields)}, ignore_errors=true)"
     )
 
 
@@ -115,39 +125,34 @@ class RunFile:
         # Parsing fewer fields of each line is most of what makes a JSONL query fast.
         self.fields = known if fields is None else {f: known[f] for f in fields}
         # Bad lines left out before the query sees the rows (when a file had to be
-        # cleaned): add them to the query's own count of NULL-event rows (`SKIPPED`).
+        # cleaned, now or for its columnar copy): add them to the query's own count of
+        # NULL-event rows (`SKIPPED`).
         self.skipped_before = 0
         self._cleaned: Path | None = None
 
-    def relation(self) -> tuple[str, list]:
-        """The FROM expression for this file's rows, and its parameters."""
+    def relation(self) -> str:
+        """The FROM expression for this file's rows."""
         copy = _fresh_copy(self.path) if not _NOT_COPIED & set(self.fields) else None
         if copy is not None:
-            return "read_parquet(?)", [str(copy)]
+            self.skipped_before = copy[1]
+            return f"read_parquet({_literal(copy[0])})"
         if self._cleaned is not None:
-            return _read_json(self.fields), [str(self._cleaned)]
+            return _read_json(self._cleaned, self.fields)
         try:
             if self.path.stat().st_size == 0:
-                return _empty(self.fields), []
+                return _empty(self.fields)
         except FileNotFoundError:
-            return _empty(self.fields), []
-        return _read_json(self.fields), [str(self.path)]
+            return _empty(self.fields)
+        return _read_json(self.path, self.fields)
 
     def query(self, sql: str, params: list | tuple = ()) -> list[tuple]:
-        """Rows of `sql`, where `{t}` is this file's relation; `?` parameters follow it."""
-        import duckdb
+        """Rows of `sql`, where `{t}` is this file's relation, with `?` parameters."""
+        return query_files(sql, {"t": self}, params)
 
-        source, source_params = self.relation()
-        text = sql.replace("{t}", source)
-        try:
-            return _connection().execute(text, [*source_params, *params]).fetchall()
-        except duckdb.Error:
-            if self._cleaned is not None or source.startswith(("read_parquet", "(SELECT")):
-                raise
-            self._clean()
-            source, source_params = self.relation()
-            text = sql.replace("{t}", source)
-            return _connection().execute(text, [*source_params, *params]).fetchall()
+    @property
+    def is_jsonl(self) -> bool:
+        """Whether queries read the JSONL file itself (not a copy, a cleaning or nothing)."""
+        return self.relation().startswith("read_json") and self._cleaned is None
 
     def _clean(self) -> None:
         """Copy the lines that parse as JSON objects to a temporary file (counted otherwise)."""
@@ -173,19 +178,23 @@ class RunFile:
 def query_files(sql: str, files: dict[str, RunFile], params: list | tuple = ()) -> list[tuple]:
     """Rows of `sql` over several files: `{name}` stands for the relation of `files[name]`.
 
-    Placeholders are filled in order of appearance, so their `?` parameters line up.
+    When DuckDB rejects a JSONL file as a whole, its parseable lines are read instead
+    (`RunFile._clean`) and the query runs again.
     """
-    import re
+    import duckdb
 
-    values: list = []
+    def render() -> str:
+        return re.sub(r"\{(\w+)\}", lambda m: files[m.group(1)].relation(), sql)
 
-    def fill(match: re.Match) -> str:
-        relation, relation_params = files[match.group(1)].relation()
-        values.extend(relation_params)
-        return relation
-
-    text = re.sub(r"\{(\w+)\}", fill, sql)
-    return _connection().execute(text, [*values, *params]).fetchall()
+    try:
+        return _connection().execute(render(), list(params)).fetchall()
+    except duckdb.Error:
+        raw = [f for f in files.values() if f.is_jsonl]
+        if not raw:
+            raise
+        for source in raw:
+            source._clean()
+        return _connection().execute(render(), list(params)).fetchall()
 
 
 # --- the columnar copy -------------------------------------------------------------------
@@ -196,7 +205,7 @@ def _copy_paths(path: Path) -> tuple[Path, Path]:
     return folder / (path.stem + ".parquet"), folder / (path.stem + ".source.json")
 
 
-def _fresh_copy(path: Path) -> Path | None:
+def _fresh_copy(path: Path) -> tuple[Path, int] | None:
     copy, sidecar = _copy_paths(path)
     try:
         source = orjson.loads(sidecar.read_bytes())
@@ -210,7 +219,8 @@ def _fresh_copy(path: Path) -> Path | None:
         or not copy.is_file()
     ):
         return None
-    return copy
+    skipped = source.get("skipped")
+    return copy, skipped if isinstance(skipped, int) else 0
 
 
 def write_columnar_copy(run_dir: str | os.PathLike, min_bytes: int = COPY_MIN_BYTES) -> list[Path]:
@@ -235,22 +245,34 @@ def write_columnar_copy(run_dir: str | os.PathLike, min_bytes: int = COPY_MIN_BY
         tmp = copy.with_name(copy.name + ".tmp")
         fields = [f for f in FIELDS[name] if f not in _NOT_COPIED]
         source = RunFile(run_dir, name, fields)
-        relation, params = source.relation()
         con = _connection()
         con.execute("SET preserve_insertion_order = false")  # streams instead of buffering
         try:
-            con.execute(
-                f"COPY (SELECT * FROM {relation}) TO ? (FORMAT parquet, COMPRESSION zstd)",
-                [*params, str(tmp)],
-            )
+            _copy_to_parquet(source, tmp)
         finally:
             con.execute("RESET preserve_insertion_order")
+        source.close()
         os.chmod(tmp, 0o600)
         os.replace(tmp, copy)
-        sidecar.write_bytes(orjson.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
+        # lines a cleaning left out are not rows of the copy: the sidecar keeps their count
+        record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        sidecar.write_bytes(orjson.dumps(record | {"skipped": source.skipped_before}))
         os.chmod(sidecar, 0o600)
         written.append(copy)
     return written
+
+
+def _copy_to_parquet(source: RunFile, target: Path) -> None:
+    import duckdb
+
+    sql = "COPY (SELECT * FROM {t}) TO ? (FORMAT parquet, COMPRESSION zstd)"
+    try:
+        _connection().execute(sql.replace("{t}", source.relation()), [str(target)])
+    except duckdb.Error:
+        if not source.is_jsonl:
+            raise
+        source._clean()
+        _connection().execute(sql.replace("{t}", source.relation()), [str(target)])
 
 
 def find_line(run_dir: str | os.PathLike, name: str, needle: dict) -> dict | None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import os
+from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from .. import semconv as sc
 from ..errors import RunNotFound, ScalableError
 from ..rundir import CACHE, TASKS, WORKERS, list_runs, parse_iso, parse_run_name, read_lines
 from ..rundir import runs_dir as default_runs_dir
+from .columns import SKIPPED, RunFile, query_files
 from .load import read_meta, run_status
 from .report import seconds, worker_figures
 
@@ -142,7 +144,7 @@ def _median(values: list[float]) -> float:
 @dataclass
 class _RunData:
     trend: RunTrend
-    durations: dict[str, list[float]]  # per task name, tasks served from the cache left out
+    durations: dict[str, array]  # sorted, per task name; tasks served from the cache left out
     names: set[str]  # every task name in tasks.jsonl
 
 
@@ -160,54 +162,65 @@ def _start_from_name(path: Path) -> str | None:
     return f"{s[0:4]}-{s[4:6]}-{s[6:8]}T{s[9:11]}:{s[11:13]}:{s[13:15]}Z"
 
 
+# Durations of completed tasks per task name, leaving out tasks whose result came from
+# the cache (a hit and no miss on the task's span), each list sorted.
+_DURATIONS = f"""
+WITH cached AS (
+    SELECT span_id FROM {{c}} WHERE result = 'hit' AND span_id IS NOT NULL
+    EXCEPT
+    SELECT span_id FROM {{c}} WHERE result = 'miss' AND span_id IS NOT NULL
+)
+SELECT task, list(duration_s ORDER BY duration_s)
+FROM {{t}}
+WHERE event = '{sc.TASK_COMPLETED}' AND task IS NOT NULL AND duration_s IS NOT NULL
+  AND isfinite(duration_s) AND (span_id IS NULL OR span_id NOT IN (SELECT span_id FROM cached))
+GROUP BY task
+"""
+
+_TASK_FIGURES = f"""
+SELECT count(*) FILTER (WHERE event = '{sc.TASK_COMPLETED}'),
+       count(*) FILTER (WHERE event = '{sc.TASK_FAILED}'),
+       coalesce(sum(duration_s) FILTER (WHERE event IN
+           ('{sc.TASK_COMPLETED}', '{sc.TASK_FAILED}') AND isfinite(duration_s)), 0),
+       max(timestamp),
+       list(DISTINCT task) FILTER (WHERE task IS NOT NULL),
+       {SKIPPED}
+FROM {{t}}
+"""
+
+_CACHE_FIGURES = f"""
+SELECT count(*) FILTER (WHERE result IN ('hit', 'miss')),
+       count(*) FILTER (WHERE result = 'hit'),
+       {SKIPPED}
+FROM {{t}}
+"""
+
+
 def _read_run(path: Path, task: str | None) -> _RunData:
     meta = read_meta(path)
     status = run_status(meta)
     skipped: dict[str, int] = {}
 
-    def lines(name: str) -> list[dict]:
-        records, bad = read_lines(path / name)
-        if bad:
-            skipped[name] = bad
-        return records
+    def count_skipped(name: str, source: RunFile, bad: int) -> None:
+        if bad + source.skipped_before:
+            skipped[name] = bad + source.skipped_before
 
-    tasks, workers, cache = lines(TASKS), lines(WORKERS), lines(CACHE)
-
-    hit_spans, miss_spans = set(), set()
-    lookups = hits = 0
-    for line in cache:
-        result = line.get("result")
-        if result not in ("hit", "miss"):
-            continue
-        lookups += 1
-        hits += result == "hit"
-        span = line.get("span_id")
-        if span:
-            (hit_spans if result == "hit" else miss_spans).add(span)
-    from_cache = hit_spans - miss_spans
-
-    durations: dict[str, list[float]] = {}
-    names: set[str] = set()
-    busy = 0.0
-    counts = {sc.TASK_COMPLETED: 0, sc.TASK_FAILED: 0}
-    last_event = None
-    for line in tasks:
-        name, event = line.get("task"), line.get("event")
-        if isinstance(name, str):
-            names.add(name)
-        stamp = parse_iso(line.get("timestamp"))
-        if stamp is not None and (last_event is None or stamp > last_event):
-            last_event = stamp
-        if event not in counts:
-            continue
-        counts[event] += 1
-        duration = _number(line.get("duration_s"))
-        if duration is None:
-            continue
-        busy += duration
-        if event == sc.TASK_COMPLETED and isinstance(name, str):
-            if line.get("span_id") not in from_cache:
-                durations.setdefault(name, []).append(duration)
+    tasks = RunFile(path, TASKS, ["timestamp", "event", "task", "span_id", "duration_s"])
+    cache = RunFile(path, CACHE, ["event", "span_id", "result"])
+    completed, failed, busy, last_stamp, names, bad = tasks.query(_TASK_FIGURES)[0]
+    count_skipped(TASKS, tasks, bad)
+    lookups, hits, bad = cache.query(_CACHE_FIGURES)[0]
+    count_skipped(CACHE, cache, bad)
+    durations = {
+        name: array("d", values)
+        for name, values in query_files(_DURATIONS, {"t": tasks, "c": cache})
+    }
+    names = set(names or ())
+    counts = {sc.TASK_COMPLETED: completed, sc.TASK_FAILED: failed}
+    last_event = parse_iso(last_stamp)
+    workers, bad = read_lines(path / WORKERS)
+    if bad:
+        skipped[WORKERS] = bad
 
     final = status not in ("running", "crashed", "unknown") and not meta.get("telemetry_lost")
 
