@@ -39,6 +39,16 @@ def resource_fields(usage: dict) -> dict:
     }
 
 
+def _measures(parked: tuple, address: str, stop: float) -> bool:
+    """Whether a worker's measurement is of the attempt that ended a parked task: it ran
+    on that attempt's worker and ended after that attempt began (an earlier attempt on
+    the same worker ended before)."""
+    _, _, _, worker, start = parked
+    if worker is not None and address != worker:
+        return False
+    return start is None or stop > start
+
+
 _ERROR_TYPE = re.compile(r"^([A-Za-z_][\w.]*)\(")
 _CLOSING_STATES = frozenset({"closing", "closing_gracefully", "closed"})
 
@@ -119,7 +129,8 @@ class Recorder:
         self._run_ctx = trace.set_span_in_context(run_span)
         self._on_sync_mark = on_sync
         self._tasks: dict = {}
-        self._parked: dict = {}  # key -> (ended task, end time, deadline for its usage)
+        # key -> (ended task, end time, deadline for its usage, worker, start of the attempt)
+        self._parked: dict = {}
         self._descriptions: dict = {}
         self._recent: OrderedDict = OrderedDict()
         self._recent_errors: OrderedDict = OrderedDict()
@@ -314,7 +325,7 @@ class Recorder:
         if typename:
             extra[sc.TASK_RESULT_TYPE] = str(typename)
         self._set_outcome(task, worker, duration, queue_wait, sc.STATUS_COMPLETED, extra=extra)
-        self._park(task, _ns(max(t, stop or t)))
+        self._park(task, _ns(max(t, stop or t)), worker, start)
         self.completed += 1
         self._count(self._counts["completed"], task.name)
         self._remember(task)
@@ -329,7 +340,9 @@ class Recorder:
         task.exec_span.set_status(status)
         task.exec_span.end(end_time=_ns(stop if stop is not None else t))
         end = max(t, stop) if stop is not None else t  # worker clocks may run slightly ahead
-        self._fail(task, end, etype, message, traceback_text or "", worker, duration, queue_wait)
+        self._fail(
+            task, end, etype, message, traceback_text or "", worker, duration, queue_wait, start
+        )
 
     def _on_dep_error(self, t, key, blame_key, blame_name) -> None:
         task = self._tasks.pop(key, None)
@@ -354,6 +367,7 @@ class Recorder:
         worker,
         duration,
         queue_wait,
+        start=None,
         executed: bool = True,
     ):
         span = task.span
@@ -372,7 +386,7 @@ class Recorder:
         )
         span.set_status(Status(StatusCode.ERROR, f"{etype}: {message}"))
         if executed:
-            self._park(task, _ns(t))
+            self._park(task, _ns(t), worker, start)
         else:
             span.end(end_time=_ns(t))
         self.failed += 1
@@ -502,20 +516,23 @@ class Recorder:
             return task.name, task.span.get_span_context()
         return self._recent.get(key, (None, None))
 
-    def _park(self, task: _Task, end_ns: int) -> None:
+    def _park(self, task: _Task, end_ns: int, worker=None, start=None) -> None:
         """Hold an ended task's span until its worker's measurement of it arrives.
 
         The worker sends what the task cost (CPU, peak memory) in its next batch,
         after the scheduler has seen the task end; on the span the measurement
         costs an attribute, where a separate event would cost as much as a span.
+        `worker` and `start` are those of the attempt that ended the task: an earlier
+        attempt's measurement, arriving late, must not be taken for it.
         """
-        self._parked[task.key] = (task, end_ns, time.monotonic() + _USAGE_WAIT_S)
+        deadline = time.monotonic() + _USAGE_WAIT_S
+        self._parked[task.key] = (task, end_ns, deadline, worker or None, start)
 
     def _end_parked(self, every: bool = False) -> None:
         """End the spans whose measurement is overdue (a lost worker), or all of them."""
         now = time.monotonic()
         while self._parked:
-            key, (task, end_ns, deadline) = next(iter(self._parked.items()))
+            key, (task, end_ns, deadline, _, _) = next(iter(self._parked.items()))
             if not every and deadline > now:
                 break
             del self._parked[key]
@@ -533,9 +550,10 @@ class Recorder:
         # too short a task for its CPU share to mean anything
         if wall >= 0.05:
             usage[sc.TASK_CPUS_USED] = round(cpu_s / wall, 3)
-        parked = self._parked.pop(key, None)
-        if parked is not None:
-            task, end_ns, _ = parked
+        parked = self._parked.get(key)
+        if parked is not None and _measures(parked, address, stop):
+            del self._parked[key]
+            task, end_ns = parked[0], parked[1]
             task.span.set_attributes(usage)
             task.span.end(end_time=end_ns)
             return

@@ -1,0 +1,93 @@
+"""The recorder fed with lifecycle records directly: cases a real cluster produces only
+by timing (which worker's batch arrives first)."""
+
+import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from scalable_otel import semconv as sc
+from scalable_otel.recording import RunConfig, RunRecording
+from tests.conftest import events
+
+W0, W1 = "tcp://127.0.0.1:40000", "tcp://127.0.0.1:40001"
+
+
+@pytest.fixture
+def recording(tmp_path):
+    exporter = InMemorySpanExporter()
+    config = RunConfig(
+        run_dir=str(tmp_path),
+        run_id="run-20260520T035200Z-unit-a1b2c3d4",
+        project="unit",
+        target="local",
+        provider="local",
+        started=100.0,
+        flush_interval=0.05,
+    )
+    rec = RunRecording(config, span_processors=[SimpleSpanProcessor(exporter)])
+    for address, name in ((W0, "0"), (W1, "1")):
+        rec.recorder.handle([("worker_added", 100.0, address, name, 1, 2**30, "h", 1)])
+    yield rec, exporter, tmp_path
+    rec.finish(200.0, None)
+
+
+def usage(key, start, stop, cpu, peak, name):
+    return {"name": name, "usage": [(key, start, stop, cpu, peak, False)]}
+
+
+def test_a_late_measurement_of_a_retried_attempt_is_not_taken_for_the_last(recording):
+    rec, exporter, run_dir = recording
+    key = "sim-1"
+    rec.recorder.handle(
+        [
+            ("submit", 101.0, key, "sim", ()),
+            ("ready", 101.0, key),
+            ("worker_batch", 101.1, W1, {"name": "1", "started": [(key, 101.0)]}),
+            ("requeue", 101.2, key, "released", "task-erred-1"),  # attempt 1 raised: retried
+            ("ready", 101.2, key),
+            ("done", 101.4, key, W0, 101.3, 101.35, 24, "float"),  # attempt 2, on worker 0
+            # worker 1 measured attempt 1 and sends it only now
+            ("worker_batch", 101.5, W1, usage(key, 101.0, 101.12, 0.1, 300e6, "1")),
+        ]
+    )
+    assert not [s for s in exporter.get_finished_spans() if s.name == "sim"]  # still waiting
+    rec.recorder.handle([("worker_batch", 101.6, W0, usage(key, 101.3, 101.35, 0.04, 200e6, "0"))])
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "sim"]
+    assert span.attributes[sc.WORKER] == W0
+    assert span.attributes[sc.WORKER_NAME] == "0"
+    assert span.attributes[sc.TASK_PEAK_MEMORY] == 200_000_000
+    rec.finish(102.0, None)
+    lines = events(run_dir, "resources.jsonl", "task_resources")
+    by_worker = {line["worker"]: line for line in lines}
+    assert by_worker[W0]["worker_name"] == "0" and by_worker[W0]["wall_s"] == 0.05
+    assert by_worker[W1]["worker_name"] == "1" and by_worker[W1]["wall_s"] == 0.12
+
+
+def test_an_earlier_attempt_on_the_same_worker_is_not_taken_for_the_last(recording):
+    rec, exporter, run_dir = recording
+    key = "sim-2"
+    rec.recorder.handle(
+        [
+            ("submit", 101.0, key, "sim", ()),
+            ("ready", 101.0, key),
+            ("requeue", 101.2, key, "released", "task-erred-1"),
+            ("ready", 101.2, key),
+            ("done", 101.4, key, W0, 101.3, 101.35, 24, "float"),
+            # one batch with both attempts' measurements, the earlier first
+            (
+                "worker_batch",
+                101.5,
+                W0,
+                {
+                    "name": "0",
+                    "usage": [
+                        (key, 101.0, 101.1, 0.1, 300e6, False),
+                        (key, 101.3, 101.35, 0.04, 200e6, False),
+                    ],
+                },
+            ),
+        ]
+    )
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "sim"]
+    assert span.attributes[sc.TASK_PEAK_MEMORY] == 200_000_000
+    assert span.attributes[sc.TASK_WALL] == 0.05
