@@ -1,8 +1,9 @@
 """SQL over a run's JSONL files, fast enough for runs of a million events (DuckDB).
 
 Reports need a few fields of each line (event, task, duration_s, …), aggregated; not
-every field as Python objects. A query names a file and gets a relation of typed
-columns, read in the fastest way that is still correct:
+every field as Python objects (a nested field, `args`, stays JSON text). A query names
+a file and gets a relation of typed columns, read in the fastest way that is still
+correct:
 
 1. A columnar copy (`.columnar/<file>.parquet`) written when a large run closes
    (`write_columnar_copy`). A sidecar records the size and mtime of the JSONL it was
@@ -46,6 +47,7 @@ FIELDS: dict[str, dict[str, str]] = {
         "attempt": "BIGINT",
         "duration_s": "DOUBLE",
         "queue_wait_s": "DOUBLE",
+        "args": "JSON",  # its JSON text: the report shows the slowest task's
     },
     CACHE: {
         "timestamp": "VARCHAR",
@@ -71,9 +73,6 @@ FIELDS: dict[str, dict[str, str]] = {
         "cpu_shared": "BOOLEAN",
     },
 }
-
-# Unique per line and read by no query: the copy would be mostly these.
-_NOT_COPIED = {"key"}
 
 _local = threading.local()
 
@@ -132,7 +131,7 @@ class RunFile:
 
     def relation(self) -> str:
         """The FROM expression for this file's rows."""
-        copy = _fresh_copy(self.path) if not _NOT_COPIED & set(self.fields) else None
+        copy = _fresh_copy(self.path)
         if copy is not None:
             self.skipped_before = copy[1]
             return f"read_parquet({_literal(copy[0])})"
@@ -243,8 +242,7 @@ def write_columnar_copy(run_dir: str | os.PathLike, min_bytes: int = COPY_MIN_BY
         copy, sidecar = _copy_paths(path)
         copy.parent.mkdir(mode=0o700, exist_ok=True)
         tmp = copy.with_name(copy.name + ".tmp")
-        fields = [f for f in FIELDS[name] if f not in _NOT_COPIED]
-        source = RunFile(run_dir, name, fields)
+        source = RunFile(run_dir, name)
         con = _connection()
         con.execute("SET preserve_insertion_order = false")  # streams instead of buffering
         try:
@@ -273,45 +271,3 @@ def _copy_to_parquet(source: RunFile, target: Path) -> None:
             raise
         source._clean()
         _connection().execute(sql.replace("{t}", source.relation()), [str(target)])
-
-
-def find_line(run_dir: str | os.PathLike, name: str, needle: dict) -> dict | None:
-    """The first line of a file holding every `field: value` of `needle` (a byte search
-    for its first item: put the rarest first).
-
-    Used for the odd field the columns leave out, such as the `args` of one task. Reads
-    in blocks, so a search of a large file holds one block in memory, not the file.
-    """
-    parts = [orjson.dumps({k: v})[1:-1] for k, v in needle.items()]
-    try:
-        f = open(Path(run_dir) / name, "rb")
-    except FileNotFoundError:
-        return None
-    with f:
-        carry = b""
-        while True:
-            block = f.read(8 << 20)
-            data = carry + block
-            end = len(data) if not block else data.rfind(b"\n") + 1
-            found = _find_in(data[:end], parts, needle)
-            if found is not None or not block:
-                return found
-            carry = data[end:]
-
-
-def _find_in(data: bytes, parts: list[bytes], needle: dict) -> dict | None:
-    at = data.find(parts[0])
-    while at != -1:
-        start = data.rfind(b"\n", 0, at) + 1
-        stop = data.find(b"\n", at)
-        stop = len(data) if stop == -1 else stop
-        line = data[start:stop]
-        if all(p in line for p in parts[1:]):
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                record = None
-            if isinstance(record, dict) and all(record.get(k) == v for k, v in needle.items()):
-                return record
-        at = data.find(parts[0], stop)
-    return None

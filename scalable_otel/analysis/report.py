@@ -7,9 +7,11 @@ long as one DuckDB scan of its tasks.jsonl.
 
 from __future__ import annotations
 
+import orjson
+
 from .. import semconv as sc
 from ..rundir import CACHE, TASKS, WORKERS, list_runs, parse_iso, read_lines
-from .columns import SKIPPED, RunFile, find_line
+from .columns import SKIPPED, RunFile
 from .load import Run, read_meta
 
 RULE = "═" * 47
@@ -21,7 +23,8 @@ SELECT
     count(*) FILTER (WHERE event = '{sc.TASK_FAILED}'),
     avg(duration_s) FILTER (WHERE event = '{sc.TASK_COMPLETED}'),
     max(duration_s) FILTER (WHERE event = '{sc.TASK_COMPLETED}'),
-    arg_max(task, duration_s) FILTER (WHERE event = '{sc.TASK_COMPLETED}'),
+    -- one row's fields together (arg_max of a NULL field would take another row's)
+    arg_max([task, key, args::VARCHAR], duration_s) FILTER (WHERE event = '{sc.TASK_COMPLETED}'),
     sum(duration_s) FILTER (WHERE event IN ('{sc.TASK_COMPLETED}', '{sc.TASK_FAILED}')),
     {{last_event}},
     {SKIPPED}
@@ -80,18 +83,18 @@ def _had_prior_cache(run: Run) -> bool:
     return False
 
 
-def _slowest(run: Run, task: str | None, duration: float | None) -> dict | None:
+def _slowest(task: str | None, key: str | None, args: str | None, duration) -> dict | None:
     if duration is None:
         return None
-    line = find_line(
-        run.path, TASKS, {"duration_s": duration, "event": sc.TASK_COMPLETED, "task": task}
-    )
-    args = line.get("args") if line and isinstance(line.get("args"), dict) else {}
+    try:
+        args = orjson.loads(args) if args else {}
+    except orjson.JSONDecodeError:
+        args = {}
     return {
         "task": task,
-        "key": line.get("key") if line else None,
+        "key": key,
         "duration_s": duration,
-        "args": args,
+        "args": args if isinstance(args, dict) else {},
     }
 
 
@@ -115,12 +118,13 @@ def report(run: Run) -> dict:
     skipped: dict[str, int] = {}
     # The last event's time is needed only where run.json has no end (and costs a column).
     need_end = not meta.get("end_time")
-    fields = ["event", "task", "duration_s"] + (["timestamp"] if need_end else [])
+    fields = ["event", "task", "key", "args", "duration_s"] + (["timestamp"] if need_end else [])
     tasks = RunFile(run.path, TASKS, fields)
     sql = TASK_FIGURES.replace("{last_event}", "max(timestamp)" if need_end else "NULL")
-    (submitted, completed, failed, avg, longest, longest_task, busy, last_event, bad) = tasks.query(
-        sql
-    )[0]
+    figures = tasks.query(sql)[0]
+    submitted, completed, failed, avg, longest = figures[:5]
+    slowest = _slowest(*(figures[5] or (None, None, None)), longest)
+    busy, last_event, bad = figures[6:]
     if bad + tasks.skipped_before:
         skipped[TASKS] = bad + tasks.skipped_before
     cache = RunFile(run.path, CACHE, ["event", "result"])
@@ -158,7 +162,7 @@ def report(run: Run) -> dict:
             "completed": counted("tasks_completed", completed),
             "failed": counted("tasks_failed", failed),
             "avg_duration_s": avg,
-            "max_duration": _slowest(run, longest_task, longest),
+            "max_duration": slowest,
             "busy_s": busy,
         },
         "workers": {
