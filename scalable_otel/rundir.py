@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -157,25 +158,39 @@ def list_runs(root: Path | None = None) -> list[Path]:
     return sorted(runs, key=start_key)
 
 
-def read_lines(path: Path) -> tuple[list[dict], int]:
-    """Parsed lines and the number of blank-free lines that did not parse (torn or corrupt)."""
-    records, bad = [], 0
+def iter_lines(path: Path, limit: int | None = None) -> Iterator[dict | None]:
+    """Each non-blank line of a JSONL file parsed: a dict, or None for a line that is not
+    a JSON object (torn or corrupt). With `limit`, only the file's first `limit` bytes
+    (a file that grows while it is read stops where it was)."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
-        return records, bad
+        return
+    remaining = limit
     with f:
         for raw in f:
+            if remaining is not None:
+                if remaining <= 0:
+                    break
+                raw = raw[:remaining]
+                remaining -= len(raw)
             raw = raw.strip()
             if not raw:
                 continue
             try:
                 value = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                bad += 1
+                yield None
                 continue
-            if isinstance(value, dict):
-                records.append(value)
-            else:
-                bad += 1
+            yield value if isinstance(value, dict) else None
+
+
+def read_lines(path: Path) -> tuple[list[dict], int]:
+    """Parsed lines and the number of blank-free lines that did not parse (torn or corrupt)."""
+    records, bad = [], 0
+    for value in iter_lines(path):
+        if value is None:
+            bad += 1
+        else:
+            records.append(value)
     return records, bad

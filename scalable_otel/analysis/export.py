@@ -56,7 +56,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import RunNotFound
-from ..rundir import JSONL_FILES, RUN_JSON, list_runs, runs_dir
+from ..rundir import JSONL_FILES, RUN_JSON, iter_lines, list_runs, runs_dir
 
 __all__ = ["DEFAULT_BATCH_SIZE", "ExportResult", "export_all", "export_parquet"]
 
@@ -96,29 +96,14 @@ class _Lines:
     def batches(self, size: int) -> Iterator[list[dict]]:
         self.bad = 0
         batch: list[dict] = []
-        remaining = self.limit
-        with open(self.path, "rb") as f:
-            for raw in f:
-                if remaining <= 0:
-                    break
-                if len(raw) > remaining:  # grew since the export began: stop where it was
-                    raw = raw[:remaining]
-                remaining -= len(raw)
-                raw = raw.strip()
-                if not raw:
-                    continue
-                try:
-                    value = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    self.bad += 1
-                    continue
-                if not isinstance(value, dict):
-                    self.bad += 1
-                    continue
-                batch.append(value)
-                if len(batch) >= size:
-                    yield batch
-                    batch = []
+        for value in iter_lines(self.path, self.limit):
+            if value is None:
+                self.bad += 1
+                continue
+            batch.append(value)
+            if len(batch) >= size:
+                yield batch
+                batch = []
         if batch:
             yield batch
 
