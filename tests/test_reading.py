@@ -214,3 +214,24 @@ def test_quotes_and_spaces_in_paths_are_just_paths(tmp_path, demo_run):
     assert f"Run Report: {demo_run.name}" in result.output
     assert cli("trends", "--runs-dir", root).exit_code == 0
     assert cli("advise", "--all", "--runs-dir", root).exit_code == 0
+
+
+def test_a_session_writes_the_columnar_copy_when_it_closes(project_dir, monkeypatch):
+    from scalable_otel import ScalableSession
+    from scalable_otel.analysis import columns
+    from tests import workloads
+
+    monkeypatch.setattr(columns, "COPY_MIN_BYTES", 0)  # as if the run were large
+    with ScalableSession(target="local", n_workers=1, project="copy") as session:
+        session.gather(session.map(workloads.sleep_then, range(5), seconds=0.01))
+    copies = session.run_dir / ".columnar"
+    assert sorted(p.name for p in copies.glob("*.parquet")) == [
+        "cache.parquet",
+        "resources.parquet",
+        "tasks.parquet",
+    ]
+    assert oct(copies.stat().st_mode & 0o777) == "0o700"
+    summary = report(load_run(session.run_dir))
+    monkeypatch.setattr(columns, "_fresh_copy", lambda path: None)  # the JSONL alone
+    assert report(load_run(session.run_dir)) == summary
+    assert summary["tasks"]["completed"] == 5

@@ -222,14 +222,16 @@ def _fresh_copy(path: Path) -> tuple[Path, int] | None:
     return copy, skipped if isinstance(skipped, int) else 0
 
 
-def write_columnar_copy(run_dir: str | os.PathLike, min_bytes: int = COPY_MIN_BYTES) -> list[Path]:
-    """Write `.columnar/<file>.parquet` for each queried JSONL file of at least `min_bytes`.
+def write_columnar_copy(run_dir: str | os.PathLike, min_bytes: int | None = None) -> list[Path]:
+    """Write `.columnar/<file>.parquet` for each queried JSONL file of at least `min_bytes`
+    (default `COPY_MIN_BYTES`).
 
     Called when a run closes. Every line becomes a row, the unreadable ones as rows
     with a NULL event, so queries count them as they do on the JSONL. Readers use a
     copy only while its JSONL file keeps the size and mtime it had. Returns the copies.
     """
     run_dir = Path(run_dir)
+    min_bytes = COPY_MIN_BYTES if min_bytes is None else min_bytes
     written = []
     for name in FIELDS:
         path = run_dir / name
