@@ -1,0 +1,218 @@
+"""Where a run's telemetry goes besides its run directory, from session arguments or
+OpenTelemetry's standard environment variables.
+
+The settings are plain data: the session decides them in the user's process and the
+run's telemetry process builds the exporters from them.
+
+- OTLP endpoint: `otlp_endpoint`, else `OTEL_EXPORTER_OTLP_ENDPOINT`; per signal
+  `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`.
+- OTLP protocol: `otlp_protocol`, else `OTEL_EXPORTER_OTLP_PROTOCOL` (and its
+  `_TRACES_`/`_METRICS_` forms): `grpc` or `http/protobuf` (the default).
+- OTLP headers: `otlp_headers`, else `OTEL_EXPORTER_OTLP_HEADERS`
+  (`key=value,key2=value2`, URL-encoded values).
+- Traces exporter: `traces_exporter`, else `OTEL_TRACES_EXPORTER`: `otlp` or `none`.
+- Metrics exporter: `metrics_exporter`, else `OTEL_METRICS_EXPORTER`: any of `otlp`,
+  `prometheus`, `none`, comma-separated.
+- Prometheus scrape endpoint: `prometheus_port`, else `SCALABLE_PROMETHEUS_PORT`; it
+  listens on 127.0.0.1 unless `prometheus_host`/`SCALABLE_PROMETHEUS_HOST` says otherwise.
+- Prometheus Pushgateway: `pushgateway_url`, else `SCALABLE_PUSHGATEWAY_URL`.
+
+Unlike the SDK's own default (`otlp` to localhost), OTLP is on only when an endpoint is
+set or `OTEL_TRACES_EXPORTER`/`OTEL_METRICS_EXPORTER` asks for it: a laptop with no
+collector gets no connection errors. `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`
+go on every signal's resource; `OTEL_SDK_DISABLED=true` turns telemetry off altogether.
+Headers are secrets (API keys): they reach the exporters and nothing else, never the
+run directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from urllib.parse import unquote
+
+GRPC = "grpc"
+HTTP = "http/protobuf"
+PROTOCOLS = (GRPC, HTTP)
+DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
+DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
+
+
+class SettingsError(ValueError):
+    """An exporter setting that cannot be used (a one-line message naming it)."""
+
+
+@dataclass
+class OtlpTarget:
+    """One signal's OTLP destination."""
+
+    endpoint: str
+    protocol: str = HTTP
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 10.0
+
+    def describe(self) -> str:
+        """The destination without its headers (for messages and run.json)."""
+        return f"{self.endpoint} ({self.protocol})"
+
+
+@dataclass
+class ExportSettings:
+    """Where a run's spans and metrics go besides the run directory."""
+
+    otlp_traces: OtlpTarget | None = None
+    otlp_metrics: OtlpTarget | None = None
+    prometheus_port: int | None = None
+    prometheus_host: str = "127.0.0.1"
+    pushgateway_url: str | None = None
+    # spans in OTLP's JSON file encoding, in the run directory (what `export --otlp` replays)
+    otlp_json_file: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ExportSettings:
+        data = dict(data)
+        for name in ("otlp_traces", "otlp_metrics"):
+            if data.get(name) is not None:
+                data[name] = OtlpTarget(**data[name])
+        return cls(**data)
+
+    def describe(self) -> dict:
+        """What is on, without secrets (for run.json)."""
+        out = {}
+        if self.otlp_traces:
+            out["otlp_traces"] = self.otlp_traces.describe()
+        if self.otlp_metrics:
+            out["otlp_metrics"] = self.otlp_metrics.describe()
+        if self.prometheus_port is not None:
+            out["prometheus"] = f"{self.prometheus_host}:{self.prometheus_port}"
+        if self.pushgateway_url:
+            out["pushgateway"] = self.pushgateway_url
+        return out
+
+
+def parse_headers(text: str | None) -> dict[str, str]:
+    """`key=value,key2=value2` (values URL-encoded), as OTEL_EXPORTER_OTLP_HEADERS."""
+    headers = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise SettingsError(
+                "OTLP headers must be key=value pairs separated by commas "
+                f"(got a part without '=' in {len(part)} characters)"
+            )
+        headers[unquote(name.strip()).lower()] = unquote(value.strip())
+    return headers
+
+
+def _env(name: str, env) -> str | None:
+    value = env.get(name)
+    return value.strip() if value and value.strip() else None
+
+
+def _exporters(value: str | None, allowed: set[str], name: str) -> set[str] | None:
+    if value is None:
+        return None
+    chosen = {v.strip().lower() for v in value.split(",") if v.strip()}
+    unknown = chosen - allowed
+    if unknown:
+        raise SettingsError(
+            f"{name}: unknown exporter {', '.join(sorted(unknown))} "
+            f"(known: {', '.join(sorted(allowed))})"
+        )
+    return chosen
+
+
+def _signal_endpoint(base: str | None, signal_path: str, protocol: str) -> str:
+    """The endpoint of one signal from the general endpoint, as the OTLP spec joins them."""
+    if protocol == GRPC:
+        return base or DEFAULT_GRPC_ENDPOINT
+    base = (base or DEFAULT_HTTP_ENDPOINT).rstrip("/")
+    return f"{base}/{signal_path}"
+
+
+def _target(signal: str, path: str, args: dict, env) -> OtlpTarget | None:
+    upper = signal.upper()
+    explicit = args.get("otlp_endpoint")
+    specific = _env(f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT", env)
+    general = _env("OTEL_EXPORTER_OTLP_ENDPOINT", env)
+    protocol = (
+        args.get("otlp_protocol")
+        or _env(f"OTEL_EXPORTER_OTLP_{upper}_PROTOCOL", env)
+        or _env("OTEL_EXPORTER_OTLP_PROTOCOL", env)
+        or HTTP
+    )
+    if protocol not in PROTOCOLS:
+        raise SettingsError(
+            f"OTLP protocol {protocol!r} is not supported (use {' or '.join(PROTOCOLS)})"
+        )
+    if explicit:
+        endpoint = _signal_endpoint(explicit, path, protocol)
+    elif specific:
+        endpoint = specific  # a per-signal endpoint is used as given
+    else:
+        endpoint = _signal_endpoint(general, path, protocol)
+    headers = args.get("otlp_headers")
+    if headers is None:
+        headers = parse_headers(
+            _env(f"OTEL_EXPORTER_OTLP_{upper}_HEADERS", env)
+            or _env("OTEL_EXPORTER_OTLP_HEADERS", env)
+        )
+    timeout = _env(f"OTEL_EXPORTER_OTLP_{upper}_TIMEOUT", env) or _env(
+        "OTEL_EXPORTER_OTLP_TIMEOUT", env
+    )
+    try:
+        timeout_s = float(timeout) / 1000.0 if timeout else 10.0  # the variable is in ms
+    except ValueError:
+        raise SettingsError(
+            f"OTEL_EXPORTER_OTLP_TIMEOUT must be milliseconds, not {timeout!r}"
+        ) from None
+    return OtlpTarget(endpoint, protocol, dict(headers), timeout_s)
+
+
+def export_settings(env=None, **args) -> ExportSettings:
+    """The settings from session arguments (None: not given), else the environment.
+
+    >>> export_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"}).otlp_traces.endpoint
+    'http://otel:4318/v1/traces'
+    """
+    env = os.environ if env is None else env
+    traces = _exporters(
+        args.get("traces_exporter") or _env("OTEL_TRACES_EXPORTER", env),
+        {"otlp", "none"},
+        "OTEL_TRACES_EXPORTER",
+    )
+    metrics = _exporters(
+        args.get("metrics_exporter") or _env("OTEL_METRICS_EXPORTER", env),
+        {"otlp", "prometheus", "none"},
+        "OTEL_METRICS_EXPORTER",
+    )
+    endpoint_set = bool(args.get("otlp_endpoint") or _env("OTEL_EXPORTER_OTLP_ENDPOINT", env))
+    trace_endpoint = endpoint_set or bool(_env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", env))
+    metric_endpoint = endpoint_set or bool(_env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", env))
+    want_traces = "otlp" in traces if traces is not None else trace_endpoint
+    want_metrics = "otlp" in metrics if metrics is not None else metric_endpoint
+
+    port = args.get("prometheus_port")
+    if port is None and _env("SCALABLE_PROMETHEUS_PORT", env):
+        try:
+            port = int(_env("SCALABLE_PROMETHEUS_PORT", env))
+        except ValueError:
+            raise SettingsError("SCALABLE_PROMETHEUS_PORT must be a port number") from None
+    if port is None and metrics is not None and "prometheus" in metrics:
+        port = 9464  # the port OTel's Prometheus exporter listens on by default
+    if port is not None and not 0 <= int(port) <= 65535:
+        raise SettingsError(f"Prometheus port {port} is not a port number")
+    return ExportSettings(
+        otlp_traces=_target("traces", "v1/traces", args, env) if want_traces else None,
+        otlp_metrics=_target("metrics", "v1/metrics", args, env) if want_metrics else None,
+        prometheus_port=int(port) if port is not None else None,
+        prometheus_host=args.get("prometheus_host")
+        or _env("SCALABLE_PROMETHEUS_HOST", env)
+        or "127.0.0.1",
+        pushgateway_url=args.get("pushgateway_url") or _env("SCALABLE_PUSHGATEWAY_URL", env),
+    )
