@@ -15,11 +15,13 @@ import re
 import time
 from collections import OrderedDict
 
+import orjson
 from opentelemetry import trace
 from opentelemetry.metrics import Observation
 from opentelemetry.trace import NonRecordingSpan, Status, StatusCode
 
 from . import semconv as sc
+from .instrumentation.task_context import task_span_id
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +125,22 @@ class _Worker:
 class Recorder:
     """Turns one run's lifecycle records into OTel signals."""
 
-    def __init__(self, *, tracer, meter, event_logger, run_span, on_sync=None):
+    def __init__(
+        self,
+        *,
+        tracer,
+        meter,
+        event_logger,
+        run_span,
+        on_sync=None,
+        run_id: str = "",
+        ids=None,
+        span_out=None,
+    ):
         self._tracer = tracer
+        self._run_id = run_id
+        self._ids = ids  # PresetIds: a task span gets the id its workers derive from its key
+        self._span_out = span_out  # spans made inside tasks, sent by workers
         self._events = event_logger
         self._run_ctx = trace.set_span_in_context(run_span)
         self._on_sync_mark = on_sync
@@ -241,6 +257,8 @@ class Recorder:
             attrs[sc.TASK_DEPENDENCIES] = [key_str(d) for d in deps]
         if args_json is not None:
             attrs[sc.TASK_ARGS] = args_json
+        if self._ids is not None:
+            self._ids.next_span_id = task_span_id(self._run_id, key)
         span = self._tracer.start_span(
             name, context=self._run_ctx, start_time=_ns(t), attributes=attrs
         )
@@ -509,6 +527,16 @@ class Recorder:
             self._m_worker_mem.set(int(rss), {sc.M_WORKER: name})
         for record in payload.get("cache", ()):
             self._on_cache(record)
+        if self._span_out is not None and payload.get("spans"):
+            try:
+                spans = orjson.loads(payload["spans"])
+            except orjson.JSONDecodeError:
+                spans = []
+            for record in spans:
+                try:
+                    self._span_out(record)
+                except Exception:
+                    logger.debug("scalable-otel: span from a task not exported", exc_info=True)
 
     def _context_of(self, key):
         task = self._tasks.get(key)

@@ -29,6 +29,8 @@ from pathlib import Path
 from opentelemetry.trace import Status, StatusCode
 
 from . import semconv as sc
+from .exporters.settings import ExportSettings
+from .instrumentation.task_context import readable_span
 from .lifecycle import Recorder
 from .telemetry import build_pipeline
 
@@ -46,6 +48,8 @@ class RunConfig:
     provider: str
     started: float
     flush_interval: float
+    trace_id: str | None = None  # hex; chosen by the session, known to the workers
+    exports: dict | None = None  # ExportSettings.to_dict()
 
 
 def _take_all(*queues: deque) -> list:
@@ -74,6 +78,8 @@ class RunRecording:
             config.run_id,
             project=config.project,
             flush_interval=config.flush_interval,
+            trace_id=int(config.trace_id, 16) if config.trace_id else None,
+            exports=ExportSettings.from_dict(config.exports) if config.exports else None,
             span_processors=span_processors,
             metric_readers=metric_readers,
             log_processors=log_processors,
@@ -96,7 +102,15 @@ class RunRecording:
             event_logger=self.pipeline.event_logger(),
             run_span=self.run_span,
             on_sync=on_sync,
+            run_id=config.run_id,
+            ids=self.pipeline.ids,
+            span_out=self._span_from_task,
         )
+
+    def _span_from_task(self, record: dict) -> None:
+        """A span made by user code inside a task, sent by its worker: to every exporter."""
+        resource = self.pipeline.tracer_provider.resource
+        self.pipeline.export_span(readable_span(record, resource))
 
     def finish(self, now: float, status: str | None) -> dict:
         """End every open span, flush every exporter; the run's figures for run.json."""
@@ -118,6 +132,8 @@ class RunRecording:
             "cache_hits": recorder.cache_hits,
             "cache_misses": recorder.cache_misses,
             "telemetry_lines_dropped": self.pipeline.writer.dropped,
+            "telemetry_spans_dropped": self.pipeline.backends.dropped_spans(),
+            "exporters": dict(self.pipeline.backends.where),
             "trace_id": f"{self.run_span.get_span_context().trace_id:032x}",
         }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import secrets
 import socket
 import time
 import uuid
@@ -16,6 +17,7 @@ from dask.utils import funcname
 from . import cache
 from . import semconv as sc
 from .args import args_json
+from .exporters.settings import ExportSettings, SettingsError, export_settings
 from .instrumentation.scheduler_plugin import sync_scheduler_plugin
 from .manifest import Manifest
 from .recording import ChildProcessRecording, InThreadRecording, RunConfig
@@ -32,6 +34,15 @@ from .rundir import (
 from .telemetry import telemetry_disabled
 
 logger = logging.getLogger(__name__)
+
+
+def _export_settings(**args) -> ExportSettings:
+    """The session's exporter settings; a bad one turns exporters off, not the run."""
+    try:
+        return export_settings(**args)
+    except SettingsError as exc:
+        logger.warning("scalable-otel: exporters off for this run: %s", exc)
+        return ExportSettings()
 
 
 def _process_start_time() -> float | None:
@@ -91,6 +102,16 @@ class ScalableSession:
     The OTel work of the run happens in a small child process (`recorder="process"`),
     away from the scheduler's GIL; with `span_processors`, `metric_readers` or
     `log_processors` (Python objects of this process) it happens in a thread here.
+
+    Besides the run directory, spans and metrics go where OpenTelemetry's variables say
+    (`OTEL_EXPORTER_OTLP_ENDPOINT`, `_PROTOCOL`, `_HEADERS`, `OTEL_TRACES_EXPORTER`,
+    `OTEL_METRICS_EXPORTER`), or the arguments `otlp_endpoint`, `otlp_protocol`
+    ("grpc" or "http/protobuf"), `otlp_headers`, `traces_exporter`, `metrics_exporter`;
+    `prometheus_port` serves the metrics for Prometheus to scrape (on 127.0.0.1; 0
+    picks a free port), `pushgateway_url` pushes their final values when the run ends.
+    `otlp_file=False` (or SCALABLE_OTLP_FILE=off) leaves out the run directory's
+    `traces.otlp.jsonl`, the spans that `scalable export --otlp` replays.
+    A bad setting or an unreachable backend turns that exporter off with one warning.
     """
 
     def __init__(
@@ -109,6 +130,14 @@ class ScalableSession:
         span_processors=(),
         metric_readers=(),
         log_processors=(),
+        otlp_endpoint: str | None = None,
+        otlp_protocol: str | None = None,
+        otlp_headers: dict[str, str] | None = None,
+        traces_exporter: str | None = None,
+        metrics_exporter: str | None = None,
+        prometheus_port: int | None = None,
+        pushgateway_url: str | None = None,
+        otlp_file: bool | None = None,
         cluster_kwargs: dict | None = None,
         recorder: str = "process",
     ):
@@ -146,6 +175,16 @@ class ScalableSession:
         self._span_processors = span_processors
         self._metric_readers = metric_readers
         self._log_processors = log_processors
+        self._exports = _export_settings(
+            otlp_endpoint=otlp_endpoint,
+            otlp_protocol=otlp_protocol,
+            otlp_headers=otlp_headers,
+            traces_exporter=traces_exporter,
+            metrics_exporter=metrics_exporter,
+            prometheus_port=prometheus_port,
+            pushgateway_url=pushgateway_url,
+            otlp_file=otlp_file,
+        )
         self._cluster_kwargs = cluster_kwargs or {}
         if recorder not in ("process", "thread"):
             raise ValueError(f"recorder must be 'process' or 'thread', not {recorder!r}")
@@ -154,6 +193,8 @@ class ScalableSession:
         self.cluster = None
         self.run_dir: Path | None = None
         self.run_id: str | None = None
+        # chosen here so that workers can put spans made inside tasks in the run's trace
+        self.trace_id = f"{secrets.randbits(128) or 1:032x}"
         self.status: str | None = None
         self._recording = None
         self._rundir: RunDirectory | None = None
@@ -243,6 +284,8 @@ class ScalableSession:
                 provider=self.provider,
                 started=self._started,
                 flush_interval=self.flush_interval,
+                trace_id=self.trace_id,
+                exports=self._exports.to_dict(),
             )
             processors = {
                 "span_processors": self._span_processors,
@@ -280,6 +323,8 @@ class ScalableSession:
                 resource_interval=self.resource_interval,
                 flush_interval=self.flush_interval,
                 cache_dir=str(self.cache_dir),
+                run_id=self.run_id,
+                trace_id=self.trace_id,
             ),
             name=sc.WORKER_PLUGIN_NAME,
         )
@@ -386,7 +431,9 @@ class ScalableSession:
             "cache_hits": summary.get("cache_hits", 0),
             "cache_misses": summary.get("cache_misses", 0),
             "telemetry_lines_dropped": summary.get("telemetry_lines_dropped", 0),
-            "trace_id": summary.get("trace_id"),
+            "telemetry_spans_dropped": summary.get("telemetry_spans_dropped", 0),
+            "exporters": summary.get("exporters", self._exports.describe()),
+            "trace_id": summary.get("trace_id") or self.trace_id,
             "telemetry_lost": summary.get("telemetry_lost", False),
             "settings": {
                 "n_workers": self.n_workers,

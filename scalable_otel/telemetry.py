@@ -11,9 +11,12 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 from . import semconv as sc
+from .exporters.backends import CLOSE_WAIT_S, Backends, build_backends
 from .exporters.jsonl import JsonlWriter, RunDirectoryLogProcessor, RunDirectorySpanProcessor
+from .exporters.settings import ExportSettings
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +30,34 @@ def telemetry_disabled() -> bool:
     return os.environ.get("SCALABLE_TELEMETRY", "").strip().lower() in _OFF
 
 
+class PresetIds(RandomIdGenerator):
+    """Random ids, except where the recorder sets the next one: the run's trace id (the
+    session chose it, and workers know it) and task span ids (derived from task keys)."""
+
+    def __init__(self, trace_id: int | None = None):
+        self._trace_id = trace_id
+        self.next_span_id: int | None = None
+
+    def generate_trace_id(self) -> int:
+        trace_id, self._trace_id = self._trace_id, None
+        return trace_id or super().generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        span_id, self.next_span_id = self.next_span_id, None
+        return span_id or super().generate_span_id()
+
+
 @dataclass
 class Pipeline:
-    """The providers of one run and the run-directory writer behind them."""
+    """The providers of one run, the run-directory writer and the other exporters."""
 
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
     logger_provider: LoggerProvider
     writer: JsonlWriter
+    ids: PresetIds
+    backends: Backends
+    span_processors: list
 
     def tracer(self):
         from . import __version__
@@ -51,14 +74,35 @@ class Pipeline:
 
         return self.logger_provider.get_logger(sc.INSTRUMENTATION_SCOPE, __version__)
 
-    def shutdown(self) -> None:
-        """Flush every exporter, then close the run directory's files."""
-        for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
+    def export_span(self, span) -> None:
+        """An ended span made elsewhere (in a task on a worker), to every span processor."""
+        for processor in self.span_processors:
             try:
-                provider.shutdown()
+                processor.on_end(span)
             except Exception:
-                logger.debug("scalable-otel: provider shutdown failed", exc_info=True)
+                logger.debug("scalable-otel: a span processor failed", exc_info=True)
+
+    def shutdown(self) -> None:
+        """Flush every exporter (a failed backend is not waited for), then close the files."""
+        self.backends.closing()
+        self._shutdown(self.tracer_provider)
+        self._shutdown(self.logger_provider)
+        for finish in self.backends.before_shutdown:  # after the last values, before the end
+            try:
+                finish()
+            except Exception:
+                logger.debug("scalable-otel: exporter finish failed", exc_info=True)
+        # a metric exporter whose backend hangs is given CLOSE_WAIT_S, not its own timeout
+        self._shutdown(self.meter_provider, timeout_millis=CLOSE_WAIT_S * 1000)
+        self.backends.closed()
         self.writer.close()
+
+    @staticmethod
+    def _shutdown(provider, **kwargs) -> None:
+        try:
+            provider.shutdown(**kwargs)
+        except Exception:
+            logger.debug("scalable-otel: provider shutdown failed", exc_info=True)
 
 
 def build_pipeline(
@@ -67,23 +111,42 @@ def build_pipeline(
     *,
     project: str,
     flush_interval: float,
+    trace_id: int | None = None,
+    exports: ExportSettings | None = None,
     span_processors=(),
     metric_readers=(),
     log_processors=(),
 ) -> Pipeline:
-    """Providers whose first exporter is the run directory; more can be passed in."""
+    """Providers whose first exporter is the run directory, then those `exports` asks
+    for, then any passed in."""
     attributes = {sc.RUN_ID: run_id, sc.PROJECT: project}
     if not os.environ.get("OTEL_SERVICE_NAME"):
         attributes["service.name"] = "scalable-otel"
     resource = Resource.create(attributes)  # also reads OTEL_RESOURCE_ATTRIBUTES
     writer = JsonlWriter(directory, flush_interval=flush_interval)
-    tracer_provider = TracerProvider(resource=resource)
-    tracer_provider.add_span_processor(RunDirectorySpanProcessor(writer, run_id))
-    for processor in span_processors:
+    backends = build_backends(
+        exports or ExportSettings(otlp_json_file=False),
+        directory,
+        run_id=run_id,
+        project=project,
+        flush_interval=flush_interval,
+    )
+    ids = PresetIds(trace_id)
+    tracer_provider = TracerProvider(resource=resource, id_generator=ids)
+    processors = [
+        RunDirectorySpanProcessor(writer, run_id),
+        *backends.span_processors,
+        *span_processors,
+    ]
+    for processor in processors:
         tracer_provider.add_span_processor(processor)
     logger_provider = LoggerProvider(resource=resource)
     logger_provider.add_log_record_processor(RunDirectoryLogProcessor(writer, run_id))
     for processor in log_processors:
         logger_provider.add_log_record_processor(processor)
-    meter_provider = MeterProvider(resource=resource, metric_readers=list(metric_readers))
-    return Pipeline(tracer_provider, meter_provider, logger_provider, writer)
+    meter_provider = MeterProvider(
+        resource=resource, metric_readers=[*backends.metric_readers, *metric_readers]
+    )
+    return Pipeline(
+        tracer_provider, meter_provider, logger_provider, writer, ids, backends, processors
+    )

@@ -16,6 +16,9 @@ run's telemetry process builds the exporters from them.
 - Prometheus scrape endpoint: `prometheus_port`, else `SCALABLE_PROMETHEUS_PORT`; it
   listens on 127.0.0.1 unless `prometheus_host`/`SCALABLE_PROMETHEUS_HOST` says otherwise.
 - Prometheus Pushgateway: `pushgateway_url`, else `SCALABLE_PUSHGATEWAY_URL`.
+- The run directory's `traces.otlp.jsonl` (every span in OTLP's JSON file encoding, what
+  `scalable export --otlp` replays): on unless `otlp_file=False` or
+  `SCALABLE_OTLP_FILE=off` (encoding costs the telemetry process about 0.4 ms a span).
 
 Unlike the SDK's own default (`otlp` to localhost), OTLP is on only when an endpoint is
 set or `OTEL_TRACES_EXPORTER`/`OTEL_METRICS_EXPORTER` asks for it: a laptop with no
@@ -215,4 +218,16 @@ def export_settings(env=None, **args) -> ExportSettings:
         or _env("SCALABLE_PROMETHEUS_HOST", env)
         or "127.0.0.1",
         pushgateway_url=args.get("pushgateway_url") or _env("SCALABLE_PUSHGATEWAY_URL", env),
+        otlp_json_file=_otlp_file(args.get("otlp_file"), env),
     )
+
+
+def _otlp_file(arg: bool | None, env) -> bool:
+    if arg is not None:
+        return bool(arg)
+    value = (_env("SCALABLE_OTLP_FILE", env) or "on").lower()
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    raise SettingsError(f"SCALABLE_OTLP_FILE must be on or off, not {value!r}")

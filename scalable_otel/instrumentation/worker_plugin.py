@@ -33,6 +33,21 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 _RESET_AFTER_S = 0.05
+# Spans made inside tasks waiting for the next flush; beyond this a flood is dropped.
+_MAX_PENDING_SPANS = 10_000
+
+
+def _encoded(spans: list) -> bytes:
+    """Spans as one JSON document: anything msgpack could not carry (a 128-bit id, an
+    odd attribute) fails here, never in the worker's connection to the scheduler."""
+    if not spans:
+        return b""
+    try:
+        import orjson
+
+        return orjson.dumps(spans, default=str)
+    except Exception:
+        return b""
 
 
 class _Memory:
@@ -106,10 +121,14 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         resource_interval: float = 1.0,
         flush_interval: float = 0.2,
         cache_dir: str | None = None,
+        run_id: str | None = None,
+        trace_id: str | None = None,
     ):
         self.resource_interval = resource_interval
         self.flush_interval = flush_interval
         self.cache_dir = cache_dir
+        self.run_id = run_id
+        self.trace_id = trace_id  # hex: spans made inside tasks join the run's trace
 
     def setup(self, worker) -> None:
         from tornado.ioloop import PeriodicCallback
@@ -124,10 +143,15 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         self._usage: list = []
         self._samples: list = []
         self._cache: list = []
+        self._spans: list = []
         self._last_cpu = (time.time(), _cpu_seconds())
         from .. import cache
 
         cache.set_worker_sink(self._cache_lookup, self.cache_dir)
+        if self.run_id and self.trace_id:
+            from . import task_context
+
+            task_context.attach_run(self.run_id, int(self.trace_id, 16), self._task_span)
         self._callbacks = [
             PeriodicCallback(self._tick, self.flush_interval * 1000),
             PeriodicCallback(self._take_sample, self.resource_interval * 1000),
@@ -141,6 +165,10 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         from .. import cache
 
         cache.set_worker_sink(None, None)
+        if self.run_id:
+            from . import task_context
+
+            task_context.detach_run(self.run_id)
         self.flush(closing=True)
 
     def transition(self, key, start, finish, **kwargs) -> None:
@@ -179,6 +207,11 @@ class WorkerTelemetryPlugin(WorkerPlugin):
     def _cache_lookup(self, record: dict) -> None:
         with self._lock:
             self._cache.append(record)
+
+    def _task_span(self, record: dict) -> None:
+        with self._lock:
+            if len(self._spans) < _MAX_PENDING_SPANS:
+                self._spans.append(record)
 
     def _tick(self) -> None:
         if self._executing:
@@ -219,7 +252,8 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         """Send what was seen since the last flush to the scheduler."""
         with self._lock:
             cache, self._cache = self._cache, []
-        if not (self._started or self._usage or self._samples or cache or closing):
+            spans, self._spans = self._spans, []
+        if not (self._started or self._usage or self._samples or cache or spans or closing):
             return
         payload = {
             "worker": self.worker.address,
@@ -228,6 +262,7 @@ class WorkerTelemetryPlugin(WorkerPlugin):
             "usage": self._usage,
             "samples": self._samples,
             "cache": cache,
+            "spans": _encoded(spans),
             "closing": closing,
         }
         self._started, self._usage, self._samples = [], [], []

@@ -1,0 +1,326 @@
+"""The exporters of a run besides its run directory, built from `ExportSettings` in the
+run's telemetry process: OTLP (traces and metrics, gRPC or HTTP), Prometheus (a scrape
+endpoint, a Pushgateway), and the spans in OTLP's JSON file encoding.
+
+A backend that is down or slow never slows the workflow or the run directory: spans
+wait in a bounded queue and are sent from a background thread; after a failed send
+one warning names the endpoint; while closing, a backend that has failed is not waited
+for, and no backend is waited for more than `CLOSE_WAIT_S`. Spans offered to OTLP but
+not confirmed sent are counted (`dropped_spans`, in run.json as `telemetry_spans_dropped`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import semconv as sc
+from .settings import GRPC, ExportSettings, OtlpTarget
+
+logger = logging.getLogger(__name__)
+
+CLOSE_WAIT_S = 3.0
+QUEUE_SPANS = 20_000
+METRIC_INTERVAL_S = 5.0
+
+# The SDK logs each dropped span and each failed batch; one warning of ours says it all.
+for _noisy in ("opentelemetry.exporter.otlp", "opentelemetry.sdk._shared_internal"):
+    logging.getLogger(_noisy).setLevel(logging.CRITICAL)
+
+
+@dataclass
+class Backends:
+    """What the pipeline adds to its providers, and what it calls when the run ends."""
+
+    span_processors: list = field(default_factory=list)
+    metric_readers: list = field(default_factory=list)
+    before_shutdown: list[Callable[[], None]] = field(default_factory=list)
+    guards: list = field(default_factory=list)
+    span_files: list = field(default_factory=list)  # OtlpJsonSpanProcessor
+    where: dict = field(default_factory=dict)
+
+    def dropped_spans(self) -> int:
+        """Spans an exporter was given but did not deliver (OTLP) or write (the file)."""
+        sent = sum(g.dropped for g in self.guards if g.signal == "traces")
+        return sent + sum(f.dropped for f in self.span_files)
+
+    def closing(self) -> None:
+        for guard in self.guards:
+            guard.closing = True
+
+    def closed(self) -> None:
+        """Say once, for a backend that never answered, what it did not get."""
+        for guard in self.guards:
+            guard.closed()
+
+
+class _Guard:
+    """Counts what an exporter sends, warns once when it fails, and stops waiting for a
+    failed endpoint once the run is closing."""
+
+    def __init__(self, signal: str, where: str):
+        self.signal, self.where = signal, where
+        self.offered = self.sent = 0
+        self.failed = False
+        self.sent_any = False
+        self.closing = False
+        self._warned = False
+        self._lock = threading.Lock()
+
+    @property
+    def dropped(self) -> int:
+        return max(0, self.offered - self.sent)
+
+    def skip(self) -> bool:
+        return self.closing and self.failed
+
+    def closed(self) -> None:
+        with self._lock:
+            lost = self.dropped if self.signal == "traces" else not self.sent_any
+            if self._warned or not lost:
+                return
+            self._warned = True
+        what = f"{self.dropped} spans were" if self.signal == "traces" else "metrics were"
+        logger.warning(
+            "scalable-otel: OTLP %s to %s did not answer before the run ended; %s not "
+            "delivered (the run directory is complete)",
+            self.signal,
+            self.where,
+            what,
+        )
+
+    def result(self, ok: bool, count: int, reason: str = "") -> None:
+        with self._lock:
+            if ok:
+                self.sent += count
+                self.sent_any = True
+                return
+            self.failed = True
+            if self._warned:
+                return
+            self._warned = True
+        logger.warning(
+            "scalable-otel: OTLP %s to %s failed%s; they are dropped (the run directory "
+            "is complete)",
+            self.signal,
+            self.where,
+            f" ({reason})" if reason else "",
+        )
+
+
+class _GuardedSpanExporter:
+    def __init__(self, exporter, guard: _Guard):
+        self._exporter, self._guard = exporter, guard
+
+    def export(self, spans):
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        if self._guard.skip():
+            return SpanExportResult.FAILURE
+        try:
+            result = self._exporter.export(spans)
+            reason = ""
+        except Exception as exc:
+            result, reason = SpanExportResult.FAILURE, type(exc).__name__
+        ok = result == SpanExportResult.SUCCESS
+        self._guard.result(ok, len(spans), reason or ("" if ok else "no success reply"))
+        return result
+
+    def shutdown(self):
+        try:
+            self._exporter.shutdown()
+        except Exception:
+            pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class _CountingProcessor:
+    """A BatchSpanProcessor that counts the spans it is offered, and is not waited for
+    longer than CLOSE_WAIT_S when the run ends."""
+
+    def __init__(self, inner, guard: _Guard):
+        self._inner, self._guard = inner, guard
+
+    def on_start(self, span, parent_context=None):
+        self._inner.on_start(span, parent_context=parent_context)
+
+    def _on_ending(self, span):
+        pass
+
+    def on_end(self, span):
+        self._guard.offered += 1
+        self._inner.on_end(span)
+
+    def shutdown(self):
+        self._guard.closing = True
+        # The SDK's shutdown may wait 30 s for a slow export: wait CLOSE_WAIT_S at most.
+        done = threading.Thread(target=self._inner.shutdown, daemon=True)
+        done.start()
+        done.join(CLOSE_WAIT_S)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(min(timeout_millis, int(CLOSE_WAIT_S * 1000)))
+
+
+def _otlp_span_exporter(target: OtlpTarget):
+    if target.protocol == GRPC:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(
+            endpoint=target.endpoint,
+            insecure=target.endpoint.startswith("http://"),
+            headers=target.headers or None,
+            timeout=target.timeout_s,
+        )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(
+        endpoint=target.endpoint, headers=target.headers or None, timeout=target.timeout_s
+    )
+
+
+def _otlp_metric_exporter(target: OtlpTarget):
+    if target.protocol == GRPC:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter(
+            endpoint=target.endpoint,
+            insecure=target.endpoint.startswith("http://"),
+            headers=target.headers or None,
+            timeout=target.timeout_s,
+        )
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    return OTLPMetricExporter(
+        endpoint=target.endpoint, headers=target.headers or None, timeout=target.timeout_s
+    )
+
+
+def _guarded_metric_exporter(exporter, guard: _Guard):
+    """An OTLP metric exporter wrapped with a `_Guard`, keeping its preferences."""
+    from opentelemetry.sdk.metrics.export import MetricExporter
+
+    class GuardedMetricExporter(_GuardedMetrics, MetricExporter):
+        pass
+
+    wrapped = GuardedMetricExporter(
+        preferred_temporality=exporter._preferred_temporality,
+        preferred_aggregation=exporter._preferred_aggregation,
+    )
+    wrapped._exporter, wrapped._guard = exporter, guard
+    return wrapped
+
+
+class _GuardedMetrics:
+    _exporter = None
+    _guard: _Guard
+
+    def export(self, metrics_data, timeout_millis: float = 10_000, **kwargs):
+        from opentelemetry.sdk.metrics.export import MetricExportResult
+
+        if self._guard.skip():
+            return MetricExportResult.FAILURE
+        try:
+            result = self._exporter.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+            reason = ""
+        except Exception as exc:
+            result, reason = MetricExportResult.FAILURE, type(exc).__name__
+        ok = result == MetricExportResult.SUCCESS
+        self._guard.result(ok, 0, reason or ("" if ok else "no success reply"))
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+        try:
+            self._exporter.shutdown(timeout_millis=min(timeout_millis, CLOSE_WAIT_S * 1000))
+        except Exception:
+            pass
+
+
+def build_backends(
+    settings: ExportSettings, run_dir: Path, *, run_id: str, project: str, flush_interval: float
+) -> Backends:
+    """The exporters `settings` ask for; one that cannot be built is skipped with a warning."""
+    backends = Backends()
+    if settings.otlp_json_file:
+        _add(
+            backends,
+            "traces.otlp.jsonl",
+            lambda: _otlp_json(backends, run_dir, flush_interval),
+        )
+    if settings.otlp_traces is not None:
+        _add(backends, "OTLP traces", lambda: _otlp_traces(backends, settings.otlp_traces))
+    if settings.otlp_metrics is not None:
+        _add(backends, "OTLP metrics", lambda: _otlp_metrics(backends, settings.otlp_metrics))
+    if settings.prometheus_port is not None or settings.pushgateway_url:
+        _add(
+            backends,
+            "Prometheus",
+            lambda: _prometheus(backends, settings, run_id=run_id, project=project),
+        )
+    return backends
+
+
+def _add(backends: Backends, what: str, build: Callable[[], None]) -> None:
+    try:
+        build()
+    except Exception as exc:
+        logger.warning("scalable-otel: %s export is off for this run (%s)", what, exc)
+
+
+def _otlp_json(backends: Backends, run_dir: Path, flush_interval: float) -> None:
+    from .otlp_json import TRACES_FILE, OtlpJsonSpanProcessor
+
+    processor = OtlpJsonSpanProcessor(run_dir / TRACES_FILE, flush_interval=flush_interval)
+    backends.span_processors.append(processor)
+    backends.span_files.append(processor)
+
+
+def _otlp_traces(backends: Backends, target: OtlpTarget) -> None:
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    guard = _Guard("traces", target.describe())
+    exporter = _GuardedSpanExporter(_otlp_span_exporter(target), guard)
+    processor = BatchSpanProcessor(exporter, max_queue_size=QUEUE_SPANS)
+    backends.span_processors.append(_CountingProcessor(processor, guard))
+    backends.guards.append(guard)
+    backends.where["otlp_traces"] = target.describe()
+
+
+def _otlp_metrics(backends: Backends, target: OtlpTarget) -> None:
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    guard = _Guard("metrics", target.describe())
+    exporter = _guarded_metric_exporter(_otlp_metric_exporter(target), guard)
+    backends.metric_readers.append(
+        PeriodicExportingMetricReader(
+            exporter,
+            export_interval_millis=METRIC_INTERVAL_S * 1000,
+            export_timeout_millis=min(target.timeout_s, CLOSE_WAIT_S) * 1000,
+        )
+    )
+    backends.guards.append(guard)
+    backends.where["otlp_metrics"] = target.describe()
+
+
+def _prometheus(backends: Backends, settings: ExportSettings, *, run_id: str, project: str):
+    from .prometheus import prometheus_export
+
+    export = prometheus_export(
+        settings, job="scalable", grouping={sc.RUN_ID: run_id, sc.PROJECT: project}
+    )
+    if export is None:
+        return
+    backends.metric_readers.append(export.reader)
+    backends.before_shutdown.append(export.finish)
+    if export.url:
+        backends.where["prometheus"] = export.url
+    if settings.pushgateway_url:
+        backends.where["pushgateway"] = settings.pushgateway_url

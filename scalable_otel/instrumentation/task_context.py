@@ -1,0 +1,217 @@
+"""Trace context inside tasks: code running in a task on a worker that uses the plain
+OpenTelemetry API makes spans under that task's span, in the run's trace.
+
+- **Ids known on both sides.** A task's span id is derived from the run id and the
+  task's key (`task_span_id`), and the run's trace id is chosen by the session before
+  anything starts. The telemetry process creates the task span with exactly that id,
+  and a worker computes it from the key of the task it is running, with nothing sent.
+- **Context while the task runs.** Dask runs a task's function through
+  `distributed.worker._run_task_simple`, after setting `thread_state.key`; it is
+  wrapped (once per worker process) to make the task's span the current span for the
+  duration, so `tracer.start_as_current_span(...)` inside the task nests under it. If a
+  Dask version renames that function, tasks run as before, without the context (and
+  one warning says so).
+- **Where the spans go.** Unless the worker process already has a tracer provider of
+  its own, one is set that hands each ended span to the run's worker plugin, which
+  sends it with its next batch to the telemetry process: the span reaches the same
+  exporters as the run's own spans (the run directory's `traces.otlp.jsonl`, OTLP).
+- **Logs.** Python `logging` records made while a task runs carry `otelTraceID`,
+  `otelSpanID` and `otelTraceSampled` (the names of opentelemetry-instrumentation-
+  logging), so a format such as `%(otelTraceID)s %(otelSpanID)s` ties them to the trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+
+from opentelemetry import context, trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_active: dict = {}  # the run attached in this process: run_id, trace_id, sink
+_original_run = None
+_provider_set = False
+_factory_set = False
+
+
+def key_text(key) -> str:
+    """A Dask key as one string (as the run directory writes it)."""
+    return key if isinstance(key, str) else str(key)
+
+
+def task_span_id(run_id: str, key) -> int:
+    """The span id of a task's span: the same in the telemetry process and on workers."""
+    digest = hashlib.blake2b(f"{run_id}\0{key_text(key)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") or 1
+
+
+def task_span_context(run_id: str, trace_id: int, key) -> SpanContext:
+    return SpanContext(
+        trace_id=trace_id,
+        span_id=task_span_id(run_id, key),
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+
+
+def attach_run(run_id: str, trace_id: int, sink: Callable[[dict], None]) -> None:
+    """Give tasks run in this process the context of `run_id`; ended spans go to `sink`."""
+    with _lock:
+        _active.update(run_id=run_id, trace_id=trace_id, sink=sink)
+        _wrap_task_runner()
+        _set_tracer_provider()
+        _set_log_record_factory()
+
+
+def detach_run(run_id: str) -> None:
+    """Stop giving tasks the context of `run_id` (another session may have taken over)."""
+    with _lock:
+        if _active.get("run_id") == run_id:
+            _active.clear()
+
+
+def _wrap_task_runner() -> None:
+    global _original_run
+    if _original_run is not None:
+        return
+    try:
+        from distributed import worker as dask_worker
+
+        original = dask_worker._run_task_simple
+    except (ImportError, AttributeError):
+        logger.warning(
+            "scalable-otel: this Dask version has no _run_task_simple: "
+            "spans made inside tasks will not nest under their task's span"
+        )
+        return
+
+    def run_task_in_context(task, data, time_delay):
+        run = _active.copy()
+        key = getattr(dask_worker.thread_state, "key", None)
+        if not run or key is None:
+            return original(task, data, time_delay)
+        span = NonRecordingSpan(task_span_context(run["run_id"], run["trace_id"], key))
+        token = context.attach(trace.set_span_in_context(span))
+        try:
+            return original(task, data, time_delay)
+        finally:
+            context.detach(token)
+
+    dask_worker._run_task_simple = run_task_in_context
+    _original_run = original
+
+
+def _set_tracer_provider() -> None:
+    """A provider for user code, if the process has none: ended spans go to the run."""
+    global _provider_set
+    if _provider_set:
+        return
+    _provider_set = True
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return  # the user set their own: their spans still nest under the task spans
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider()
+    provider.add_span_processor(_ToRun())
+    trace.set_tracer_provider(provider)
+
+
+class _ToRun:
+    """Span processor: each ended span, as plain data, to the attached run's sink."""
+
+    def on_start(self, span, parent_context=None) -> None:
+        pass
+
+    def on_end(self, span) -> None:
+        sink = _active.get("sink")
+        if sink is None:
+            return
+        try:
+            sink(span_record(span))
+        except Exception:  # telemetry never breaks the task
+            logger.debug("scalable-otel: span from a task not kept", exc_info=True)
+
+    def _on_ending(self, span) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def span_record(span) -> dict:
+    """An ended SDK span as plain JSON-ready data, ids in hex (`readable_span` builds it
+    back)."""
+    ctx = span.context
+    return {
+        "name": span.name,
+        "trace_id": format(ctx.trace_id, "032x"),
+        "span_id": format(ctx.span_id, "016x"),
+        "parent_id": format(span.parent.span_id, "016x") if span.parent is not None else None,
+        "start": span.start_time,
+        "end": span.end_time,
+        "kind": span.kind.value,
+        "attributes": dict(span.attributes or {}),
+        "events": [[e.name, e.timestamp, dict(e.attributes or {})] for e in span.events],
+        "status": [span.status.status_code.value, span.status.description],
+        "scope": (
+            [span.instrumentation_scope.name, span.instrumentation_scope.version]
+            if span.instrumentation_scope is not None
+            else ["", None]
+        ),
+    }
+
+
+def readable_span(record: dict, resource):
+    """The `ReadableSpan` of a `span_record`, for the run's span processors."""
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    flags = TraceFlags(TraceFlags.SAMPLED)
+    trace_id = int(record["trace_id"], 16)
+    parent = None
+    if record["parent_id"]:
+        parent = SpanContext(trace_id, int(record["parent_id"], 16), True, flags)
+    code, description = record["status"]
+    return ReadableSpan(
+        name=record["name"],
+        context=SpanContext(trace_id, int(record["span_id"], 16), False, flags),
+        parent=parent,
+        resource=resource,
+        attributes=record["attributes"],
+        events=[Event(name, attrs, ts) for name, ts, attrs in record["events"]],
+        kind=SpanKind(record["kind"]),
+        status=Status(StatusCode(code), description),
+        start_time=record["start"],
+        end_time=record["end"],
+        instrumentation_scope=InstrumentationScope(*record["scope"]),
+    )
+
+
+def _set_log_record_factory() -> None:
+    global _factory_set
+    if _factory_set:
+        return
+    _factory_set = True
+    previous = logging.getLogRecordFactory()
+
+    def record_with_trace(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            record.otelTraceID = format(ctx.trace_id, "032x")
+            record.otelSpanID = format(ctx.span_id, "016x")
+            record.otelTraceSampled = ctx.trace_flags.sampled
+        else:
+            record.otelTraceID, record.otelSpanID, record.otelTraceSampled = "0", "0", False
+        return record
+
+    logging.setLogRecordFactory(record_with_trace)

@@ -1,0 +1,431 @@
+"""A run's metrics in a real Prometheus: scraped from the run's endpoint, or pushed to a
+real Pushgateway when the run ends.
+
+The servers are Debian's `prometheus` and `prometheus-pushgateway`, started by each test
+on 127.0.0.1 on free ports with temporary config and storage, and stopped by it. Without
+them the tests that need them skip (fail under SCALABLE_CI).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from opentelemetry.metrics import Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import REGISTRY, generate_latest
+
+from scalable_otel import semconv as sc
+from scalable_otel.exporters.prometheus import prometheus_export
+from scalable_otel.exporters.settings import ExportSettings
+from tests import workloads
+from tests.integration.prometheus_servers import (
+    PROMETHEUS,
+    PUSHGATEWAY,
+    SHIPPED_CONFIG,
+    free_port,
+    http_get,
+    prometheus_config,
+    require,
+    start_prometheus,
+    start_pushgateway,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+LOGGER = "scalable_otel.exporters.prometheus"
+PROJECT = "proj"
+JOB = "scalable"
+SCALABLE_SERIES = {
+    "scalable_tasks_submitted_total",
+    "scalable_tasks_completed_total",
+    "scalable_tasks_failed_total",
+    "scalable_task_duration_seconds_bucket",
+    "scalable_task_duration_seconds_sum",
+    "scalable_task_duration_seconds_count",
+    "scalable_task_queue_wait_seconds_bucket",
+    "scalable_task_queue_wait_seconds_sum",
+    "scalable_task_queue_wait_seconds_count",
+    "scalable_workers_active",
+    "scalable_worker_cpu_utilization",
+    "scalable_worker_memory_usage_bytes",
+    "scalable_cache_hits_total",
+    "scalable_cache_misses_total",
+}
+
+
+def grouping(run_id: str) -> dict[str, str]:
+    return {sc.RUN_ID: run_id, sc.PROJECT: PROJECT}
+
+
+class RunMetrics:
+    """A MeterProvider with the session's instruments (names, kinds, units, buckets)."""
+
+    def __init__(self, run_id: str, reader):
+        resource = Resource.create(
+            {sc.RUN_ID: run_id, sc.PROJECT: PROJECT, "service.name": "scalable-otel"}
+        )
+        self.provider = MeterProvider(resource=resource, metric_readers=[reader])
+        meter = self.provider.get_meter(sc.INSTRUMENTATION_SCOPE, "0.1.0")
+        self.counts = {"submitted": {}, "completed": {}, "failed": {}}
+        self.cache = {"hit": {}, "miss": {}}
+        self.workers = 0
+        for name, counts, label, unit in (
+            (sc.METRIC_TASKS_SUBMITTED, self.counts["submitted"], sc.M_TASK, "{task}"),
+            (sc.METRIC_TASKS_COMPLETED, self.counts["completed"], sc.M_TASK, "{task}"),
+            (sc.METRIC_TASKS_FAILED, self.counts["failed"], sc.M_TASK, "{task}"),
+            (sc.METRIC_CACHE_HITS, self.cache["hit"], sc.M_FUNCTION, "{lookup}"),
+            (sc.METRIC_CACHE_MISSES, self.cache["miss"], sc.M_FUNCTION, "{lookup}"),
+        ):
+            meter.create_observable_counter(name, [self._observe(counts, label)], unit=unit)
+        meter.create_observable_up_down_counter(
+            sc.METRIC_WORKERS_ACTIVE, [lambda options: [Observation(self.workers)]], unit="{worker}"
+        )
+        buckets = list(sc.SECONDS_BUCKETS)
+        self.duration = meter.create_histogram(
+            sc.METRIC_TASK_DURATION, unit="s", explicit_bucket_boundaries_advisory=buckets
+        )
+        self.queue_wait = meter.create_histogram(
+            sc.METRIC_TASK_QUEUE_WAIT, unit="s", explicit_bucket_boundaries_advisory=buckets
+        )
+        self.cpu = meter.create_gauge(sc.METRIC_WORKER_CPU, unit="1")
+        self.memory = meter.create_gauge(sc.METRIC_WORKER_MEMORY, unit="By")
+
+    @staticmethod
+    def _observe(counts, label):
+        return lambda options: [Observation(n, {label: k}) for k, n in list(counts.items())]
+
+    def tasks(self, task: str, durations, failed: int = 0, queue_wait: float = 0.02) -> None:
+        """Tasks that ran for `durations` seconds, and `failed` more that raised."""
+        for kind, n in (("submitted", len(durations) + failed), ("completed", len(durations))):
+            self.counts[kind][task] = self.counts[kind].get(task, 0) + n
+        self.counts["failed"][task] = self.counts["failed"].get(task, 0) + failed
+        for seconds in durations:
+            self.duration.record(seconds, {sc.M_TASK: task})
+            self.queue_wait.record(queue_wait, {sc.M_TASK: task})
+
+    def lookups(self, function: str, hits: int, misses: int) -> None:
+        self.cache["hit"][function] = self.cache["hit"].get(function, 0) + hits
+        self.cache["miss"][function] = self.cache["miss"].get(function, 0) + misses
+
+
+def by_label(result: list[dict], label: str) -> dict[str, float]:
+    return {r["metric"].get(label): r["value"] for r in result}
+
+
+def refused(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2)
+    except urllib.error.URLError as exc:
+        return isinstance(exc.reason, ConnectionRefusedError)
+    return False
+
+
+def readme_queries() -> list[str]:
+    text = (REPO / "exporters" / "prometheus" / "README.md").read_text()
+    return [q.strip() for q in re.findall(r"```promql\n(.*?)```", text, re.S)]
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads((REPO / "exporters" / "grafana" / "scalable-runs.json").read_text())
+    return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+
+
+def grafana_to_promql(expr: str, run_id: str) -> str:
+    """A dashboard expression with its variables as Grafana fills them in."""
+    for name, value in (
+        ("$__rate_interval", "1m"),
+        ("$__range", "5m"),
+        ("$project", PROJECT),
+        ("$run_id", run_id),
+        ("$task", ".*"),
+    ):
+        expr = expr.replace(name, value)
+    return expr
+
+
+@pytest.fixture
+def pushgateway(tmp_path):
+    """A Pushgateway of this test's own, stopped at its end."""
+    require(PUSHGATEWAY)
+    server = start_pushgateway(tmp_path / "pushgateway")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def prometheus(tmp_path):
+    """Start Prometheus with `prometheus(sdk_targets, pushgateway)`; stopped at the test's end."""
+    require(PROMETHEUS)
+    started = []
+
+    def start(sdk_targets=(), pushgateway=None):
+        config = prometheus_config(sdk_targets, pushgateway)
+        server = start_prometheus(tmp_path / f"prometheus-{len(started)}", config)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+# --- without servers ----------------------------------------------------------------------
+
+
+def test_nothing_to_export_without_a_port_or_a_pushgateway():
+    assert prometheus_export(ExportSettings(), job=JOB, grouping=grouping("r")) is None
+
+
+def test_each_run_serves_its_own_registry_and_stops_it():
+    exports, runs = [], []
+    try:
+        for run_id in ("run-one", "run-two"):
+            export = prometheus_export(
+                ExportSettings(prometheus_port=0), job=JOB, grouping=grouping(run_id)
+            )
+            exports.append(export)
+            run = RunMetrics(run_id, export.reader)
+            runs.append(run)
+            run.tasks(f"task_of_{run_id}", [0.1])
+        assert exports[0].url != exports[1].url
+        for export, run_id in zip(exports, ("run-one", "run-two")):
+            assert re.fullmatch(r"http://127\.0\.0\.1:\d+/metrics", export.url)
+            status, body = http_get(export.url)
+            text = body.decode()
+            assert status == 200
+            assert "scalable_tasks_completed_total{" in text
+            assert f'task="task_of_{run_id}"' in text and f'scalable_run_id="{run_id}"' in text
+            other = "run-two" if run_id == "run-one" else "run-one"
+            assert other not in text
+        # nothing on prometheus_client's global registry
+        assert b"run-one" not in generate_latest(REGISTRY)
+        assert b"run-two" not in generate_latest(REGISTRY)
+        for export in exports:
+            export.finish()
+            export.finish()  # once is enough; again is harmless
+            assert refused(export.url)
+    finally:
+        for export in exports:
+            export.close()
+        for run in runs:
+            run.provider.shutdown()
+
+
+def test_a_port_in_use_costs_one_warning_and_the_run_goes_on(caplog):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            export = prometheus_export(
+                ExportSettings(prometheus_port=port), job=JOB, grouping=grouping("r")
+            )
+        assert export is not None and export.url is None
+        warnings = [r for r in caplog.records if r.name == LOGGER]
+        assert len(warnings) == 1 and str(port) in warnings[0].getMessage()
+        run = RunMetrics("r", export.reader)
+        run.tasks("t", [0.1])
+        assert b"scalable_tasks_completed_total" in generate_latest(export.registry)
+        export.finish()
+        run.provider.shutdown()
+
+
+def test_an_unreachable_pushgateway_costs_one_warning_naming_it(caplog):
+    port = free_port()  # nothing listens there
+    url = f"http://user:s3cret@127.0.0.1:{port}"
+    export = prometheus_export(ExportSettings(pushgateway_url=url), job=JOB, grouping=grouping("r"))
+    assert export.url is None
+    run = RunMetrics("r", export.reader)
+    run.tasks("t", [0.1])
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        export.finish()  # never raises
+    warnings = [r for r in caplog.records if r.name == LOGGER]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert f"http://127.0.0.1:{port}" in message and "s3cret" not in message
+    run.provider.shutdown()
+
+
+def test_the_shipped_scrape_config_is_valid():
+    require(PROMETHEUS, "promtool")
+    promtool = subprocess.run(
+        ["promtool", "check", "config", str(SHIPPED_CONFIG)], capture_output=True, text=True
+    )
+    assert promtool.returncode == 0, promtool.stdout + promtool.stderr
+    pushgateway_job = [
+        job
+        for job in prometheus_config(pushgateway="127.0.0.1:9091")["scrape_configs"]
+        if job["job_name"] == "pushgateway"
+    ]
+    assert pushgateway_job and pushgateway_job[0]["honor_labels"] is True
+
+
+# --- against real servers ----------------------------------------------------------------
+
+
+def test_prometheus_scrapes_the_runs_endpoint(prometheus):
+    """(a) Prometheus scrapes the endpoint; its HTTP API returns what was recorded."""
+    run_id = "run-scraped"
+    export = prometheus_export(
+        ExportSettings(prometheus_port=0), job=JOB, grouping=grouping(run_id)
+    )
+    run = RunMetrics(run_id, export.reader)
+    address = export.url.split("/")[2]
+    server = prometheus([address])
+    try:
+        # first scrape: 20 quick tasks, one failure, two workers
+        run.tasks("simulate", [0.01] * 20, failed=1)
+        run.lookups("simulate", hits=3, misses=1)
+        run.workers = 2
+        run.cpu.set(0.5, {sc.M_WORKER: "worker-0"})
+        run.cpu.set(1.25, {sc.M_WORKER: "worker-1"})
+        run.memory.set(200_000_000, {sc.M_WORKER: "worker-0"})
+        completed = f'scalable_tasks_completed_total{{task="simulate",job="{JOB}"}}'
+        server.wait_for(completed, lambda r: r and r[0]["value"] == 20, timeout=20)
+
+        # then 20 more: 18 of 0.3 s and 2 of 4 s; rate() sees only these
+        run.tasks("simulate", [0.3] * 18 + [4.0] * 2, failed=1)
+        run.lookups("simulate", hits=1, misses=1)
+        server.wait_for(completed, lambda r: r and r[0]["value"] == 40)
+
+        names = {r["metric"]["__name__"] for r in server.query('{__name__=~"scalable_.+"}')}
+        assert names == SCALABLE_SERIES
+        [series] = server.query(completed)
+        assert series["metric"]["scalable_run_id"] == run_id
+        assert series["metric"]["scalable_project"] == PROJECT
+        assert series["metric"]["otel_scope_name"] == sc.INSTRUMENTATION_SCOPE
+        assert series["metric"]["instance"] == address
+        [target] = server.query("target_info")
+        assert target["metric"]["scalable_run_id"] == run_id
+        assert target["metric"]["scalable_project"] == PROJECT
+        assert target["metric"]["service_name"] == "scalable-otel"
+
+        assert server.query('scalable_tasks_failed_total{task="simulate"}')[0]["value"] == 2
+        assert server.query('scalable_tasks_submitted_total{task="simulate"}')[0]["value"] == 42
+        assert server.query("scalable_task_duration_seconds_count")[0]["value"] == 40
+        total = server.query("scalable_task_duration_seconds_sum")[0]["value"]
+        assert total == pytest.approx(20 * 0.01 + 18 * 0.3 + 2 * 4.0)
+        # every sample in its second-scale bucket (not all in the first, as with ms buckets)
+        buckets = by_label(server.query("scalable_task_duration_seconds_bucket"), "le")
+        assert buckets["0.01"] == 20 and buckets["0.25"] == 20 and buckets["0.5"] == 38
+        assert buckets["2.5"] == 38 and buckets["5.0"] == 40 and buckets["+Inf"] == 40
+
+        # quantiles of all 40 from the cumulative buckets: rank 38 is the top of (0.25, 0.5],
+        # rank 39.6 lies in (2.5, 5]
+        whole = "histogram_quantile({}, sum by (le, task) (scalable_task_duration_seconds_bucket))"
+        assert server.query(whole.format(0.95))[0]["value"] == pytest.approx(0.5)
+        assert server.query(whole.format(0.99))[0]["value"] == pytest.approx(4.5)
+        # over rate(): the second batch only (with the first, p50 would be under 0.01 s);
+        # rate()'s extrapolation moves the figure within its bucket
+        recent = (
+            "histogram_quantile({}, sum by (le, task) "
+            "(rate(scalable_task_duration_seconds_bucket[5m])))"
+        )
+        assert 2.5 < server.query(recent.format(0.95))[0]["value"] <= 5.0
+        assert 0.25 < server.query(recent.format(0.5))[0]["value"] <= 0.5
+        assert server.query("scalable_workers_active")[0]["value"] == 2
+        cpu = by_label(server.query("scalable_worker_cpu_utilization"), "worker")
+        assert cpu == {"worker-0": 0.5, "worker-1": 1.25}
+        memory = server.query('scalable_worker_memory_usage_bytes{worker="worker-0"}')
+        assert memory[0]["value"] == 200_000_000
+        assert server.query("scalable_cache_hits_total")[0]["value"] == 4
+        assert server.query("scalable_cache_misses_total")[0]["value"] == 2
+
+        # every query of exporters/prometheus/README.md and of the Grafana dashboard answers
+        queries = [
+            q.replace("$run_id", run_id).replace("$project", PROJECT) for q in readme_queries()
+        ]
+        queries += [grafana_to_promql(q, run_id) for q in dashboard_queries()]
+        assert len(queries) > 20
+        empty = [q for q in queries if not server.query(q)]
+        assert not empty, empty
+    finally:
+        export.finish()
+        run.provider.shutdown()
+    assert refused(export.url)
+
+
+def test_final_values_reach_prometheus_through_the_pushgateway(prometheus, pushgateway):
+    """(b) Values pushed at finish() are in Prometheus after the run's endpoint is gone,
+    each run's under its own run id."""
+    # Prometheus scrapes only the Pushgateway: what it has came through the push
+    server = prometheus(pushgateway=pushgateway.address)
+    urls = []
+    for run_id, n in (("run-a", 3), ("run-b", 5)):
+        settings = ExportSettings(prometheus_port=0, pushgateway_url=pushgateway.url)
+        export = prometheus_export(settings, job=JOB, grouping=grouping(run_id))
+        run = RunMetrics(run_id, export.reader)
+        run.tasks("simulate", [0.2] * n, failed=1)
+        run.workers = 1
+        export.finish()
+        run.provider.shutdown()
+        urls.append(export.url)
+    for url in urls:
+        assert refused(url)
+
+    completed = f'scalable_tasks_completed_total{{job="{JOB}",task="simulate"}}'
+    result = server.wait_for(completed, lambda r: len(r) == 2, timeout=20)
+    assert by_label(result, "scalable_run_id") == {"run-a": 3, "run-b": 5}
+    for series in result:
+        assert series["metric"]["scalable_project"] == PROJECT
+        assert "instance" not in series["metric"]  # pushed (instance ""), not scraped
+        assert "exported_job" not in series["metric"]  # honor_labels
+    counts = server.query(
+        'scalable_task_duration_seconds_count{task="simulate",scalable_run_id="run-b"}'
+    )
+    assert [c["value"] for c in counts] == [5]
+    failed = by_label(server.query("scalable_tasks_failed_total"), "scalable_run_id")
+    assert failed == {"run-a": 1, "run-b": 1}
+    p95 = server.query(
+        "histogram_quantile(0.95, sum by (le) "
+        '(scalable_task_duration_seconds_bucket{scalable_run_id="run-a"}))'
+    )
+    assert 0.1 < p95[0]["value"] <= 0.25
+    targets = by_label(server.query("target_info"), "scalable_run_id")
+    assert set(targets) == {"run-a", "run-b"}
+
+
+def test_a_sessions_final_values_reach_prometheus(project_dir, prometheus, pushgateway):
+    """(c) A real run's final task counts and durations, in Prometheus via the Pushgateway,
+    under its run id."""
+    from scalable_otel import ScalableSession
+
+    server = prometheus(pushgateway=pushgateway.address)
+    with ScalableSession(
+        target="local",
+        n_workers=1,
+        threads_per_worker=1,
+        project=PROJECT,
+        prometheus_port=0,
+        pushgateway_url=pushgateway.url,
+    ) as session:
+        futures = session.map(workloads.sleep_then, range(4), seconds=0.05)
+        assert session.gather(futures) == [0, 1, 2, 3]
+        failing = session.submit(workloads.fail, 1)
+        assert session.gather([failing], errors="skip") == []
+    run_id = session.run_id
+
+    def of_run(result):
+        return [r for r in result if run_id in r["metric"].values()]
+
+    completed = server.wait_for(
+        'scalable_tasks_completed_total{task="sleep_then"}', of_run, timeout=20
+    )
+    [series] = of_run(completed)
+    assert series["value"] == 4
+    assert "instance" not in series["metric"]  # pushed when the run ended
+    [count] = of_run(server.query('scalable_task_duration_seconds_count{task="sleep_then"}'))
+    assert count["value"] == 4
+    [failed] = of_run(server.query('scalable_tasks_failed_total{task="fail"}'))
+    assert failed["value"] == 1
+    [target] = of_run(server.query("target_info"))
+    assert target["metric"]["scalable_run_id"] == run_id
+    assert target["metric"]["scalable_project"] == PROJECT
