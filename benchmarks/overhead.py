@@ -21,6 +21,11 @@ tasks (least-squares slope, taken from the instrumented runs).
     python benchmarks/overhead.py            # defaults: 3 rounds, 10000 / 2000 tasks
     python benchmarks/overhead.py --quick    # smoke run: 1 round, 1000 / 200 tasks
     python benchmarks/overhead.py --profile --only noop --rounds 1  # needs yappi
+    python benchmarks/overhead.py --otlp     # also instrumented + OTLP export, per round
+
+With --otlp each round also runs the instrumented session exporting its spans and
+metrics over OTLP/HTTP to a sink on 127.0.0.1 (a separate process that accepts every
+request), and prints the ratio with OTLP against without, in the same round.
 """
 
 from __future__ import annotations
@@ -237,11 +242,16 @@ def run_plain(fn, n: int) -> dict:
         return timed_map(client, fn, n, CpuMeter(client))
 
 
-def run_instrumented(fn, n: int, runs_dir: Path, profiler=None) -> dict:
+def run_instrumented(fn, n: int, runs_dir: Path, profiler=None, otlp: str | None = None) -> dict:
     from scalable_otel import ScalableSession
 
     session = ScalableSession(
-        target="local", n_workers=2, threads_per_worker=1, project="bench", runs_dir=runs_dir
+        target="local",
+        n_workers=2,
+        threads_per_worker=1,
+        project="bench",
+        runs_dir=runs_dir,
+        otlp_endpoint=otlp,
     )
     with session as s:
         s.client.wait_for_workers(2)
@@ -262,6 +272,44 @@ def run_instrumented(fn, n: int, runs_dir: Path, profiler=None) -> dict:
             if b'"event":"task_completed"' in line:
                 completed += 1
     return dict(measured, close=close_s, recorded=completed, status=s.status)
+
+
+SINK = """
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Sink(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+class OtlpSink:
+    """An OTLP/HTTP receiver that accepts everything, in its own process."""
+
+    def __enter__(self):
+        import subprocess
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True
+        )
+        self.url = f"http://127.0.0.1:{int(self.process.stdout.readline())}"
+        return self
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        self.process.wait()
 
 
 # --- main --------------------------------------------------------------------------------
@@ -285,6 +333,11 @@ def main() -> int:
     )
     parser.add_argument(
         "--no-warmup", action="store_true", help="skip the untimed warm-up run of each mode"
+    )
+    parser.add_argument(
+        "--otlp",
+        action="store_true",
+        help="also run instrumented with OTLP export to a local sink, each round",
     )
     parser.add_argument(
         "--profile",
@@ -322,7 +375,8 @@ def main() -> int:
         assert w["recorded"] == 200, w["recorded"]
 
     profiler = ThreadProfiler() if args.profile else None
-    results = {name: {"plain": [], "instr": []} for name in workloads}
+    sink = OtlpSink().__enter__() if args.otlp else None
+    results = {name: {"plain": [], "instr": [], "otlp": []} for name in workloads}
     for name in workloads:
         fn, n = WORKLOADS[name], sizes[name]
         for r in range(args.rounds):
@@ -348,6 +402,16 @@ def main() -> int:
                 f"{1e3 * ic.telemetry_s / n:.3f}",
                 flush=True,
             )
+            if sink is not None:
+                o = run_instrumented(fn, n, runs_root, otlp=sink.url)
+                results[name]["otlp"].append(o)
+                print(
+                    f"         with OTLP {o['time']:7.3f} s  ratio to instrumented "
+                    f"{o['time'] / i['time']:.3f}, to plain {o['time'] / p['time']:.3f}  "
+                    f"telemetry process CPU ms/task {1e3 * o['cpu'].telemetry_s / n:.3f}  "
+                    f"close {o['close']:.2f} s",
+                    flush=True,
+                )
 
     print("\nRSS of the driver at each milestone of finished tasks (instrumented, MB):")
     growth = {}
@@ -411,6 +475,15 @@ def main() -> int:
         "the start of the timed region);\ngrowth = median least-squares slope of RSS at each "
         "milestone of finished tasks, x 10,000 (plain runs in parentheses)"
     )
+    if sink is not None:
+        sink.__exit__(None, None, None)
+        for name in workloads:
+            pairs = zip(results[name]["instr"], results[name]["otlp"])
+            ratios = [o["time"] / i["time"] for i, o in pairs]
+            print(
+                f"OTLP export, {name}: instrumented+OTLP / instrumented, same round: median "
+                f"{statistics.median(ratios):.3f} ({min(ratios):.3f}..{max(ratios):.3f})"
+            )
     if profiler is not None:
         profiler.report()
     return 0 if all_ok else 1
