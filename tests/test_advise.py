@@ -342,7 +342,9 @@ def test_unknown_task_names_the_known_ones(tmp_path):
     assert isinstance(info.value, ScalableError)
     message = str(info.value)
     assert "\n" not in message
-    assert message == f"no task 'nope' in the runs in {tmp_path}; known tasks: a_task, b_task"
+    assert message == (
+        f"no measurements of task 'nope' in the runs in {tmp_path}; known tasks: a_task, b_task"
+    )
 
 
 def test_no_runs_is_a_one_line_error(tmp_path):

@@ -450,8 +450,18 @@ def _known_error(task: str, base: Path, runs: list[_Run], target: str | None) ->
     names = sorted({name for run in runs for name in run.obs})
     shown = ", ".join(names[:20]) + (f" … ({len(names) - 20} more)" if len(names) > 20 else "")
     where = f"runs of target {target!r} in {base}" if target else f"runs in {base}"
+    from .beta import is_beta
+
+    beta = sum(is_beta(run.meta) for run in runs)
+    why = (
+        f" ({beta} of the {len(runs)} runs are Scalable 2.0 beta runs, which measured no "
+        "per-task resources)"
+        if beta
+        else ""
+    )
     return UnknownTask(
-        f"no task {task!r} in the {where}; known tasks: {shown or 'none measured yet'}"
+        f"no measurements of task {task!r} in the {where}; known tasks: "
+        f"{shown or 'none measured yet'}{why}"
     )
 
 

@@ -128,9 +128,13 @@ class RunFile:
         # NULL-event rows (`SKIPPED`).
         self.skipped_before = 0
         self._cleaned: Path | None = None
+        self._beta: bool | None = None
 
     def relation(self) -> str:
         """The FROM expression for this file's rows."""
+        foreign = self._beta_relation()
+        if foreign is not None:
+            return foreign
         copy = _fresh_copy(self.path)
         if copy is not None:
             self.skipped_before = copy[1]
@@ -143,6 +147,28 @@ class RunFile:
         except FileNotFoundError:
             return _empty(self.fields)
         return _read_json(self.path, self.fields)
+
+    def _beta_relation(self) -> str | None:
+        """The relation of a Scalable 2.0 beta run's file, under our column names."""
+        if self._beta is None:
+            from .beta import is_beta
+
+            try:
+                meta = orjson.loads((self.path.parent / "run.json").read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                meta = {}
+            self._beta = isinstance(meta, dict) and is_beta(meta)
+        if not self._beta:
+            return None
+        from . import beta
+
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return _empty(FIELDS[self.path.name])
+        if self.path.name == TASKS:
+            return beta.tasks_relation(_literal(self.path))
+        if self.path.name == CACHE:
+            return beta.cache_relation(_literal(self.path))
+        return _empty(FIELDS[self.path.name])
 
     def query(self, sql: str, params: list | tuple = ()) -> list[tuple]:
         """Rows of `sql`, where `{t}` is this file's relation, with `?` parameters."""

@@ -189,7 +189,9 @@ def read_meta(path: Path) -> dict:
     try:
         meta = orjson.loads((Path(path) / RUN_JSON).read_bytes())
         if isinstance(meta, dict):
-            return meta
+            from .beta import beta_meta, is_beta
+
+            return beta_meta(meta, Path(path)) if is_beta(meta) else meta
     except (OSError, orjson.JSONDecodeError):
         pass
     return {"run_id": Path(path).name, "status": "unknown"}

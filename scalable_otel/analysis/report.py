@@ -100,8 +100,12 @@ def _slowest(task: str | None, key: str | None, args: str | None, duration) -> d
 
 def run_cost(run: Run, workers: list[dict], run_end: float | None) -> dict:
     """Estimated cost of the run at its target's rates (see `cost.estimate_run_cost`)."""
+    from .beta import FORMAT
     from .cost import CostError, estimate_run_cost
 
+    if run.meta.get("format") == FORMAT:  # no worker records to bill
+        provider = run.meta.get("provider") or "local"
+        return {"usd": None, "provider": provider, "error": "no worker records in this run"}
     try:
         return estimate_run_cost(run.meta, workers, run.manifest, last_seen=run_end)
     except CostError as exc:  # a bad rate in the manifest costs the figure, not the report
@@ -179,7 +183,14 @@ def report(run: Run) -> dict:
         },
         "cost": run_cost(run, workers, run_end),
         "skipped_lines": skipped,
+        "notes": _notes(run),
     }
+
+
+def _notes(run: Run) -> list[str]:
+    from .beta import FORMAT, LIMITS
+
+    return [LIMITS] if run.meta.get("format") == FORMAT else []
 
 
 def seconds(value) -> str:
@@ -245,7 +256,10 @@ def format_report(summary: dict) -> str:
         f"Estimated Cost: {format_cost(summary['cost'])}",
     ]
     skipped = summary.get("skipped_lines") or {}
+    notes = list(summary.get("notes") or [])
     if skipped:
         parts = ", ".join(f"{n} in {f}" for f, n in sorted(skipped.items()))
-        lines += ["", f"Note: skipped unreadable lines ({parts})"]
+        notes.append(f"skipped unreadable lines ({parts})")
+    if notes:
+        lines += [""] + [f"Note: {note}" for note in notes]
     return "\n".join(lines)
