@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ScalableSession",
+    "DaskInstrumentor",
     "cacheable",
     "Manifest",
     "ManifestError",
@@ -30,6 +31,7 @@ __all__ = [
 # a worker unpickling a cached function) does not import Dask's client for the rest.
 _LAZY = {
     "ScalableSession": ".session",
+    "DaskInstrumentor": ".instrumentation.instrumentor",
     "cacheable": ".cache",
     "Manifest": ".manifest",
     "ManifestError": ".manifest",

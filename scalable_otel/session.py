@@ -19,7 +19,7 @@ from . import semconv as sc
 from .args import args_json
 from .exporters.settings import ExportSettings, SettingsError, export_settings
 from .instrumentation.scheduler_plugin import sync_scheduler_plugin
-from .manifest import Manifest
+from .manifest import SLURM_JOB_ENV, Manifest, choose_target
 from .recording import ChildProcessRecording, InThreadRecording, RunConfig
 from .rundir import (
     PLAN_JSON,
@@ -144,18 +144,21 @@ class ScalableSession:
         if isinstance(manifest, dict):
             manifest = Manifest.from_dict(manifest)
         self.manifest = manifest
-        self.target = target or os.environ.get(TARGET_ENV) or "local"
-        settings = {}
-        if manifest is not None and self.target in manifest.targets:
-            settings = manifest.target(self.target)
-        if self.target.startswith(_ADDRESS_PREFIXES):
-            self.provider = "address"
-        else:
-            self.provider = str(settings.get("provider", self.target))
+        # the argument, $SCALABLE_TARGET, a slurm target inside a Slurm allocation, local
+        name, settings, self.provider = choose_target(manifest, target, os.environ)
+        # a manifest target of provider `address` names its scheduler under `address:`
+        self.target = str(settings.get("address") or name) if self.provider == "address" else name
         if self.provider != "local" and not self.target.startswith(_ADDRESS_PREFIXES):
+            why = ""
+            env_target = os.environ.get(TARGET_ENV, "").strip()
+            if not target and not env_target and os.environ.get(SLURM_JOB_ENV):
+                why = (
+                    f" (chosen because ${SLURM_JOB_ENV} is set: pass target='local' or set "
+                    f"${TARGET_ENV}=local to run in this allocation)"
+                )
             raise ValueError(
                 f"target {self.target!r}: provider {self.provider!r} is not "
-                "supported yet (use 'local' or a scheduler address)"
+                f"supported yet (use 'local' or a scheduler address){why}"
             )
         self.settings = settings
         self.project = project or (manifest.project if manifest else None) or Path.cwd().name
@@ -198,6 +201,7 @@ class ScalableSession:
         self.status: str | None = None
         self._recording = None
         self._rundir: RunDirectory | None = None
+        self._attached = False  # set by attach(): the client is the caller's, never closed here
 
     @classmethod
     def from_yaml(
@@ -207,6 +211,77 @@ class ScalableSession:
         ./scalable.yaml); `target` names one of its targets."""
         manifest = Manifest.load(path)
         return cls(target=target, manifest=manifest, **kwargs)
+
+    @classmethod
+    def attach(
+        cls,
+        client,
+        *,
+        project: str | None = None,
+        runs_dir: str | os.PathLike | None = None,
+        tracer_provider=None,
+        meter_provider=None,
+        **kwargs,
+    ) -> ScalableSession:
+        """Record a run on a `distributed.Client` that this session did not create.
+
+        Example::
+
+            from distributed import Client
+            from scalable_otel import ScalableSession
+
+            with Client("tcp://scheduler:8786") as client:
+                with ScalableSession.attach(client, project="demeter") as session:
+                    client.gather(client.map(run_simulation, range(100)))
+                print(session.run_dir)  # finished; the client still runs
+
+        The run starts now, on whatever scheduler the client is connected to (its
+        address is the run's target), and ends at `close()` (or the end of the `with`),
+        which takes the session's plugins off the scheduler and workers and finishes
+        run.json, but never closes the client or its cluster.
+
+        `tracer_provider`: an SDK `TracerProvider` whose span processors also receive the
+        run's spans (same trace and span ids as the run directory). `meter_provider`: the
+        run's metrics are also recorded on a meter of it (scope `scalable_otel`); this keeps
+        the run's recorder in a thread of this process. Other keywords are those of
+        `ScalableSession` (`cache_dir`, `flush_interval`, `otlp_endpoint`, ...).
+        """
+        from .instrumentation.scheduler_plugin import TaskRecordPlugin
+
+        processors = list(kwargs.pop("span_processors", ()))
+        if tracer_provider is not None:
+            from .instrumentation.instrumentor import forward_spans_to
+
+            forward = forward_spans_to(tracer_provider)
+            if forward is not None:
+                processors.append(forward)
+        if meter_provider is not None:
+            kwargs["recorder"] = "thread"  # the mirrored instruments live in this process
+        address = client.scheduler.address
+        session = cls(
+            address, project=project, runs_dir=runs_dir, span_processors=processors, **kwargs
+        )
+        session._attached = True
+        session.client = client
+        session._started = time.time()
+        # the scheduler may be in another process (or a copy of the plugin is made when it
+        # is registered): its records come back through the client, as for a remote target
+        plugin = TaskRecordPlugin(forward=True)
+        if telemetry_disabled() or not session._open_telemetry(plugin):
+            return session
+        try:
+            if meter_provider is not None:
+                from .instrumentation.instrumentor import mirror_metrics
+
+                mirror_metrics(session, meter_provider)
+            session._instrument_client(plugin, remote=True)
+            if not session._recording.wait_ready():
+                logger.warning("scalable-otel: the telemetry process did not start")
+        except Exception as exc:
+            logger.warning(
+                "scalable-otel: telemetry not attached to Dask (%s); the workflow goes on", exc
+            )
+        return session
 
     # --- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> ScalableSession:
@@ -221,6 +296,8 @@ class ScalableSession:
 
     def start(self) -> ScalableSession:
         """Open the run directory and the OTel pipeline, then start or connect to Dask."""
+        if self._attached:  # attach() started the run on the caller's client
+            return self
         from distributed import Client
 
         from .instrumentation.scheduler_plugin import TaskRecordPlugin
@@ -331,7 +408,9 @@ class ScalableSession:
         cache.set_driver_sink(lambda record: inbox.append(("cache", record)), str(self.cache_dir))
 
     def close(self, status: str | None = None) -> None:
-        """Finish the run: flush workers, close Dask, end spans, write run.json."""
+        """Finish the run: flush workers, close Dask, end spans, write run.json.
+
+        A session from `attach()` leaves the client and its cluster running."""
         recording = self._recording
         if recording is not None:
             try:
@@ -351,7 +430,7 @@ class ScalableSession:
         try:
             if self.cluster is None and recording is not None:
                 self._detach_from_cluster()
-            if self.client is not None:
+            if self.client is not None and not self._attached:
                 self.client.close()
             if self.cluster is not None:
                 self.cluster.close()
@@ -453,6 +532,7 @@ class ScalableSession:
             "run_id": self.run_id,
             "target": self.target,
             "provider": self.provider,
+            "manifest_hash": manifest.hash,
             "tasks": tasks,
         }
         if graph is not None:
@@ -460,13 +540,21 @@ class ScalableSession:
         return plan
 
     def _graph(self) -> list:
-        """The submitted task graph, read back from tasks.jsonl (nothing kept in memory)."""
-
-        return [
-            {"key": e.get("key"), "task": e.get("task"), "dependencies": e.get("dependencies", [])}
-            for e in read_lines(self.run_dir / TASKS)[0]
-            if e.get("event") == sc.TASK_SUBMITTED
-        ]
+        """The submitted task graph, read back from tasks.jsonl (nothing kept in memory);
+        a task the manifest names carries its `component` and requested `resources`."""
+        requests = self._manifest().task_requests()
+        graph = []
+        for e in read_lines(self.run_dir / TASKS)[0]:
+            if e.get("event") != sc.TASK_SUBMITTED:
+                continue
+            entry = {
+                "key": e.get("key"),
+                "task": e.get("task"),
+                "dependencies": e.get("dependencies", []),
+            }
+            entry.update(requests.get(e.get("task"), {}))
+            graph.append(entry)
+        return graph
 
     # --- Dask API ---------------------------------------------------------------------------
     def submit(self, fn, *args, key=None, pure: bool = True, **kwargs):
