@@ -41,6 +41,7 @@ def project_dir(tmp_path, monkeypatch):
         "OTEL_SDK_DISABLED",
         "SCALABLE_TARGET",
         "SCALABLE_MANIFEST",
+        "SLURM_JOB_ID",  # inside an allocation a session would choose a slurm target
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
