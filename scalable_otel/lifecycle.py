@@ -463,7 +463,9 @@ class Recorder:
         self.cancelled += 1
 
     # --- worker records ---------------------------------------------------------------
-    def _on_worker_added(self, t, address, name, nthreads, memory_limit, host, pid) -> None:
+    def _on_worker_added(
+        self, t, address, name, nthreads, memory_limit, host, pid, details=None
+    ) -> None:
         if address in self._workers:
             return
         attrs = {
@@ -476,6 +478,9 @@ class Recorder:
         }
         if pid:
             attrs[sc.WORKER_PID] = int(pid)
+        for key, value in (details or {}).items():  # e.g. the Slurm job id and its request
+            if key in sc.WORKER_DETAILS and value is not None:
+                attrs[sc.WORKER_DETAILS[key]] = value
         span = self._tracer.start_span(
             sc.SPAN_WORKER, context=self._run_ctx, start_time=_ns(t), attributes=attrs
         )

@@ -249,7 +249,11 @@ class ChildProcessRecording:
             self._forward()
 
     def mark_closing(self) -> None:
-        self.inbox.append(("closing", time.time()))
+        # In the plugin's queue too: records are taken from that queue before the inbox,
+        # and a worker removed after this mark must not be read as a crash.
+        marker = ("closing", time.time())
+        self._source.append(marker)
+        self.inbox.append(marker)
 
     def _receive(self, expected: str, timeout: float):
         deadline = time.monotonic() + timeout

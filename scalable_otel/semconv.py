@@ -49,6 +49,13 @@ WORKER_NTHREADS = "scalable.worker.nthreads"
 WORKER_MEMORY_LIMIT = "scalable.worker.memory_limit"
 WORKER_HOST = "scalable.worker.host"
 WORKER_PID = "scalable.worker.pid"
+# What a batch system says of a worker (workers.jsonl field -> span attribute)
+WORKER_DETAILS = {
+    "slurm_job_id": "scalable.worker.slurm.job_id",
+    "requested_cores": "scalable.worker.requested.cores",
+    "requested_memory": "scalable.worker.requested.memory",
+    "queue": "scalable.worker.queue",
+}
 WORKER_END = "scalable.worker.end"
 WORKER_END_REASON = "scalable.worker.end_reason"
 WORKER_LOST_TASKS = "scalable.worker.lost_tasks"

@@ -57,6 +57,7 @@ def _process_start_time() -> float | None:
 _PROCESS_START_TIME = _process_start_time()
 
 TARGET_ENV = "SCALABLE_TARGET"
+_STARTABLE = ("local", "slurm")  # providers whose cluster a session starts itself
 _ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
 _SUBMIT_OPTIONS = (
     "workers",
@@ -148,7 +149,8 @@ class ScalableSession:
         name, settings, self.provider = choose_target(manifest, target, os.environ)
         # a manifest target of provider `address` names its scheduler under `address:`
         self.target = str(settings.get("address") or name) if self.provider == "address" else name
-        if self.provider != "local" and not self.target.startswith(_ADDRESS_PREFIXES):
+        startable = self.provider in _STARTABLE or self.target.startswith(_ADDRESS_PREFIXES)
+        if not startable:
             why = ""
             env_target = os.environ.get(TARGET_ENV, "").strip()
             if not target and not env_target and os.environ.get(SLURM_JOB_ENV):
@@ -158,7 +160,7 @@ class ScalableSession:
                 )
             raise ValueError(
                 f"target {self.target!r}: provider {self.provider!r} is not "
-                f"supported yet (use 'local' or a scheduler address){why}"
+                f"supported yet (use 'local', 'slurm' or a scheduler address){why}"
             )
         self.settings = settings
         self.project = project or (manifest.project if manifest else None) or Path.cwd().name
@@ -310,7 +312,7 @@ class ScalableSession:
             if remote:
                 self.client = Client(self.target)
             else:
-                self.cluster = self._local_cluster([plugin] if telemetry else [])
+                self.cluster = self._start_cluster([plugin] if telemetry else [])
                 self.client = Client(self.cluster)
         except BaseException:
             if telemetry:  # the run ends before it began: say so in run.json
@@ -326,6 +328,13 @@ class ScalableSession:
                     "scalable-otel: telemetry not attached to Dask (%s); the workflow goes on", exc
                 )
         return self
+
+    def _start_cluster(self, plugins):
+        if self.provider == "slurm":
+            from .clusters import slurm_cluster
+
+            return slurm_cluster(self.settings, self.n_workers, plugins, self._cluster_kwargs)
+        return self._local_cluster(plugins)
 
     def _local_cluster(self, plugins):
         from distributed import LocalCluster

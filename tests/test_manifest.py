@@ -427,17 +427,19 @@ def test_unknown_target_names_where_it_came_from(project_dir, no_target_env):
 def test_session_target_choice_without_starting_anything(project_dir, no_target_env):
     monkeypatch = no_target_env
     manifest = load(project_dir, TARGETS)
-    # what the session cannot run yet is the same clear ValueError, never a crash
+    # inside a Slurm allocation the manifest's first slurm target is chosen
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    session = ScalableSession(manifest=manifest)
+    assert (session.target, session.provider) == ("hpc", "slurm")
+    assert ScalableSession(target="hpc2", manifest=manifest).provider == "slurm"
+    # what the session cannot run yet is a clear ValueError, never a crash
+    pbs = Manifest.from_dict({"targets": {"grid": {"provider": "pbs"}}})
     with pytest.raises(ValueError) as error:
-        ScalableSession(manifest=manifest)
+        ScalableSession(target="grid", manifest=pbs)
     assert str(error.value) == (
-        "target 'hpc': provider 'slurm' is not supported yet (use 'local' or a scheduler "
-        "address) (chosen because $SLURM_JOB_ID is set: pass target='local' or set "
-        "$SCALABLE_TARGET=local to run in this allocation)"
+        "target 'grid': provider 'pbs' is not supported yet (use 'local', 'slurm' or a "
+        "scheduler address)"
     )
-    with pytest.raises(ValueError, match=r"^target 'hpc2': provider 'slurm' is not supported"):
-        ScalableSession(target="hpc2", manifest=manifest)
     session = ScalableSession(target="local", manifest=manifest)
     assert (session.target, session.provider, session.n_workers) == ("local", "local", 2)
     # scheduler addresses: from $SCALABLE_TARGET, or a manifest target of provider address

@@ -280,7 +280,7 @@ class RunDirectorySpanProcessor(_RunDirectoryProcessor, SpanProcessor):
 
 
 def _worker_fields(attrs) -> dict:
-    return {
+    fields = {
         "worker": attrs.get(sc.WORKER),
         "worker_name": attrs.get(sc.WORKER_NAME),
         "nthreads": attrs.get(sc.WORKER_NTHREADS),
@@ -288,6 +288,10 @@ def _worker_fields(attrs) -> dict:
         "host": attrs.get(sc.WORKER_HOST),
         "pid": attrs.get(sc.WORKER_PID),
     }
+    for field, attribute in sc.WORKER_DETAILS.items():
+        if attribute in attrs:
+            fields[field] = attrs[attribute]
+    return fields
 
 
 class RunDirectoryLogProcessor(_RunDirectoryProcessor, LogRecordProcessor):

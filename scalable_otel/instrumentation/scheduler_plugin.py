@@ -84,6 +84,9 @@ class TaskRecordPlugin(SchedulerPlugin):
         self._scheduler = None
         self._ready: set = set()
         self._pc = None
+        # name -> extra worker facts (a batch system's job id and request); set by the
+        # session on the plugin instance its in-process scheduler holds
+        self.worker_details = None
 
     def __getstate__(self):
         return {"forward": self.forward, "forward_interval": self.forward_interval}
@@ -169,6 +172,12 @@ class TaskRecordPlugin(SchedulerPlugin):
 
     # --- workers ----------------------------------------------------------------------
     def _worker_added(self, scheduler, ws, now) -> None:
+        details = None
+        if self.worker_details is not None:
+            try:
+                details = self.worker_details(str(ws.name))
+            except Exception:  # never on the scheduler's loop
+                details = None
         self.records.append(
             (
                 "worker_added",
@@ -179,6 +188,7 @@ class TaskRecordPlugin(SchedulerPlugin):
                 ws.memory_limit,
                 ws.host,
                 getattr(ws, "pid", None),
+                details,
             )
         )
 
