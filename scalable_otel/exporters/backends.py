@@ -11,6 +11,7 @@ not confirmed sent are counted (`dropped_spans`, in run.json as `telemetry_spans
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import semconv as sc
-from .settings import GRPC, ExportSettings, OtlpTarget
+from .settings import GRPC, HTTP, ExportSettings, OtlpTarget
 
 logger = logging.getLogger(__name__)
 
@@ -167,38 +168,27 @@ class _CountingProcessor:
         return self._inner.force_flush(min(timeout_millis, int(CLOSE_WAIT_S * 1000)))
 
 
-def _otlp_span_exporter(target: OtlpTarget):
+_OTLP_EXPORTERS = {
+    ("traces", GRPC): ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter", "OTLPSpanExporter"),
+    ("traces", HTTP): ("opentelemetry.exporter.otlp.proto.http.trace_exporter", "OTLPSpanExporter"),
+    ("metrics", GRPC): (
+        "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
+        "OTLPMetricExporter",
+    ),
+    ("metrics", HTTP): (
+        "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+        "OTLPMetricExporter",
+    ),
+}
+
+
+def _otlp_exporter(target: OtlpTarget, signal: str):
+    """The SDK's OTLP exporter of `signal` ("traces" or "metrics") for `target`."""
+    module, name = _OTLP_EXPORTERS[(signal, target.protocol)]
+    kwargs = {"endpoint": target.endpoint, "headers": target.headers or None}
     if target.protocol == GRPC:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter(
-            endpoint=target.endpoint,
-            insecure=target.endpoint.startswith("http://"),
-            headers=target.headers or None,
-            timeout=target.timeout_s,
-        )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter(
-        endpoint=target.endpoint, headers=target.headers or None, timeout=target.timeout_s
-    )
-
-
-def _otlp_metric_exporter(target: OtlpTarget):
-    if target.protocol == GRPC:
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        return OTLPMetricExporter(
-            endpoint=target.endpoint,
-            insecure=target.endpoint.startswith("http://"),
-            headers=target.headers or None,
-            timeout=target.timeout_s,
-        )
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-    return OTLPMetricExporter(
-        endpoint=target.endpoint, headers=target.headers or None, timeout=target.timeout_s
-    )
+        kwargs["insecure"] = target.endpoint.startswith("http://")
+    return getattr(importlib.import_module(module), name)(timeout=target.timeout_s, **kwargs)
 
 
 def _guarded_metric_exporter(exporter, guard: _Guard):
@@ -287,7 +277,7 @@ def _otlp_traces(backends: Backends, target: OtlpTarget) -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     guard = _Guard("traces", target.describe())
-    exporter = _GuardedSpanExporter(_otlp_span_exporter(target), guard)
+    exporter = _GuardedSpanExporter(_otlp_exporter(target, "traces"), guard)
     processor = BatchSpanProcessor(exporter, max_queue_size=QUEUE_SPANS)
     backends.span_processors.append(_CountingProcessor(processor, guard))
     backends.guards.append(guard)
@@ -298,7 +288,7 @@ def _otlp_metrics(backends: Backends, target: OtlpTarget) -> None:
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
     guard = _Guard("metrics", target.describe())
-    exporter = _guarded_metric_exporter(_otlp_metric_exporter(target), guard)
+    exporter = _guarded_metric_exporter(_otlp_exporter(target, "metrics"), guard)
     backends.metric_readers.append(
         PeriodicExportingMetricReader(
             exporter,
