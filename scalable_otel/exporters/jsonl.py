@@ -34,6 +34,45 @@ _LOG_EVENT_FILES = {
 }
 
 
+class LineAppender:
+    """Appends whole lines to one file opened with O_APPEND (created owner-only).
+
+    A write cut short (a full disk) leaves a fragment; the next write first ends it with
+    a newline, so the fragment stays one unreadable line and the lines after it parse.
+    `open` and `write` raise OSError; the caller counts and reports.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.fd: int | None = None
+        self.torn = False
+
+    def open(self) -> int:
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return self.fd
+
+    def write(self, data: bytes) -> None:
+        fd = self.open()
+        if self.torn:
+            data = b"\n" + data
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+            if view:
+                self.torn = True
+        self.torn = False
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+
 class JsonlWriter:
     """Buffered, thread-safe appends of JSON lines to the files of one run directory.
 
@@ -51,8 +90,7 @@ class JsonlWriter:
         self._buffers: dict[str, list[bytes]] = {name: [] for name in JSONL_FILES}
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._fds: dict[str, int] = {}
-        self._torn: set[str] = set()
+        self._files = {name: LineAppender(self.directory / name) for name in JSONL_FILES}
         self._warned = False
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scalable-otel-jsonl", daemon=True)
@@ -80,12 +118,8 @@ class JsonlWriter:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         self.flush()
-        for fd in self._fds.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._fds.clear()
+        for appender in self._files.values():
+            appender.close()
 
     def _run(self) -> None:
         while not self._closed.wait(self.flush_interval):
@@ -93,20 +127,7 @@ class JsonlWriter:
 
     def _write(self, file: str, data: bytes, count: int) -> None:
         try:
-            fd = self._fds.get(file)
-            if fd is None:
-                fd = os.open(self.directory / file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-                self._fds[file] = fd
-            if file in self._torn:
-                # an earlier write stopped mid-line: end that fragment so it stays one bad line
-                data = b"\n" + data
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-                if view:
-                    self._torn.add(file)
-            self._torn.discard(file)
+            self._files[file].write(data)
             self.written += count
         except OSError as exc:
             self.dropped += count

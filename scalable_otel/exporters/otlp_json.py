@@ -31,6 +31,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind
 
+from .jsonl import LineAppender
+
 __all__ = [
     "TRACES_FILE",
     "MAX_BUFFERED_SPANS",
@@ -298,8 +300,7 @@ class OtlpJsonSpanProcessor(SpanProcessor):
         self._buffer: list[ReadableSpan] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._fd: int | None = None
-        self._torn = False
+        self._file = LineAppender(self.path)
         self._warned = False
         self._stopped = False
         self._closed = threading.Event()
@@ -350,12 +351,7 @@ class OtlpJsonSpanProcessor(SpanProcessor):
                 self._stopped = True  # later spans are counted as dropped
             self._flush()  # any span queued between the flush and the stop
             with self._flush_lock:
-                if self._fd is not None:
-                    try:
-                        os.close(self._fd)
-                    except OSError:
-                        pass
-                    self._fd = None
+                self._file.close()
         except Exception:
             logger.debug("scalable-otel: OTLP/JSON shutdown failed", exc_info=True)
 
@@ -411,29 +407,18 @@ class OtlpJsonSpanProcessor(SpanProcessor):
                 return None, 0
 
     def _open(self) -> int | None:
-        if self._fd is None:
-            try:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            except OSError as exc:
-                self._warn(f"cannot open {self.path} ({exc.strerror or exc})")
-        return self._fd
+        try:
+            return self._file.open()
+        except OSError as exc:
+            self._warn(f"cannot open {self.path} ({exc.strerror or exc})")
+            return None
 
     def _write(self, data: bytes, count: int) -> bool:
         try:
-            fd = self._open()
-            if fd is None:
+            if self._open() is None:
                 self._count_dropped(count)
                 return False
-            if self._torn:
-                # an earlier write stopped mid-line: end that fragment so it stays one bad line
-                data = b"\n" + data
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-                if view:
-                    self._torn = True
-            self._torn = False
+            self._file.write(data)
             with self._lock:
                 self.written += count
             return True
