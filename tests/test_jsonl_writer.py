@@ -3,10 +3,11 @@
 import os
 
 import orjson
+import pytest
 
 from scalable_otel.analysis import load_run
 from scalable_otel.exporters.jsonl import JsonlWriter
-from scalable_otel.rundir import RunDirectory, new_run_id
+from scalable_otel.rundir import RunDirectory, new_run_id, read_lines
 
 
 def test_lines_are_appended_and_flushed_in_the_background(tmp_path):
@@ -54,3 +55,30 @@ def test_reader_skips_torn_and_corrupt_lines_and_counts_them(tmp_path):
     assert list(loaded.tasks["event"]) == ["task_submitted", "task_completed"]
     assert loaded.skipped_lines == {"tasks.jsonl": 2}
     assert loaded.status == "unknown"
+
+
+def test_a_write_cut_short_stays_one_bad_line(tmp_path, monkeypatch):
+    import errno
+
+    from scalable_otel.exporters import jsonl
+    from scalable_otel.exporters.jsonl import LineAppender
+
+    appender = LineAppender(tmp_path / "tasks.jsonl")
+    appender.write(b'{"n":1}\n')
+    real_write = os.write
+    calls = []
+
+    def disk_fills(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:5]))  # part of the line reaches the disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(jsonl.os, "write", disk_fills)
+    with pytest.raises(OSError):
+        appender.write(b'{"n":2}\n')
+    monkeypatch.setattr(jsonl.os, "write", real_write)
+    appender.write(b'{"n":3}\n')
+    appender.close()
+    records, bad = read_lines(tmp_path / "tasks.jsonl")
+    assert [r["n"] for r in records] == [1, 3] and bad == 1
