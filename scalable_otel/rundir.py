@@ -66,20 +66,25 @@ def iso(ts: float) -> str:
 
 
 def parse_iso(value) -> float | None:
-    """Epoch seconds from an ISO 8601 timestamp (`iso`'s output, or any offset), else None.
+    """Epoch seconds from an ISO 8601 timestamp (`iso`'s output, or any offset), a
+    datetime (naive ones are UTC), or None for anything else.
 
     >>> parse_iso("2026-05-20T03:52:00.500000Z")
     1779249120.5
     """
-    if not isinstance(value, str):
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"  # fromisoformat reads a Z only from Python 3.11
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime) or value != value:  # NaT is a datetime unequal to itself
         return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.timestamp()
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

@@ -17,12 +17,12 @@ targets:
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
 from numbers import Real
 from typing import TYPE_CHECKING
 
 from .. import semconv as sc
 from ..errors import ScalableError
+from ..rundir import parse_iso
 
 if TYPE_CHECKING:  # pandas loads only where a DataFrame is handed in (the CLI stays quick)
     import pandas as pd
@@ -153,23 +153,6 @@ def _number(value) -> float | None:
     return None if math.isnan(number) else number
 
 
-def _epoch(value) -> float | None:
-    """Epoch seconds of an ISO 8601 string, a datetime or a pandas Timestamp; None if none."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"  # fromisoformat reads a Z only from Python 3.11
-        try:
-            value = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-    if not isinstance(value, datetime) or value != value:  # NaT is a datetime unequal to itself
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.timestamp()
-
-
 def _records(workers) -> list[dict]:
     if hasattr(workers, "to_dict") and hasattr(workers, "columns"):  # a pandas DataFrame
         return workers.to_dict("records")
@@ -194,11 +177,11 @@ def _worker_spans(rows: list[dict]) -> list[tuple[dict, dict | None]]:
     for added in (r for r in rows if r.get("event") == sc.WORKER_ADDED):
         index = by_span.get(added.get("span_id"))
         if index is None:  # lines without span ids: the first later end of the same address
-            start = _epoch(added.get("timestamp"))
+            start = parse_iso(added.get("timestamp"))
             for i, candidate in enumerate(ends):
                 if i in used or candidate.get("worker") != added.get("worker"):
                     continue
-                stamp = _epoch(candidate.get("timestamp"))
+                stamp = parse_iso(candidate.get("timestamp"))
                 if start is None or stamp is None or stamp >= start:
                     index = i
                     break
@@ -241,20 +224,20 @@ def estimate_run_cost(
     )
     rows = _records(workers)
     spans = _worker_spans(rows)
-    run_end = _epoch(meta.get("end_time"))
+    run_end = parse_iso(meta.get("end_time"))
     billed_until = "end_time" if run_end is not None else None
     if run_end is None:
-        seen = [_epoch(r.get("timestamp")) for r in rows] + [_epoch(last_seen)]
+        seen = [parse_iso(r.get("timestamp")) for r in rows] + [parse_iso(last_seen)]
         seen = [s for s in seen if s is not None]
         run_end = max(seen) if seen else None
         billed_until = "last timestamp seen" if run_end is not None else None
     core_s = memory_gb_s = worker_s = 0.0
     open_workers = no_limit = 0
     for added, end in spans:
-        start = _epoch(added.get("timestamp"))
+        start = parse_iso(added.get("timestamp"))
         uptime = _number(end.get("uptime_s")) if end is not None else None
         if uptime is None:
-            stop = _epoch(end.get("timestamp")) if end is not None else run_end
+            stop = parse_iso(end.get("timestamp")) if end is not None else run_end
             if end is None:
                 open_workers += 1
             if start is None or stop is None:
