@@ -27,7 +27,7 @@ from pathlib import Path
 
 import orjson
 
-from ..rundir import CACHE, RESOURCES, TASKS
+from ..rundir import CACHE, RESOURCES, TASKS, replaced_atomically
 
 COLUMNAR_DIR = ".columnar"
 # Below this a JSONL file is read in a few milliseconds: no copy is worth it.
@@ -269,17 +269,15 @@ def write_columnar_copy(run_dir: str | os.PathLike, min_bytes: int | None = None
             continue
         copy, sidecar = _copy_paths(path)
         copy.parent.mkdir(mode=0o700, exist_ok=True)
-        tmp = copy.with_name(copy.name + ".tmp")
         source = RunFile(run_dir, name)
         con = _connection()
         con.execute("SET preserve_insertion_order = false")  # streams instead of buffering
         try:
-            _copy_to_parquet(source, tmp)
+            with replaced_atomically(copy) as tmp:
+                _copy_to_parquet(source, tmp)
         finally:
             con.execute("RESET preserve_insertion_order")
-        source.close()
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, copy)
+            source.close()
         # lines a cleaning left out are not rows of the copy: the sidecar keeps their count
         record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         sidecar.write_bytes(orjson.dumps(record | {"skipped": source.skipped_before}))

@@ -46,7 +46,6 @@ never half of one. Files are owner-only (mode 0600), as in the run directory.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,7 +55,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import RunNotFound
-from ..rundir import JSONL_FILES, RUN_JSON, iter_lines, list_runs, runs_dir
+from ..rundir import (
+    JSONL_FILES,
+    RUN_JSON,
+    iter_lines,
+    list_runs,
+    replaced_atomically,
+    runs_dir,
+)
 
 __all__ = ["DEFAULT_BATCH_SIZE", "ExportResult", "export_all", "export_parquet"]
 
@@ -259,23 +265,12 @@ def _record_batch(batch: list[dict], schema: pa.Schema, as_json: set[str]) -> pa
 
 def _write_atomic(target: Path, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> int:
     """Write the batches to `target` through a temporary file; the rows written."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
     rows = 0
-    try:
+    with replaced_atomically(target) as tmp:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for batch in batches:
                 writer.write_batch(batch)
                 rows += batch.num_rows
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return rows
 
 
