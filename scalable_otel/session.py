@@ -271,18 +271,12 @@ class ScalableSession:
         plugin = TaskRecordPlugin(forward=True)
         if telemetry_disabled() or not session._open_telemetry(plugin):
             return session
-        try:
-            if meter_provider is not None:
-                from .instrumentation.instrumentor import mirror_metrics
+        mirror = None
+        if meter_provider is not None:
+            from .instrumentation.instrumentor import mirror_metrics
 
-                mirror_metrics(session, meter_provider)
-            session._instrument_client(plugin, remote=True)
-            if not session._recording.wait_ready():
-                logger.warning("scalable-otel: the telemetry process did not start")
-        except Exception as exc:
-            logger.warning(
-                "scalable-otel: telemetry not attached to Dask (%s); the workflow goes on", exc
-            )
+            mirror = functools.partial(mirror_metrics, session, meter_provider)
+        session._attach_telemetry(plugin, remote=True, before=mirror)
         return session
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -319,15 +313,22 @@ class ScalableSession:
                 self._finish_telemetry("failed")
             raise
         if telemetry:
-            try:
-                self._instrument_client(plugin, remote)
-                if not self._recording.wait_ready():
-                    logger.warning("scalable-otel: the telemetry process did not start")
-            except Exception as exc:
-                logger.warning(
-                    "scalable-otel: telemetry not attached to Dask (%s); the workflow goes on", exc
-                )
+            self._attach_telemetry(plugin, remote)
         return self
+
+    def _attach_telemetry(self, plugin, remote: bool, before=None) -> None:
+        """Put the plugins on the client's cluster and wait for the recorder (after
+        `before`, if given); never raises."""
+        try:
+            if before is not None:
+                before()
+            self._instrument_client(plugin, remote)
+            if not self._recording.wait_ready():
+                logger.warning("scalable-otel: the telemetry process did not start")
+        except Exception as exc:
+            logger.warning(
+                "scalable-otel: telemetry not attached to Dask (%s); the workflow goes on", exc
+            )
 
     def _start_cluster(self, plugins):
         if self.provider == "slurm":
