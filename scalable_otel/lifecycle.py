@@ -212,9 +212,10 @@ class Recorder:
         counts[name] = counts.get(name, 0) + 1
 
     # --- public ----------------------------------------------------------------------
-    def describe(self, key, name: str, args_json: str | None) -> None:
-        """Name a task (and summarize its arguments) before it reaches the scheduler."""
-        self._descriptions[key] = (name, args_json)
+    def describe(self, key, name: str, args_json: str | None, component: str | None = None) -> None:
+        """Name a task (with a summary of its arguments and the component it asked for)
+        before it reaches the scheduler."""
+        self._descriptions[key] = (name, args_json, component)
         if len(self._descriptions) > 100_000:  # keys that never arrive (deduplicated)
             self._descriptions.pop(next(iter(self._descriptions)))
 
@@ -249,10 +250,12 @@ class Recorder:
         if key in self._tasks:
             return
         described = self._descriptions.pop(key, None)
-        args_json = None
+        args_json = component = None
         if described is not None:
-            name, args_json = described
+            name, args_json, component = described
         attrs = {sc.KIND: sc.KIND_TASK, sc.TASK_NAME: name, sc.TASK_KEY: key_str(key)}
+        if component:
+            attrs[sc.TASK_COMPONENT] = component
         if deps:
             attrs[sc.TASK_DEPENDENCIES] = [key_str(d) for d in deps]
         if args_json is not None:

@@ -425,15 +425,23 @@ class Manifest:
         component = (self.data.get("components") or {}).get(spec.get("component"), {})
         return dict(component, component=spec.get("component")) if component else {}
 
+    def component_request(self, component: str) -> dict:
+        """`{"component": name, "resources": {cpus, memory[, gpus]}}`; resources only when
+        the manifest defines the component."""
+        spec = (self.data.get("components") or {}).get(component)
+        request = {"component": component}
+        if isinstance(spec, Mapping):
+            request["resources"] = {k: spec[k] for k in ("cpus", "memory", "gpus") if k in spec}
+        return request
+
     def task_requests(self) -> dict[str, dict]:
         """`{task: {"component": name, "resources": {cpus, memory[, gpus]}}}` for every task
         the manifest names (plan.json's graph entries carry these)."""
         requests = {}
         for task in self.data.get("tasks") or {}:
-            settings = self.task_resources(task)
-            if settings:
-                resources = {k: settings[k] for k in ("cpus", "memory", "gpus") if k in settings}
-                requests[task] = {"component": settings["component"], "resources": resources}
+            component = self.task_resources(task).get("component")
+            if component:
+                requests[task] = self.component_request(component)
         return requests
 
     @property

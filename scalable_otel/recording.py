@@ -153,8 +153,8 @@ class InThreadRecording:
         )
         self._thread.start()
 
-    def describe(self, key, name: str, args_json: str | None) -> None:
-        self._run.recorder.describe(key, name, args_json)
+    def describe(self, key, name: str, args_json: str | None, component=None) -> None:
+        self._run.recorder.describe(key, name, args_json, component)
 
     def _drain(self) -> None:
         with self._lock:
@@ -219,8 +219,8 @@ class ChildProcessRecording:
         """Wait until the child has built its pipeline, so its start-up is not the run's."""
         return self._receive("ready", timeout) is not None
 
-    def describe(self, key, name: str, args_json: str | None) -> None:
-        self._descriptions.append((key, name, args_json))
+    def describe(self, key, name: str, args_json: str | None, component=None) -> None:
+        self._descriptions.append((key, name, args_json, component))
 
     def _send(self, message) -> None:
         if self._broken:
@@ -311,8 +311,8 @@ def serve(conn: Connection) -> None:
         except (EOFError, OSError):  # the client died: keep what it sent, end the spans
             break
         if message[0] == "batch":
-            for key, name, args_json in message[1]:
-                recorder.describe(key, name, args_json)
+            for description in message[1]:
+                recorder.describe(*description)
             recorder.handle(message[2])
         elif message[0] == "close":
             summary = run.finish(message[1], message[2])

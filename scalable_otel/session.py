@@ -11,12 +11,8 @@ import time
 import uuid
 from pathlib import Path
 
-from dask.base import tokenize
-from dask.utils import funcname
-
 from . import cache
 from . import semconv as sc
-from .args import args_json
 from .exporters.settings import ExportSettings, SettingsError, export_settings
 from .instrumentation.scheduler_plugin import sync_scheduler_plugin
 from .manifest import SLURM_JOB_ENV, Manifest, choose_target
@@ -31,6 +27,7 @@ from .rundir import (
     runs_dir,
     write_json_atomic,
 )
+from .submission import MAP_OPTIONS, SUBMIT_OPTIONS, describe_tasks, map_keys, submit_key
 from .telemetry import telemetry_disabled
 
 logger = logging.getLogger(__name__)
@@ -59,17 +56,6 @@ _PROCESS_START_TIME = _process_start_time()
 TARGET_ENV = "SCALABLE_TARGET"
 _STARTABLE = ("local", "slurm")  # providers whose cluster a session starts itself
 _ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
-_SUBMIT_OPTIONS = (
-    "workers",
-    "resources",
-    "retries",
-    "priority",
-    "fifo_timeout",
-    "allow_other_workers",
-    "actor",
-    "actors",
-)
-_MAP_OPTIONS = _SUBMIT_OPTIONS + ("batch_size",)
 
 
 def _client_options(kwargs: dict, names) -> dict:
@@ -551,8 +537,10 @@ class ScalableSession:
 
     def _graph(self) -> list:
         """The submitted task graph, read back from tasks.jsonl (nothing kept in memory);
-        a task the manifest names carries its `component` and requested `resources`."""
-        requests = self._manifest().task_requests()
+        a task carries its `component` and requested `resources`: the component it was
+        submitted with (the Scalable tool's `tag=`), else the one the manifest gives its name."""
+        manifest = self._manifest()
+        requests = manifest.task_requests()
         graph = []
         for e in read_lines(self.run_dir / TASKS)[0]:
             if e.get("event") != sc.TASK_SUBMITTED:
@@ -562,40 +550,28 @@ class ScalableSession:
                 "task": e.get("task"),
                 "dependencies": e.get("dependencies", []),
             }
-            entry.update(requests.get(e.get("task"), {}))
+            if e.get("component"):
+                entry.update(manifest.component_request(e["component"]))
+            else:
+                entry.update(requests.get(e.get("task"), {}))
             graph.append(entry)
         return graph
 
     # --- Dask API ---------------------------------------------------------------------------
     def submit(self, fn, *args, key=None, pure: bool = True, **kwargs):
         """`Client.submit`, with the task's name and a summary of its arguments recorded."""
-        options = _client_options(kwargs, _SUBMIT_OPTIONS)
+        options = _client_options(kwargs, SUBMIT_OPTIONS)
         if key is None:
-            key = (
-                f"{funcname(fn)}-{tokenize(fn, kwargs, *args)}"
-                if pure
-                else f"{funcname(fn)}-{uuid.uuid4()}"
-            )
-        if self._recording is not None:
-            self._recording.describe(key, funcname(fn), _safe_args_json(fn, args, kwargs))
+            key = submit_key(fn, args, kwargs, pure)
+        describe_tasks(self._recording, fn, [(key, args)], kwargs)
         return self.client.submit(fn, *args, key=key, pure=pure, **options, **kwargs)
 
     def map(self, fn, *iterables, key=None, pure: bool = True, **kwargs):
         """`Client.map` (any iterables, generators included), each task recorded by name."""
-        options = _client_options(kwargs, _MAP_OPTIONS)
+        options = _client_options(kwargs, MAP_OPTIONS)
         iterables = [it if isinstance(it, (list, tuple)) else list(it) for it in iterables]
-        if key is None or isinstance(key, str):
-            prefix = key or funcname(fn)
-            if pure:
-                token = tokenize(fn, kwargs)
-                key = [f"{prefix}-{tokenize(token, args)}" for args in zip(*iterables)]
-            else:
-                uid = uuid.uuid4()
-                key = [f"{prefix}-{uid}-{i}" for i in range(min(map(len, iterables), default=0))]
-        if self._recording is not None:
-            name = funcname(fn)
-            for k, args in zip(key, zip(*iterables)):
-                self._recording.describe(k, name, _safe_args_json(fn, args, kwargs))
+        key = map_keys(fn, iterables, kwargs, key, pure)
+        describe_tasks(self._recording, fn, zip(key, zip(*iterables)), kwargs)
         return self.client.map(fn, *iterables, key=key, pure=pure, **options, **kwargs)
 
     def gather(self, futures, errors: str = "raise", **kwargs):
@@ -605,13 +581,6 @@ class ScalableSession:
     def compute(self, collections, **kwargs):
         """`Client.compute`."""
         return self.client.compute(collections, **kwargs)
-
-
-def _safe_args_json(fn, args, kwargs):
-    try:
-        return args_json(fn, args, kwargs)
-    except Exception:
-        return None
 
 
 @functools.lru_cache(maxsize=1)

@@ -216,6 +216,9 @@ class RunDirectorySpanProcessor(_RunDirectoryProcessor, SpanProcessor):
                 line.update(_task_fields(attrs))
                 line["args"] = _args(attrs)
                 line["dependencies"] = list(attrs.get(sc.TASK_DEPENDENCIES, ()))
+                component = attrs.get(sc.TASK_COMPONENT)
+                if component:
+                    line["component"] = component
                 line.update(_ids(span))
                 self._writer.append(TASKS, line)
             elif kind == sc.KIND_EXECUTE:

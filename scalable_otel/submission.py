@@ -1,0 +1,75 @@
+"""Task keys decided before submitting, so that a task is described before it runs.
+
+A run names each task and summarizes its arguments from the client's side; the
+scheduler reports the task by key. Choosing the key here (as Dask would, from the
+function and its arguments) lets the description reach the recorder before the
+scheduler's record of the same key does.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from dask.base import tokenize
+from dask.utils import funcname
+
+from .args import args_json
+
+# keywords of Client.submit / Client.map that are Dask's, not the function's
+SUBMIT_OPTIONS = (
+    "workers",
+    "resources",
+    "retries",
+    "priority",
+    "fifo_timeout",
+    "allow_other_workers",
+    "actor",
+    "actors",
+)
+MAP_OPTIONS = SUBMIT_OPTIONS + ("batch_size",)
+_OTHER_OPTIONS = ("key", "pure")
+
+
+def function_kwargs(kwargs: dict, options) -> dict:
+    """The keywords of `kwargs` meant for the task's function."""
+    skip = set(options) | set(_OTHER_OPTIONS)
+    return {name: value for name, value in kwargs.items() if name not in skip}
+
+
+def submit_key(fn, args, kwargs: dict, pure: bool = True) -> str:
+    """The key for one task: `name-token` of its function and arguments (pure), or unique."""
+    if pure:
+        return f"{funcname(fn)}-{tokenize(fn, kwargs, *args)}"
+    return f"{funcname(fn)}-{uuid.uuid4()}"
+
+
+def map_keys(fn, iterables: list, kwargs: dict, key=None, pure: bool = True) -> list:
+    """The keys for a map over `iterables` (lists); `key` may be a list or a prefix."""
+    if isinstance(key, list):
+        return key
+    prefix = key or funcname(fn)
+    if pure:
+        token = tokenize(fn, kwargs)
+        return [f"{prefix}-{tokenize(token, args)}" for args in zip(*iterables)]
+    uid = uuid.uuid4()
+    return [f"{prefix}-{uid}-{i}" for i in range(min(map(len, iterables), default=0))]
+
+
+def safe_args_json(fn, args, kwargs) -> str | None:
+    """The arguments' summary, or None when it cannot be made (never raises)."""
+    try:
+        return args_json(fn, args, kwargs)
+    except Exception:
+        return None
+
+
+def describe_tasks(recording, fn, keyed_args, kwargs: dict, component: str | None = None):
+    """Describe each `(key, args)` of `keyed_args` to a run's recording; never raises."""
+    if recording is None:
+        return
+    name = funcname(fn)
+    try:
+        for key, args in keyed_args:
+            recording.describe(key, name, safe_args_json(fn, args, kwargs), component)
+    except Exception:  # telemetry never breaks a submission
+        pass
