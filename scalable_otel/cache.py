@@ -40,11 +40,51 @@ _driver_cache_dir: str | None = None
 def set_worker_sink(sink, cache_dir: str | None) -> None:
     global _worker_sink, _worker_cache_dir
     _worker_sink, _worker_cache_dir = sink, cache_dir
+    _watch_other_caches(sink)
 
 
 def set_driver_sink(sink, cache_dir: str | None) -> None:
     global _driver_sink, _driver_cache_dir
     _driver_sink, _driver_cache_dir = sink, cache_dir
+    _watch_other_caches(sink)
+
+
+def _watch_other_caches(sink) -> None:
+    """With a run to report to, the lookups of the Scalable tool's own `cacheable` (the
+    `scalable` package, if it is ever imported here) are reported too."""
+    if sink is not None:
+        from .instrumentation.scalable_library import record_cache_lookups
+
+        record_cache_lookups()
+
+
+def report_lookup(
+    function: str,
+    cache_key: str | None,
+    result: str,
+    lookup_s: float,
+    saved_s: float | None,
+    compute_s: float | None,
+) -> None:
+    """Send one cache lookup to the run of this process, if any: inside a Dask task to the
+    worker's run (with the task's key), elsewhere to the client's session."""
+    task_key, worker = _current_task()
+    sink = _worker_sink if worker is not None else _driver_sink
+    if sink is None:
+        return
+    sink(
+        {
+            "t": time.time(),
+            "function": function,
+            "cache_key": cache_key,
+            "result": result,
+            "lookup_s": lookup_s,
+            "saved_s": saved_s,
+            "compute_s": compute_s,
+            "key": task_key,
+            "worker": worker,
+        }
+    )
 
 
 def _current_task():
@@ -191,22 +231,13 @@ class CacheableFunction:
         return value
 
     def _report(self, cache_key, result, lookup_s, saved_s, compute_s) -> None:
-        task_key, worker = _current_task()
-        sink = _worker_sink if worker is not None else _driver_sink
-        if sink is None:
-            return
-        sink(
-            {
-                "t": time.time(),
-                "function": self.name,
-                "cache_key": cache_key,
-                "result": result,
-                "lookup_s": round(lookup_s, 6),
-                "saved_s": round(saved_s, 6),
-                "compute_s": round(compute_s, 6),
-                "key": task_key,
-                "worker": worker,
-            }
+        report_lookup(
+            self.name,
+            cache_key,
+            result,
+            round(lookup_s, 6),
+            round(saved_s, 6),
+            round(compute_s, 6),
         )
 
     def __dask_tokenize__(self):

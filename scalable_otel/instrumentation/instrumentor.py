@@ -27,6 +27,10 @@ does not await), the client of a `ScalableSession` (it records its own run), and
 client of this process to a scheduler already being recorded (its tasks are in that run:
 the scheduler plugin sees every task of the scheduler).
 
+JGCRI's Scalable tool: its `ScalableClient` is a `Client`, so it records a run like any
+other; the `tag=` of its `submit` and `map` becomes each task's component, and its
+`cacheable` lookups become cache.jsonl lines (see `scalable_library`).
+
 A failure of the telemetry never reaches the client: one warning, and the client works.
 """
 
@@ -48,6 +52,7 @@ from opentelemetry.metrics import Observation
 from opentelemetry.sdk.trace import SpanProcessor
 
 from .. import semconv as sc
+from . import scalable_library
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +132,7 @@ class DaskInstrumentor(BaseInstrumentor):
         wrapt.wrap_function_wrapper(Client, "shutdown", self._client_closing)
         wrapt.wrap_function_wrapper(Client, "__exit__", self._client_exiting)
         wrapt.wrap_function_wrapper(ScalableSession, "start", _session_start)
+        scalable_library.instrument_client(self._recording_of)
         if not _atexit_registered:
             # before Dask's own exit hook (atexit runs last-registered first): a client
             # never closed still finishes its run while it can reach its workers
@@ -141,7 +147,9 @@ class DaskInstrumentor(BaseInstrumentor):
         for name in _CLIENT_METHODS:
             unwrap(Client, name)
         unwrap(ScalableSession, "start")
+        scalable_library.uninstrument_client()
         self.finish_runs()
+        scalable_library.stop_recording_cache_lookups()
 
     def finish_runs(self, status: str | None = None) -> None:
         """Finish the run of every instrumented client still open; the clients go on."""
@@ -149,6 +157,13 @@ class DaskInstrumentor(BaseInstrumentor):
             clients = [client for client, _ in self._live.values()]
         for client in clients:
             self._finish(client, status)
+
+    def _recording_of(self, client):
+        """The recording of `client`'s run, or None."""
+        entry = self._live.get(id(client))
+        if entry is None or entry[0] is not client:
+            return None
+        return getattr(entry[1], "_recording", None)
 
     # --- the wrappers ---------------------------------------------------------------------
     def _client_created(self, wrapped, client, args, kwargs):

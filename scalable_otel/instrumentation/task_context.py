@@ -37,6 +37,14 @@ _active: dict = {}  # the run attached in this process: run_id, trace_id, sink
 _original_run = None
 _provider_set = False
 _factory_set = False
+_task_end_hooks: list[Callable[[], None]] = []
+
+
+def add_task_end_hook(hook: Callable[[], None]) -> None:
+    """Call `hook()` in the task's thread after each task of a run ends (once per hook)."""
+    with _lock:
+        if hook not in _task_end_hooks:
+            _task_end_hooks.append(hook)
 
 
 def key_text(key) -> str:
@@ -101,6 +109,11 @@ def _wrap_task_runner() -> None:
             return original(task, data, time_delay)
         finally:
             context.detach(token)
+            for hook in _task_end_hooks:
+                try:
+                    hook()
+                except Exception:  # telemetry never breaks the task
+                    logger.debug("scalable-otel: task end hook failed", exc_info=True)
 
     dask_worker._run_task_simple = run_task_in_context
     _original_run = original
