@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import re
+import reprlib
+from collections.abc import Iterable
 
 import orjson
 
@@ -31,29 +34,123 @@ _SECRET_WORDS = frozenset(
 )
 _SECRET_PAIRS = ("api_key", "private_key", "access_key", "secret_key", "session_key")
 _SECRET_VALUE = re.compile(
-    r"(AKIA|ASIA)[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY|"
-    r"gh[pousr]_[A-Za-z0-9]{30,}|xox[baprs]-[A-Za-z0-9-]{10,}"
+    r"(AKIA|ASIA)[0-9A-Z]{16}"  # AWS access key id
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY"  # PEM and OpenSSH private keys
+    r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}"  # GitHub tokens
+    r"|xox[baprs]-[A-Za-z0-9-]{10,}"  # Slack tokens
+    r"|AIza[0-9A-Za-z_-]{35}"  # Google API key
+    r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\."  # a JSON Web Token
 )
+# Secrets told by their context; searched only in texts with a ':', '=' or 'earer '
+# (each branch needs one), as a search without a literal prefix costs ten times more.
+_SECRET_IN_CONTEXT = re.compile(
+    r"://[^/\s:@]+:[^/\s@]+@"  # credentials in a URL (scheme://user:pass@host)
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/-]{16,}"  # an Authorization header's value
+    # a mapping or keyword text holding a secret by name: {'password': ...}, token=...
+    r"""|(?i:password|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|"""
+    r"""credentials?)['"]?\s*[:=]"""
+)
+# searched for secrets: the kept text and what follows it, so that a secret cut at the
+# end of the kept text is recognized whole
+_SEARCHED_CHARS = 4 * MAX_VALUE_CHARS
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, _SEARCHED_CHARS, _SEARCHED_CHARS
+NAMES_ENV = "SCALABLE_REDACT_NAMES"
+RECORD_ARGS_ENV = "SCALABLE_RECORD_ARGS"
 
 
-@functools.lru_cache(maxsize=4096)
-def _is_secret_name(name: str) -> bool:
+def _name_words(name: str) -> tuple[str, list[str]]:
     lowered = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower().replace("-", "_")
-    words = re.split(r"[^a-z0-9]+|_", lowered)
-    return bool(_SECRET_WORDS.intersection(words)) or any(p in lowered for p in _SECRET_PAIRS)
+    return lowered, re.split(r"[^a-z0-9]+|_", lowered)
 
 
-def _value(name: str, value):
-    if _is_secret_name(name):
-        return REDACTED
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
-    text = value if isinstance(value, str) else repr(value)
-    if _SECRET_VALUE.search(text):
-        return REDACTED
-    if len(text) > MAX_VALUE_CHARS:
-        text = text[: MAX_VALUE_CHARS - 1] + "…"
-    return text
+class Redaction:
+    """What an argument summary hides: `[redacted]` instead of the value.
+
+    Built in: parameter names whose words are secret words (password, token, secret,
+    credentials...) or that contain api_key, access_key...; values whose text looks like
+    a secret (cloud and code-host keys, private keys, JSON Web Tokens, credentials in a
+    URL, a bearer token, a `password=`/`'token':` item inside a mapping or text).
+
+    `names` adds names, matched as whole words (`"patient_id"` redacts `patient_id`,
+    `PatientId` and `patient_id_hash`, not `patient_age` nor `scenario_id`), `values`
+    adds regular expressions searched in each value's text, and `record_args=False`
+    records no arguments at all. From the environment: $SCALABLE_REDACT_NAMES (words,
+    comma-separated) and $SCALABLE_RECORD_ARGS=off.
+
+    Example::
+
+        ScalableSession(redact_names=["patient_id"], redact_values=[r"\d{3}-\d{2}-\d{4}"])
+    """
+
+    def __init__(
+        self,
+        names: Iterable[str] = (),
+        values: Iterable[str | re.Pattern] = (),
+        record_args: bool = True,
+    ):
+        self.names = tuple(
+            words
+            for words in (tuple(w for w in _name_words(str(n))[1] if w) for n in names)
+            if words
+        )
+        self.values = tuple(re.compile(v) if isinstance(v, str) else v for v in values)
+        self.record_args = record_args
+        self.is_secret_name = functools.lru_cache(maxsize=4096)(self._is_secret_name)
+
+    @classmethod
+    def from_env(
+        cls,
+        names: Iterable[str] | None = None,
+        values: Iterable[str | re.Pattern] | None = None,
+        record_args: bool | None = None,
+        environ=None,
+    ) -> Redaction:
+        """Arguments first, then $SCALABLE_REDACT_NAMES and $SCALABLE_RECORD_ARGS."""
+        environ = os.environ if environ is None else environ
+        if names is None:
+            names = [n.strip() for n in environ.get(NAMES_ENV, "").split(",") if n.strip()]
+        if record_args is None:
+            setting = environ.get(RECORD_ARGS_ENV, "").strip().lower()
+            record_args = setting not in ("0", "off", "false", "no")
+        return cls(names, values or (), record_args)
+
+    def _is_secret_name(self, name: str) -> bool:
+        lowered, words = _name_words(name)
+        if _SECRET_WORDS.intersection(words) or any(p in lowered for p in _SECRET_PAIRS):
+            return True
+        return any(_contains_run(words, added) for added in self.names)
+
+    def is_secret_text(self, text: str) -> bool:
+        """True when `text` looks like, or holds, a secret."""
+        if _SECRET_VALUE.search(text):
+            return True
+        if (":" in text or "=" in text or "earer " in text) and _SECRET_IN_CONTEXT.search(text):
+            return True
+        return any(pattern.search(text) for pattern in self.values)
+
+    def value(self, name: str, value):
+        """The summary of one argument: kept, shortened, or `[redacted]`."""
+        if self.is_secret_name(name):
+            return REDACTED
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        # bounded: a million-element list is not written out to keep 80 characters of it
+        text = value[:_SEARCHED_CHARS] if isinstance(value, str) else _REPR.repr(value)
+        if self.is_secret_text(text[:_SEARCHED_CHARS]):
+            return REDACTED
+        if len(text) > MAX_VALUE_CHARS:
+            text = text[: MAX_VALUE_CHARS - 1] + "…"
+        return text
+
+
+def _contains_run(words: list[str], run: tuple[str, ...]) -> bool:
+    """True when `run` appears in `words` as consecutive items."""
+    n = len(run)
+    return any(tuple(words[i : i + n]) == run for i in range(len(words) - n + 1))
+
+
+DEFAULT_REDACTION = Redaction()
 
 
 _PLAIN_KINDS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -88,7 +185,7 @@ def _named_items(fn, args: tuple, kwargs: dict) -> list:
     return items
 
 
-def summarize_args(fn, args: tuple, kwargs: dict) -> dict:
+def summarize_args(fn, args: tuple, kwargs: dict, redaction: Redaction = DEFAULT_REDACTION) -> dict:
     """Map parameter names to short, JSON-safe values; secrets by name or look are redacted.
 
     >>> summarize_args(lambda scenario_id, password: 0, (47, "hunter2"), {})
@@ -98,14 +195,17 @@ def summarize_args(fn, args: tuple, kwargs: dict) -> dict:
         items = _named_items(fn, args, kwargs)
     except (TypeError, ValueError):
         items = [(f"arg{i}", v) for i, v in enumerate(args)] + list(kwargs.items())
-    summary = {str(name): _value(str(name), value) for name, value in items[:MAX_ARGS]}
+    summary = {str(name): redaction.value(str(name), value) for name, value in items[:MAX_ARGS]}
     if len(items) > MAX_ARGS:
         summary["…"] = f"{len(items) - MAX_ARGS} more"
     return summary
 
 
-def args_json(fn, args: tuple, kwargs: dict) -> str | None:
-    """`summarize_args` as a JSON string (span attributes hold no mappings)."""
-    if not args and not kwargs:
+def args_json(
+    fn, args: tuple, kwargs: dict, redaction: Redaction = DEFAULT_REDACTION
+) -> str | None:
+    """`summarize_args` as a JSON string (span attributes hold no mappings); None when the
+    call has no arguments or `redaction` records none."""
+    if (not args and not kwargs) or not redaction.record_args:
         return None
-    return orjson.dumps(summarize_args(fn, args, kwargs)).decode()
+    return orjson.dumps(summarize_args(fn, args, kwargs, redaction)).decode()
