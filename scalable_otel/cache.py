@@ -24,6 +24,8 @@ from pathlib import Path
 
 import orjson
 
+from .rundir import make_private_dirs
+
 logger = logging.getLogger(__name__)
 
 CACHE_DIR_ENV = "SCALABLE_CACHE_DIR"
@@ -123,7 +125,7 @@ class CacheStore:
             return path.read_bytes()
         except FileNotFoundError:
             pass
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(self.root)
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".key-")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -156,8 +158,7 @@ class CacheStore:
 
     def save(self, key: str, value, header: dict) -> None:
         data_path, head_path = self._paths(key)
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        data_path.parent.mkdir(exist_ok=True, mode=0o700)
+        make_private_dirs(data_path.parent)
         payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         header = dict(header, hmac=hmac.new(self._secret(), payload, hashlib.sha256).hexdigest())
         _write_atomic(data_path, payload)

@@ -115,6 +115,26 @@ def write_json_atomic(path: Path, data: dict) -> None:
         )
 
 
+def make_private_dirs(path: str | os.PathLike) -> Path:
+    """Create `path` and its missing parents, each new one for its owner only (0700,
+    whatever the umask; `mkdir(parents=True, mode=...)` gives parents the umask's mode).
+    Directories that exist are left as they are."""
+    path = Path(path)
+    missing = []
+    folder = path
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:  # made meanwhile by another process
+            pass
+    return path
+
+
 @dataclass(frozen=True)
 class RunDirectory:
     """One run's directory and the paths of its files."""
@@ -131,7 +151,7 @@ class RunDirectory:
     @classmethod
     def create(cls, root: Path, run_id: str) -> RunDirectory:
         """Make the directory (owner-only) and its empty JSONL files."""
-        root.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(root)
         path = root / run_id
         path.mkdir(mode=0o700)
         for name in JSONL_FILES:

@@ -44,3 +44,8 @@ def allocate(megabytes, hold=0.3):
 def simulate(scenario_id, years=10):
     time.sleep(0.05)
     return scenario_id * years
+
+
+def connect(host, password=None):
+    """A task taking a secret argument (its summary must say [redacted])."""
+    return f"connected to {host}"

@@ -60,6 +60,7 @@ from ..rundir import (
     RUN_JSON,
     iter_lines,
     list_runs,
+    make_private_dirs,
     replaced_atomically,
     runs_dir,
 )
@@ -353,7 +354,7 @@ def export_parquet(
         raise RunNotFound(f"no run directory {run_dir}")
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(out_dir)
     result = ExportResult(run_dir.name)
     for file in (RUN_JSON, *JSONL_FILES):
         name = file.rsplit(".", 1)[0]
