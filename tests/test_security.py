@@ -11,6 +11,8 @@ import pytest
 
 from scalable_otel import ScalableSession, cacheable
 from scalable_otel.analysis.columns import write_columnar_copy
+from scalable_otel.analysis.export import export_parquet
+from scalable_otel.analysis.html import write_html_report
 from tests import workloads
 from tests.conftest import REPO
 
@@ -44,6 +46,9 @@ def recorded(project_dir, open_umask, monkeypatch):
         assert secret_call.result() == "connected to db"
         assert cached_square(3) == 9 and cached_square(3) == 9
     write_columnar_copy(session.run_dir, min_bytes=0)  # the copy made for large runs
+    # what the user exports, into folders that do not exist yet
+    write_html_report(session.run_dir, project_dir / ".scalable" / "reports" / "run.html")
+    export_parquet(session.run_dir, project_dir / ".scalable" / "exports" / "parquet")
     return session
 
 
@@ -54,6 +59,7 @@ def test_run_files_and_folders_are_for_their_owner_only(recorded):
     assert any(p.name == "tasks.jsonl" for p in paths)
     assert any(p.suffix == ".parquet" for p in paths)
     assert any(p.suffix == ".pkl" for p in paths)
+    assert any(p.suffix == ".html" for p in paths)
     for path in [recorded.run_dir.parent, *paths]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o077 == 0, f"{path} is {oct(mode)}"

@@ -79,6 +79,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..rundir import make_private_dirs, replaced_atomically
+
 __all__ = ["html_report", "write_html_report", "MAX_BARS"]
 
 MAX_BARS = 20_000
@@ -1063,8 +1065,10 @@ def write_html_report(run, path: str | os.PathLike, *, max_bars: int = MAX_BARS)
     target = Path(path)
     if target.is_dir():
         target = target / f"{run.run_id}.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(html_report(run, max_bars=max_bars), encoding="utf-8")
+    make_private_dirs(target.parent)
+    page = html_report(run, max_bars=max_bars)
+    with replaced_atomically(target) as tmp:  # owner-only, like the run it shows
+        tmp.write_text(page, encoding="utf-8")
     return target
 
 
