@@ -8,7 +8,10 @@ from multiprocessing.connection import Connection
 from .recording import serve
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the client, which closes us
+    # Ctrl-C, and Slurm's SIGTERM to every process of a job, are for the client, which
+    # closes us when its run ends; if it dies instead, we see the end of our pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         # A flight recorder must not slow the flight: when the machine is busy the
         # workflow's processes come first, and the recorder catches up when they wait.

@@ -6,7 +6,9 @@ import functools
 import logging
 import os
 import secrets
+import signal
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -58,6 +60,91 @@ _STARTABLE = ("local", "slurm")  # providers whose cluster a session starts itse
 _ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
 
 
+SIGTERM_EXIT_CODE = 128 + signal.SIGTERM  # 143, what a shell reports for a SIGTERM death
+
+
+def _exit_status(exc_type) -> str | None:
+    """The run status for leaving a session by `exc_type` (None: no exception)."""
+    if exc_type is None:
+        return None
+    return "interrupted" if issubclass(exc_type, (KeyboardInterrupt, SystemExit)) else "failed"
+
+
+class _Termination:
+    """SIGTERM while a run is recorded: `SystemExit(143)` in the main thread.
+
+    Slurm sends SIGTERM to a job it preempts or cancels, then SIGKILL; without a handler
+    Python dies at once and the run stays `running`. With this one, a `with ScalableSession`
+    block is left through `__exit__`, which closes the run as interrupted. The handler is
+    set only from the main thread, while a session records a run, after any handler set
+    before it (which runs first); the last session to close puts that one back. A SIGTERM
+    that arrives while the main thread closes a session waits until the close is done.
+    """
+
+    def __init__(self):
+        self.sessions: set = set()
+        self.previous = None
+        self.installed = False
+        self.closing = 0  # sessions the main thread is closing
+        self.pending = False
+        self.lock = threading.Lock()
+
+    def add(self, session) -> None:
+        with self.lock:
+            self.sessions.add(session)
+            if self.installed or threading.current_thread() is not threading.main_thread():
+                return
+            previous = signal.getsignal(signal.SIGTERM)
+            if previous is signal.SIG_IGN or previous is None:
+                return  # ignored on purpose, or set outside Python: left alone
+            self.previous = previous
+            signal.signal(signal.SIGTERM, self)
+            self.installed = True
+
+    def begin_close(self) -> bool:
+        """Count a close done by the main thread; True when it was counted."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        self.closing += 1
+        return True
+
+    def end_close(self, session, counted: bool) -> None:
+        """The session is closed; a SIGTERM held back during the close now exits."""
+        with self.lock:
+            self.sessions.discard(session)
+            if counted:
+                self.closing -= 1
+            main = threading.current_thread() is threading.main_thread()
+            if not self.sessions and self.installed and main:
+                if signal.getsignal(signal.SIGTERM) is self:  # unless replaced since
+                    signal.signal(signal.SIGTERM, self.previous)
+                self.installed = False
+            pending = self.pending and main and not self.closing
+            if pending:
+                self.pending = False
+        if pending:
+            raise SystemExit(SIGTERM_EXIT_CODE)
+
+    def __call__(self, signum, frame) -> None:
+        previous = self.previous
+        if callable(previous):
+            previous(signum, frame)
+        if not self.sessions:  # still set after a close in another thread: act as before
+            if previous is signal.SIG_DFL:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return
+        for session in list(self.sessions):
+            session._terminated = True
+        if self.closing:
+            self.pending = True
+            return
+        raise SystemExit(SIGTERM_EXIT_CODE)
+
+
+_TERMINATION = _Termination()
+
+
 def _client_options(kwargs: dict, names) -> dict:
     return {name: kwargs.pop(name) for name in names if name in kwargs}
 
@@ -99,6 +186,11 @@ class ScalableSession:
     `otlp_file=False` (or SCALABLE_OTLP_FILE=off) leaves out the run directory's
     `traces.otlp.jsonl`, the spans that `scalable export --otlp` replays.
     A bad setting or an unreachable backend turns that exporter off with one warning.
+
+    While a run is recorded, SIGTERM (what Slurm sends a job it preempts or cancels)
+    raises `SystemExit(143)` in the main thread: the `with` block ends, the run is
+    closed as `interrupted`, and the process exits with code 143 unless the exception is
+    caught. Ctrl-C (SIGINT, `KeyboardInterrupt`) closes the run as `interrupted` too.
     """
 
     def __init__(
@@ -187,6 +279,7 @@ class ScalableSession:
         # chosen here so that workers can put spans made inside tasks in the run's trace
         self.trace_id = f"{secrets.randbits(128) or 1:032x}"
         self.status: str | None = None
+        self._terminated = False  # a SIGTERM arrived while the run was recorded
         self._recording = None
         self._rundir: RunDirectory | None = None
         self._attached = False  # set by attach(): the client is the caller's, never closed here
@@ -271,10 +364,7 @@ class ScalableSession:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
-            self.close(status="interrupted")
-        else:
-            self.close(status="failed" if exc_type is not None else None)
+        self.close(status=_exit_status(exc_type))
 
     def start(self) -> ScalableSession:
         """Open the run directory and the OTel pipeline, then start or connect to Dask."""
@@ -294,9 +384,10 @@ class ScalableSession:
             else:
                 self.cluster = self._start_cluster([plugin] if telemetry else [])
                 self.client = Client(self.cluster)
-        except BaseException:
+        except BaseException as exc:
             if telemetry:  # the run ends before it began: say so in run.json
-                self._finish_telemetry("failed")
+                self._finish_telemetry(_exit_status(type(exc)))
+                _TERMINATION.end_close(self, counted=False)
             raise
         if telemetry:
             self._attach_telemetry(plugin, remote)
@@ -368,17 +459,18 @@ class ScalableSession:
             if self.recorder == "process" and not any(processors.values()):
                 try:
                     self._recording = ChildProcessRecording(config, plugin.records)
-                    return True
                 except Exception as exc:  # no child process here: record in a thread instead
                     logger.info("scalable-otel: recording in a thread (%s)", exc)
-            self._recording = InThreadRecording(config, plugin.records, **processors)
-            return True
+            if self._recording is None:
+                self._recording = InThreadRecording(config, plugin.records, **processors)
         except Exception as exc:
             logger.warning(
                 "scalable-otel: telemetry is off for this run (%s); the workflow goes on", exc
             )
             self._recording = None
             return False
+        _TERMINATION.add(self)  # from now on a SIGTERM closes the run as interrupted
+        return True
 
     def _instrument_client(self, plugin, remote: bool) -> None:
         from .instrumentation.worker_plugin import WorkerTelemetryPlugin
@@ -407,6 +499,13 @@ class ScalableSession:
         """Finish the run: flush workers, close Dask, end spans, write run.json.
 
         A session from `attach()` leaves the client and its cluster running."""
+        counted = _TERMINATION.begin_close()
+        try:
+            self._close(status)
+        finally:
+            _TERMINATION.end_close(self, counted)
+
+    def _close(self, status: str | None) -> None:
         recording = self._recording
         if recording is not None:
             try:
@@ -445,6 +544,8 @@ class ScalableSession:
 
     def _finish_telemetry(self, status: str | None) -> None:
         ended = time.time()
+        if status is None and self._terminated:
+            status = "interrupted"
         summary = self._recording.close(ended, status)
         self._recording = None
         if summary is None:

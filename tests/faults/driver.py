@@ -1,0 +1,93 @@
+"""Workflows the fault tests run as a separate driver process, to kill, signal or starve.
+
+`python -m tests.faults.driver SCENARIO [options]`, with the repository on PYTHONPATH and
+the project directory as the working directory. The driver prints one JSON object a line
+on stdout (flushed): `{"run_dir": ...}` once the run is recorded, `{"done": key}` for each
+task whose result it has, and `{"results": [...]}` at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import orjson
+
+
+def say(**fields) -> None:
+    sys.stdout.write(orjson.dumps(fields).decode() + "\n")
+    sys.stdout.flush()
+
+
+def stream(session_or_client, args) -> list:
+    """Run `args.tasks` short tasks, saying each one done as its result arrives."""
+    from distributed import as_completed
+
+    from tests import workloads
+
+    futures = session_or_client.map(
+        workloads.sleep_then, range(args.tasks), seconds=args.seconds, pure=False
+    )
+    results = []
+    for future in as_completed(futures):
+        results.append(future.result())
+        say(done=future.key, t=time.time())
+    return sorted(results)
+
+
+def run_session(args) -> None:
+    """A `with ScalableSession` workflow (the way the README shows it)."""
+    from scalable_otel import ScalableSession
+
+    with ScalableSession(
+        target="local",
+        n_workers=args.workers,
+        threads_per_worker=1,
+        project=args.project,
+        flush_interval=args.flush_interval,
+    ) as session:
+        say(run_dir=str(session.run_dir), pid_recorder=_recorder_pid(session))
+        if args.wait_for_stdin:
+            sys.stdin.readline()  # the test injects its fault, then lets us go on
+        results = stream(session, args)
+    say(results=results, status=session.status)
+
+
+def run_instrumented(args) -> None:
+    """A plain Dask client made after `DaskInstrumentor().instrument()`, never closed:
+    its run is finished by the instrumentor when the interpreter exits."""
+    from distributed import Client, LocalCluster
+
+    from scalable_otel import DaskInstrumentor
+
+    DaskInstrumentor().instrument(flush_interval=args.flush_interval)
+    cluster = LocalCluster(
+        n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    client = Client(cluster)
+    say(client=client.id)
+    results = stream(client, args)
+    say(results=results)
+
+
+def _recorder_pid(session):
+    process = getattr(session._recording, "_process", None)
+    return process.pid if process is not None else None
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenario", choices=["session", "instrumented"])
+    parser.add_argument("--tasks", type=int, default=400)
+    parser.add_argument("--seconds", type=float, default=0.1)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--project", default="faults")
+    parser.add_argument("--flush-interval", type=float, default=0.2)
+    parser.add_argument("--wait-for-stdin", action="store_true")
+    args = parser.parse_args(argv)
+    {"session": run_session, "instrumented": run_instrumented}[args.scenario](args)
+
+
+if __name__ == "__main__":
+    main()
