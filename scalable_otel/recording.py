@@ -36,6 +36,8 @@ from .telemetry import build_pipeline
 
 logger = logging.getLogger(__name__)
 
+STATUS_CRASHED = "crashed"  # the run span's status when the session's process died
+
 
 @dataclass
 class RunConfig:
@@ -318,4 +320,6 @@ def serve(conn: Connection) -> None:
             summary = run.finish(message[1], message[2])
             conn.send(("closed", summary))
             return
-    run.finish(time.time(), None)
+    # The pipe ended without a close: the session's process died, so the run crashed
+    # (however its tasks went), and the trace must not say it completed.
+    run.finish(time.time(), STATUS_CRASHED)
