@@ -55,6 +55,34 @@ _SECRET_IN_CONTEXT = re.compile(
 _SEARCHED_CHARS = 4 * MAX_VALUE_CHARS
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, _SEARCHED_CHARS, _SEARCHED_CHARS
+# what `Redaction.scrub` cuts out of a free text (an error message, a traceback): each
+# secret itself, keeping what tells the reader where it was
+_SCRUBBED = (
+    (
+        re.compile(
+            r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)",
+            re.DOTALL,
+        ),
+        REDACTED,
+    ),
+    (
+        re.compile(
+            r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{30,}|github_pat_\w{30,}"
+            r"|xox[baprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}"
+            r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
+        ),
+        REDACTED,
+    ),
+    (re.compile(r"(://[^/\s:@]+:)[^/\s@]+@"), rf"\g<1>{REDACTED}@"),
+    (re.compile(r"((?i:bearer)\s+)[A-Za-z0-9._~+/-]{16,}=*"), rf"\g<1>{REDACTED}"),
+    (
+        re.compile(
+            r"""((?i:password|passwd|secret|token|api[_-]?key|access[_-]?key|"""
+            r"""private[_-]?key|credentials?)['"]?\s*[:=]\s*['"]?)[^\s'",;}&)\]]+"""
+        ),
+        rf"\g<1>{REDACTED}",
+    ),
+)
 NAMES_ENV = "SCALABLE_REDACT_NAMES"
 RECORD_ARGS_ENV = "SCALABLE_RECORD_ARGS"
 
@@ -128,6 +156,17 @@ class Redaction:
         if (":" in text or "=" in text or "earer " in text) and _SECRET_IN_CONTEXT.search(text):
             return True
         return any(pattern.search(text) for pattern in self.values)
+
+    def scrub(self, text: str | None) -> str | None:
+        """`text` with each secret it holds replaced by `[redacted]` (for error messages and
+        tracebacks, which are kept but must not carry a password to the run directory)."""
+        if not text:
+            return text
+        for pattern, replacement in _SCRUBBED:
+            text = pattern.sub(replacement, text)
+        for pattern in self.values:
+            text = pattern.sub(REDACTED, text)
+        return text
 
     def value(self, name: str, value):
         """The summary of one argument: kept, shortened, or `[redacted]`."""

@@ -21,6 +21,7 @@ from opentelemetry.metrics import Observation
 from opentelemetry.trace import NonRecordingSpan, Status, StatusCode
 
 from . import semconv as sc
+from .args import DEFAULT_REDACTION, Redaction
 from .instrumentation.task_context import task_span_id
 
 logger = logging.getLogger(__name__)
@@ -136,8 +137,10 @@ class Recorder:
         run_id: str = "",
         ids=None,
         span_out=None,
+        redaction: Redaction = DEFAULT_REDACTION,
     ):
         self._tracer = tracer
+        self._redaction = redaction  # secrets cut out of error messages and tracebacks
         self._run_id = run_id
         self._ids = ids  # PresetIds: a task span gets the id its workers derive from its key
         self._span_out = span_out  # spans made inside tasks, sent by workers
@@ -355,6 +358,8 @@ class Recorder:
         task = self._tasks.pop(key, None)
         if task is None:
             return
+        exception_text = self._redaction.scrub(exception_text)
+        traceback_text = self._redaction.scrub(traceback_text)
         etype, message = error_type(exception_text), error_message(exception_text)
         duration, queue_wait = self._finish(task, t, worker, start, stop)
         status = Status(StatusCode.ERROR, f"{etype}: {message}")

@@ -14,7 +14,7 @@ from scalable_otel.analysis.columns import write_columnar_copy
 from scalable_otel.analysis.export import export_parquet
 from scalable_otel.analysis.html import write_html_report
 from tests import workloads
-from tests.conftest import REPO
+from tests.conftest import REPO, events
 
 ENV_SECRET = "env-secret-4f1c9e"
 ARG_SECRET = "arg-secret-77ab21"
@@ -45,6 +45,9 @@ def recorded(project_dir, open_umask, monkeypatch):
         secret_call = session.submit(workloads.connect, "db", password=ARG_SECRET)
         assert secret_call.result() == "connected to db"
         assert cached_square(3) == 9 and cached_square(3) == 9
+        failing = session.submit(workloads.fail_connecting, f"https://ann:{ARG_SECRET}@example.org")
+        with pytest.raises(ConnectionError):
+            failing.result()
     write_columnar_copy(session.run_dir, min_bytes=0)  # the copy made for large runs
     # what the user exports, into folders that do not exist yet
     write_html_report(session.run_dir, project_dir / ".scalable" / "reports" / "run.html")
@@ -71,6 +74,8 @@ def test_no_environment_value_or_secret_argument_is_written(recorded):
         assert secret.encode() not in written
     assert b"SCALABLE_PROJECT_TOKEN" not in written and b"DATABASE_URL" not in written
     assert b'"password":"[redacted]"' in (recorded.run_dir / "tasks.jsonl").read_bytes()
+    (failure,) = events(recorded.run_dir, "failures.jsonl")
+    assert "https://ann:[redacted]@example.org" in failure["error_message"]
 
 
 def test_only_the_cache_unpickles_and_only_after_verifying():

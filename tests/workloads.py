@@ -49,3 +49,8 @@ def simulate(scenario_id, years=10):
 def connect(host, password=None):
     """A task taking a secret argument (its summary must say [redacted])."""
     return f"connected to {host}"
+
+
+def fail_connecting(url):
+    """A task whose error message and traceback hold the URL it was given."""
+    raise ConnectionError(f"cannot reach {url}")
