@@ -135,6 +135,7 @@ class RunRecording:
             "cache_misses": recorder.cache_misses,
             "telemetry_lines_dropped": self.pipeline.writer.dropped,
             "telemetry_spans_dropped": self.pipeline.backends.dropped_spans(),
+            "telemetry_write_error": self.pipeline.writer.errors.first,
             "exporters": dict(self.pipeline.backends.where),
             "trace_id": f"{self.run_span.get_span_context().trace_id:032x}",
         }

@@ -560,7 +560,18 @@ class ScalableSession:
             write_json_atomic(self.run_dir / PLAN_JSON, self._plan(graph=self._graph()))
         except Exception:
             logger.debug("scalable-otel: plan.json not rewritten", exc_info=True)
-        self._write_run_json(self.status, ended, summary)
+        try:
+            self._write_run_json(self.status, ended, summary)
+        except OSError as exc:  # a full or read-only disk must not fail a finished workflow
+            # one warning a run: the telemetry process gave it if its own writes failed
+            warned = summary.get("telemetry_write_error")
+            (logger.debug if warned else logger.warning)(
+                "scalable-otel: cannot write telemetry to %s (%s); the workflow goes on, "
+                "run.json keeps what it said when the run started",
+                self.run_dir,
+                exc.strerror or exc,
+            )
+            return
         try:
             from .analysis.columns import write_columnar_copy
 
@@ -608,6 +619,7 @@ class ScalableSession:
             "cache_misses": summary.get("cache_misses", 0),
             "telemetry_lines_dropped": summary.get("telemetry_lines_dropped", 0),
             "telemetry_spans_dropped": summary.get("telemetry_spans_dropped", 0),
+            "telemetry_write_error": summary.get("telemetry_write_error"),
             "exporters": summary.get("exporters", self._exports.describe()),
             "trace_id": summary.get("trace_id") or self.trace_id,
             "telemetry_lost": summary.get("telemetry_lost", False),

@@ -15,7 +15,12 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 from . import semconv as sc
 from .exporters.backends import CLOSE_WAIT_S, Backends, build_backends
-from .exporters.jsonl import JsonlWriter, RunDirectoryLogProcessor, RunDirectorySpanProcessor
+from .exporters.jsonl import (
+    JsonlWriter,
+    RunDirectoryLogProcessor,
+    RunDirectorySpanProcessor,
+    WriteErrors,
+)
 from .exporters.settings import ExportSettings
 
 logger = logging.getLogger(__name__)
@@ -123,13 +128,16 @@ def build_pipeline(
     if not os.environ.get("OTEL_SERVICE_NAME"):
         attributes["service.name"] = "scalable-otel"
     resource = Resource.create(attributes)  # also reads OTEL_RESOURCE_ATTRIBUTES
-    writer = JsonlWriter(directory, flush_interval=flush_interval)
+    # one warning for a full disk, whichever of the run directory's files meets it first
+    write_errors = WriteErrors(directory)
+    writer = JsonlWriter(directory, flush_interval=flush_interval, errors=write_errors)
     backends = build_backends(
         exports or ExportSettings(otlp_json_file=False),
         directory,
         run_id=run_id,
         project=project,
         flush_interval=flush_interval,
+        write_errors=write_errors,
     )
     ids = PresetIds(trace_id)
     tracer_provider = TracerProvider(resource=resource, id_generator=ids)

@@ -235,15 +235,22 @@ class _GuardedMetrics:
 
 
 def build_backends(
-    settings: ExportSettings, run_dir: Path, *, run_id: str, project: str, flush_interval: float
+    settings: ExportSettings,
+    run_dir: Path,
+    *,
+    run_id: str,
+    project: str,
+    flush_interval: float,
+    write_errors=None,
 ) -> Backends:
-    """The exporters `settings` ask for; one that cannot be built is skipped with a warning."""
+    """The exporters `settings` ask for; one that cannot be built is skipped with a warning.
+    `write_errors` (the run directory's `WriteErrors`) gets the errors writing its files."""
     backends = Backends()
     if settings.otlp_json_file:
         _add(
             backends,
             "traces.otlp.jsonl",
-            lambda: _otlp_json(backends, run_dir, flush_interval),
+            lambda: _otlp_json(backends, run_dir, flush_interval, write_errors),
         )
     if settings.otlp_traces is not None:
         _add(backends, "OTLP traces", lambda: _otlp_traces(backends, settings.otlp_traces))
@@ -265,10 +272,12 @@ def _add(backends: Backends, what: str, build: Callable[[], None]) -> None:
         logger.warning("scalable-otel: %s export is off for this run (%s)", what, exc)
 
 
-def _otlp_json(backends: Backends, run_dir: Path, flush_interval: float) -> None:
+def _otlp_json(backends: Backends, run_dir: Path, flush_interval: float, write_errors) -> None:
     from .otlp_json import TRACES_FILE, OtlpJsonSpanProcessor
 
-    processor = OtlpJsonSpanProcessor(run_dir / TRACES_FILE, flush_interval=flush_interval)
+    processor = OtlpJsonSpanProcessor(
+        run_dir / TRACES_FILE, flush_interval=flush_interval, write_errors=write_errors
+    )
     backends.span_processors.append(processor)
     backends.span_files.append(processor)
 

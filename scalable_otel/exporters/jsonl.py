@@ -73,18 +73,45 @@ class LineAppender:
             self.fd = None
 
 
+class WriteErrors:
+    """Write errors in one run directory (a full or read-only disk, a removed directory),
+    whichever of its files they hit: the first is logged, once for all the files, and kept
+    as `first` (`"<file>: <reason>"`) for run.json."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.first: str | None = None
+        self._lock = threading.Lock()
+
+    def report(self, path: Path, exc: OSError) -> None:
+        with self._lock:
+            if self.first is not None:
+                return
+            self.first = f"{Path(path).name}: {exc.strerror or exc}"
+        logger.warning(
+            "scalable-otel: cannot write telemetry to %s (%s); the workflow goes on, "
+            "lost lines and spans are counted in run.json",
+            self.directory,
+            self.first,
+        )
+
+
 class JsonlWriter:
     """Buffered, thread-safe appends of JSON lines to the files of one run directory.
 
     Lines are written by one `os.write` per file per flush on an O_APPEND
     descriptor, so lines from concurrent writers never interleave. A write
-    error (disk full, directory gone) never reaches the workflow: it is
-    logged once and the lost lines are counted in `dropped`.
+    error (disk full, directory gone) never reaches the workflow: it goes to
+    `errors` (logged once for the run directory) and the lost lines are
+    counted in `dropped`.
     """
 
-    def __init__(self, directory: Path, flush_interval: float = 0.2):
+    def __init__(
+        self, directory: Path, flush_interval: float = 0.2, errors: WriteErrors | None = None
+    ):
         self.directory = Path(directory)
         self.flush_interval = flush_interval
+        self.errors = errors or WriteErrors(self.directory)
         self.dropped = 0
         self.written = 0
         # one growing buffer per file, not a list of lines: the line's bytes are freed at
@@ -94,7 +121,6 @@ class JsonlWriter:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._files = {name: LineAppender(self.directory / name) for name in JSONL_FILES}
-        self._warned = False
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scalable-otel-jsonl", daemon=True)
         self._thread.start()
@@ -138,14 +164,7 @@ class JsonlWriter:
             self.written += count
         except OSError as exc:
             self.dropped += count
-            if not self._warned:
-                self._warned = True
-                logger.warning(
-                    "scalable-otel: cannot write telemetry to %s (%s); the workflow goes on, "
-                    "lost lines are counted in run.json",
-                    self.directory,
-                    exc.strerror or exc,
-                )
+            self.errors.report(self._files[file].path, exc)
 
 
 def _attributes(span) -> dict:

@@ -31,7 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind
 
-from .jsonl import LineAppender
+from .jsonl import LineAppender, WriteErrors
 
 __all__ = [
     "TRACES_FILE",
@@ -280,7 +280,9 @@ class OtlpJsonSpanProcessor(SpanProcessor):
     Nothing here raises into the caller: a write or encoding error, or spans beyond
     `max_buffered` queued spans (the writer not keeping up), are logged once and the
     spans lost are counted in `dropped`; `written` counts the spans written. Spans that
-    are not sampled are not written, as with the SDK's exporting processors.
+    are not sampled are not written, as with the SDK's exporting processors. With
+    `write_errors` (the run directory's), a write error is reported there instead, so
+    that a full disk is one warning for all the files of a run.
     """
 
     def __init__(
@@ -290,8 +292,10 @@ class OtlpJsonSpanProcessor(SpanProcessor):
         *,
         max_buffered: int = MAX_BUFFERED_SPANS,
         max_spans_per_line: int = MAX_SPANS_PER_LINE,
+        write_errors: WriteErrors | None = None,
     ):
         self.path = Path(path)
+        self._write_errors = write_errors
         self.flush_interval = flush_interval
         self.max_buffered = max(1, int(max_buffered))
         self.max_spans_per_line = max(1, int(max_spans_per_line))
@@ -410,7 +414,7 @@ class OtlpJsonSpanProcessor(SpanProcessor):
         try:
             return self._file.open()
         except OSError as exc:
-            self._warn(f"cannot open {self.path} ({exc.strerror or exc})")
+            self._write_failed("cannot open", exc)
             return None
 
     def _write(self, data: bytes, count: int) -> bool:
@@ -424,8 +428,14 @@ class OtlpJsonSpanProcessor(SpanProcessor):
             return True
         except OSError as exc:
             self._count_dropped(count)
-            self._warn(f"cannot write spans to {self.path} ({exc.strerror or exc})")
+            self._write_failed("cannot write spans to", exc)
             return False
+
+    def _write_failed(self, what: str, exc: OSError) -> None:
+        if self._write_errors is not None:
+            self._write_errors.report(self.path, exc)
+        else:
+            self._warn(f"{what} {self.path} ({exc.strerror or exc})")
 
     def _count_dropped(self, count: int) -> None:
         with self._lock:

@@ -47,10 +47,30 @@ def run_session(args) -> None:
         project=args.project,
         flush_interval=args.flush_interval,
     ) as session:
-        say(run_dir=str(session.run_dir), pid_recorder=_recorder_pid(session))
-        if args.wait_for_stdin:
-            sys.stdin.readline()  # the test injects its fault, then lets us go on
+        say(run_dir=str(session.run_dir))
         results = stream(session, args)
+    say(results=results, status=session.status)
+
+
+def run_in_phases(args) -> None:
+    """`args.tasks` tasks before and as many after a pause, and a pause before the close:
+    at each pause the driver says `{"paused": n}` and waits for a line on stdin, for the
+    test to inject its fault (fill the disk, free it)."""
+    from scalable_otel import ScalableSession
+
+    results = []
+    with ScalableSession(
+        target="local",
+        n_workers=args.workers,
+        threads_per_worker=1,
+        project=args.project,
+        flush_interval=args.flush_interval,
+    ) as session:
+        say(run_dir=str(session.run_dir))
+        for phase in range(2):
+            results += stream(session, args)
+            say(paused=phase)
+            sys.stdin.readline()
     say(results=results, status=session.status)
 
 
@@ -71,22 +91,19 @@ def run_instrumented(args) -> None:
     say(results=results)
 
 
-def _recorder_pid(session):
-    process = getattr(session._recording, "_process", None)
-    return process.pid if process is not None else None
+SCENARIOS = {"session": run_session, "phases": run_in_phases, "instrumented": run_instrumented}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["session", "instrumented"])
+    parser.add_argument("scenario", choices=list(SCENARIOS))
     parser.add_argument("--tasks", type=int, default=400)
     parser.add_argument("--seconds", type=float, default=0.1)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--project", default="faults")
     parser.add_argument("--flush-interval", type=float, default=0.2)
-    parser.add_argument("--wait-for-stdin", action="store_true")
     args = parser.parse_args(argv)
-    {"session": run_session, "instrumented": run_instrumented}[args.scenario](args)
+    SCENARIOS[args.scenario](args)
 
 
 if __name__ == "__main__":

@@ -28,12 +28,12 @@ def clean_env(**extra) -> dict:
 
 class Driver:
     """`python -m tests.faults.driver ARGS` in `cwd`; its stdout lines (JSON) are kept
-    with the monotonic time each arrived, its stderr goes to a file."""
+    with the monotonic time each arrived, and its stderr (a pipe, which no file size limit
+    or full disk stops) as it comes."""
 
     def __init__(self, cwd: Path, *args: str, stdin: bool = False, group: bool = False, env=None):
         self.cwd = Path(cwd)
-        self.stderr_path = self.cwd / f"driver-{time.monotonic_ns()}.stderr"
-        self._stderr = open(self.stderr_path, "wb")
+        self._stderr = bytearray()
         self.lines: list[tuple[float, dict]] = []
         self._eof = False
         self._cond = threading.Condition()
@@ -43,12 +43,17 @@ class Driver:
             env=env or clean_env(),
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=self._stderr,
+            stderr=subprocess.PIPE,
             start_new_session=group,  # its own process group, to signal all of it at once
         )
         self.pid = self.process.pid
         self._family: dict[int, psutil.Process] = {}
         threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stderr(self) -> None:
+        for chunk in iter(lambda: self.process.stderr.read1(65536), b""):
+            self._stderr += chunk
 
     def _read(self) -> None:
         for raw in self.process.stdout:
@@ -123,8 +128,8 @@ class Driver:
         return self.process.wait(timeout)
 
     def stderr(self) -> str:
-        self._stderr.flush()
-        return self.stderr_path.read_text(errors="replace")
+        """What the driver (and the processes it started) wrote on stderr so far."""
+        return bytes(self._stderr).decode(errors="replace")
 
     def cleanup(self) -> None:
         """End what is left of the driver and the processes it started (by their pids)."""
@@ -138,7 +143,6 @@ class Driver:
             except psutil.NoSuchProcess:
                 pass
         psutil.wait_procs(list(self._family.values()), timeout=10)
-        self._stderr.close()
 
 
 def lines_of(path: Path) -> tuple[list[dict], bytes]:
