@@ -77,3 +77,40 @@ def test_workers_are_slurm_jobs_and_a_cancelled_job_is_a_crashed_worker(slurm_ru
     assert summary["provider"] == "slurm"
     assert summary["cost"]["usd"] > 0
     assert summary["cost"]["rates"]["cpu_hour"] == 0.5
+
+
+def test_a_job_past_its_walltime_is_a_crashed_worker_whose_tasks_run_again(
+    slurm,  # noqa: F811
+    project_dir,
+    monkeypatch,
+):
+    """Slurm ends a job at its time limit as it does at preemption: SIGTERM, then SIGKILL.
+    The limit is lowered to one minute on a running job (the smallest Slurm accepts);
+    slurmctld enforces it on its next periodic check, 60 to 90 s into the job."""
+    pytest.importorskip("dask_jobqueue")
+    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    (project_dir / "scalable.yaml").write_text(MANIFEST)
+    with ScalableSession.from_yaml("scalable.yaml", target="hpc") as session:
+        session.client.wait_for_workers(2, timeout=60)
+        added = {w["worker"]: w for w in events(session.run_dir, "workers.jsonl", "worker_added")}
+        victim, job = next((a, w["slurm_job_id"]) for a, w in added.items())
+        slurm.run("scontrol", "update", f"JobId={job}", "TimeLimit=1")
+        futures, deadline = [], time.monotonic() + 150
+        # keep both workers busy until the job is ended, so it dies running a task
+        while time.monotonic() < deadline:
+            futures += session.map(workloads.sleep_then, range(2), seconds=1.0, pure=False)
+            session.gather(futures[-2:])
+            if events(session.run_dir, "workers.jsonl", "worker_crashed"):
+                break
+        results = session.gather(futures)
+    assert results == [0, 1] * (len(futures) // 2)
+    assert "JobState=TIMEOUT" in slurm.run("scontrol", "show", "job", str(job))
+    (crashed,) = events(session.run_dir, "workers.jsonl", "worker_crashed")
+    assert (crashed["worker"], crashed["slurm_job_id"]) == (victim, job)
+    assert crashed["reason"]
+    meta = json.loads((session.run_dir / "run.json").read_text())
+    assert meta["status"] == "completed" and meta["tasks_completed"] == len(futures)
+    if crashed["lost_tasks"]:
+        retried = [t for t in events(session.run_dir, event="task_completed") if t["attempt"] > 1]
+        assert retried and all(t["worker"] != victim for t in retried)
