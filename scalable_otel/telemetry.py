@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +91,12 @@ class Pipeline:
     def shutdown(self) -> None:
         """Flush every exporter (a failed backend is not waited for), then close the files."""
         self.backends.closing()
-        self._shutdown(self.tracer_provider)
+        # Spans and metrics are flushed side by side: a backend that never answers costs
+        # the close CLOSE_WAIT_S once, not once for its spans and again for its metrics.
+        spans = threading.Thread(
+            target=self._shutdown, args=(self.tracer_provider,), name="scalable-otel-close"
+        )
+        spans.start()
         self._shutdown(self.logger_provider)
         for finish in self.backends.before_shutdown:  # after the last values, before the end
             try:
@@ -99,6 +105,7 @@ class Pipeline:
                 logger.debug("scalable-otel: exporter finish failed", exc_info=True)
         # a metric exporter whose backend hangs is given CLOSE_WAIT_S, not its own timeout
         self._shutdown(self.meter_provider, timeout_millis=CLOSE_WAIT_S * 1000)
+        spans.join()
         self.backends.closed()
         self.writer.close()
 

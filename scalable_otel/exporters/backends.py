@@ -4,7 +4,8 @@ endpoint, a Pushgateway), and the spans in OTLP's JSON file encoding.
 
 A backend that is down or slow never slows the workflow or the run directory: spans
 wait in a bounded queue and are sent from a background thread; after a failed send
-one warning names the endpoint; while closing, a backend that has failed is not waited
+(or a refused connection: each OTLP endpoint is tried once when the run starts) one
+warning names the endpoint; while closing, a backend that has failed is not waited
 for, and no backend is waited for more than `CLOSE_WAIT_S`. Spans offered to OTLP but
 not confirmed sent are counted (`dropped_spans`, in run.json as `telemetry_spans_dropped`).
 """
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 import importlib
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .. import semconv as sc
 from .settings import GRPC, HTTP, ExportSettings, OtlpTarget
@@ -98,6 +101,7 @@ class _Guard:
             if ok:
                 self.sent += count
                 self.sent_any = True
+                self.failed = False  # back up: the close waits for it again
                 return
             self.failed = True
             if self._warned:
@@ -189,6 +193,35 @@ def _otlp_exporter(target: OtlpTarget, signal: str):
     if target.protocol == GRPC:
         kwargs["insecure"] = target.endpoint.startswith("http://")
     return getattr(importlib.import_module(module), name)(timeout=target.timeout_s, **kwargs)
+
+
+def _probe(target: OtlpTarget, guard: _Guard) -> None:
+    """Try one TCP connection to the endpoint, in the background. The exporters retry a
+    refused connection for their whole timeout, so a backend that is down would otherwise
+    first fail at the close and cost it CLOSE_WAIT_S; one that refuses now is known to be
+    down (until a send succeeds) and is not waited for. One that accepts is left alone."""
+    address = _host_port(target)
+    if address is None:
+        return
+
+    def connect() -> None:
+        try:
+            socket.create_connection(address, timeout=CLOSE_WAIT_S).close()
+        except OSError as exc:
+            guard.result(False, 0, f"cannot connect: {exc.strerror or exc}")
+
+    threading.Thread(target=connect, name="scalable-otel-otlp-probe", daemon=True).start()
+
+
+def _host_port(target: OtlpTarget) -> tuple[str, int] | None:
+    """(host, port) of an OTLP endpoint URL, or None for one that names no TCP address."""
+    endpoint = target.endpoint if "://" in target.endpoint else f"//{target.endpoint}"
+    try:
+        parts = urlsplit(endpoint)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    return (host, port) if host and port else None  # without a port: not tried
 
 
 def _guarded_metric_exporter(exporter, guard: _Guard):
@@ -291,6 +324,7 @@ def _otlp_traces(backends: Backends, target: OtlpTarget) -> None:
     backends.span_processors.append(_CountingProcessor(processor, guard))
     backends.guards.append(guard)
     backends.where["otlp_traces"] = target.describe()
+    _probe(target, guard)
 
 
 def _otlp_metrics(backends: Backends, target: OtlpTarget) -> None:
@@ -307,6 +341,7 @@ def _otlp_metrics(backends: Backends, target: OtlpTarget) -> None:
     )
     backends.guards.append(guard)
     backends.where["otlp_metrics"] = target.describe()
+    _probe(target, guard)
 
 
 def _prometheus(backends: Backends, settings: ExportSettings, *, run_id: str, project: str):
