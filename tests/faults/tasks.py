@@ -1,0 +1,23 @@
+"""Task functions of the fault tests (importable by worker processes)."""
+
+import time
+from pathlib import Path
+
+
+def grow_once(marker: str, megabytes: int, step: int = 5, pause: float = 0.03) -> str:
+    """On the first attempt (no `marker` file yet) take memory `step` MiB at a time up to
+    `megabytes`, then hold it; a later attempt returns at once. The first waits a moment
+    before it grows, so that its worker has reported it started before it dies."""
+    path = Path(marker)
+    if path.exists():
+        return "retried"
+    path.touch()
+    time.sleep(0.5)
+    blocks = []
+    for _ in range(megabytes // step):
+        block = bytearray(step * 2**20)
+        block[::4096] = b"\1" * len(block[::4096])  # touched: resident, not just reserved
+        blocks.append(block)
+        time.sleep(pause)
+    time.sleep(10)  # the nanny ends this attempt before
+    return "survived"
