@@ -16,7 +16,7 @@ import orjson
 
 
 def say(**fields) -> None:
-    sys.stdout.write(orjson.dumps(fields).decode() + "\n")
+    sys.stdout.write(orjson.dumps(fields, default=sorted).decode() + "\n")  # sets sorted
     sys.stdout.flush()
 
 
@@ -40,6 +40,8 @@ def run_session(args) -> None:
     """A `with ScalableSession` workflow (the way the README shows it)."""
     from scalable_otel import ScalableSession
 
+    if args.barrier:
+        barrier()
     with ScalableSession(
         target="local",
         n_workers=args.workers,
@@ -74,6 +76,30 @@ def run_in_phases(args) -> None:
     say(results=results, status=session.status)
 
 
+def run_cache(args) -> None:
+    """`args.rounds` rounds of `args.tasks` calls of a cacheable function in this process,
+    each round with arguments new to the cache; says each result."""
+    from scalable_otel import ScalableSession
+    from tests.faults import tasks
+
+    function = getattr(tasks, args.function)
+    with ScalableSession(
+        target="local", n_workers=1, threads_per_worker=1, project=args.project
+    ) as session:
+        say(run_dir=str(session.run_dir))
+        barrier()
+        results = [
+            [function(round_, i) for i in range(args.tasks)] for round_ in range(args.rounds)
+        ]
+    say(results=results, status=session.status)
+
+
+def barrier() -> None:
+    """Say ready and wait for the test's go (a line on stdin): drivers started together."""
+    say(ready=True)
+    sys.stdin.readline()
+
+
 def run_instrumented(args) -> None:
     """A plain Dask client made after `DaskInstrumentor().instrument()`, never closed:
     its run is finished by the instrumentor when the interpreter exits."""
@@ -91,7 +117,12 @@ def run_instrumented(args) -> None:
     say(results=results)
 
 
-SCENARIOS = {"session": run_session, "phases": run_in_phases, "instrumented": run_instrumented}
+SCENARIOS = {
+    "session": run_session,
+    "phases": run_in_phases,
+    "instrumented": run_instrumented,
+    "cache": run_cache,
+}
 
 
 def main(argv=None) -> None:
@@ -102,6 +133,9 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--project", default="faults")
     parser.add_argument("--flush-interval", type=float, default=0.2)
+    parser.add_argument("--barrier", action="store_true", help="wait for a go to start")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--function", default="square")
     args = parser.parse_args(argv)
     SCENARIOS[args.scenario](args)
 

@@ -3,6 +3,8 @@
 import time
 from pathlib import Path
 
+from scalable_otel import cacheable
+
 
 def grow_once(marker: str, megabytes: int, step: int = 5, pause: float = 0.03) -> str:
     """On the first attempt (no `marker` file yet) take memory `step` MiB at a time up to
@@ -21,3 +23,15 @@ def grow_once(marker: str, megabytes: int, step: int = 5, pause: float = 0.03) -
         time.sleep(pause)
     time.sleep(10)  # the nanny ends this attempt before
     return "survived"
+
+
+@cacheable
+def square(round_: int, i: int) -> int:
+    return i * i
+
+
+@cacheable
+def tagged(round_: int, i: int) -> dict:
+    """The same value in every process, but not the same pickle: a set of strings is
+    pickled in its iteration order, which follows the process's hash seed."""
+    return {"i": i, "tags": {f"tag-{k}" for k in range(16)}}
