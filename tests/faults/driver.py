@@ -77,15 +77,14 @@ def run_in_phases(args) -> None:
 
 
 def run_cache(args) -> None:
-    """`args.rounds` rounds of `args.tasks` calls of a cacheable function in this process,
-    each round with arguments new to the cache; says each result."""
+    """`args.rounds` rounds of `args.tasks` calls of a cacheable function in this process
+    (the session records them; it needs no workers), each round with arguments new to the
+    cache; says the results."""
     from scalable_otel import ScalableSession
     from tests.faults import tasks
 
     function = getattr(tasks, args.function)
-    with ScalableSession(
-        target="local", n_workers=1, threads_per_worker=1, project=args.project
-    ) as session:
+    with ScalableSession(target="local", n_workers=0, project=args.project) as session:
         say(run_dir=str(session.run_dir))
         barrier()
         results = [

@@ -7,13 +7,14 @@ so the workflow itself (submit, compute, gather) does not wait for any backend. 
 wait is the close, which flushes the last spans and metrics: a backend known to be down
 (it refused a connection) is not waited for at all, and one that never answers is given
 CLOSE_WAIT_S (3 s, backends.py) once, traces and metrics flushed side by side, and then
-dropped. So a run with a backend down takes at most 10 % longer than without OTLP, or,
-for a run too short for 3 s to be 10 % of it, at most CLOSE_WAIT_S longer.
+dropped. Besides, a run with OTLP starts a little later, whatever the backend does: the
+telemetry process loads the OTLP exporters (requests or gRPC) before the run starts,
+0.1-0.35 s here. So a run with a backend down takes at most 10 % longer than without
+OTLP, or, for a run too short for that, at most that start-up plus the close's wait.
 
 Timing on a shared 2-core machine is noisy: the variants run interleaved, three rounds,
-on one cluster (so cluster start-up is not in the figures), and the medians are compared.
-NOISE_S covers that noise and the start-up of the OTLP exporters themselves (the
-telemetry process imports requests or gRPC: 0.1-0.3 s here, whatever the backend does).
+on one cluster (so cluster start-up is not in the figures), and the medians are compared,
+with NOISE_S of slack (what identical runs' medians differed by here).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from tests import workloads
 from tests.integration.test_otlp import SilentServer, closed_port
 
 ROUNDS = 3
-NOISE_S = 0.5
+NOISE_S = 0.3
+EXPORTER_START_S = 0.5  # loading the OTLP exporters in the telemetry process, at most
 BACKENDS = [
     (protocol, behaviour)
     for protocol in ("http/protobuf", "grpc")
@@ -98,11 +100,18 @@ def test_a_backend_down_does_not_slow_the_workflow(timings, protocol, behaviour)
     base, down = timings[None], timings[(protocol, behaviour)]
     figures = {f: (median(base, f), median(down, f)) for f in ("total", "start", "body", "close")}
     summary = ", ".join(f"{f} {b:.2f}s -> {d:.2f}s" for f, (b, d) in figures.items())
+    rounds = [f"{b['total']:.2f}/{b['close']:.2f} -> {d['total']:.2f}/{d['close']:.2f}"
+              for b, d in zip(base, down)]  # fmt: skip
+    summary += f" (medians; each round's total/close: {'; '.join(rounds)})"
     # the workflow itself never waits for a backend
     body_base, body_down = figures["body"]
     assert body_down - body_base <= max(0.10 * body_base, NOISE_S), summary
-    # the whole run: 10 % at most, or the one bounded wait for a backend that never answers
+    # the close: nothing for a backend known down, one bounded wait for one that is silent
+    close_base, close_down = figures["close"]
+    wait = 0.0 if behaviour == "refuses" else CLOSE_WAIT_S
+    assert close_down - close_base <= wait + NOISE_S, summary
+    # the whole run: 10 % at most, or the exporters' start-up and the close's wait
     total_base, total_down = figures["total"]
-    allowed = 0.0 if behaviour == "refuses" else CLOSE_WAIT_S
-    assert total_down - total_base <= max(0.10 * total_base, allowed + NOISE_S), summary
+    allowed = EXPORTER_START_S + wait + NOISE_S
+    assert total_down - total_base <= max(0.10 * total_base, allowed), summary
     print(f"\n{protocol} backend that {behaviour}: {summary}")
