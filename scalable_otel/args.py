@@ -122,7 +122,7 @@ class Redaction:
             for words in (tuple(w for w in _name_words(str(n))[1] if w) for n in names)
             if words
         )
-        self.values = tuple(re.compile(v) if isinstance(v, str) else v for v in values)
+        self.values = tuple(_compiled(v) for v in values)
         self.record_args = record_args
         self.is_secret_name = functools.lru_cache(maxsize=4096)(self._is_secret_name)
 
@@ -157,6 +157,10 @@ class Redaction:
             return True
         return any(pattern.search(text) for pattern in self.values)
 
+    def value_patterns(self) -> list[tuple[str, int]]:
+        """The added value patterns as plain data, for `Redaction(values=...)` elsewhere."""
+        return [(p.pattern, p.flags) for p in self.values]
+
     def scrub(self, text: str | None) -> str | None:
         """`text` with each secret it holds replaced by `[redacted]` (for error messages and
         tracebacks, which are kept but must not carry a password to the run directory)."""
@@ -181,6 +185,15 @@ class Redaction:
         if len(text) > MAX_VALUE_CHARS:
             text = text[: MAX_VALUE_CHARS - 1] + "…"
         return text
+
+
+def _compiled(value) -> re.Pattern:
+    """A pattern from a string, a compiled pattern or a (pattern, flags) pair."""
+    if isinstance(value, re.Pattern):
+        return value
+    if isinstance(value, (tuple, list)):
+        return re.compile(value[0], value[1])
+    return re.compile(value)
 
 
 def _contains_run(words: list[str], run: tuple[str, ...]) -> bool:

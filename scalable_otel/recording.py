@@ -29,6 +29,7 @@ from pathlib import Path
 from opentelemetry.trace import Status, StatusCode
 
 from . import semconv as sc
+from .args import Redaction
 from .exporters.settings import ExportSettings
 from .instrumentation.task_context import readable_span
 from .lifecycle import Recorder
@@ -52,6 +53,8 @@ class RunConfig:
     flush_interval: float
     trace_id: str | None = None  # hex; chosen by the session, known to the workers
     exports: dict | None = None  # ExportSettings.to_dict()
+    # the user's redaction patterns, (pattern, flags): cut out of error messages too
+    redact_values: list | None = None
 
 
 def _take_all(*queues: deque) -> list:
@@ -107,6 +110,7 @@ class RunRecording:
             run_id=config.run_id,
             ids=self.pipeline.ids,
             span_out=self._span_from_task,
+            redaction=Redaction(values=config.redact_values or ()),
         )
 
     def _span_from_task(self, record: dict) -> None:

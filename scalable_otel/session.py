@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import cache
 from . import semconv as sc
+from .args import Redaction
 from .exporters.settings import ExportSettings, SettingsError, export_settings
 from .instrumentation.scheduler_plugin import sync_scheduler_plugin
 from .manifest import SLURM_JOB_ENV, Manifest, choose_target
@@ -187,6 +188,12 @@ class ScalableSession:
     `traces.otlp.jsonl`, the spans that `scalable export --otlp` replays.
     A bad setting or an unreachable backend turns that exporter off with one warning.
 
+    `manifest` is a `Manifest`, a mapping or the path of a Scalable manifest file. Task
+    arguments are summarized (bounded, secrets redacted; see `scalable_otel.args`):
+    `redact_names` adds parameter names to redact, `redact_values` regular expressions
+    for values (also cut out of error messages and tracebacks), `record_args=False`
+    keeps no arguments ($SCALABLE_REDACT_NAMES and $SCALABLE_RECORD_ARGS=off likewise).
+
     While a run is recorded, SIGTERM (what Slurm sends a job it preempts or cancels)
     raises `SystemExit(143)` in the main thread: the `with` block ends, the run is
     closed as `interrupted`, and the process exits with code 143 unless the exception is
@@ -201,7 +208,7 @@ class ScalableSession:
         threads_per_worker: int | None = None,
         memory_limit=None,
         project: str | None = None,
-        manifest: Manifest | dict | None = None,
+        manifest: Manifest | dict | str | os.PathLike | None = None,
         runs_dir: str | os.PathLike | None = None,
         cache_dir: str | os.PathLike | None = None,
         resource_interval: float = 1.0,
@@ -219,9 +226,16 @@ class ScalableSession:
         otlp_file: bool | None = None,
         cluster_kwargs: dict | None = None,
         recorder: str = "process",
+        redact_names=None,
+        redact_values=None,
+        record_args: bool | None = None,
     ):
         if isinstance(manifest, dict):
             manifest = Manifest.from_dict(manifest)
+        elif isinstance(manifest, (str, os.PathLike)):
+            manifest = Manifest.load(manifest)
+        # what task argument summaries hide (names, value patterns) and whether they are kept
+        self.redaction = Redaction.from_env(redact_names, redact_values, record_args)
         self.manifest = manifest
         # the argument, $SCALABLE_TARGET, a slurm target inside a Slurm allocation, local
         name, settings, self.provider = choose_target(manifest, target, os.environ)
@@ -450,6 +464,7 @@ class ScalableSession:
                 flush_interval=self.flush_interval,
                 trace_id=self.trace_id,
                 exports=self._exports.to_dict(),
+                redact_values=self.redaction.value_patterns(),
             )
             processors = {
                 "span_processors": self._span_processors,
@@ -676,7 +691,7 @@ class ScalableSession:
         options = _client_options(kwargs, SUBMIT_OPTIONS)
         if key is None:
             key = submit_key(fn, args, kwargs, pure)
-        describe_tasks(self._recording, fn, [(key, args)], kwargs)
+        describe_tasks(self._recording, fn, [(key, args)], kwargs, redaction=self.redaction)
         return self.client.submit(fn, *args, key=key, pure=pure, **options, **kwargs)
 
     def map(self, fn, *iterables, key=None, pure: bool = True, **kwargs):
@@ -684,7 +699,9 @@ class ScalableSession:
         options = _client_options(kwargs, MAP_OPTIONS)
         iterables = [it if isinstance(it, (list, tuple)) else list(it) for it in iterables]
         key = map_keys(fn, iterables, kwargs, key, pure)
-        describe_tasks(self._recording, fn, zip(key, zip(*iterables)), kwargs)
+        describe_tasks(
+            self._recording, fn, zip(key, zip(*iterables)), kwargs, redaction=self.redaction
+        )
         return self.client.map(fn, *iterables, key=key, pure=pure, **options, **kwargs)
 
     def gather(self, futures, errors: str = "raise", **kwargs):

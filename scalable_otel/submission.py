@@ -13,7 +13,7 @@ import uuid
 from dask.base import tokenize
 from dask.utils import funcname
 
-from .args import args_json
+from .args import DEFAULT_REDACTION, Redaction, args_json
 
 # keywords of Client.submit / Client.map that are Dask's, not the function's
 SUBMIT_OPTIONS = (
@@ -55,21 +55,29 @@ def map_keys(fn, iterables: list, kwargs: dict, key=None, pure: bool = True) -> 
     return [f"{prefix}-{uid}-{i}" for i in range(min(map(len, iterables), default=0))]
 
 
-def safe_args_json(fn, args, kwargs) -> str | None:
+def safe_args_json(fn, args, kwargs, redaction: Redaction = DEFAULT_REDACTION) -> str | None:
     """The arguments' summary, or None when it cannot be made (never raises)."""
     try:
-        return args_json(fn, args, kwargs)
+        return args_json(fn, args, kwargs, redaction)
     except Exception:
         return None
 
 
-def describe_tasks(recording, fn, keyed_args, kwargs: dict, component: str | None = None):
+def describe_tasks(
+    recording,
+    fn,
+    keyed_args,
+    kwargs: dict,
+    component: str | None = None,
+    redaction: Redaction = DEFAULT_REDACTION,
+):
     """Describe each `(key, args)` of `keyed_args` to a run's recording; never raises."""
     if recording is None:
         return
     name = funcname(fn)
     try:
         for key, args in keyed_args:
-            recording.describe(key, name, safe_args_json(fn, args, kwargs), component)
+            summary = safe_args_json(fn, args, kwargs, redaction)
+            recording.describe(key, name, summary, component)
     except Exception:  # telemetry never breaks a submission
         pass

@@ -13,6 +13,7 @@ from scalable_otel import ScalableSession, cacheable
 from scalable_otel.analysis.columns import write_columnar_copy
 from scalable_otel.analysis.export import export_parquet
 from scalable_otel.analysis.html import write_html_report
+from scalable_otel.args import REDACTED
 from tests import workloads
 from tests.conftest import REPO, events
 
@@ -96,3 +97,38 @@ def test_only_the_cache_unpickles_and_only_after_verifying():
     source = Path(REPO / "scalable_otel" / "cache.py").read_text()
     load = source[source.index("    def load(") : source.index("    def save(")]
     assert load.index("hmac.compare_digest") < load.index("pickle.loads")
+
+
+def test_the_user_redacts_more_and_it_reaches_errors_too(project_dir):
+    with ScalableSession(
+        n_workers=1,
+        threads_per_worker=1,
+        redact_names=["patient_id"],
+        redact_values=[r"MRN-\d{6}"],
+    ) as session:
+        assert session.submit(workloads.add, 1, 2).result() == 3
+        ward = session.submit(workloads.connect, "MRN-123456 ward 3")
+        failing = session.submit(workloads.fail_connecting, "db for MRN-654321")
+        with pytest.raises(ConnectionError):
+            failing.result()
+        ward.result()
+    with ScalableSession(n_workers=1, threads_per_worker=1, record_args=False) as quiet:
+        assert quiet.submit(workloads.add, 1, 2).result() == 3
+    written = b"".join(p.read_bytes() for p in session.run_dir.rglob("*") if p.is_file())
+    assert b"MRN-123456" not in written and b"MRN-654321" not in written
+    (failure,) = events(session.run_dir, "failures.jsonl")
+    assert failure["error_message"] == "cannot reach db for [redacted]"
+    submitted = events(session.run_dir, event="task_submitted")
+    assert {"host": REDACTED} in [e["args"] for e in submitted]
+    assert [e["args"] for e in events(quiet.run_dir, event="task_submitted")] == [None]
+
+
+def test_a_patient_id_argument_is_redacted_by_name(project_dir):
+    def admit(patient_id, ward):
+        return ward
+
+    with ScalableSession(n_workers=1, threads_per_worker=1, redact_names=["patient_id"]) as s:
+        assert s.submit(workloads.add, 1, 2).result() == 3
+        s.submit(admit, "p-17", "B").result()
+    args = {e["task"]: e["args"] for e in events(s.run_dir, event="task_submitted")}
+    assert args["admit"] == {"patient_id": REDACTED, "ward": "B"}

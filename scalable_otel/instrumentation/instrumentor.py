@@ -132,7 +132,7 @@ class DaskInstrumentor(BaseInstrumentor):
         wrapt.wrap_function_wrapper(Client, "shutdown", self._client_closing)
         wrapt.wrap_function_wrapper(Client, "__exit__", self._client_exiting)
         wrapt.wrap_function_wrapper(ScalableSession, "start", _session_start)
-        scalable_library.instrument_client(self._recording_of)
+        scalable_library.instrument_client(self._session_of)
         if not _atexit_registered:
             # before Dask's own exit hook (atexit runs last-registered first): a client
             # never closed still finishes its run while it can reach its workers
@@ -158,12 +158,12 @@ class DaskInstrumentor(BaseInstrumentor):
         for client in clients:
             self._finish(client, status)
 
-    def _recording_of(self, client):
-        """The recording of `client`'s run, or None."""
+    def _session_of(self, client):
+        """The session recording `client`'s run, or None."""
         entry = self._live.get(id(client))
-        if entry is None or entry[0] is not client:
+        if entry is None or entry[0] is not client or isinstance(entry[1], _Reserved):
             return None
-        return getattr(entry[1], "_recording", None)
+        return entry[1] if entry[1]._recording is not None else None
 
     # --- the wrappers ---------------------------------------------------------------------
     def _client_created(self, wrapped, client, args, kwargs):

@@ -54,13 +54,13 @@ _wanted = {"client": None, "cache": False}  # what the hooks install when the mo
 
 
 # --- ScalableClient: tag= as the component ------------------------------------------------
-def instrument_client(recording_of) -> None:
+def instrument_client(session_of) -> None:
     """Describe each task a `ScalableClient` submits, with its tag as the component.
 
-    `recording_of(client)` gives the recording of the client's run, or None.
+    `session_of(client)` gives the `ScalableSession` recording the client's run, or None.
     """
     with _lock:
-        _wanted["client"] = recording_of
+        _wanted["client"] = session_of
     _when_imported(CLIENT_MODULE, _patch_client)
 
 
@@ -76,28 +76,39 @@ def uninstrument_client() -> None:
 
 
 def _patch_client(module) -> None:
-    recording_of = _wanted["client"]
+    session_of = _wanted["client"]
     client = getattr(module, "ScalableClient", None)
-    if recording_of is None or client is None or hasattr(client.submit, "__wrapped__"):
+    if session_of is None or client is None or hasattr(client.submit, "__wrapped__"):
         return
-    wrapt.wrap_function_wrapper(client, "submit", _SubmitWrapper(recording_of))
-    wrapt.wrap_function_wrapper(client, "map", _MapWrapper(recording_of))
+    wrapt.wrap_function_wrapper(client, "submit", _SubmitWrapper(session_of))
+    wrapt.wrap_function_wrapper(client, "map", _MapWrapper(session_of))
 
 
 class _SubmitWrapper:
-    def __init__(self, recording_of):
-        self._recording_of = recording_of
+    def __init__(self, session_of):
+        self._session_of = session_of
+
+    def _describe(self, client, fn, keyed_args, fn_kwargs, kwargs) -> None:
+        session = self._session_of(client)
+        if session is not None:
+            describe_tasks(
+                session._recording,
+                fn,
+                keyed_args,
+                fn_kwargs,
+                _tag(kwargs),
+                redaction=session.redaction,
+            )
 
     def __call__(self, wrapped, client, args, kwargs):
         try:
-            recording = self._recording_of(client)
-            if recording is not None and args:
+            if args and self._session_of(client) is not None:
                 fn, fn_args = args[0], args[1:]
                 fn_kwargs = function_kwargs(kwargs, SUBMIT_OPTIONS + _TAG_OPTIONS)
                 key = kwargs.get("key")
                 if key is None:
                     key = submit_key(fn, fn_args, fn_kwargs, kwargs.get("pure", True))
-                describe_tasks(recording, fn, [(key, fn_args)], fn_kwargs, _tag(kwargs))
+                self._describe(client, fn, [(key, fn_args)], fn_kwargs, kwargs)
                 kwargs = dict(kwargs, key=key)
         except Exception:  # telemetry never changes what the client does
             logger.debug("scalable-otel: ScalableClient.submit not described", exc_info=True)
@@ -107,8 +118,7 @@ class _SubmitWrapper:
 class _MapWrapper(_SubmitWrapper):
     def __call__(self, wrapped, client, args, kwargs):
         try:
-            recording = self._recording_of(client)
-            if recording is not None and len(args) > 1:
+            if len(args) > 1 and self._session_of(client) is not None:
                 fn = args[0]
                 iterables = [a if isinstance(a, (list, tuple)) else list(a) for a in args[1:]]
                 args = (fn, *iterables)  # generators read once, here
@@ -116,7 +126,7 @@ class _MapWrapper(_SubmitWrapper):
                 keys = map_keys(
                     fn, iterables, fn_kwargs, kwargs.get("key"), kwargs.get("pure", True)
                 )
-                describe_tasks(recording, fn, zip(keys, zip(*iterables)), fn_kwargs, _tag(kwargs))
+                self._describe(client, fn, zip(keys, zip(*iterables)), fn_kwargs, kwargs)
                 kwargs = dict(kwargs, key=keys)
         except Exception:
             logger.debug("scalable-otel: ScalableClient.map not described", exc_info=True)
