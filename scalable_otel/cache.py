@@ -1,8 +1,8 @@
 """`@cacheable`: content-addressed results under `.scalable/cache/`, every lookup recorded.
 
-The key is a SHA-256 of the function's code and its arguments. An entry is a
-pickle beside a small JSON header holding an HMAC of the pickle under a key
-kept in the cache directory (owner-only), so the cache never unpickles bytes
+The key is a SHA-256 of the function's code and its arguments. An entry is one
+file: an HMAC, under a key kept in the cache directory (owner-only), of a small
+JSON header and the pickle that follow it; so the cache never unpickles bytes
 it did not write itself. Each lookup (in the client or inside a task on a
 worker) becomes a cache.jsonl line through the active run's recorder.
 """
@@ -138,31 +138,32 @@ class CacheStore:
             os.unlink(tmp)
         return path.read_bytes()
 
-    def _paths(self, key: str) -> tuple[Path, Path]:
-        folder = self.root / key[:2]
-        return folder / f"{key}.pkl", folder / f"{key}.json"
+    def path(self, key: str) -> Path:
+        """The entry's file: `<hmac hex>\\n<header JSON>\\n<pickle>`, replaced in one step,
+        so two processes saving one key leave one whole entry, never a mix of both."""
+        return self.root / key[:2] / f"{key}.entry"
+
+    def _digest(self, signed: bytes) -> bytes:
+        return hmac.new(self._secret(), signed, hashlib.sha256).hexdigest().encode()
 
     def load(self, key: str):
         """(True, value, header) for a verified entry, else (False, None, None)."""
-        data_path, head_path = self._paths(key)
         try:
-            header = orjson.loads(head_path.read_bytes())
-            payload = data_path.read_bytes()
+            digest, signed = self.path(key).read_bytes().split(b"\n", 1)
         except (OSError, ValueError):
             return False, None, None
-        digest = hmac.new(self._secret(), payload, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(digest, str(header.get("hmac", ""))):
+        if not hmac.compare_digest(digest, self._digest(signed)):
             logger.warning("scalable-otel: cache entry %s failed verification; recomputing", key)
             return False, None, None
-        return True, pickle.loads(payload), header
+        head, payload = signed.split(b"\n", 1)
+        return True, pickle.loads(payload), orjson.loads(head)
 
     def save(self, key: str, value, header: dict) -> None:
-        data_path, head_path = self._paths(key)
-        make_private_dirs(data_path.parent)
+        path = self.path(key)
+        make_private_dirs(path.parent)
         payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        header = dict(header, hmac=hmac.new(self._secret(), payload, hashlib.sha256).hexdigest())
-        _write_atomic(data_path, payload)
-        _write_atomic(head_path, orjson.dumps(header))
+        signed = orjson.dumps(header) + b"\n" + payload  # the header is signed too
+        _write_atomic(path, self._digest(signed) + b"\n" + signed)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

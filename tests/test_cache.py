@@ -77,7 +77,8 @@ def test_tampered_entry_is_recomputed_not_unpickled(project_dir):
     assert compute(1) == 2 and compute(1) == 2 and calls == [1]
     store = CacheStore(project_dir / ".scalable" / "cache")
     key = compute.cache_key((1,), {})
-    data_path, _ = store._paths(key)
+    path = store.path(key)
+    digest, header, _ = path.read_bytes().split(b"\n", 2)
 
     class Boom:
         def __reduce__(self):
@@ -85,8 +86,11 @@ def test_tampered_entry_is_recomputed_not_unpickled(project_dir):
 
     import pickle
 
-    data_path.write_bytes(pickle.dumps(Boom()))
+    path.write_bytes(b"\n".join([digest, header, pickle.dumps(Boom())]))  # the old HMAC
     assert compute(1) == 2 and calls == [1, 1]
+    forged_header = header.replace(b'"compute_s":', b'"compute_s":1e9,"x":')
+    path.write_bytes(b"\n".join([digest, forged_header, pickle.dumps(2)]))
+    assert compute(1) == 2 and calls == [1, 1, 1]  # the header is signed too
 
 
 def test_failed_call_is_a_recorded_miss_and_not_cached(project_dir):

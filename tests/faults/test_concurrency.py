@@ -11,8 +11,6 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
-import pytest
-
 from scalable_otel.cache import CacheStore
 from scalable_otel.rundir import JSONL_FILES, list_runs
 from tests.faults.harness import Driver, lines_of
@@ -97,9 +95,9 @@ def check_cache(project_dir: Path, drivers: list[Driver]) -> None:
         misses += sum(e["result"] == "miss" for e in lookups)
     assert misses >= N * ROUNDS  # each key computed at least once, by one or both
     store = CacheStore(project_dir / ".scalable" / "cache")
-    heads = glob.glob(str(store.root / "*" / "*.json"))
-    assert len(heads) == N * ROUNDS
-    corrupt = [Path(head).stem for head in heads if not store.load(Path(head).stem)[0]]
+    entries = glob.glob(str(store.root / "*" / "*.entry"))
+    assert len(entries) == N * ROUNDS
+    corrupt = [Path(entry).stem for entry in entries if not store.load(Path(entry).stem)[0]]
     assert corrupt == []
 
 
@@ -110,12 +108,6 @@ def test_two_processes_filling_one_cache(project_dir):
     check_cache(project_dir, drivers)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cache.py saves an entry as two files (.pkl, then .json with the pickle's HMAC), "
-    "each replaced atomically but not together: two processes saving the same key leave "
-    "one's pickle beside the other's header when their pickles differ",
-)
 def test_two_processes_filling_one_cache_with_values_pickled_differently(project_dir):
     ends, drivers = run_cache(project_dir, "tagged")
     tags = [f"tag-{k}" for k in range(16)]
