@@ -154,6 +154,7 @@ class Recorder:
         self._recent: OrderedDict = OrderedDict()
         self._recent_errors: OrderedDict = OrderedDict()
         self._workers: dict = {}
+        self._memory_restarts: dict = {}  # address -> RSS its nanny saw, until it is removed
         self.closing = False  # set when the session shuts Dask down: removals are not crashes
         self.synced: set = set()
         self.submitted = self.completed = self.failed = self.cancelled = 0
@@ -499,15 +500,28 @@ class Recorder:
         if worker is not None and status in _CLOSING_STATES:
             worker.closing = True
 
-    def _on_worker_removed(self, t, address, lost, stimulus_id="") -> None:
+    def _on_worker_memory_restart(self, t, address, rss) -> None:
+        """The worker's nanny terminates it for going over its memory limit."""
+        self._memory_restarts[address] = rss
+        if len(self._memory_restarts) > 1000:  # workers that were never removed
+            self._memory_restarts.pop(next(iter(self._memory_restarts)))
+
+    def _on_worker_removed(self, t, address, lost, stimulus_id="", lost_results=0) -> None:
         worker = self._workers.pop(address, None)
+        rss = self._memory_restarts.pop(address, None)
         if worker is None:
             return
         crashed = not (worker.closing or self.closing)
         span = worker.span
         span.set_attribute(sc.WORKER_END, sc.WORKER_CRASHED if crashed else sc.WORKER_REMOVED)
         span.set_attribute(sc.WORKER_LOST_TASKS, int(lost or 0))
+        span.set_attribute(sc.WORKER_LOST_RESULTS, int(lost_results or 0))
         reason = "connection to the worker lost" if crashed else "closed"
+        if rss is not None:
+            reason = (
+                f"memory limit exceeded (RSS {int(rss or 0) / 2**20:.0f} MiB): terminated and "
+                "restarted by its nanny"
+            )
         if stimulus_id:
             reason += f" ({stimulus_id.rsplit('-', 1)[0]})"
         span.set_attribute(sc.WORKER_END_REASON, reason)

@@ -60,6 +60,7 @@ WORKER_DETAILS = {
 WORKER_END = "scalable.worker.end"
 WORKER_END_REASON = "scalable.worker.end_reason"
 WORKER_LOST_TASKS = "scalable.worker.lost_tasks"
+WORKER_LOST_RESULTS = "scalable.worker.lost_results"
 ERROR_TYPE = "error.type"
 ERROR_MESSAGE = "scalable.error.message"
 ERROR_TRACEBACK = "scalable.error.traceback"

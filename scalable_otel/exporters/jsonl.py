@@ -276,6 +276,7 @@ class RunDirectorySpanProcessor(_RunDirectoryProcessor, SpanProcessor):
                 line.update(_worker_fields(attrs))
                 line["reason"] = attrs.get(sc.WORKER_END_REASON)
                 line["lost_tasks"] = attrs.get(sc.WORKER_LOST_TASKS, 0)
+                line["lost_results"] = attrs.get(sc.WORKER_LOST_RESULTS, 0)
                 line["uptime_s"] = round((span.end_time - span.start_time) / 1e9, 6)
                 line.update(_ids(span))
                 self._writer.append(WORKERS, line)

@@ -16,7 +16,8 @@ Record shapes (first item is the kind, second the scheduler time in epoch s):
     ("forgotten", t, key)
     ("worker_added", t, address, name, nthreads, memory_limit, host, pid)
     ("worker_status", t, address, status)
-    ("worker_removed", t, address, lost_task_count, stimulus_id)
+    ("worker_removed", t, address, lost_task_count, stimulus_id, lost_result_count)
+    ("worker_memory_restart", t, address, rss)
     ("worker_batch", t, address, payload)
     ("sync", t, token)
 """
@@ -37,6 +38,15 @@ _OUTCOMES = {
     "memory": ("done", "nbytes", "typename"),
     "erred": ("error", "exception_text", "traceback_text"),
 }
+
+
+def _killed_worker_text(key, worker) -> str:
+    """What Dask's KilledWorker says, as exception text: the scheduler fails a task whose
+    workers all died while running it with no exception text of the task's own."""
+    return (
+        f"KilledWorker('every worker that ran {key!r} died while running it; the last "
+        f"was {worker}')"
+    )
 
 
 def sync_scheduler_plugin(dask_scheduler, token: str) -> None:
@@ -146,9 +156,12 @@ class TaskRecordPlugin(SchedulerPlugin):
             if outcome is not None:
                 kind, first, second = outcome
                 t0, t1 = _startstop(kwargs)
+                first_value = kwargs.get(first)
+                if finish == "erred" and first_value is None and kwargs.get("cause") == key:
+                    first_value = _killed_worker_text(key, kwargs.get("worker"))
                 self.records.append(
                     (kind, time.time(), key, kwargs.get("worker"), t0, t1,
-                     kwargs.get(first), kwargs.get(second))
+                     first_value, kwargs.get(second))
                 )  # fmt: skip
             elif finish in _REQUEUE_STATES:
                 self.records.append(("requeue", time.time(), key, finish, stimulus_id or ""))
@@ -216,5 +229,10 @@ class TaskRecordPlugin(SchedulerPlugin):
                         msg.get("worker"),
                         lost,
                         msg.get("stimulus_id") or "",
+                        len(msg.get("lost-computed-tasks") or ()),
                     )
+                )
+            elif topic == "worker-restart-memory":  # the nanny, as it terminates its worker
+                self.records.append(
+                    ("worker_memory_restart", time.time(), msg.get("worker"), msg.get("rss"))
                 )
