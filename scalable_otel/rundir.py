@@ -182,11 +182,12 @@ def list_runs(root: Path | None = None) -> list[Path]:
         s = parse_run_name(path.name)[0]  # type: ignore[index]
         stamp = f"{s[0:4]}-{s[4:6]}-{s[6:8]}T{s[9:11]}:{s[11:13]}:{s[13:15]}.000000Z"
         try:
-            started = orjson.loads((path / RUN_JSON).read_bytes()).get("start_time") or ""
+            meta = orjson.loads((path / RUN_JSON).read_bytes())
         except (OSError, ValueError):
-            started = ""
+            meta = None
+        started = meta.get("start_time") if isinstance(meta, dict) else None
         # Sub-second start_time orders runs started within the same second.
-        return (started or stamp, path.name)
+        return (started if isinstance(started, str) and started else stamp, path.name)
 
     runs = [p for p in root.iterdir() if p.is_dir() and parse_run_name(p.name)]
     return sorted(runs, key=start_key)

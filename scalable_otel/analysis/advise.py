@@ -68,6 +68,7 @@ from .cost import (
     rates_known,
     resource_cost,
 )
+from .load import typed_meta
 
 PERCENTILE = 95.0
 CPU_MARGIN = 1.15
@@ -353,7 +354,7 @@ def _history(
         raise RunNotFound(f"no runs in {base}: run a workflow first (or pass --runs-dir)")
     if history is not None and history < 1:
         raise ScalableError(f"history must be 1 run or more, not {history}")
-    metas = [(p, _read_json(p / rundir.RUN_JSON)) for p in paths]
+    metas = [(p, typed_meta(_read_json(p / rundir.RUN_JSON))) for p in paths]
     if target is not None:
         chosen = [(p, m) for p, m in metas if m.get("target") == target]
         if not chosen:

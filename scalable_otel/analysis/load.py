@@ -184,14 +184,46 @@ def run_status(meta: dict) -> str:
         return "running"
 
 
+_META_TEXT = ("run_id", "project", "status", "start_time", "end_time", "target", "provider")
+_META_TEXT += ("host", "manifest_hash", "trace_id", "format")
+_META_INTEGERS = ("schema_version", "pid", "tasks_submitted", "tasks_completed", "tasks_failed")
+_META_INTEGERS += ("tasks_cancelled", "cache_hits", "cache_misses")
+_META_INTEGERS += ("telemetry_lines_dropped", "telemetry_spans_dropped")
+#: run.json's fields that readers use, and their types (docs/telemetry-schema.md).
+META_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(_META_TEXT, (str,)),
+    **dict.fromkeys(("duration_s", "process_start_time"), (int, float)),
+    **dict.fromkeys(_META_INTEGERS, (int,)),
+    **dict.fromkeys(("exporters", "settings", "versions", "original"), (dict,)),
+    "telemetry_lost": (bool,),
+}
+
+
+def _of_type(value, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
+def typed_meta(meta: dict) -> dict:
+    """run.json without the known fields whose value is null or not of their type (a hand
+    edit, a damaged file): such a field is read as missing, as in the JSONL files."""
+    return {
+        name: value
+        for name, value in meta.items()
+        if name not in META_TYPES or _of_type(value, META_TYPES[name])
+    }
+
+
 def read_meta(path: Path) -> dict:
-    """run.json of a run directory, or a stand-in naming it when run.json is missing or corrupt."""
+    """run.json of a run directory, or a stand-in naming it when run.json is missing or corrupt
+    (or not an object); known fields of the wrong type are left out (`typed_meta`)."""
     try:
         meta = orjson.loads((Path(path) / RUN_JSON).read_bytes())
         if isinstance(meta, dict):
             from .beta import beta_meta, is_beta
 
-            return beta_meta(meta, Path(path)) if is_beta(meta) else meta
+            return typed_meta(beta_meta(meta, Path(path)) if is_beta(meta) else meta)
     except (OSError, orjson.JSONDecodeError):
         pass
     return {"run_id": Path(path).name, "status": "unknown"}
