@@ -38,19 +38,29 @@ FROM {{t}}
 """
 
 
+def _text(value) -> str | None:
+    """A field that must be text, else None (a line of the wrong type reads as missing)."""
+    return value if isinstance(value, str) else None
+
+
+def _worker_id(line: dict) -> str | None:
+    return _text(line.get("span_id")) or _text(line.get("worker"))
+
+
 def worker_figures(workers: list[dict], run_end: float | None) -> dict:
     """Peak workers connected at once, and their capacity: the sum over workers of
     uptime × threads, in seconds (the denominator of the tutorial's efficiency)."""
     deltas = {sc.WORKER_ADDED: 1, sc.WORKER_REMOVED: -1, sc.WORKER_CRASHED: -1}
     timeline = sorted(
-        (parse_iso(w.get("timestamp")) or 0.0, deltas.get(w.get("event"), 0)) for w in workers
+        (parse_iso(w.get("timestamp")) or 0.0, deltas.get(_text(w.get("event")), 0))
+        for w in workers
     )
     level = peak = 0
     for _, delta in timeline:
         level += delta
         peak = max(peak, level)
     ends = {
-        w.get("span_id") or w.get("worker"): parse_iso(w.get("timestamp"))
+        _worker_id(w): parse_iso(w.get("timestamp"))
         for w in workers
         if w.get("event") in (sc.WORKER_REMOVED, sc.WORKER_CRASHED)
     }
@@ -59,7 +69,7 @@ def worker_figures(workers: list[dict], run_end: float | None) -> dict:
         if w.get("event") != sc.WORKER_ADDED:
             continue
         start = parse_iso(w.get("timestamp"))
-        end = ends.get(w.get("span_id") or w.get("worker")) or run_end
+        end = ends.get(_worker_id(w)) or run_end
         if start is None or end is None:
             continue
         threads = w.get("nthreads") if isinstance(w.get("nthreads"), int) else 1
