@@ -278,7 +278,12 @@ def _workers(run, addresses_seen: list[str]) -> tuple[list[dict], dict[str, int]
     resources = run.resources
     if resources is not None and not resources.empty and "worker" in resources:
         columns = [c for c in ("worker", "worker_name") if c in resources]
-        for row in _records(resources[columns].drop_duplicates(), ("worker", "worker_name")):
+        names = resources[columns]
+        try:
+            names = names.drop_duplicates()
+        except TypeError:  # a list where a name belongs: compare them as text
+            names = names.map(_text).drop_duplicates()
+        for row in _records(names, ("worker", "worker_name")):
             address, name = _text(row["worker"]), _text(row["worker_name"])
             if not address:
                 continue

@@ -92,9 +92,10 @@ def _frame(records: list[dict]) -> pd.DataFrame:
 
     frame = pd.DataFrame.from_records(records)
     if "timestamp" in frame:
-        frame["timestamp"] = pd.to_datetime(
-            frame["timestamp"], utc=True, errors="coerce", format="ISO8601"
-        )
+        stamps = frame["timestamp"]
+        if not pd.api.types.is_string_dtype(stamps):  # a number or a list is no time: NaT
+            stamps = stamps.astype(object).where(stamps.map(lambda v: isinstance(v, str)), None)
+        frame["timestamp"] = pd.to_datetime(stamps, utc=True, errors="coerce", format="ISO8601")
     return frame
 
 
