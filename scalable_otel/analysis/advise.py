@@ -108,14 +108,19 @@ def parse_memory(value) -> int | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, (int, float)):
-        return int(value) if math.isfinite(value) and value >= 0 else None
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond a double
+            return None
+        return int(value) if math.isfinite(number) and number >= 0 else None
     match = _MEMORY.match(str(value))
     if not match:
         return None
     number, unit, binary, byte = match.groups()
     power = _POWERS[unit.lower()]
     base = 1000 if (byte and not binary and unit) else 1024
-    return int(float(number) * base**power)
+    nbytes = float(number) * base**power
+    return int(nbytes) if math.isfinite(nbytes) else None  # 400 digits are no size
 
 
 def parse_cpus(value) -> float | None:
@@ -123,7 +128,11 @@ def parse_cpus(value) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) and value > 0 else None
+        try:
+            cpus = float(value)
+        except OverflowError:  # an integer beyond a double
+            return None
+        return cpus if math.isfinite(cpus) and cpus > 0 else None
     text = str(value).strip()
     try:
         cpus = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
@@ -305,7 +314,8 @@ def _read_json(path: Path) -> dict:
 def _read_yaml(path: Path) -> dict:
     try:
         value = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+    # ValueError: not UTF-8, or an integer of more than 4,300 digits; RecursionError: too deep
+    except (OSError, ValueError, yaml.YAMLError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -382,12 +392,17 @@ def _manifest(run: _Run) -> dict:
     return _read_yaml(run.path / rundir.MANIFEST_YAML)
 
 
+def _manifest_tasks(manifest: dict) -> dict:
+    tasks = manifest.get("tasks")
+    return tasks if isinstance(tasks, dict) else {}
+
+
 def _manifest_request(task: str, run: _Run, manifest: dict) -> tuple[dict, str] | None:
     """The task's component settings, from plan.json, else from manifest.yaml."""
     spec = _plan_tasks(run).get(task)
     if isinstance(spec, dict) and ("cpus" in spec or "memory" in spec):
         return spec, "plan.json"
-    task_spec = (manifest.get("tasks") or {}).get(task)
+    task_spec = _manifest_tasks(manifest).get(task)
     components = manifest.get("components") or {}
     if isinstance(task_spec, dict) and isinstance(components, dict):
         name = task_spec.get("component")
@@ -471,7 +486,7 @@ def _advise(task: str, base: Path, runs: list[_Run], target: str | None) -> Advi
     reference = with_task[-1] if with_task else None
     if reference is None:  # a task the manifest names but no run has measured yet
         for run in reversed(runs):
-            if task in _plan_tasks(run) or task in (_manifest(run).get("tasks") or {}):
+            if task in _plan_tasks(run) or task in _manifest_tasks(_manifest(run)):
                 reference = run
                 break
     if reference is None:

@@ -64,11 +64,28 @@ def _provider(provider: str | None) -> str:
     return PROVIDER_ALIASES.get(name, name)
 
 
+def _short(value, show=repr) -> str:
+    """`show(value)` for a one-line message, cut to 60 characters (never an error for an
+    integer too long to print)."""
+    try:
+        text = show(value)
+    except ValueError:  # an integer of more than 4,300 digits
+        text = "a very large integer"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond a double
+        return False
+
+
 def _rate(value, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise CostError(f"cost.{key} must be a number of USD (0 or more), not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, Real) or not _finite(value):
+        raise CostError(f"cost.{key} must be a number of USD (0 or more), not {_short(value)}")
     if value < 0:
-        raise CostError(f"cost.{key} must be 0 or more, not {value!r}")
+        raise CostError(f"cost.{key} must be 0 or more, not {_short(value)}")
     return float(value)
 
 
@@ -95,10 +112,11 @@ def rates_for(
     override = (target_settings or {}).get(COST_KEY)
     if override is not None and not isinstance(override, dict):
         raise CostError(
-            f"{where}cost must be a mapping of {CPU_HOUR} and {MEMORY_GB_HOUR}, not {override!r}"
+            f"{where}cost must be a mapping of {CPU_HOUR} and {MEMORY_GB_HOUR}, "
+            f"not {_short(override)}"
         )
     override = dict(override or {})
-    unknown = sorted(str(k) for k in override if k not in (CPU_HOUR, MEMORY_GB_HOUR))
+    unknown = sorted(_short(k, str) for k in override if k not in (CPU_HOUR, MEMORY_GB_HOUR))
     if unknown:
         raise CostError(
             f"{where}unknown key cost.{unknown[0]} (the keys are {CPU_HOUR} and {MEMORY_GB_HOUR})"

@@ -143,12 +143,13 @@ class Run:
 
     @cached_property
     def manifest(self) -> dict | None:
-        """The manifest.yaml snapshot as a dict (None when missing or unreadable)."""
+        """The manifest.yaml snapshot as a dict (None when missing or unreadable, or nested
+        too deeply for the YAML parser)."""
         try:
             import yaml
 
             data = yaml.safe_load((self.path / MANIFEST_YAML).read_text())
-        except (OSError, ValueError, yaml.YAMLError):
+        except (OSError, ValueError, yaml.YAMLError, RecursionError):
             return None
         return data if isinstance(data, dict) else None
 
