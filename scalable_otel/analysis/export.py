@@ -18,9 +18,10 @@ Column types. Columns are the fields of the lines, in the order they first appea
 a field missing from a line is null in that row.
 
 - A string field whose every value has the schema's time format (ISO 8601, UTC, `Z`,
-  up to 6 decimals: `timestamp`, `submitted_at`, `start_time`, `end_time`, ...) is
-  `timestamp[us, tz=UTC]`, equal to the text to the microsecond. A single value in
-  another format keeps the whole column as strings (nothing is lost or guessed).
+  up to 6 decimals: `timestamp`, `submitted_at`, `start_time`, `end_time`, ...) and names
+  a real time is `timestamp[us, tz=UTC]`, equal to the text to the microsecond. A single
+  value in another format (or such as 2026-02-30) keeps the whole column as strings
+  (nothing is lost or guessed).
 - Integers are int64, numbers mixing integers and floats float64, and fields named
   `*_s` (seconds) or `cpu_percent`, `memory_percent`, `cpus_used` are float64 even when
   every value happens to be a whole number. Booleans are bool, strings string.
@@ -155,6 +156,27 @@ def _is_seconds(name: str) -> bool:
     return name.endswith("_s") or name in _FLOAT_FIELDS
 
 
+def _is_time(array: pa.Array) -> bool:
+    """Whether every string of the array names a real time (not 2026-02-30, say)."""
+    try:
+        array.cast(TIMESTAMP)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _floats_where_typed(value, t: pa.DataType):
+    """`value` with an integer made a float wherever `t` has a float (pyarrow converts an
+    integer to a double only when the double holds it exactly, under 2**53)."""
+    if isinstance(value, int) and not isinstance(value, bool) and pa.types.is_floating(t):
+        return float(value)
+    if isinstance(value, dict) and pa.types.is_struct(t):
+        return {f.name: _floats_where_typed(value.get(f.name), f.type) for f in t}
+    if isinstance(value, list) and pa.types.is_list(t):
+        return [_floats_where_typed(v, t.value_type) for v in value]
+    return value
+
+
 class _Column:
     """What one field's values have been so far, and the Arrow type they end up as."""
 
@@ -181,6 +203,7 @@ class _Column:
         self.type = _unify(self.type, array.type)
         if self.iso and pa.types.is_string(array.type) and array.null_count < len(array):
             self.iso = bool(pc.all(pc.match_substring_regex(array, ISO_UTC)).as_py())
+            self.iso = self.iso and _is_time(array)
 
     def final(self) -> pa.DataType | None:
         """The column's Arrow type, or None for a JSON text column."""
@@ -250,7 +273,11 @@ def _record_batch(batch: list[dict], schema: pa.Schema, as_json: set[str]) -> pa
     wanted = pa.struct(
         [(f.name, pa.string() if f.type.equals(TIMESTAMP) else f.type) for f in typed]
     )
-    converted = dict(zip((f.name for f in typed), pa.array(batch, wanted).flatten()))
+    try:
+        records = pa.array(batch, wanted)
+    except pa.ArrowInvalid:  # a large integer in a float64 column: made a float first
+        records = pa.array([_floats_where_typed(r, wanted) for r in batch], wanted)
+    converted = dict(zip((f.name for f in typed), records.flatten()))
     arrays = []
     for field in schema:
         if field.name in as_json:
