@@ -7,3 +7,10 @@ class ScalableError(Exception):
 
 class RunNotFound(ScalableError):
     """No run matches what was asked for."""
+
+
+def shown(text) -> str:
+    """A name or path for a one-line message: as it is, or quoted (`repr`) when it holds a
+    newline, a tab or another character that is not printable."""
+    text = str(text)
+    return text if text.isprintable() else repr(text)

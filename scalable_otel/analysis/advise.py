@@ -58,7 +58,7 @@ import yaml
 
 from .. import rundir
 from .. import semconv as sc
-from ..errors import RunNotFound, ScalableError
+from ..errors import RunNotFound, ScalableError, shown
 from .columns import SKIPPED, RunFile
 from .cost import (
     CPU_HOUR,
@@ -463,8 +463,8 @@ def _current(task: str, run: _Run, manifest: dict, notes: list[str]):
 
 
 def _known_error(task: str, base: Path, runs: list[_Run], target: str | None) -> UnknownTask:
-    names = sorted({name for run in runs for name in run.obs})
-    shown = ", ".join(names[:20]) + (f" … ({len(names) - 20} more)" if len(names) > 20 else "")
+    names = sorted({shown(name) for run in runs for name in run.obs})
+    listed = ", ".join(names[:20]) + (f" … ({len(names) - 20} more)" if len(names) > 20 else "")
     where = f"runs of target {target!r} in {base}" if target else f"runs in {base}"
     from .beta import is_beta
 
@@ -477,7 +477,7 @@ def _known_error(task: str, base: Path, runs: list[_Run], target: str | None) ->
     )
     return UnknownTask(
         f"no measurements of task {task!r} in the {where}; known tasks: "
-        f"{shown or 'none measured yet'}{why}"
+        f"{listed or 'none measured yet'}{why}"
     )
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from ..errors import RunNotFound
+from ..errors import RunNotFound, shown
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,6 +49,8 @@ def resolve_run(
             raise RunNotFound(f"no runs in {base}: run a workflow first (or pass --runs-dir)")
         return runs[-1]
     text = str(spec)
+    if not text.strip():  # else a prefix of every run
+        raise RunNotFound(f"an empty run id {text!r}: give a run id, a prefix of one, or --last")
     if not inside_root and _looks_like_run(Path(text)):
         return Path(text)
     if os.sep in text or (os.altsep and os.altsep in text) or text in (".", ".."):
@@ -67,23 +69,34 @@ def resolve_run(
     raise RunNotFound(f"{text!r} matches {len(matches)} runs in {base}: give more of the id")
 
 
+def _is_dir(path: Path) -> bool:
+    """Whether `path` is a directory; False for a name no directory can have (too long, or
+    holding a NUL byte)."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def _looks_like_run(path: Path) -> bool:
-    return path.is_dir() and (
+    return _is_dir(path) and (
         (path / RUN_JSON).is_file() or bool(parse_run_name(path.name)) or (path / TASKS).is_file()
     )
 
 
 def _run_at_path(path: Path, base: Path) -> Path:
     """A run given as a path: it must be a run directory inside the runs directory."""
+    named = shown(path)
+    if not _is_dir(path):
+        raise RunNotFound(f"{named} is not a directory: give a run id, a run directory, or --last")
     resolved = path.resolve()
-    if not resolved.is_dir():
-        raise RunNotFound(f"{path} is not a directory: give a run id, a run directory, or --last")
     if resolved.parent != base.resolve():
         raise RunNotFound(
-            f"{path} is outside the runs directory {base}: pass --runs-dir {resolved.parent}"
+            f"{named} is outside the runs directory {shown(base)}: "
+            f"pass --runs-dir {shown(resolved.parent)}"
         )
     if not parse_run_name(resolved.name):
-        raise RunNotFound(f"{path} is not a run directory (run-<stamp>-<project>-<id>)")
+        raise RunNotFound(f"{named} is not a run directory (run-<stamp>-<project>-<id>)")
     return resolved
 
 

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import semconv as sc
-from ..errors import RunNotFound, ScalableError
+from ..errors import RunNotFound, ScalableError, shown
 from ..rundir import CACHE, TASKS, WORKERS, list_runs, parse_iso, parse_run_name, read_lines
 from ..rundir import runs_dir as default_runs_dir
 from .columns import SKIPPED, RunFile, query_files
@@ -335,7 +335,7 @@ def trends(
     data = [_read_run(path, task) for path in paths]
     known = set().union(*(d.names for d in data))
     if task is not None and task not in known:
-        listed = ", ".join(sorted(known)) or "none"
+        listed = ", ".join(sorted(map(shown, known))) or "none"
         raise UnknownTask(
             f"no task {task!r} in the {len(paths)} run(s) under {root}; known tasks: {listed}"
         )

@@ -44,7 +44,7 @@ def report(run, last, run_id, runs_dir, fmt, output, compare, html_file) -> None
     from ..analysis import load_run
 
     if compare:
-        if run or run_id or last:
+        if run is not None or run_id is not None or last:
             raise ScalableError("--compare takes its two runs itself: drop RUN, --run-id, --last")
         from ..analysis.compare import compare as compare_runs
         from ..analysis.compare import format_compare
@@ -53,9 +53,9 @@ def report(run, last, run_id, runs_dir, fmt, output, compare, html_file) -> None
         result = compare_runs(a, b)
         emit(result, format_compare(result), fmt, output)
         return
-    if run and run_id:
+    if run is not None and run_id is not None:
         raise ScalableError("give the run once: as RUN or as --run-id")
-    spec = run or run_id
+    spec = run if run is not None else run_id  # an empty one is an error, not the last run
     loaded = load_run(spec, runs_dir, last=last or spec is None, inside_root=True)
     from ..analysis.report import format_report
     from ..analysis.report import report as make_report
