@@ -48,8 +48,9 @@ def _worker_id(line: dict) -> str | None:
 
 
 def worker_figures(workers: list[dict], run_end: float | None) -> dict:
-    """Peak workers connected at once, and their capacity: the sum over workers of
-    uptime × threads, in seconds (the denominator of the tutorial's efficiency)."""
+    """Peak workers connected at once, their capacity (the sum over workers of uptime ×
+    threads, in seconds: the denominator of the tutorial's efficiency), and how many
+    crashed."""
     deltas = {sc.WORKER_ADDED: 1, sc.WORKER_REMOVED: -1, sc.WORKER_CRASHED: -1}
     timeline = sorted(
         (parse_iso(w.get("timestamp")) or 0.0, deltas.get(_text(w.get("event")), 0))
@@ -74,7 +75,8 @@ def worker_figures(workers: list[dict], run_end: float | None) -> dict:
             continue
         threads = w.get("nthreads") if isinstance(w.get("nthreads"), int) else 1
         capacity += max(0.0, end - start) * threads
-    return {"peak": peak, "capacity_s": capacity}
+    crashed = sum(1 for w in workers if w.get("event") == sc.WORKER_CRASHED)
+    return {"peak": peak, "capacity_s": capacity, "crashed": crashed}
 
 
 def _had_prior_cache(run: Run) -> bool:
@@ -182,6 +184,7 @@ def report(run: Run) -> dict:
         "workers": {
             "peak": figures["peak"],
             "capacity_s": figures["capacity_s"],
+            "crashed": figures["crashed"],
             "utilization": busy / figures["capacity_s"] if figures["capacity_s"] > 0 else None,
         },
         "cache": {
@@ -257,6 +260,7 @@ def format_report(summary: dict) -> str:
         "Workers:",
         f"  Peak:             {workers['peak']}",
         "  Avg utilization:  " + ("n/a" if utilization is None else f"{100 * utilization:.0f}%"),
+        *([f"  Crashed:          {workers['crashed']}"] if workers.get("crashed") else []),
         "",
         "Cache:",
         f"  Lookups:  {cache['lookups']}",

@@ -115,7 +115,6 @@ def test_the_crash_says_the_memory_limit_was_exceeded(memory_restart):
     assert "memory" in crashed["reason"]
 
 
-@pytest.mark.xfail(strict=True, reason="the report does not count crashed workers")
 def test_the_report_counts_the_crashed_worker(memory_restart):
     project, run_dir = memory_restart
     report = scalable(
