@@ -193,7 +193,8 @@ def _worker_spans(rows: list[dict]) -> list[tuple[dict, dict | None]]:
     used = set(by_span.values())  # an end with a span id belongs to that span only
     spans = []
     for added in (r for r in rows if r.get("event") == sc.WORKER_ADDED):
-        index = by_span.get(added.get("span_id"))
+        span = added.get("span_id")
+        index = by_span.get(span) if isinstance(span, str) else None
         if index is None:  # lines without span ids: the first later end of the same address
             start = parse_iso(added.get("timestamp"))
             for i, candidate in enumerate(ends):
