@@ -19,7 +19,9 @@ path, what was expected and what was found, e.g.
 bytes, found '16 gigs'``):
 
 - The top level is a mapping. YAML that does not parse is an error naming the line; so is
-  a key given twice in one mapping (PyYAML would keep the last one silently).
+  a key given twice in one mapping (PyYAML would keep the last one silently). So are YAML
+  nested too deeply to read, aliases that expand to more than `MAX_VALUES` values (a
+  "billion laughs" YAML bomb), and an integer of more digits than Python reads.
 - ``version``: optional; when given, the number 1.
 - ``project``: optional; a string, or a mapping whose ``name`` is a string.
 - ``targets``: optional; a mapping of names to mappings (an empty entry, ``local:``, is a
@@ -37,7 +39,7 @@ bytes, found '16 gigs'``):
 
   Other keys of a target (``cost:``, checked by `analysis.cost`; options of a provider
   this package does not run yet) are left to whoever reads them.
-- ``components``: optional; a mapping of names to mappings with ``cpus`` (a number > 0)
+- ``components``: optional; a mapping of names to mappings with ``cpus`` (a finite number > 0)
   and ``memory`` (a size > 0: ``16G``, ``512M``, ``16GiB``, ``16GB`` or a number of
   bytes), and optionally ``gpus`` (an integer >= 0). Other keys are kept as they are.
 - ``tasks``: optional; a mapping of task names to mappings whose ``component`` is one of
@@ -61,8 +63,10 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -71,6 +75,8 @@ from pathlib import Path
 
 import orjson
 import yaml
+
+from .errors import shown
 
 MANIFEST_ENV = "SCALABLE_MANIFEST"
 DEFAULT_MANIFEST = "scalable.yaml"
@@ -94,6 +100,10 @@ _POWERS = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
 _WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)$")
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _SIZE_EXPECTED = "a size such as 16G, 512M or a number of bytes"
+#: The most values a manifest may hold with its aliases expanded: a few aliases of aliases
+#: (a "billion laughs" YAML bomb) would otherwise make gigabytes of JSON for its hash.
+MAX_VALUES = 1_000_000
+_DECIMAL = re.compile(r"^[-+]?[0-9_]+$")
 
 
 class ManifestError(ValueError):
@@ -119,7 +129,11 @@ def _show(value) -> str:
         text = repr(value if len(value) <= 40 else value[:37] + "...")
         return text if value.strip() else f"an empty string {text}"
     if isinstance(value, Real):
-        return repr(value)
+        try:
+            text = repr(value)
+        except ValueError:  # an integer of more than 4,300 digits
+            return "a number too long to show"
+        return text if len(text) <= 40 else text[:37] + "..."
     return f"a {type(value).__name__}"
 
 
@@ -134,7 +148,15 @@ def _is_int(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and value == value
+    """A finite number (YAML's .inf and .nan are not)."""
+    if not isinstance(value, Real) or isinstance(value, bool):
+        return False
+    return _is_int(value) or math.isfinite(value)
+
+
+def _names(names) -> str:
+    """Names for a one-line message (one holding a newline or the like is quoted)."""
+    return ", ".join(sorted(map(shown, names)))
 
 
 def size_bytes(value) -> int | None:
@@ -154,10 +176,9 @@ def size_bytes(value) -> int | None:
     if not match:
         return None
     number, unit, binary, byte, _ = match.groups()
-    if not unit:
-        return int(float(number))
     base = 1000 if byte and not binary else 1024
-    return int(float(number) * base ** _POWERS[unit.lower()])
+    nbytes = float(number) * (base ** _POWERS[unit.lower()] if unit else 1)
+    return int(nbytes) if math.isfinite(nbytes) else None  # 400 digits are no size
 
 
 class _Checker:
@@ -308,7 +329,7 @@ class _Checker:
         self.mapping(path, spec, "a mapping with a component")
         name = spec.get("component", _MISSING)
         if not isinstance(name, str) or name not in components:
-            names = ", ".join(sorted(str(n) for n in components))
+            names = _names(components)
             where = (
                 f"one of the names under components ({names})"
                 if names
@@ -339,40 +360,56 @@ def validate(data, source: str = "manifest") -> None:
 
 
 # --- reading ---------------------------------------------------------------------------------
-def _check_nodes(node, source: str, path: str = "", walked=None, open_=None) -> None:
-    """Refuse a key given twice in one mapping (PyYAML would keep the last one silently)
-    and an alias inside the node it names (data that has no JSON form, so no hash)."""
-    walked = set() if walked is None else walked
+def _check_nodes(node, source: str, path: str = "", sizes=None, open_=None) -> int:
+    """Refuse a key given twice in one mapping (PyYAML would keep the last one silently),
+    an alias inside the node it names (data that has no JSON form, so no hash), aliases
+    that expand to more than `MAX_VALUES` values (a YAML bomb) and an integer too long for
+    Python to read. Returns the number of values in the node, aliases expanded."""
+    sizes = {} if sizes is None else sizes
     open_ = set() if open_ is None else open_
+    where = path or "(top level)"
     if id(node) in open_:
-        raise ManifestError(
-            f"{source}: {path or '(top level)'}: expected data, found an alias to itself"
-        )
-    if id(node) in walked:  # an alias of a node already checked
-        return
+        raise ManifestError(f"{source}: {where}: expected data, found an alias to itself")
+    if id(node) in sizes:  # an alias of a node already checked
+        return sizes[id(node)]
     open_.add(id(node))
+    size = 1
     if isinstance(node, yaml.MappingNode):
         lines = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`, overridable
-                _check_nodes(value_node, source, path, walked, open_)
+                size += _check_nodes(value_node, source, path, sizes, open_)
                 continue
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             here = _key(path, key) if key is not None else path
             line = key_node.start_mark.line + 1
             if key is not None and key in lines:
-                where = f"line {line}" if lines[key] == line else f"lines {lines[key]} and {line}"
+                at = f"line {line}" if lines[key] == line else f"lines {lines[key]} and {line}"
                 raise ManifestError(
-                    f"{source}: {here}: expected the key once, found it twice ({where})"
+                    f"{source}: {here}: expected the key once, found it twice ({at})"
                 )
             if key is not None:
                 lines[key] = line
-            _check_nodes(value_node, source, here, walked, open_)
+            size += 1 + _check_nodes(value_node, source, here, sizes, open_)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _check_nodes(item, source, f"{path}[{i}]", walked, open_)
+            size += _check_nodes(item, source, f"{path}[{i}]", sizes, open_)
+    elif isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:int":
+        digits = sum(c.isdigit() for c in node.value)
+        limit = sys.get_int_max_str_digits()
+        if limit and digits > limit and _DECIMAL.match(node.value):
+            raise ManifestError(
+                f"{source}: {where}: expected a number of at most {limit} digits, "
+                f"found one of {digits}"
+            )
+    if size > MAX_VALUES:
+        raise ManifestError(
+            f"{source}: {where}: expected at most {MAX_VALUES:,} values, found aliases that "
+            f"expand to {size:,} (a YAML bomb?)"
+        )
     open_.discard(id(node))
-    walked.add(id(node))
+    sizes[id(node)] = size
+    return size
 
 
 def _parse(text: str, source: str):
@@ -385,6 +422,21 @@ def _parse(text: str, source: str):
         problem = getattr(exc, "problem", None) or str(exc)
         problem = " ".join(str(problem).split())
         raise ManifestError(f"{source}: not valid YAML{where}: {problem}") from None
+    except RecursionError:  # PyYAML reads nested collections recursively
+        raise ManifestError(f"{source}: not valid YAML: nested too deeply to read") from None
+
+
+def _text_keys(value):
+    """`value` with every mapping key as text (a key that is not a string as its JSON), so
+    that keys of several types sort."""
+    if isinstance(value, Mapping):
+        return {
+            k if isinstance(k, str) else json.dumps(k, default=str): _text_keys(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [_text_keys(v) for v in value]
+    return value
 
 
 # --- the manifest ----------------------------------------------------------------------------
@@ -414,7 +466,7 @@ class Manifest:
         try:
             return dict(self.targets[name] or {})
         except KeyError:
-            known = ", ".join(sorted(self.targets)) or "none"
+            known = _names(self.targets) or "none"
             raise ManifestError(
                 f"{self.source}: no target {name!r} under 'targets' (known: {known})"
             ) from None
@@ -451,10 +503,14 @@ class Manifest:
             canonical = orjson.dumps(
                 self.data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
             )
-        except TypeError:  # a value JSON has no form for (an integer over 64 bits, bytes)
+        except TypeError:  # no JSON form for orjson (an integer over 64 bits, bytes, a surrogate)
             canonical = json.dumps(
-                self.data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
-            ).encode()
+                _text_keys(self.data),
+                sort_keys=True,
+                separators=(",", ":"),
+                ensure_ascii=False,
+                default=str,
+            ).encode("utf-8", "surrogatepass")
         return "sha256:" + hashlib.sha256(canonical).hexdigest()
 
     def to_yaml(self) -> str:
@@ -476,6 +532,8 @@ class Manifest:
             raise ManifestError(f"{path}: cannot read manifest ({exc.strerror or exc})") from None
         except UnicodeDecodeError as exc:
             raise ManifestError(f"{path}: expected UTF-8 text, found {exc.reason}") from None
+        except ValueError as exc:  # a path holding a NUL byte
+            raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
         data = _parse(text, str(path))
         validate(data, str(path))
         return cls(data=data, path=path, text=text)
@@ -522,7 +580,7 @@ def choose_target(
         return name, {}, "address"
     if name.lower() in PROVIDERS - {"address"}:
         return name, {}, name.lower()
-    known = ", ".join(sorted(targets))
+    known = _names(targets)
     expected = "a provider name such as local or slurm, or a scheduler address (tcp://host:8786)"
     if known:
         expected = f"one of the manifest's targets ({known}), " + expected
