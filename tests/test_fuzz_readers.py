@@ -308,6 +308,7 @@ WRONG_LINES = {
         {**TASK, "event": "task_resources", "cpus_used": "2", "peak_memory_bytes": [1]},
         {**TASK, "event": "task_resources", "task": ["x"], "cpu_shared": "yes"},
         {**TASK, "event": "resource_sample", "worker": [1], "cpu_percent": "50"},
+        {**TASK, "event": "resource_sample", "worker": "tcp://a:1", "worker_name": []},
     ],
     "cache.jsonl": [
         {**TASK, "event": "cache_lookup", "result": ["hit"], "saved_s": "1"},
@@ -390,6 +391,27 @@ def test_an_unknown_task_is_one_line_whatever_the_known_names(tmp_path):
         assert len(str(caught.value).splitlines()) == 1
         assert "'two\\nlines'" in str(caught.value)
     assert UnknownTask
+
+
+@pytest.mark.parametrize(
+    "snapshot",
+    [
+        pytest.param(b"- " * 2000 + b"x\n", id="nested-too-deeply"),
+        pytest.param(b"tasks: {t: 1}\ncomponents: {c: " + b"9" * 5000 + b"}\n", id="5000-digits"),
+        pytest.param(b"tasks: [a, b]\ntargets: 7\n", id="not-mappings"),
+    ],
+)
+def test_a_manifest_snapshot_that_cannot_be_read_is_no_manifest(tmp_path, snapshot):
+    from scalable_otel.analysis.advise import advise
+
+    measured = {**TASK, "event": "task_resources", "cpus_used": 1.0, "peak_memory_bytes": 1e9}
+    resources = b"".join(dumps(measured) + b"\n" for _ in range(3))
+    files = {"resources.jsonl": (resources, [])}
+    root = tmp_path / "runs"
+    (run,) = write_runs(root, [RunFiles(dumps(CLOSED), files, manifest_yaml=snapshot)])
+    assert load_run(run).manifest is None or "tasks" in load_run(run).manifest
+    assert report(load_run(run))["cost"]["usd"] == 0.0
+    assert advise("run_simulation", root).can_advise
 
 
 # --- huge lines and invalid UTF-8 --------------------------------------------------------------
