@@ -5,9 +5,11 @@ plan.json with fields of the wrong type, and whole run directories written by ha
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from scalable_otel import semconv as sc
@@ -103,6 +105,16 @@ TEXT_FIELDS = [
     "reason",
     "run_id",
 ]
+
+
+def fuzz_settings(examples: int) -> settings:
+    """Hypothesis settings for `examples` examples, times $FUZZ_SCALE (FUZZ_SCALE=10 runs a
+    longer hunt than the suite's)."""
+    return settings(
+        max_examples=int(examples * float(os.environ.get("FUZZ_SCALE", "1"))),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
 def _typical(name: str):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from scalable_otel.cli import main
@@ -25,11 +25,11 @@ from tests.fuzz_strategies import (
     RUN_NAME,
     RunFiles,
     dumps,
+    fuzz_settings,
     run_dirs,
     write_runs,
 )
 
-SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
 FIRST, SECOND = RUN_NAME.format(day=1), RUN_NAME.format(day=2)
 BAD_IDS = ["../x", "/etc", "", " ", "run-\n", "run-*", "run-[0-9]*", "?", ".", "..", "a\tb"]
 
@@ -73,11 +73,7 @@ def invoke(args: list[str]):
 # --- CliRunner, fuzzed -------------------------------------------------------------------------
 
 
-@settings(
-    max_examples=int(12 * SCALE),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@fuzz_settings(12)
 @given(st.lists(run_dirs(), min_size=1, max_size=2))
 def test_every_command_on_fuzzed_runs(runs):
     base = Path(tempfile.mkdtemp(prefix="scalable-fuzz-cli-"))

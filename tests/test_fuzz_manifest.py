@@ -5,13 +5,12 @@ and a manifest that loads has a hash, a project and its task requests."""
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from scalable_otel.manifest import (
@@ -22,13 +21,9 @@ from scalable_otel.manifest import (
     size_bytes,
     validate,
 )
+from tests.fuzz_strategies import fuzz_settings
 
-SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
-FUZZ = settings(
-    max_examples=int(100 * SCALE),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz_settings(100)
 SOURCE = "fuzz.yaml"
 
 # --- strategies ---------------------------------------------------------------------------

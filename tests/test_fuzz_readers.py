@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import tempfile
 import traceback
@@ -15,7 +14,7 @@ from datetime import timezone
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from scalable_otel.analysis import load_run, report
@@ -37,6 +36,7 @@ from tests.fuzz_strategies import (
     bad_count,
     dumps,
     event_less,
+    fuzz_settings,
     json_values,
     jsonl_files,
     metas,
@@ -45,13 +45,7 @@ from tests.fuzz_strategies import (
     write_runs,
 )
 
-# FUZZ_SCALE=10 runs ten times the examples (a longer hunt than the suite's)
-SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
-FUZZ = settings(
-    max_examples=int(60 * SCALE),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz_settings(60)
 CLOSED = {
     "run_id": RUN_NAME.format(day=1),
     "status": "completed",
@@ -175,7 +169,7 @@ def test_read_meta_gives_an_object_whose_known_fields_have_their_types(tmp_path_
             assert _kind_ok(meta[name], kind), (name, meta[name])
 
 
-@settings(FUZZ, max_examples=int(30 * SCALE))
+@fuzz_settings(30)
 @given(st.lists(st.one_of(metas().map(dumps), json_values.map(dumps)), min_size=2, max_size=4))
 @example([dumps([1]), dumps({"start_time": 5}), dumps({"start_time": "2026"})])
 def test_list_runs_orders_runs_whatever_their_run_json_holds(tmp_path_factory, raws):
@@ -189,7 +183,7 @@ def test_list_runs_orders_runs_whatever_their_run_json_holds(tmp_path_factory, r
 # --- what reports count ----------------------------------------------------------------------
 
 
-@settings(FUZZ, max_examples=int(35 * SCALE))
+@fuzz_settings(35)
 @given(jsonl_files(), jsonl_files(), jsonl_files(), jsonl_files())
 def test_report_counts_the_lines_it_skips(tasks, cache, workers, resources):
     with Scratch() as root:
@@ -229,7 +223,7 @@ def _advice(root):
         return []
 
 
-@settings(FUZZ, max_examples=int(30 * SCALE))
+@fuzz_settings(30)
 @given(jsonl_files(), jsonl_files(), jsonl_files())
 def test_a_columnar_copy_reports_what_the_jsonl_does(tasks, cache, resources):
     with Scratch() as root:
@@ -269,7 +263,7 @@ def _every_reader(root: Path, runs: list[Path]) -> None:
             raise AssertionError(f"{type(exc).__name__} from a reader:\n{where[-3000:]}") from None
 
 
-@settings(FUZZ, max_examples=int(25 * SCALE))
+@fuzz_settings(25)
 @given(st.lists(run_dirs(), min_size=1, max_size=3))
 def test_every_reader_survives_fuzzed_run_directories(runs):
     with Scratch() as root:
