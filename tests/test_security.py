@@ -62,7 +62,7 @@ def test_run_files_and_folders_are_for_their_owner_only(recorded):
     paths += [recorded.cache_dir, *recorded.cache_dir.rglob("*")]
     assert any(p.name == "tasks.jsonl" for p in paths)
     assert any(p.suffix == ".parquet" for p in paths)
-    assert any(p.suffix == ".pkl" for p in paths)
+    assert any(p.suffix == ".entry" for p in paths)
     assert any(p.suffix == ".html" for p in paths)
     for path in [recorded.run_dir.parent, *paths]:
         mode = stat.S_IMODE(path.stat().st_mode)
