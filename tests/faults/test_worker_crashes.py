@@ -132,8 +132,12 @@ def test_results_lost_with_a_worker_are_counted_and_computed_again(project_dir):
         # results kept on the victim; the restriction is loose, so they can be computed again
         held = s.map(workloads.inc, range(4), workers=[victim], allow_other_workers=True)
         assert s.gather(held) == [1, 2, 3, 4]
-        added = {e["worker"]: e for e in events(s.run_dir, "workers.jsonl", "worker_added")}
-        os.kill(added[victim]["pid"], signal.SIGKILL)
+
+        def added():  # the worker's line, once the writer has flushed it
+            lines = events(s.run_dir, "workers.jsonl", "worker_added")
+            return next((e for e in lines if e["worker"] == victim), None)
+
+        os.kill(wait_for(added)["pid"], signal.SIGKILL)
         wait_for(lambda: events(s.run_dir, "workers.jsonl", "worker_crashed"))
         assert s.gather(held) == [1, 2, 3, 4]  # computed again on the survivor
     (crashed,) = events(s.run_dir, "workers.jsonl", "worker_crashed")
