@@ -93,8 +93,9 @@ def test_a_job_past_its_walltime_is_a_crashed_worker_whose_tasks_run_again(
     (project_dir / "scalable.yaml").write_text(MANIFEST)
     with ScalableSession.from_yaml("scalable.yaml", target="hpc") as session:
         session.client.wait_for_workers(2, timeout=60)
-        added = {w["worker"]: w for w in events(session.run_dir, "workers.jsonl", "worker_added")}
-        victim, job = next((a, w["slurm_job_id"]) for a, w in added.items())
+        # the worker_added lines are written one flush interval after the workers join
+        added = wait_for(lambda: events(session.run_dir, "workers.jsonl", "worker_added"))
+        victim, job = added[0]["worker"], added[0]["slurm_job_id"]
         slurm.run("scontrol", "update", f"JobId={job}", "TimeLimit=1")
         results, deadline = [], time.monotonic() + 150
         # keep both workers busy until the job is ended, so it dies running a task; the
