@@ -193,10 +193,13 @@ def list_runs(root: Path | None = None) -> list[Path]:
     return sorted(runs, key=start_key)
 
 
-def iter_lines(path: Path, limit: int | None = None) -> Iterator[dict | None]:
+def iter_lines(
+    path: Path, limit: int | None = None, containing: bytes | None = None
+) -> Iterator[dict | None]:
     """Each non-blank line of a JSONL file parsed: a dict, or None for a line that is not
     a JSON object (torn or corrupt). With `limit`, only the file's first `limit` bytes
-    (a file that grows while it is read stops where it was)."""
+    (a file that grows while it is read stops where it was). With `containing`, lines
+    without those bytes are passed over unparsed (a cheap filter before the parse)."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -210,7 +213,7 @@ def iter_lines(path: Path, limit: int | None = None) -> Iterator[dict | None]:
                 raw = raw[:remaining]
                 remaining -= len(raw)
             raw = raw.strip()
-            if not raw:
+            if not raw or (containing is not None and containing not in raw):
                 continue
             try:
                 value = orjson.loads(raw)

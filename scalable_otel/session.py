@@ -23,8 +23,8 @@ from .rundir import (
     TASKS,
     RunDirectory,
     iso,
+    iter_lines,
     new_run_id,
-    read_lines,
     runs_dir,
     write_json_atomic,
 )
@@ -591,8 +591,10 @@ class ScalableSession:
         manifest = self._manifest()
         requests = manifest.task_requests()
         graph = []
-        for e in read_lines(self.run_dir / TASKS)[0]:
-            if e.get("event") != sc.TASK_SUBMITTED:
+        # the writer's own lines: compact JSON, so the event's bytes are known
+        submitted = f'"event":"{sc.TASK_SUBMITTED}"'.encode()
+        for e in iter_lines(self.run_dir / TASKS, containing=submitted):
+            if e is None or e.get("event") != sc.TASK_SUBMITTED:
                 continue
             entry = {
                 "key": e.get("key"),
