@@ -33,14 +33,19 @@ tasks:
 """
 
 
-@pytest.fixture
-def slurm_run(slurm, project_dir, monkeypatch):  # noqa: F811
+def slurm_session(slurm, project_dir, monkeypatch) -> ScalableSession:  # noqa: F811
+    """A session (not started) on the manifest's Slurm target, in `project_dir`."""
     pytest.importorskip("dask_jobqueue")
     monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
     # Slurm jobs start fresh interpreters: they import the tasks' module by PYTHONPATH
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     (project_dir / "scalable.yaml").write_text(MANIFEST)
-    with ScalableSession.from_yaml("scalable.yaml", target="hpc") as session:
+    return ScalableSession.from_yaml("scalable.yaml", target="hpc")
+
+
+@pytest.fixture
+def slurm_run(slurm, project_dir, monkeypatch):  # noqa: F811
+    with slurm_session(slurm, project_dir, monkeypatch) as session:
         session.client.wait_for_workers(2, timeout=60)
         futures = session.map(workloads.sleep_then, range(6), seconds=1.5)
         started = wait_for(lambda: events(session.run_dir, event="task_started"), timeout=30)
@@ -87,11 +92,7 @@ def test_a_job_past_its_walltime_is_a_crashed_worker_whose_tasks_run_again(
     """Slurm ends a job at its time limit as it does at preemption: SIGTERM, then SIGKILL.
     The limit is lowered to one minute on a running job (the smallest Slurm accepts);
     slurmctld enforces it on its next periodic check, 60 to 90 s into the job."""
-    pytest.importorskip("dask_jobqueue")
-    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
-    (project_dir / "scalable.yaml").write_text(MANIFEST)
-    with ScalableSession.from_yaml("scalable.yaml", target="hpc") as session:
+    with slurm_session(slurm, project_dir, monkeypatch) as session:
         session.client.wait_for_workers(2, timeout=60)
         # the worker_added lines are written one flush interval after the workers join
         added = wait_for(lambda: events(session.run_dir, "workers.jsonl", "worker_added"))
