@@ -38,36 +38,33 @@ def stream(session_or_client, args) -> list:
 
 def run_session(args) -> None:
     """A `with ScalableSession` workflow (the way the README shows it)."""
-    from scalable_otel import ScalableSession
-
     if args.barrier:
         barrier()
-    with ScalableSession(
+    with session_of(args) as session:
+        say(run_dir=str(session.run_dir))
+        results = stream(session, args)
+    say(results=results, status=session.status)
+
+
+def session_of(args):
+    """The session the driver's arguments ask for (not started)."""
+    from scalable_otel import ScalableSession
+
+    return ScalableSession(
         target="local",
         n_workers=args.workers,
         threads_per_worker=1,
         project=args.project,
         flush_interval=args.flush_interval,
-    ) as session:
-        say(run_dir=str(session.run_dir))
-        results = stream(session, args)
-    say(results=results, status=session.status)
+    )
 
 
 def run_in_phases(args) -> None:
     """`args.tasks` tasks before and as many after a pause, and a pause before the close:
     at each pause the driver says `{"paused": n}` and waits for a line on stdin, for the
     test to inject its fault (fill the disk, free it)."""
-    from scalable_otel import ScalableSession
-
     results = []
-    with ScalableSession(
-        target="local",
-        n_workers=args.workers,
-        threads_per_worker=1,
-        project=args.project,
-        flush_interval=args.flush_interval,
-    ) as session:
+    with session_of(args) as session:
         say(run_dir=str(session.run_dir))
         for phase in range(2):
             results += stream(session, args)
