@@ -71,3 +71,14 @@ def demo_run(demo_project):
     from scalable_otel.rundir import list_runs
 
     return list_runs(demo_project / ".scalable" / "runs")[0]
+
+
+@pytest.fixture
+def instrumentor():
+    """A DaskInstrumentor, uninstrumented again at the end of the test."""
+    from scalable_otel.instrumentation.instrumentor import DaskInstrumentor
+
+    instrumentor = DaskInstrumentor()
+    yield instrumentor
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()

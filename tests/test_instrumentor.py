@@ -26,14 +26,6 @@ def cluster():
 
 
 @pytest.fixture
-def instrumentor():
-    instrumentor = DaskInstrumentor()
-    yield instrumentor
-    if instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.uninstrument()
-
-
-@pytest.fixture
 def runs_root(project_dir):
     return project_dir / "runs"
 

@@ -15,7 +15,6 @@ from scalable import ScalableClient  # noqa: E402
 
 from scalable_otel import cache  # noqa: E402
 from scalable_otel.instrumentation import scalable_library  # noqa: E402
-from scalable_otel.instrumentation.instrumentor import DaskInstrumentor  # noqa: E402
 from scalable_otel.manifest import Manifest  # noqa: E402
 from tests import scalable_tool_workloads as tool  # noqa: E402
 from tests import workloads  # noqa: E402
@@ -29,14 +28,6 @@ targets:
 components:
   sim: {cpus: 2, memory: 4G}
 """
-
-
-@pytest.fixture
-def instrumentor():
-    instrumentor = DaskInstrumentor()
-    yield instrumentor
-    if instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.uninstrument()
 
 
 @pytest.fixture
