@@ -31,6 +31,7 @@ request), and prints the ratio with OTLP against without, in the same round.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import statistics
@@ -228,7 +229,9 @@ def timed_map(mapper, fn, n: int, meter: CpuMeter, profiler=None) -> dict:
     }
 
 
-def run_plain(fn, n: int) -> dict:
+@contextlib.contextmanager
+def plain_client():
+    """A client of a fresh LocalCluster (2 worker processes, 1 thread each), workers up."""
     from distributed import Client, LocalCluster
 
     with (
@@ -238,6 +241,11 @@ def run_plain(fn, n: int) -> dict:
         Client(cluster) as client,
     ):
         client.wait_for_workers(2)
+        yield client
+
+
+def run_plain(fn, n: int) -> dict:
+    with plain_client() as client:
         gc.collect()
         return timed_map(client, fn, n, CpuMeter(client))
 

@@ -38,7 +38,7 @@ import orjson
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import MB, noop, slope_per_10k  # noqa: E402
+from overhead import MB, noop, plain_client, slope_per_10k  # noqa: E402
 
 
 def batches(client_or_session, n_tasks: int, batch: int):
@@ -62,15 +62,7 @@ def rss_after_gc() -> int:
 
 
 def run_plain(n_tasks: int, batch: int) -> dict:
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        client.wait_for_workers(2)
+    with plain_client() as client:
         return measure(client, n_tasks, batch, label="plain")
 
 
