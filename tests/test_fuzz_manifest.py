@@ -242,6 +242,12 @@ def test_the_same_data_as_yaml_loads_the_same_way(tmp_path_factory, data):
         return  # no YAML form (a lone surrogate, an integer too long to write)
     path = tmp_path_factory.mktemp("yaml") / "scalable.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    loads_or_fails_on_one_line(path)
+
+
+def loads_or_fails_on_one_line(path) -> None:
+    """`Manifest.load(path)` gives a usable manifest, or a one-line ManifestError naming
+    the file."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -263,14 +269,7 @@ def test_the_same_data_as_yaml_loads_the_same_way(tmp_path_factory, data):
 def test_any_text_loads_or_is_a_one_line_error(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("text") / "scalable.yaml"
     path.write_bytes(text.encode("utf-8", "surrogatepass"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            manifest = Manifest.load(path)
-        except ManifestError as exc:
-            one_line(exc, str(path))
-            return
-    usable(manifest)
+    loads_or_fails_on_one_line(path)
 
 
 def _bomb(levels: int, width: int = 9, where: str = "") -> str:
