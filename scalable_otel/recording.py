@@ -139,6 +139,7 @@ class RunRecording:
             "cache_misses": recorder.cache_misses,
             "telemetry_lines_dropped": self.pipeline.writer.dropped,
             "telemetry_spans_dropped": self.pipeline.backends.dropped_spans(),
+            "telemetry_records_unhandled": recorder.unhandled,
             "telemetry_write_error": self.pipeline.writer.errors.first,
             "exporters": dict(self.pipeline.backends.where),
             "trace_id": f"{self.run_span.get_span_context().trace_id:032x}",
@@ -258,7 +259,7 @@ class ChildProcessRecording:
     def mark_closing(self) -> None:
         # In the plugin's queue too: records are taken from that queue before the inbox,
         # and a worker removed after this mark must not be read as a crash.
-        marker = ("closing", time.time())
+        marker = (sc.RECORD_CLOSING, time.time())
         self._source.append(marker)
         self.inbox.append(marker)
 

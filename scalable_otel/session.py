@@ -555,6 +555,7 @@ class ScalableSession:
             "cache_misses": summary.get("cache_misses", 0),
             "telemetry_lines_dropped": summary.get("telemetry_lines_dropped", 0),
             "telemetry_spans_dropped": summary.get("telemetry_spans_dropped", 0),
+            "telemetry_records_unhandled": summary.get("telemetry_records_unhandled", 0),
             "telemetry_write_error": summary.get("telemetry_write_error"),
             "exporters": summary.get("exporters", self._exports.describe()),
             "trace_id": summary.get("trace_id") or self.trace_id,

@@ -196,6 +196,7 @@ def test_scheduler_address_target_is_recorded(project_dir):
             assert s2.gather(s2.submit(workloads.inc, 10)) == 11
     run = orjson.loads((s.run_dir / "run.json").read_bytes())
     assert run["provider"] == "address" and run["tasks_completed"] == 5
+    assert run["telemetry_records_unhandled"] == 0  # records forwarded by a remote scheduler
     assert len(events(s.run_dir, event="task_completed")) == 5
     assert len(events(s2.run_dir, event="task_completed")) == 1
     assert events(s.run_dir, "workers.jsonl", "worker_added")
