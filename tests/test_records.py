@@ -173,5 +173,18 @@ def test_a_real_run_leaves_no_record_unhandled(project_dir):
     assert len(events(s.run_dir, "workers.jsonl", "worker_removed")) == 2
 
 
+def test_a_record_the_recorder_cannot_handle_is_counted_in_run_json(project_dir, capfd):
+    with ScalableSession(target="local", n_workers=1, project="records") as s:
+        s._recording.inbox.append(("no_such_kind", 1.0))
+        s._recording.inbox.append((sc.RECORD_SYNC, 1.0))  # a field short
+        assert s.gather(s.submit(workloads.inc, 1)) == 2
+    run = orjson.loads((s.run_dir / "run.json").read_bytes())
+    assert run["telemetry_records_unhandled"] == 2
+    assert run["tasks_completed"] == 1 and run["status"] == "completed"
+    # the telemetry process shares the session's stderr: one line names the first
+    warned = [line for line in capfd.readouterr().err.splitlines() if "not handled" in line]
+    assert len(warned) == 1 and "'no_such_kind'" in warned[0]
+
+
 if __name__ == "__main__":
     print(records_table())
