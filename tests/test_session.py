@@ -8,7 +8,7 @@ import dask
 import orjson
 import pytest
 
-from scalable_otel import ScalableSession
+from scalable_otel import RecordingOptions, ScalableSession
 from scalable_otel.rundir import JSONL_FILES
 from tests import workloads
 from tests.conftest import events, read_jsonl, wait_for
@@ -286,7 +286,7 @@ def test_recorder_in_a_thread_writes_the_same_run_directory(project_dir):
         children = psutil.Process().children(recursive=True)
         return [p for p in children if "_recorder_main" in " ".join(p.cmdline())]
 
-    with session(recorder="thread") as s:
+    with session(recording=RecordingOptions(recorder="thread")) as s:
         assert s.gather(s.map(workloads.inc, range(3))) == [1, 2, 3]
         assert recorder_processes() == []
     with session():

@@ -60,11 +60,6 @@ __all__ = ["DaskInstrumentor"]
 
 _instruments = ("distributed >= 2024.12",)
 
-# instrument() keywords that are not ScalableSession's: the client decides these
-_CLUSTER_ONLY = frozenset(
-    {"target", "n_workers", "threads_per_worker", "memory_limit", "cluster_kwargs"}
-)
-_PROVIDER_KWARGS = frozenset({"tracer_provider", "meter_provider"})
 _CLIENT_METHODS = ("__init__", "close", "__exit__", "shutdown")
 _SEEN = "_scalable_otel_seen"  # on a client: considered once, attached at most once
 
@@ -90,11 +85,15 @@ class DaskInstrumentor(BaseInstrumentor):
 
     Keywords of `instrument()`:
 
-    - `runs_dir`, `project`, and the other `ScalableSession` keywords that do not pick a
-      cluster (`cache_dir`, `flush_interval`, `otlp_endpoint`, `prometheus_port`,
-      `recorder`, ...). Unset, they come from the environment as for a session:
-      $SCALABLE_RUNS_DIR, `OTEL_EXPORTER_OTLP_*`, `OTEL_TRACES_EXPORTER`,
-      `OTEL_SDK_DISABLED`... Unknown keywords are ignored with a warning.
+    - `runs_dir`, `project`, `manifest`, `cache_dir` and the option objects of
+      `ScalableSession` that do not pick a cluster: `exports=ExportOptions(...)`,
+      `redaction=Redaction(...)`, `pipeline=PipelineOptions(...)`,
+      `recording=RecordingOptions(...)` (those of `ScalableSession.attach`). Unset, they
+      come from the environment as for a session: $SCALABLE_RUNS_DIR,
+      `OTEL_EXPORTER_OTLP_*`, `OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED`... A keyword
+      that moved into an option object (`otlp_endpoint=`, `flush_interval=`...) raises a
+      TypeError naming it; other unknown keywords (`n_workers`: the client decides) are
+      ignored with a warning.
     - `tracer_provider`: an SDK `TracerProvider` whose span processors also receive every
       span of every run (the same spans, ids and trace as the run directory, with the
       run's resource). The spans are made by the run's own pipeline, whose id generator
@@ -272,13 +271,18 @@ def _finish_runs_at_exit() -> None:
 
 
 def _session_options(kwargs: dict) -> dict:
-    """The keywords of `instrument()` that `ScalableSession.attach` takes; others warned of."""
+    """The keywords of `instrument()` that `ScalableSession.attach` takes; a keyword that
+    moved into an option object raises TypeError naming it, others are warned of."""
     import inspect
 
+    from ..options import MOVED_KEYWORDS, moved_keyword_error
     from ..session import ScalableSession
 
-    accepted = set(inspect.signature(ScalableSession.__init__).parameters) - {"self"}
-    accepted = (accepted - _CLUSTER_ONLY) | _PROVIDER_KWARGS
+    for name in kwargs:
+        if name in MOVED_KEYWORDS:
+            raise moved_keyword_error("DaskInstrumentor.instrument", name)
+    parameters = inspect.signature(ScalableSession.attach).parameters.values()
+    accepted = {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         logger.warning("scalable-otel: DaskInstrumentor ignores %s", ", ".join(unknown))
@@ -323,7 +327,7 @@ def forward_spans_to(tracer_provider) -> SpanProcessor | None:
     Example::
 
         processor = forward_spans_to(my_tracer_provider)
-        ScalableSession(span_processors=[processor])
+        ScalableSession(pipeline=PipelineOptions(span_processors=[processor]))
     """
     # The SDK has no public accessor for a provider's processors; this attribute has held
     # them (a multi-span processor, which add_span_processor extends) since SDK 1.0.
