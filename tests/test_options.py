@@ -223,3 +223,14 @@ def test_instrument_takes_the_option_objects_of_attach(instrumentor, caplog):
     instrumentor.instrument(runs_dir="runs", recording=recording, n_workers=2)
     assert DaskInstrumentor()._options == {"runs_dir": "runs", "recording": recording}
     assert "DaskInstrumentor ignores n_workers" in caplog.text
+
+
+def test_instrument_accepts_exactly_the_keywords_of_attach(caplog):
+    import inspect
+
+    from scalable_otel.instrumentation.instrumentor import _session_options
+
+    parameters = inspect.signature(ScalableSession.attach).parameters.values()
+    attach = {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert set(_session_options(dict.fromkeys(attach))) == attach
+    assert "ignores" not in caplog.text

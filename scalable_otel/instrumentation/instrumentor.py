@@ -60,6 +60,9 @@ __all__ = ["DaskInstrumentor"]
 
 _instruments = ("distributed >= 2024.12",)
 
+# instrument() keywords that are not ScalableSession's: the client decides these
+_CLUSTER_ONLY = frozenset({"target", "n_workers", "threads_per_worker", "cluster"})
+_PROVIDER_KWARGS = frozenset({"tracer_provider", "meter_provider"})
 _CLIENT_METHODS = ("__init__", "close", "__exit__", "shutdown")
 _SEEN = "_scalable_otel_seen"  # on a client: considered once, attached at most once
 
@@ -88,7 +91,7 @@ class DaskInstrumentor(BaseInstrumentor):
     - `runs_dir`, `project`, `manifest`, `cache_dir` and the option objects of
       `ScalableSession` that do not pick a cluster: `exports=ExportOptions(...)`,
       `redaction=Redaction(...)`, `pipeline=PipelineOptions(...)`,
-      `recording=RecordingOptions(...)` (those of `ScalableSession.attach`). Unset, they
+      `recording=RecordingOptions(...)` (as `ScalableSession.attach`). Unset, they
       come from the environment as for a session: $SCALABLE_RUNS_DIR,
       `OTEL_EXPORTER_OTLP_*`, `OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED`... A keyword
       that moved into an option object (`otlp_endpoint=`, `flush_interval=`...) raises a
@@ -281,8 +284,9 @@ def _session_options(kwargs: dict) -> dict:
     for name in kwargs:
         if name in MOVED_KEYWORDS:
             raise moved_keyword_error("DaskInstrumentor.instrument", name)
-    parameters = inspect.signature(ScalableSession.attach).parameters.values()
+    parameters = inspect.signature(ScalableSession.__init__).parameters.values()
     accepted = {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    accepted = (accepted - _CLUSTER_ONLY) | _PROVIDER_KWARGS
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         logger.warning("scalable-otel: DaskInstrumentor ignores %s", ", ".join(unknown))
