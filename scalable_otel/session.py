@@ -108,7 +108,8 @@ class ScalableSession:
     `session.client` is recorded, not only `submit` and `map`. Telemetry is off with
     OTEL_SDK_DISABLED=true or SCALABLE_TELEMETRY=off.
 
-    Keywords (each defaulting as said; no keyword reads a variable not named here):
+    Keywords, each with what it defaults to (environment variables as $NAME); the rare
+    settings are grouped into option objects, all importable from `scalable_otel`:
 
     - `n_workers`, `threads_per_worker`: the size of a cluster the session starts; else
       the manifest target's `max_workers` and `threads_per_worker`, else Dask's.
@@ -117,14 +118,16 @@ class ScalableSession:
     - `runs_dir`: where run directories go; $SCALABLE_RUNS_DIR, else .scalable/runs.
     - `cache_dir`: where `cacheable` results go; $SCALABLE_CACHE_DIR, else .scalable/cache.
     - `cluster=ClusterOptions(memory_limit=..., extra={...})`: the rest of a started
-      cluster (memory per worker; more `LocalCluster`/`SLURMCluster` keywords).
+      cluster: memory per worker (else the manifest target's `memory`) and more
+      `LocalCluster`/`SLURMCluster` keywords.
     - `exports=ExportOptions(otlp_endpoint=..., otlp_protocol=..., otlp_headers=...,
-      traces_exporter=..., metrics_exporter=..., prometheus_port=..., pushgateway_url=...,
-      otlp_file=...)`: where spans and metrics go besides the run directory; each option
-      left at None comes from OpenTelemetry's variable (`OTEL_EXPORTER_OTLP_ENDPOINT`,
-      `_PROTOCOL`, `_HEADERS`, `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER`) or ours
-      (`SCALABLE_PROMETHEUS_PORT`, `SCALABLE_PUSHGATEWAY_URL`, `SCALABLE_OTLP_FILE`).
-      A bad variable or an unreachable backend turns that exporter off with one warning.
+      traces_exporter=..., metrics_exporter=..., prometheus_port=..., prometheus_host=...,
+      pushgateway_url=..., otlp_file=...)`: where spans and metrics go besides the run
+      directory; each option left at None comes from OpenTelemetry's variable
+      ($OTEL_EXPORTER_OTLP_ENDPOINT, _PROTOCOL, _HEADERS, $OTEL_TRACES_EXPORTER,
+      $OTEL_METRICS_EXPORTER) or ours ($SCALABLE_PROMETHEUS_PORT, _HOST,
+      $SCALABLE_PUSHGATEWAY_URL, $SCALABLE_OTLP_FILE). A bad variable or an unreachable
+      backend turns that exporter off with one warning.
     - `redaction=Redaction(names=[...], values=[...], record_args=...)`: task arguments
       are summarized (bounded, secrets redacted; see `scalable_otel.args`); `names` adds
       parameter names to redact ($SCALABLE_REDACT_NAMES), `values` regular expressions
