@@ -45,9 +45,6 @@ __all__ = [
     "PipelineOptions",
     "RecordingOptions",
     "Redaction",
-    "MOVED_KEYWORDS",
-    "check_option",
-    "moved_keyword_error",
 ]
 
 RECORDERS = ("process", "thread")
