@@ -63,9 +63,11 @@ def run_demo(workers: int = 2, scenarios: int = 40) -> Path | None:
         f"{outcome['n']} of {scenarios} scenarios ran; mean {outcome['mean']:.2f}; "
         f"field anomaly {anomaly:.4f}"
     )
+    if session.run_dir is None:
+        print("Run directory: none, telemetry was off for this run")
+        return None
     print(f"Run directory: {session.run_dir}")
-    if session.run_dir is not None:
-        print(format_report(report(load_run(session.run_dir))))
+    print(format_report(report(load_run(session.run_dir))))
     return session.run_dir
 
 

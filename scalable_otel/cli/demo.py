@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ..errors import ScalableError
+
 
 @click.command()
 @click.option(
@@ -22,8 +24,10 @@ import click
     help="Simulations to run.",
 )
 def demo(n_workers: int, scenarios: int) -> None:
-    """Run the quickstart workflow (scalable_otel/demo.py, the same as
-    examples/quickstart.py) on a local Dask cluster and report on it.
+    """Run the quickstart workflow on a local Dask cluster and report on it.
+
+    The workflow is scalable_otel/demo.py, which examples/quickstart.py runs too: a
+    small model ensemble, a few of whose scenarios (7 and 23) fail on purpose.
 
     \b
     Example:
@@ -31,7 +35,12 @@ def demo(n_workers: int, scenarios: int) -> None:
     """
     from ..demo import run_demo
 
-    run_demo(n_workers, scenarios)
+    if run_demo(n_workers, scenarios) is None:
+        raise ScalableError(
+            "the demo ran but was not recorded, so it has no report: telemetry is off "
+            "(SCALABLE_TELEMETRY, OTEL_SDK_DISABLED) or the run directory could not be "
+            "written (see the warning above)"
+        )
 
 
 COMMANDS = [demo]
