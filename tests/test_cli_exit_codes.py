@@ -1,5 +1,7 @@
 """Every command's exit code for a missing run, a bad argument and an unreadable file, as
 docs/reliability.md ("Exit codes") lists them: 2 and one line on stderr, `Error: ...`.
+`scalable demo` takes no run: its cases are a bad argument and a runs directory it cannot
+write; Ctrl-C during it exits with 130.
 
 A file is made unreadable two ways: a folder where the file belongs, and mode 000. As
 root, mode 000 alone does not stop a read, so the command then runs in a process whose
@@ -112,6 +114,12 @@ def test_a_bad_argument(family, root, tmp_path):
     (tmp_path / "a-folder").mkdir()
     args, said = bad_arguments(run, root, tmp_path)[family]
     assert said in invoke(args)
+
+
+def test_an_output_file_that_cannot_be_written(root, tmp_path):
+    missing = tmp_path / "no-such-folder" / "report.txt"  # an OSError: was exit code 1
+    line = invoke(["report", "--last", "--output", str(missing), "--runs-dir", str(root)])
+    assert line == f"Error: No such file or directory: {missing}"
 
 
 def test_a_usage_error_says_where_the_help_is(root):
