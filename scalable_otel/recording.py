@@ -31,8 +31,8 @@ from opentelemetry.trace import Status, StatusCode
 from . import semconv as sc
 from .args import Redaction
 from .exporters.settings import ExportSettings
-from .instrumentation.task_context import readable_span
 from .lifecycle import Recorder
+from .span_records import readable_span
 from .telemetry import build_pipeline
 
 logger = logging.getLogger(__name__)
