@@ -409,6 +409,7 @@ class ScalableSession:
         return True
 
     def _instrument_client(self, plugin, remote: bool) -> None:
+        from .instrumentation.scalable_library import watch_when_reporting
         from .instrumentation.worker_plugin import WorkerTelemetryPlugin
 
         inbox = self._recording.inbox
@@ -429,6 +430,7 @@ class ScalableSession:
             ),
             name=sc.WORKER_PLUGIN_NAME,
         )
+        watch_when_reporting()  # the Scalable tool's lookups too
         cache.set_driver_sink(lambda record: inbox.append(("cache", record)), str(self.cache_dir))
 
     def close(self, status: str | None = None) -> None:
