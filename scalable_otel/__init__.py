@@ -31,7 +31,7 @@ __all__ = [
 # a worker unpickling a cached function) does not import Dask's client for the rest.
 _LAZY = {
     "ScalableSession": ".session",
-    "DaskInstrumentor": ".instrumentation.instrumentor",
+    "DaskInstrumentor": ".instrumentor",
     "cacheable": ".cache",
     "Manifest": ".manifest",
     "ManifestError": ".manifest",

@@ -11,7 +11,7 @@ from distributed import Client, LocalCluster, get_client, rejoin, secede, worker
 
 from scalable_otel import ScalableSession
 from scalable_otel import semconv as sc
-from scalable_otel.instrumentation.instrumentor import DaskInstrumentor
+from scalable_otel.instrumentor import DaskInstrumentor
 from tests import workloads
 from tests.conftest import events, wait_for
 
@@ -283,6 +283,6 @@ def test_the_entry_point_names_the_instrumentor():
     (entry_point,) = [
         e for e in entry_points(group="opentelemetry_instrumentor") if e.name == "dask"
     ]
-    assert entry_point.value == "scalable_otel.instrumentation.instrumentor:DaskInstrumentor"
+    assert entry_point.value == "scalable_otel.instrumentor:DaskInstrumentor"
     assert entry_point.load() is DaskInstrumentor
     assert DaskInstrumentor().instrumentation_dependencies() == ("distributed >= 2024.12",)
