@@ -15,6 +15,7 @@ from pathlib import Path
 from . import cache
 from . import semconv as sc
 from .args import Redaction
+from .exporters.columnar import write_columnar_copy
 from .exporters.settings import ExportSettings, SettingsError, export_settings
 from .instrumentation.scheduler_plugin import sync_scheduler_plugin
 from .manifest import SLURM_JOB_ENV, Manifest, choose_target
@@ -522,8 +523,6 @@ class ScalableSession:
             )
             return
         try:
-            from .analysis.columns import write_columnar_copy
-
             write_columnar_copy(self.run_dir)
         except Exception:
             logger.debug("scalable-otel: no columnar copy of the run", exc_info=True)
