@@ -189,7 +189,7 @@ def main() -> None:
             )
         )
         copy = [
-            sys.executable, "-c", "import sys; from scalable_otel.analysis.columns import "
+            sys.executable, "-c", "import sys; from scalable_otel.exporters.columnar import "
             "write_columnar_copy as w; w(sys.argv[1])",
         ]  # fmt: skip
         elapsed, peak = measure(copy + [str(a)])

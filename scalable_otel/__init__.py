@@ -44,7 +44,7 @@ _LAZY = {
     "PipelineOptions": ".options",
     "RecordingOptions": ".options",
     "Redaction": ".args",
-    "DaskInstrumentor": ".instrumentation.instrumentor",
+    "DaskInstrumentor": ".instrumentor",
     "cacheable": ".cache",
     "Manifest": ".manifest",
     "ManifestError": ".manifest",

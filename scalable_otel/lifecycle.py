@@ -22,24 +22,13 @@ from opentelemetry.trace import NonRecordingSpan, Status, StatusCode
 
 from . import semconv as sc
 from .args import DEFAULT_REDACTION, Redaction
-from .instrumentation.task_context import task_span_id
+from .ids import key_str, task_span_id
+from .rundir import resource_fields
 
 logger = logging.getLogger(__name__)
 
 _RECENT_LIMIT = 10_000
 _USAGE_WAIT_S = 5.0  # a worker's batch normally follows its task's end within 0.2 s
-
-
-def resource_fields(usage: dict) -> dict:
-    """A task's measured resources (span attributes) as resources.jsonl fields."""
-    return {
-        "worker_name": usage.get(sc.WORKER_NAME),
-        "cpu_seconds": usage.get(sc.TASK_CPU_SECONDS),
-        "cpus_used": usage.get(sc.TASK_CPUS_USED),
-        "peak_memory_bytes": usage.get(sc.TASK_PEAK_MEMORY),
-        "wall_s": usage.get(sc.TASK_WALL),
-        "cpu_shared": usage.get(sc.TASK_CPU_SHARED),
-    }
 
 
 def _measures(parked: tuple, address: str, stop: float) -> bool:
@@ -68,11 +57,6 @@ _CLOSING_STATES = frozenset({"closing", "closing_gracefully", "closed"})
 
 def _ns(t: float) -> int:
     return int(t * 1e9)
-
-
-def key_str(key) -> str:
-    """A Dask key as one string: str keys as they are, tuple keys as Dask prints them."""
-    return key if isinstance(key, str) else str(key)
 
 
 def _as_key(value):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import os
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 from . import cache
 from . import semconv as sc
 from .args import Redaction
+from .exporters.columnar import write_columnar_copy
 from .exporters.settings import ExportOptions, ExportSettings, SettingsError, export_settings
 from .instrumentation.scheduler_plugin import sync_scheduler_plugin
 from .manifest import SLURM_JOB_ENV, Manifest, choose_target
@@ -38,7 +40,7 @@ from .rundir import (
     write_json_atomic,
 )
 from .submission import MAP_OPTIONS, SUBMIT_OPTIONS, describe_tasks, map_keys, submit_key
-from .telemetry import telemetry_disabled
+from .telemetry import forward_spans_to, telemetry_disabled
 from .termination import TERMINATION
 
 if TYPE_CHECKING:
@@ -70,6 +72,24 @@ _PROCESS_START_TIME = _process_start_time()
 TARGET_ENV = "SCALABLE_TARGET"
 _STARTABLE = ("local", "slurm")  # providers whose cluster a session starts itself
 _ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
+
+
+# True while a session creates its own client: DaskInstrumentor leaves that client's run
+# to the session.
+session_owns_client: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "scalable_otel_session_owns_client", default=False
+)
+
+
+def _own_client(address):
+    """A `distributed.Client` of the session's own (to `address`, a scheduler or a cluster)."""
+    from distributed import Client
+
+    token = session_owns_client.set(True)
+    try:
+        return Client(address)
+    finally:
+        session_owns_client.reset(token)
 
 
 def _exit_status(exc_type) -> str | None:
@@ -236,6 +256,8 @@ class ScalableSession:
         manifest = Manifest.load(path)
         return cls(target=target, manifest=manifest, **kwargs)
 
+    _meter_provider = None  # attach(meter_provider=): the run's metrics recorded there too
+
     @classmethod
     def attach(
         cls,
@@ -284,8 +306,6 @@ class ScalableSession:
         pipeline = check_option("pipeline", pipeline, PipelineOptions)
         recording = check_option("recording", recording, RecordingOptions)
         if tracer_provider is not None:
-            from .instrumentation.instrumentor import forward_spans_to
-
             forward = forward_spans_to(tracer_provider)
             if forward is not None:
                 pipeline = replace(pipeline, span_processors=(*pipeline.span_processors, forward))
@@ -304,6 +324,7 @@ class ScalableSession:
             recording=recording,
         )
         session._attached = True
+        session._meter_provider = meter_provider
         session.client = client
         session._started = time.time()
         # the scheduler may be in another process (or a copy of the plugin is made when it
@@ -311,12 +332,7 @@ class ScalableSession:
         plugin = TaskRecordPlugin(forward=True)
         if telemetry_disabled() or not session._open_telemetry(plugin):
             return session
-        mirror = None
-        if meter_provider is not None:
-            from .instrumentation.instrumentor import mirror_metrics
-
-            mirror = functools.partial(mirror_metrics, session, meter_provider)
-        session._attach_telemetry(plugin, remote=True, before=mirror)
+        session._attach_telemetry(plugin, remote=True)
         return session
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -331,8 +347,6 @@ class ScalableSession:
         """Open the run directory and the OTel pipeline, then start or connect to Dask."""
         if self._attached:  # attach() started the run on the caller's client
             return self
-        from distributed import Client
-
         from .instrumentation.scheduler_plugin import TaskRecordPlugin
 
         self._started = time.time()
@@ -341,10 +355,10 @@ class ScalableSession:
         telemetry = not telemetry_disabled() and self._open_telemetry(plugin)
         try:
             if remote:
-                self.client = Client(self.target)
+                self.client = _own_client(self.target)
             else:
                 self.cluster = self._start_cluster([plugin] if telemetry else [])
-                self.client = Client(self.cluster)
+                self.client = _own_client(self.cluster)
         except BaseException as exc:
             if telemetry:  # the run ends before it began: say so in run.json
                 self._finish_telemetry(_exit_status(type(exc)))
@@ -354,12 +368,9 @@ class ScalableSession:
             self._attach_telemetry(plugin, remote)
         return self
 
-    def _attach_telemetry(self, plugin, remote: bool, before=None) -> None:
-        """Put the plugins on the client's cluster and wait for the recorder (after
-        `before`, if given); never raises."""
+    def _attach_telemetry(self, plugin, remote: bool) -> None:
+        """Put the plugins on the client's cluster and wait for the recorder; never raises."""
         try:
-            if before is not None:
-                before()
             self._instrument_client(plugin, remote)
             if not self._recording.wait_ready():
                 logger.warning("scalable-otel: the telemetry process did not start")
@@ -404,7 +415,10 @@ class ScalableSession:
                 exports=self._exports.to_dict(),
                 redact_values=self.redaction.value_patterns(),
             )
-            processors = self.pipeline_options.as_kwargs()
+            processors = {
+                **self.pipeline_options.as_kwargs(),
+                "meter_provider": self._meter_provider,
+            }
             if self.recording_options.recorder == "process" and not any(processors.values()):
                 try:
                     self._recording = ChildProcessRecording(config, plugin.records)
@@ -422,6 +436,7 @@ class ScalableSession:
         return True
 
     def _instrument_client(self, plugin, remote: bool) -> None:
+        from .instrumentation.scalable_library import watch_when_reporting
         from .instrumentation.worker_plugin import WorkerTelemetryPlugin
 
         inbox = self._recording.inbox
@@ -442,6 +457,7 @@ class ScalableSession:
             ),
             name=sc.WORKER_PLUGIN_NAME,
         )
+        watch_when_reporting()  # the Scalable tool's lookups too
         cache.set_driver_sink(lambda record: inbox.append(("cache", record)), str(self.cache_dir))
 
     def close(self, status: str | None = None) -> None:
@@ -522,8 +538,6 @@ class ScalableSession:
             )
             return
         try:
-            from .analysis.columns import write_columnar_copy
-
             write_columnar_copy(self.run_dir)
         except Exception:
             logger.debug("scalable-otel: no columnar copy of the run", exc_info=True)

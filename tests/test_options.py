@@ -228,7 +228,7 @@ def test_instrument_takes_the_option_objects_of_attach(instrumentor, caplog):
 def test_instrument_accepts_exactly_the_keywords_of_attach(caplog):
     import inspect
 
-    from scalable_otel.instrumentation.instrumentor import _session_options
+    from scalable_otel.instrumentor import _session_options
 
     parameters = inspect.signature(ScalableSession.attach).parameters.values()
     attach = {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from scalable_otel import RecordingOptions, Redaction, ScalableSession, cacheable
-from scalable_otel.analysis.columns import write_columnar_copy
 from scalable_otel.analysis.export import export_parquet
 from scalable_otel.analysis.html import write_html_report
 from scalable_otel.args import REDACTED
+from scalable_otel.exporters.columnar import write_columnar_copy
 from tests import workloads
 from tests.conftest import REPO, events
 
