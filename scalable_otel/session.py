@@ -443,7 +443,7 @@ class ScalableSession:
         if remote:
 
             def on_records(event):
-                inbox.append(("forwarded", event[0], event[1]))
+                inbox.append((sc.RECORD_FORWARDED, event[0], event[1]))
 
             self.client.subscribe_topic(sc.FORWARD_TOPIC, on_records)
             self.client.register_plugin(plugin, name=sc.SCHEDULER_PLUGIN_NAME)
@@ -458,7 +458,9 @@ class ScalableSession:
             name=sc.WORKER_PLUGIN_NAME,
         )
         watch_when_reporting()  # the Scalable tool's lookups too
-        cache.set_driver_sink(lambda record: inbox.append(("cache", record)), str(self.cache_dir))
+        cache.set_driver_sink(
+            lambda record: inbox.append((sc.RECORD_CACHE, record)), str(self.cache_dir)
+        )
 
     def close(self, status: str | None = None) -> None:
         """Finish the run: flush workers, close Dask, end spans, write run.json.
