@@ -81,24 +81,119 @@ def test_no_environment_value_or_secret_argument_is_written(recorded):
     assert "https://ann:[redacted]@example.org" in failure["error_message"]
 
 
-def test_only_the_cache_unpickles_and_only_after_verifying():
-    """Every call that turns bytes into objects by pickle, in the whole package."""
-    loaders = {"loads", "load", "Unpickler"}
+PICKLE_MODULES = {"pickle", "_pickle", "cloudpickle", "dill", "marshal", "shelve", "joblib"}
+PICKLE_LOADERS = {"loads", "load", "Unpickler", "open"}  # shelve.open unpickles its values
+# The only places that may turn bytes into objects by pickle, each with its reason:
+ALLOWED_UNPICKLING = {
+    # entries are unpickled only after their HMAC verified (checked below)
+    ("scalable_otel/cache.py", "CacheStore.load", "pickle.loads"),
+    # `multiprocessing.connection.Connection.recv` unpickles what the other end sent. Both
+    # ends of this pipe are one `socket.socketpair()` made by the session's process and
+    # passed (`pass_fds`) only to the telemetry process it starts: nothing else can write
+    # to it, and what arrives was pickled by our own process or our own child.
+    ("scalable_otel/recording.py", "ChildProcessRecording._receive", ".recv()"),
+    ("scalable_otel/recording.py", "serve", ".recv()"),
+}
+# multiprocessing's other ways in (Queue.get, Listener/Client over a network address,
+# managers, pools) unpickle too and cannot be told apart by a call's name: none is used.
+ALLOWED_MULTIPROCESSING = {("multiprocessing.connection", "Connection")}
+
+
+def unpickling_calls(path: Path) -> list[tuple[str, str]]:
+    """(enclosing function's qualified name, what it calls) for each call in `path` that
+    can unpickle: `<pickle-like module>.loads/load/Unpickler`, however it was imported,
+    `read_pickle`, and any `.recv()` (a multiprocessing connection's unpickles)."""
+    tree = ast.parse(path.read_text())
+    modules, functions = {}, {}  # local name -> pickle-like module / (module, loader)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in PICKLE_MODULES:
+                    modules[alias.asname or alias.name] = alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                if node.module.split(".")[0] in PICKLE_MODULES and alias.name in PICKLE_LOADERS:
+                    functions[alias.asname or alias.name] = f"{node.module}.{alias.name}"
     found = []
+
+    def visit(node, scope: list[str]) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            scope = [*scope, node.name]
+        if isinstance(node, ast.Call):
+            func, what = node.func, None
+            if isinstance(func, ast.Attribute):
+                if func.attr in ("recv", "read_pickle"):
+                    what = f".{func.attr}()"
+                elif (
+                    func.attr in PICKLE_LOADERS
+                    and isinstance(func.value, ast.Name)
+                    and func.value.id in modules
+                ):
+                    what = f"{modules[func.value.id]}.{func.attr}"
+            elif isinstance(func, ast.Name) and func.id in functions:
+                what = functions[func.id]
+            if what:
+                found.append((".".join(scope) or "<module>", what))
+        for child in ast.iter_child_nodes(node):
+            visit(child, scope)
+
+    visit(tree, [])
+    return found
+
+
+def multiprocessing_imports(path: Path) -> set[tuple[str, str]]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {(a.name, "*") for a in node.names if a.name.startswith("multiprocessing")}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("multiprocessing"):
+            names |= {(node.module, a.name) for a in node.names}
+    return names
+
+
+def test_only_the_cache_and_the_telemetry_pipe_unpickle():
+    """Every call that can turn bytes into objects by pickle, in the whole package, is in
+    one of the places named in ALLOWED_UNPICKLING."""
+    found, multiprocessing = set(), set()
     for path in sorted((REPO / "scalable_otel").rglob("*.py")):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.Attribute)
-                and node.attr in loaders
-                and isinstance(node.value, ast.Name)
-                and node.value.id in {"pickle", "cloudpickle", "dill", "marshal", "shelve"}
-            ):
-                found.append((path.relative_to(REPO).as_posix(), node.lineno))
-    assert [file for file, _ in found] == ["scalable_otel/cache.py"]
+        name = path.relative_to(REPO).as_posix()
+        found |= {(name, where, what) for where, what in unpickling_calls(path)}
+        multiprocessing |= multiprocessing_imports(path)
+    assert found == ALLOWED_UNPICKLING
+    assert multiprocessing <= ALLOWED_MULTIPROCESSING
     source = Path(REPO / "scalable_otel" / "cache.py").read_text()
     load = source[source.index("    def load(") : source.index("    def save(")]
     assert load.index("hmac.compare_digest") < load.index("pickle.loads")
+    # the telemetry pipe: one socketpair, its other end passed to our own child only
+    recording = (REPO / "scalable_otel" / "recording.py").read_text()
+    assert recording.count("Connection(") == 1 and "socket.socketpair()" in recording
+    assert "pass_fds=[theirs.fileno()]" in recording
+
+
+def test_the_scan_finds_every_way_to_unpickle(tmp_path):
+    """What the scan above must catch (the scan itself can fail)."""
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import pickle as pk\n"
+        "import dill\n"
+        "from cloudpickle import loads as cl\n"
+        "import pandas\n"
+        "def a(conn):\n"
+        "    return conn.recv()\n"
+        "class B:\n"
+        "    def c(self, data):\n"
+        "        return pk.loads(data), dill.load(data), cl(data), pandas.read_pickle(data)\n"
+        "def d(data):\n"
+        "    return pk.Unpickler(data), data.recv_bytes(), len(data)\n"
+    )
+    assert unpickling_calls(sample) == [
+        ("a", ".recv()"),
+        ("B.c", "pickle.loads"),
+        ("B.c", "dill.load"),
+        ("B.c", "cloudpickle.loads"),
+        ("B.c", ".read_pickle()"),
+        ("d", "pickle.Unpickler"),
+    ]
 
 
 def test_the_user_redacts_more_and_it_reaches_errors_too(project_dir):
