@@ -1,12 +1,12 @@
-"""Worker processes dying mid-task: killed with SIGKILL when Dask may not retry the task,
-and restarted by their nanny for going over their memory limit.
+"""Worker processes dying: SIGKILLed mid-task when Dask may not retry the task (the task
+fails with KilledWorker, the run goes on and is `failed`), restarted by their nanny for
+going over their memory limit (a crashed worker whose task runs again as attempt 2 on
+the new worker process, and the report counts the crash), and SIGKILLed while holding
+results that are then computed again (`lost_results`).
 
 A worker killed mid-task whose task Dask retries (as attempt 2, on another worker) is
 tests/test_workers_and_resources.py::
 test_worker_killed_mid_task_is_crashed_and_the_task_reruns_as_attempt_2; not repeated here.
-The tests marked xfail (strict) are what the run does not say yet: the fix belongs in
-scalable_otel/instrumentation/scheduler_plugin.py and lifecycle.py, which the scheduler's
-records pass through, or in the report (scalable_otel/analysis/report.py).
 """
 
 import os
