@@ -2,6 +2,10 @@
 
 import asyncio
 import logging
+import os
+import shutil
+import subprocess
+import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -14,7 +18,7 @@ from scalable_otel import semconv as sc
 from scalable_otel.instrumentor import DaskInstrumentor
 from scalable_otel.rundir import list_runs
 from tests import workloads
-from tests.conftest import events, wait_for
+from tests.conftest import REPO, events, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +293,54 @@ def test_the_entry_point_names_the_instrumentor():
     assert entry_point.value == "scalable_otel.instrumentor:DaskInstrumentor"
     assert entry_point.load() is DaskInstrumentor
     assert DaskInstrumentor().instrumentation_dependencies() == ("distributed >= 2024.12",)
+
+
+APP = """\
+from distributed import Client, LocalCluster
+
+
+def inc(x):
+    return x + 1
+
+
+if __name__ == "__main__":
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster:
+        with Client(cluster) as client:
+            print(client.gather(client.map(inc, range(5))))
+"""
+
+
+def test_opentelemetry_instrument_records_a_plain_dask_app(project_dir):
+    """`opentelemetry-instrument python app.py`: an app that imports nothing of ours gets
+    its run, through the entry point alone (its worker processes, which inherit the
+    auto-instrumentation, start no run of their own)."""
+    bin_dir = Path(sys.executable).parent
+    command = bin_dir / "opentelemetry-instrument"
+    if not command.exists():  # a Python whose scripts are elsewhere on PATH
+        command = shutil.which("opentelemetry-instrument")
+    assert command, "opentelemetry-instrument (opentelemetry-instrumentation) is not installed"
+    (project_dir / "app.py").write_text(APP)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCALABLE_", "OTEL_"))}
+    # this checkout's package first, as for the tests themselves
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PATH"] = os.pathsep.join([str(bin_dir), env.get("PATH", "")])
+    done = subprocess.run(
+        [str(command), sys.executable, "app.py"],
+        cwd=project_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-1] == "[1, 2, 3, 4, 5]"
+    (run_dir,) = runs(project_dir / ".scalable" / "runs")
+    run = run_json(run_dir)
+    assert run["status"] == "completed" and run["provider"] == "address"
+    assert (run["tasks_submitted"], run["tasks_completed"]) == (5, 5)
+    assert run["project"] == project_dir.name
+    done_lines = events(run_dir, event="task_completed")
+    assert sorted(e["task"] for e in done_lines) == ["inc"] * 5
+    assert len(events(run_dir, "workers.jsonl", "worker_added")) == 1
