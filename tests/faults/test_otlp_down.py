@@ -13,8 +13,10 @@ telemetry process loads the OTLP exporters (requests or gRPC) before the run sta
 OTLP, or, for a run too short for that, at most that start-up plus the close's wait.
 
 Timing on a shared 2-core machine is noisy: the variants run interleaved, three rounds,
-on one cluster (so cluster start-up is not in the figures), and the medians are compared,
-with NOISE_S of slack (what identical runs' medians differed by here).
+on one cluster (so cluster start-up is not in the figures), and the medians are compared.
+The body (the workflow) is long enough (TASKS sleeps of TASK_S on 2 workers, 4 s) that
+the promise's own 10 % is the slack; the close and the start, well under a second when
+no backend is waited for, get NOISE_S (what identical runs' medians differed by here).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from tests import workloads
 from tests.integration.test_otlp import SilentServer, closed_port
 
 ROUNDS = 3
+TASKS, TASK_S = 20, 0.4  # 4 s of work on 2 workers
+SLOWER = 0.10  # a backend down makes the workflow at most 10 % slower
 NOISE_S = 0.3
 EXPORTER_START_S = 0.5  # loading the OTLP exporters in the telemetry process, at most
 BACKENDS = [
@@ -48,13 +52,13 @@ def one_run(address: str, runs_dir, exports: ExportOptions | None = None) -> dic
     with session:
         body = time.monotonic()
         results = session.gather(
-            session.map(workloads.sleep_then, range(8), seconds=0.15, pure=False)
+            session.map(workloads.sleep_then, range(TASKS), seconds=TASK_S, pure=False)
         )
         closing = time.monotonic()
     ended = time.monotonic()
-    assert results == list(range(8))
+    assert results == list(range(TASKS))
     meta = orjson.loads((session.run_dir / "run.json").read_bytes())
-    assert meta["status"] == "completed" and meta["tasks_completed"] == 8
+    assert meta["status"] == "completed" and meta["tasks_completed"] == TASKS
     if exports:
         assert meta["telemetry_spans_dropped"] > 0  # counted, not delivered
     return {
@@ -105,7 +109,8 @@ def test_a_backend_down_does_not_slow_the_workflow(timings, protocol, behaviour)
     summary += f" (medians; each round's total/close: {'; '.join(rounds)})"
     # the workflow itself never waits for a backend
     body_base, body_down = figures["body"]
-    assert body_down - body_base <= max(0.10 * body_base, NOISE_S), summary
+    assert body_base >= TASKS * TASK_S / 2, summary  # the body is the work, not noise
+    assert body_down <= (1 + SLOWER) * body_base, summary
     # the close: nothing for a backend known down, one bounded wait for one that is silent
     close_base, close_down = figures["close"]
     wait = 0.0 if behaviour == "refuses" else CLOSE_WAIT_S
@@ -113,5 +118,5 @@ def test_a_backend_down_does_not_slow_the_workflow(timings, protocol, behaviour)
     # the whole run: 10 % at most, or the exporters' start-up and the close's wait
     total_base, total_down = figures["total"]
     allowed = EXPORTER_START_S + wait + NOISE_S
-    assert total_down - total_base <= max(0.10 * total_base, allowed), summary
+    assert total_down - total_base <= max(SLOWER * total_base, allowed), summary
     print(f"\n{protocol} backend that {behaviour}: {summary}")
