@@ -1,5 +1,8 @@
-"""A run's metrics in a real Prometheus: scraped from the run's endpoint, or pushed to a
-real Pushgateway when the run ends.
+"""A run's metrics in a real Prometheus: scraped from a real session's endpoint while it
+runs, or pushed to a real Pushgateway when the run ends. The exporter's own mechanics
+(a registry per run, a busy port, an unreachable Pushgateway) are tested with
+`RunMetrics`, instruments made like the recorder's; what the recorder itself exports is
+tested through sessions.
 
 The servers are Debian's `prometheus` and `prometheus-pushgateway`, started by each test
 on 127.0.0.1 on free ports with temporary config and storage, and stopped by it. Without
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import socket
 import subprocess
@@ -17,6 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import MeterProvider
@@ -27,6 +32,7 @@ from scalable_otel import semconv as sc
 from scalable_otel.exporters.prometheus import prometheus_export
 from scalable_otel.exporters.settings import ExportSettings
 from tests import workloads
+from tests.conftest import read_jsonl, wait_for
 from tests.integration.prometheus_servers import (
     PROMETHEUS,
     PUSHGATEWAY,
@@ -66,7 +72,8 @@ def grouping(run_id: str) -> dict[str, str]:
 
 
 class RunMetrics:
-    """A MeterProvider with the session's instruments (names, kinds, units, buckets)."""
+    """A MeterProvider with instruments like the session's (names, kinds, units, buckets),
+    for testing `prometheus_export` by itself."""
 
     def __init__(self, run_id: str, reader):
         resource = Resource.create(
@@ -271,86 +278,169 @@ def test_the_shipped_scrape_config_is_valid():
 # --- against real servers ----------------------------------------------------------------
 
 
-def test_prometheus_scrapes_the_runs_endpoint(prometheus):
-    """(a) Prometheus scrapes the endpoint; its HTTP API returns what was recorded."""
-    run_id = "run-scraped"
-    export = prometheus_export(
-        ExportSettings(prometheus_port=0), job=JOB, grouping=grouping(run_id)
-    )
-    run = RunMetrics(run_id, export.reader)
-    address = export.url.split("/")[2]
-    server = prometheus([address])
-    try:
-        # first scrape: 20 quick tasks, one failure, two workers
-        run.tasks("simulate", [0.01] * 20, failed=1)
-        run.lookups("simulate", hits=3, misses=1)
-        run.workers = 2
-        run.cpu.set(0.5, {sc.M_WORKER: "worker-0"})
-        run.cpu.set(1.25, {sc.M_WORKER: "worker-1"})
-        run.memory.set(200_000_000, {sc.M_WORKER: "worker-0"})
-        completed = f'scalable_tasks_completed_total{{task="simulate",job="{JOB}"}}'
-        server.wait_for(completed, lambda r: r and r[0]["value"] == 20, timeout=20)
+MEMORY, CPU = "scalable_worker_memory_usage_bytes", "scalable_worker_cpu_utilization"
 
-        # then 20 more: 18 of 0.3 s and 2 of 4 s; rate() sees only these
-        run.tasks("simulate", [0.3] * 18 + [4.0] * 2, failed=1)
-        run.lookups("simulate", hits=1, misses=1)
-        server.wait_for(completed, lambda r: r and r[0]["value"] == 40)
+
+def readme_series() -> set[str]:
+    """The Prometheus series names of the README's table (`_sum`, `_count` after a
+    `_bucket` name are its siblings)."""
+    text = (REPO / "exporters" / "prometheus" / "README.md").read_text()
+    names = set()
+    for line in text.splitlines():
+        if not line.startswith("| `scalable."):
+            continue
+        base, *siblings = re.findall(r"`(_?[a-z_]+)`", line.split("|")[2])
+        names.add(base)
+        names |= {base.rsplit("_", 1)[0] + suffix for suffix in siblings}
+    return names
+
+
+def telemetry_endpoint() -> str:
+    """`host:port` the session's telemetry process (our only child of its kind) serves
+    its metrics on: with `prometheus_port=0` the port is its own choice."""
+    recorders = [
+        child
+        for child in psutil.Process().children(recursive=True)
+        if "scalable_otel._recorder_main" in " ".join(child.cmdline())
+    ]
+    (recorder,) = recorders
+    (port,) = {
+        c.laddr.port for c in recorder.net_connections("tcp") if c.status == psutil.CONN_LISTEN
+    }
+    return f"127.0.0.1:{port}"
+
+
+def finite(result: list[dict]) -> bool:
+    return bool(result) and all(math.isfinite(r["value"]) for r in result)
+
+
+def test_prometheus_scrapes_a_sessions_endpoint(project_dir, prometheus):
+    """(a) A real session's metrics, scraped from its `prometheus_port` by a real
+    Prometheus while it runs: every series of the README's table, with the run's counts,
+    durations, worker memory and CPU (the values its resources.jsonl holds) and cache
+    lookups; every query of the README and of the Grafana dashboard answers."""
+    from scalable_otel import ExportOptions, ScalableSession
+
+    with ScalableSession(
+        target="local",
+        n_workers=2,
+        threads_per_worker=1,
+        project=PROJECT,
+        exports=ExportOptions(prometheus_port=0),
+    ) as session:
+        run_id = session.run_id
+        address = telemetry_endpoint()
+        server = prometheus([address])
+
+        def phase(sleeps, lookups, new_args):
+            """Tasks of these sleeps, cache lookups (hits on 0..1, misses on new args)
+            and one failure; every result waited for."""
+            futures = [
+                session.submit(workloads.sleep_then, i, seconds=s, pure=False)
+                for i, s in enumerate(sleeps)
+            ]
+            futures += session.map(workloads.simulate, new_args)
+            assert session.gather(futures)
+            hits = session.map(workloads.simulate, range(lookups), pure=False)
+            assert session.gather(hits) == [i * 10 for i in range(lookups)]
+            failing = session.submit(workloads.fail, len(sleeps), pure=False)
+            assert session.gather([failing], errors="skip") == []
+
+        def reached(promql, value, timeout=30):
+            return server.wait_for(promql, lambda r: r and r[0]["value"] == value, timeout)
+
+        # first scrape: quick tasks, 4 misses then 2 hits, a failure
+        phase([0.05] * 10, 2, range(4))
+        completed = 'sum(scalable_tasks_completed_total{task="sleep_then"})'
+        reached(completed, 10)
+        reached("sum(scalable_cache_hits_total)", 2)
+        reached("sum(scalable_tasks_failed_total)", 1)
+        # then slower tasks, 2 misses and 2 hits more, a failure: rate() sees these
+        phase([0.3] * 8 + [2.0] * 2, 2, range(4, 6))
+        reached(completed, 20)
+        reached("sum(scalable_cache_hits_total)", 4)
+        reached("sum(scalable_cache_misses_total)", 6)
+        reached("sum(scalable_tasks_failed_total)", 2)
+        reached('sum(scalable_tasks_completed_total{task="simulate"})', 10)
+        reached("sum(scalable_workers_active)", 2)
 
         names = {r["metric"]["__name__"] for r in server.query('{__name__=~"scalable_.+"}')}
-        assert names == SCALABLE_SERIES
-        [series] = server.query(completed)
+        assert names == readme_series() == SCALABLE_SERIES
+        [series] = server.query('scalable_tasks_completed_total{task="sleep_then"}')
         assert series["metric"]["scalable_run_id"] == run_id
         assert series["metric"]["scalable_project"] == PROJECT
         assert series["metric"]["otel_scope_name"] == sc.INSTRUMENTATION_SCOPE
         assert series["metric"]["instance"] == address
+        assert series["metric"]["job"] == JOB
         [target] = server.query("target_info")
         assert target["metric"]["scalable_run_id"] == run_id
         assert target["metric"]["scalable_project"] == PROJECT
-        assert target["metric"]["service_name"] == "scalable-otel"
 
-        assert server.query('scalable_tasks_failed_total{task="simulate"}')[0]["value"] == 2
-        assert server.query('scalable_tasks_submitted_total{task="simulate"}')[0]["value"] == 42
-        assert server.query("scalable_task_duration_seconds_count")[0]["value"] == 40
-        total = server.query("scalable_task_duration_seconds_sum")[0]["value"]
-        assert total == pytest.approx(20 * 0.01 + 18 * 0.3 + 2 * 4.0)
-        # every sample in its second-scale bucket (not all in the first, as with ms buckets)
-        buckets = by_label(server.query("scalable_task_duration_seconds_bucket"), "le")
-        assert buckets["0.01"] == 20 and buckets["0.25"] == 20 and buckets["0.5"] == 38
-        assert buckets["2.5"] == 38 and buckets["5.0"] == 40 and buckets["+Inf"] == 40
+        def value(promql):
+            [result] = server.query(promql)
+            return result["value"]
 
-        # quantiles of all 40 from the cumulative buckets: rank 38 is the top of (0.25, 0.5],
-        # rank 39.6 lies in (2.5, 5]
-        whole = "histogram_quantile({}, sum by (le, task) (scalable_task_duration_seconds_bucket))"
-        assert server.query(whole.format(0.95))[0]["value"] == pytest.approx(0.5)
-        assert server.query(whole.format(0.99))[0]["value"] == pytest.approx(4.5)
-        # over rate(): the second batch only (with the first, p50 would be under 0.01 s);
-        # rate()'s extrapolation moves the figure within its bucket
-        recent = (
-            "histogram_quantile({}, sum by (le, task) "
-            "(rate(scalable_task_duration_seconds_bucket[5m])))"
+        assert value('scalable_tasks_submitted_total{task="sleep_then"}') == 20
+        assert value('scalable_tasks_failed_total{task="fail"}') == 2
+        assert value('scalable_tasks_submitted_total{task="fail"}') == 2
+        assert value('scalable_task_duration_seconds_count{task="sleep_then"}') == 20
+        assert value('scalable_task_queue_wait_seconds_count{task="sleep_then"}') == 20
+        # a task never takes less than it slept: lower bounds only, whatever the load
+        assert value('scalable_task_duration_seconds_sum{task="sleep_then"}') >= 6.9
+        buckets = by_label(
+            server.query('scalable_task_duration_seconds_bucket{task="sleep_then"}'), "le"
         )
-        assert 2.5 < server.query(recent.format(0.95))[0]["value"] <= 5.0
-        assert 0.25 < server.query(recent.format(0.5))[0]["value"] <= 0.5
-        assert server.query("scalable_workers_active")[0]["value"] == 2
-        cpu = by_label(server.query("scalable_worker_cpu_utilization"), "worker")
-        assert cpu == {"worker-0": 0.5, "worker-1": 1.25}
-        memory = server.query('scalable_worker_memory_usage_bytes{worker="worker-0"}')
-        assert memory[0]["value"] == 200_000_000
-        assert server.query("scalable_cache_hits_total")[0]["value"] == 4
-        assert server.query("scalable_cache_misses_total")[0]["value"] == 2
+        assert buckets["0.025"] == 0 and buckets["0.25"] <= 10 and buckets["1.0"] <= 18
+        assert buckets["+Inf"] == 20
+        whole = (
+            "histogram_quantile({}, sum by (le, task) "
+            '(scalable_task_duration_seconds_bucket{{task="sleep_then"}}))'
+        )
+        assert value(whole.format(0.99)) > 1.0  # among the two 2 s tasks
+        assert value(whole.format(0.5)) > 0.05
 
-        # every query of exporters/prometheus/README.md and of the Grafana dashboard answers
+        lookups = read_jsonl(session.run_dir / "cache.jsonl")
+        (function,) = {e["function"] for e in lookups}
+        assert by_label(server.query("scalable_cache_hits_total"), "function") == {function: 4}
+        assert by_label(server.query("scalable_cache_misses_total"), "function") == {function: 6}
+
+        # worker memory and CPU: per worker, a value its resources.jsonl recorded
+        memory = by_label(
+            server.query("max by (worker) (scalable_worker_memory_usage_bytes)"), "worker"
+        )
+        cpu = by_label(server.query("max by (worker) (scalable_worker_cpu_utilization)"), "worker")
+        assert len(memory) == len(cpu) == 2
+
+        def sampled():
+            lines = read_jsonl(session.run_dir / "resources.jsonl")
+            samples = [e for e in lines if e["event"] == "resource_sample"]
+            return all(
+                any(
+                    e["worker_name"] == worker and e["memory_bytes"] == memory[worker]
+                    for e in samples
+                )
+                and any(
+                    e["worker_name"] == worker and e["cpu_percent"] / 100.0 == cpu[worker]
+                    for e in samples
+                )
+                for worker in memory
+            )
+
+        wait_for(sampled)  # the lines are written one flush interval after the samples
+        assert all(10 * 2**20 < m for m in memory.values())
+
+        # every query of exporters/prometheus/README.md and of the Grafana dashboard
+        # answers, with numbers (a rate with no increase would give NaN)
         queries = [
             q.replace("$run_id", run_id).replace("$project", PROJECT) for q in readme_queries()
         ]
-        queries += [grafana_to_promql(q, run_id) for q in dashboard_queries()]
-        assert len(queries) > 20
-        empty = [q for q in queries if not server.query(q)]
+        assert len(queries) >= 17
+        dashboard = [grafana_to_promql(q, run_id) for q in dashboard_queries()]
+        unanswered = [q for q in queries if not finite(server.query(q))]
+        assert not unanswered, unanswered
+        empty = [q for q in dashboard if not server.query(q)]
         assert not empty, empty
-    finally:
-        export.finish()
-        run.provider.shutdown()
-    assert refused(export.url)
+    assert refused(f"http://{address}/metrics")
 
 
 def test_final_values_reach_prometheus_through_the_pushgateway(prometheus, pushgateway):
