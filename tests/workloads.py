@@ -1,5 +1,6 @@
 """Task functions the tests run on real Dask workers (importable by worker processes)."""
 
+import os
 import time
 
 from scalable_otel import cacheable
@@ -54,3 +55,14 @@ def connect(host, password=None):
 def fail_connecting(url):
     """A task whose error message and traceback hold the URL it was given."""
     raise ConnectionError(f"cannot reach {url}")
+
+
+def hold_until(path, x, timeout=200.0):
+    """Keep the worker busy until the file `path` exists (a test's release, so that the
+    worker is surely running this task when it is killed), then return `x`."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout}s")
+        time.sleep(0.05)
+    return x

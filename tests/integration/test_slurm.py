@@ -2,7 +2,7 @@
 job is cancelled mid-run and the run directory says what happened."""
 
 import json
-import time
+from pathlib import Path
 
 import pytest
 
@@ -43,23 +43,58 @@ def slurm_session(slurm, project_dir, monkeypatch) -> ScalableSession:  # noqa: 
     return ScalableSession.from_yaml("scalable.yaml", target="hpc")
 
 
+def workers_added(run_dir, n: int = 2) -> list[dict]:
+    """The first `n` worker_added lines, once written (one flush interval after joining)."""
+    return wait_for(lambda: events(run_dir, "workers.jsonl", "worker_added")[n - 1 :])[:n]
+
+
+def hold_on(session, worker: str, release: Path):
+    """A task kept running on `worker` until `release` exists. Its restriction is loose:
+    when the worker dies, Dask runs it again on another one (where, released, it returns)."""
+    held = session.submit(
+        workloads.hold_until, str(release), 0, workers=[worker], allow_other_workers=True
+    )
+    wait_for(
+        lambda: [
+            e
+            for e in events(session.run_dir, event="task_started")
+            if e["key"] == held.key and e["worker"] == worker
+        ],
+        timeout=60,
+    )
+    return held
+
+
+def check_ran_again(run_dir, key, victim: str, crashed: dict) -> None:
+    """`key` was running on `victim` when it died (started there, never completed there)
+    and ran again, as attempt 2, on another worker."""
+    lines = [e for e in events(run_dir) if e["key"] == key]
+    started = [(e["attempt"], e["worker"]) for e in lines if e["event"] == "task_started"]
+    assert started[0] == (1, victim), lines
+    (done,) = [e for e in lines if e["event"] == "task_completed"]
+    assert done["attempt"] == 2 and done["worker"] != victim, lines
+    assert (2, done["worker"]) in started, lines
+    assert crashed["lost_tasks"] >= 1
+
+
 @pytest.fixture
 def slurm_run(slurm, project_dir, monkeypatch):  # noqa: F811
+    release = project_dir / "release"
     with slurm_session(slurm, project_dir, monkeypatch) as session:
         session.client.wait_for_workers(2, timeout=60)
-        futures = session.map(workloads.sleep_then, range(6), seconds=1.5)
-        started = wait_for(lambda: events(session.run_dir, event="task_started"), timeout=30)
-        victim = started[0]["worker"]
-        added = {w["worker"]: w for w in events(session.run_dir, "workers.jsonl", "worker_added")}
-        job = added[victim]["slurm_job_id"]
-        time.sleep(0.3)
+        victim_line = workers_added(session.run_dir)[0]
+        victim, job = victim_line["worker"], victim_line["slurm_job_id"]
+        held = hold_on(session, victim, release)
+        futures = [held] + session.map(workloads.sleep_then, range(1, 6), seconds=1.5)
         slurm.run("scancel", str(job))
+        wait_for(lambda: events(session.run_dir, "workers.jsonl", "worker_crashed"), timeout=60)
+        release.touch()
         results = session.gather(futures)
-    return session, results, job, victim
+    return session, results, job, victim, held.key
 
 
 def test_workers_are_slurm_jobs_and_a_cancelled_job_is_a_crashed_worker(slurm_run):
-    session, results, job, victim = slurm_run
+    session, results, job, victim, held = slurm_run
     assert results == list(range(6))  # the cancelled job's task ran again elsewhere
     meta = json.loads((session.run_dir / "run.json").read_text())
     assert (meta["target"], meta["provider"], meta["status"]) == ("hpc", "slurm", "completed")
@@ -73,6 +108,7 @@ def test_workers_are_slurm_jobs_and_a_cancelled_job_is_a_crashed_worker(slurm_ru
     (crashed,) = crashed_lines
     assert (crashed["worker"], crashed["slurm_job_id"]) == (victim, job)
     assert crashed["reason"]
+    check_ran_again(session.run_dir, held, victim, crashed)
     retried = [t for t in events(session.run_dir, event="task_completed") if t["attempt"] > 1]
     assert retried and all(t["worker"] != victim for t in retried)
     samplers = {s["worker"] for s in events(session.run_dir, "resources.jsonl", "resource_sample")}
@@ -91,36 +127,35 @@ def test_a_job_past_its_walltime_is_a_crashed_worker_whose_tasks_run_again(
 ):
     """Slurm ends a job at its time limit as it does at preemption: SIGTERM, then SIGKILL.
     The limit is lowered to one minute on a running job (the smallest Slurm accepts);
-    slurmctld enforces it on its next periodic check, 60 to 90 s into the job."""
+    slurmctld enforces it on its next periodic check, 60 to 90 s into the job. The job's
+    worker runs one task until then, held there by the test."""
+    release = project_dir / "release"
     with slurm_session(slurm, project_dir, monkeypatch) as session:
         session.client.wait_for_workers(2, timeout=60)
-        # the worker_added lines are written one flush interval after the workers join
-        added = wait_for(lambda: events(session.run_dir, "workers.jsonl", "worker_added"))
-        victim, job = added[0]["worker"], added[0]["slurm_job_id"]
+        victim_line = workers_added(session.run_dir)[0]
+        victim, job = victim_line["worker"], victim_line["slurm_job_id"]
+        held = hold_on(session, victim, release)
+        others = session.map(workloads.sleep_then, range(1, 5), seconds=0.5, pure=False)
         slurm.run("scontrol", "update", f"JobId={job}", "TimeLimit=1")
-        results, deadline = [], time.monotonic() + 150
-        # keep both workers busy until the job is ended, so it dies running a task; the
-        # futures of each round are released, so no result held by the job is recomputed
-        while time.monotonic() < deadline:
-            futures = session.map(workloads.sleep_then, range(2), seconds=1.0, pure=False)
-            results += session.gather(futures)
-            if events(session.run_dir, "workers.jsonl", "worker_crashed"):
-                break
-    assert results == [0, 1] * (len(results) // 2)
+        wait_for(lambda: events(session.run_dir, "workers.jsonl", "worker_crashed"), timeout=150)
+        release.touch()
+        results = session.gather([held, *others])
+    assert results == [0, 1, 2, 3, 4]
     assert "JobState=TIMEOUT" in slurm.run("scontrol", "show", "job", str(job))
     (crashed,) = events(session.run_dir, "workers.jsonl", "worker_crashed")
     assert (crashed["worker"], crashed["slurm_job_id"]) == (victim, job)
     assert crashed["reason"]
     meta = json.loads((session.run_dir / "run.json").read_text())
     assert meta["status"] == "completed" and meta["tasks_completed"] == len(results)
-    # a task the job was running when it was ended ran again, as a new attempt, elsewhere
+    # the task the job was running when it was ended ran again, as a new attempt, elsewhere
+    check_ran_again(session.run_dir, held.key, victim, crashed)
     lines = events(session.run_dir)
     on_victim = {e["event"]: set() for e in lines}
     for e in lines:
         if e.get("worker") == victim:
             on_victim[e["event"]].add(e["key"])
     interrupted = on_victim["task_started"] - on_victim["task_completed"]
-    assert len(interrupted) <= crashed["lost_tasks"]
+    assert held.key in interrupted and len(interrupted) <= crashed["lost_tasks"]
     completed = {e["key"]: e for e in lines if e["event"] == "task_completed"}
     for key in interrupted:
         assert completed[key]["attempt"] == 2 and completed[key]["worker"] != victim
