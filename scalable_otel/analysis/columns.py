@@ -14,7 +14,10 @@ correct:
 3. When DuckDB rejects the file as a whole (invalid UTF-8, say), its parseable lines
    are copied to a temporary file first, counting the rest.
 
-Fields missing from a line, or of the wrong type, are NULL.
+Fields missing from a line, or of the wrong type, are NULL; so is a number that is not
+finite (`NaN`, `Infinity`, `1e999`, a 400-digit integer), which DuckDB reads (the line
+reader, `rundir.iter_lines`, reads such a line the same way: its line counts, its
+non-finite field is null).
 """
 
 from __future__ import annotations
@@ -96,12 +99,24 @@ def _literal(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+def _finite(source: str, fields: dict[str, str]) -> str:
+    """`source` with its DOUBLE columns NULL where not finite (NaN, ±inf)."""
+    if "DOUBLE" not in fields.values():
+        return source
+    columns = ", ".join(
+        f"CASE WHEN isfinite({name}) THEN {name} END AS {name}" if kind == "DOUBLE" else name
+        for name, kind in fields.items()
+    )
+    return f"(SELECT {columns} FROM {source})"
+
+
 def _read_json(path: Path, fields: dict[str, str]) -> str:
     # DuckDB's default object size limit (16 MB) keeps its buffers small; a longer line
     # fails the query, and the file is then read through `_clean`.
-    return (
+    return _finite(
         f"read_json({_literal(path)}, format='newline_delimited', "
-        f"columns={_struct(fields)}, ignore_errors=true)"
+        f"columns={_struct(fields)}, ignore_errors=true)",
+        fields,
     )
 
 
@@ -118,7 +133,16 @@ class RunFile:
     [(2,)]
     """
 
-    def __init__(self, run_dir: str | os.PathLike, name: str, fields: list[str] | None = None):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        name: str,
+        fields: list[str] | None = None,
+        *,
+        beta: bool | None = None,
+    ):
+        """`beta`: whether a Scalable 2.0 beta wrote the run (`Run.is_beta`); None reads its
+        run.json to tell."""
         self.path = Path(run_dir) / name
         known = FIELDS[name]
         # Parsing fewer fields of each line is most of what makes a JSONL query fast.
@@ -128,17 +152,18 @@ class RunFile:
         # NULL-event rows (`SKIPPED`).
         self.skipped_before = 0
         self._cleaned: Path | None = None
-        self._beta: bool | None = None
+        self._beta = beta
+        self._reads_jsonl = False
 
     def relation(self) -> str:
         """The FROM expression for this file's rows."""
         foreign = self._beta_relation()
         if foreign is not None:
-            return foreign
+            return _finite(foreign, FIELDS[self.path.name])
         copy = _fresh_copy(self.path)
         if copy is not None:
             self.skipped_before = copy[1]
-            return f"read_parquet({_literal(copy[0])})"
+            return _finite(f"read_parquet({_literal(copy[0])})", FIELDS[self.path.name])
         if self._cleaned is not None:
             return _read_json(self._cleaned, self.fields)
         try:
@@ -146,6 +171,7 @@ class RunFile:
                 return _empty(self.fields)
         except FileNotFoundError:
             return _empty(self.fields)
+        self._reads_jsonl = True
         return _read_json(self.path, self.fields)
 
     def _beta_relation(self) -> str | None:
@@ -177,7 +203,9 @@ class RunFile:
     @property
     def is_jsonl(self) -> bool:
         """Whether queries read the JSONL file itself (not a copy, a cleaning or nothing)."""
-        return self.relation().startswith("read_json") and self._cleaned is None
+        self._reads_jsonl = False
+        self.relation()
+        return self._reads_jsonl
 
     def _clean(self) -> None:
         """Copy the lines that parse as JSON objects to a temporary file (counted otherwise)."""
