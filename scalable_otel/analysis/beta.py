@@ -145,7 +145,7 @@ def tasks_relation(path: str) -> str:
         "coalesce(duration_s, duration) AS duration_s, NULL::DOUBLE AS queue_wait_s, "
         "NULL::JSON AS args "
         f"FROM read_json({path}, format='newline_delimited', columns={fields}, "
-        "ignore_errors=true))"
+        "records=true, ignore_errors=true))"
     )
 
 
@@ -161,5 +161,5 @@ def cache_relation(path: str) -> str:
         "CASE WHEN hit THEN 'hit' WHEN NOT hit THEN 'miss' END AS result, "
         "NULL::DOUBLE AS lookup_s, NULL::DOUBLE AS saved_s "
         f"FROM read_json({path}, format='newline_delimited', columns={fields}, "
-        "ignore_errors=true))"
+        "records=true, ignore_errors=true))"
     )

@@ -112,10 +112,12 @@ def _finite(source: str, fields: dict[str, str]) -> str:
 
 def _read_json(path: Path, fields: dict[str, str]) -> str:
     # DuckDB's default object size limit (16 MB) keeps its buffers small; a longer line
-    # fails the query, and the file is then read through `_clean`.
+    # fails the query, and the file is then read through `_clean`. records=true: a line
+    # that is not an object is a NULL row (else, with one column, DuckDB may read each
+    # whole line as that column's value).
     return _finite(
         f"read_json({_literal(path)}, format='newline_delimited', "
-        f"columns={_struct(fields)}, ignore_errors=true)",
+        f"columns={_struct(fields)}, records=true, ignore_errors=true)",
         fields,
     )
 

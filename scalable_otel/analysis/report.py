@@ -32,9 +32,10 @@ SELECT
 FROM {{t}}
 """
 
+# A lookup is a cache_lookup line; a hit is one whose result is `hit`.
 CACHE_FIGURES = f"""
-SELECT count(*) FILTER (WHERE event IS NOT NULL),
-       count(*) FILTER (WHERE result = 'hit'), {SKIPPED}
+SELECT count(*) FILTER (WHERE event = '{sc.CACHE_LOOKUP}'),
+       count(*) FILTER (WHERE event = '{sc.CACHE_LOOKUP}' AND result = 'hit'), {SKIPPED}
 FROM {{t}}
 """
 

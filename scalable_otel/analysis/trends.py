@@ -12,8 +12,10 @@ utilization and cache hit rate.
 - Utilization and the task counts are those of `scalable report`: busy time (durations
   of completed and failed tasks) over worker capacity (the sum over workers of uptime ×
   threads, uptime from `worker_added` to `worker_removed`/`worker_crashed`, or the run's
-  end); counts from run.json once the run has ended, else counted in tasks.jsonl.
-- Cache hit rate: hits / lookups in cache.jsonl, None without lookups.
+  end); counts from run.json when they are final, else counted in tasks.jsonl (the rule
+  of `facts`, the same for every reader).
+- Cache hit rate: hits / lookups in cache.jsonl (as `scalable report` counts them), None
+  without lookups.
 - A run whose run.json is missing or corrupt is `unknown`; a `running` run whose process
   is gone is `crashed`. Both are shown with what their files hold.
 
@@ -48,7 +50,7 @@ from ..rundir import runs_dir as default_runs_dir
 from .columns import SKIPPED, RunFile, query_files
 from .facts import finite_number
 from .load import Run, read_meta
-from .report import seconds, worker_figures
+from .report import CACHE_FIGURES, seconds, worker_figures
 
 __all__ = ["RunTrend", "TaskTrend", "Trends", "UnknownTask", "format_trends", "trends"]
 
@@ -184,13 +186,6 @@ SELECT count(*) FILTER (WHERE event = '{sc.TASK_COMPLETED}'),
 FROM {{t}}
 """
 
-_CACHE_FIGURES = f"""
-SELECT count(*) FILTER (WHERE result IN ('hit', 'miss')),
-       count(*) FILTER (WHERE result = 'hit'),
-       {SKIPPED}
-FROM {{t}}
-"""
-
 
 def _read_run(path: Path, task: str | None) -> _RunData:
     run = Run(path, read_meta(path))
@@ -205,7 +200,7 @@ def _read_run(path: Path, task: str | None) -> _RunData:
     cache = run.file(CACHE, ["event", "span_id", "result"])
     completed, failed, busy, last_stamp, names, bad = tasks.query(_TASK_FIGURES)[0]
     count_skipped(TASKS, tasks, bad)
-    lookups, hits, bad = cache.query(_CACHE_FIGURES)[0]
+    lookups, hits, bad = cache.query(CACHE_FIGURES)[0]
     count_skipped(CACHE, cache, bad)
     durations = {
         name: array("d", values)
