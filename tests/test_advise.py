@@ -380,6 +380,10 @@ def test_torn_lines_are_skipped_and_counted(tmp_path):
         (1024, 1024),
         ("lots", None),
         (None, None),
+        (-1, None),
+        (10**400, None),
+        ("9" * 400 + "G", None),
+        (True, None),
     ],
 )
 def test_sizes_are_read_as_the_manifest_reads_them(value, expected):

@@ -342,3 +342,12 @@ def test_a_query_of_one_field_reads_lines_as_objects(tmp_path):
     loaded = load_run(run)
     assert loaded.event_counts() == {"task_completed": 1, "task_failed": 1}
     assert report(loaded)["skipped_lines"] == {"tasks.jsonl": 2}
+
+
+def test_one_number_rule():
+    from scalable_otel.analysis.facts import finite_number
+
+    assert [finite_number(v) for v in (2, 2.5, "1.5", " 3 ", "-1e3")] == [2.0, 2.5, 1.5, 3.0, -1e3]
+    odd = [True, False, None, float("nan"), float("inf"), -float("inf"), 10**400, "1e999"]
+    odd += ["nan", "inf", "1_0", "1,5", "", "x", [1], {"a": 1}, "9" * 5000]
+    assert [finite_number(v) for v in odd] == [None] * len(odd)

@@ -62,9 +62,10 @@ def beta_meta(meta: dict, run_dir: Path) -> dict:
     summary = _read(Path(run_dir) / "summary.json")
     started, ended = meta.get("started_at"), meta.get("finished_at")
     t0, t1 = parse_iso(started), parse_iso(ended)
-    status = meta.get("status") or summary.get("status") or ("completed" if ended else "running")
+    status = meta.get("status") or summary.get("status")
+    status = status or (sc.RUN_COMPLETED if ended else sc.RUN_RUNNING)
     if status in ("succeeded", "success", "done"):
-        status = "completed"
+        status = sc.RUN_COMPLETED
     mapped = {
         "run_id": meta.get("run_id") or Path(run_dir).name,
         "project": meta.get("project") or meta.get("project_name"),
