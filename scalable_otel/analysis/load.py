@@ -164,10 +164,11 @@ class Run:
         """`submitted`, `completed`, `failed`, `cancelled`: run.json's counts when they are
         final, else the lines of tasks.jsonl (`facts.task_counts`). `events` are those
         lines by event when already counted."""
+        status = self.status
         if events is None:
-            final = [final_count(self.meta, self.status, field) for field, _ in COUNTS.values()]
+            final = [final_count(self.meta, status, field) for field, _ in COUNTS.values()]
             events = self.event_counts() if None in final else {}  # no scan when all are final
-        return task_counts(self.meta, self.status, events)
+        return task_counts(self.meta, status, events)
 
     def _frame(self, name: str) -> pd.DataFrame:
         return _frame(self.lines(name))
