@@ -9,6 +9,16 @@ from typing import NamedTuple
 SCHEMA_VERSION = 1
 INSTRUMENTATION_SCOPE = "scalable_otel"
 
+# --- run statuses (run.json `status`; crashed and unknown are what a reader infers) ---------
+RUN_RUNNING = "running"
+RUN_COMPLETED = "completed"
+RUN_FAILED = "failed"
+RUN_INTERRUPTED = "interrupted"
+RUN_CRASHED = "crashed"  # a running run whose process is gone
+RUN_UNKNOWN = "unknown"  # a run without a readable run.json
+#: Statuses a run has once its session closed it: only then are run.json's counts its own.
+RUN_ENDED = (RUN_COMPLETED, RUN_FAILED, RUN_INTERRUPTED)
+
 # --- span names -------------------------------------------------------------
 SPAN_RUN = "scalable.run"
 SPAN_EXECUTE = "execute"

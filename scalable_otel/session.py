@@ -33,9 +33,9 @@ from .rundir import (
     PLAN_JSON,
     TASKS,
     RunDirectory,
-    iso,
     iter_lines,
     new_run_id,
+    run_json,
     runs_dir,
     write_json_atomic,
 )
@@ -560,43 +560,29 @@ class ScalableSession:
     def _write_run_json(self, status: str, ended=None, summary: dict | None = None) -> None:
         from . import __version__
 
-        summary = summary or {}
-        data = {
-            "schema_version": sc.SCHEMA_VERSION,
-            "run_id": self.run_id,
-            "project": self.project,
-            "status": status,
-            "start_time": iso(self._started),
-            "end_time": iso(ended) if ended else None,
-            "duration_s": round(ended - self._started, 6) if ended else None,
-            "target": self.target,
-            "provider": self.provider,
-            # who writes the run: a reader tells a crashed run from a live one by these
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "process_start_time": _PROCESS_START_TIME,
-            "manifest_hash": self._manifest().hash,
-            "tasks_submitted": summary.get("tasks_submitted", 0),
-            "tasks_completed": summary.get("tasks_completed", 0),
-            "tasks_failed": summary.get("tasks_failed", 0),
-            "tasks_cancelled": summary.get("tasks_cancelled", 0),
-            "cache_hits": summary.get("cache_hits", 0),
-            "cache_misses": summary.get("cache_misses", 0),
-            "telemetry_lines_dropped": summary.get("telemetry_lines_dropped", 0),
-            "telemetry_spans_dropped": summary.get("telemetry_spans_dropped", 0),
-            "telemetry_records_unhandled": summary.get("telemetry_records_unhandled", 0),
-            "telemetry_write_error": summary.get("telemetry_write_error"),
-            "exporters": summary.get("exporters", self._exports.describe()),
-            "trace_id": summary.get("trace_id") or self.trace_id,
-            "telemetry_lost": summary.get("telemetry_lost", False),
-            "settings": {
+        data = run_json(
+            run_id=self.run_id,
+            project=self.project,
+            status=status,
+            started=self._started,
+            ended=ended,
+            target=self.target,
+            provider=self.provider,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            process_start_time=_PROCESS_START_TIME,
+            manifest_hash=self._manifest().hash,
+            trace_id=self.trace_id,
+            exporters=self._exports.describe(),
+            settings={
                 "n_workers": self.n_workers,
                 "threads_per_worker": self.threads_per_worker,
                 "resource_interval_s": self.recording_options.resource_interval,
                 "flush_interval_s": self.recording_options.flush_interval,
             },
-            "versions": _versions(__version__),
-        }
+            versions=_versions(__version__),
+            summary=summary,
+        )
         self._rundir.write_run_json(data)
 
     def _plan(self, graph: list | None) -> dict:

@@ -14,7 +14,10 @@ correct:
 3. When DuckDB rejects the file as a whole (invalid UTF-8, say), its parseable lines
    are copied to a temporary file first, counting the rest.
 
-Fields missing from a line, or of the wrong type, are NULL.
+Fields missing from a line, or of the wrong type, are NULL; so is a number that is not
+finite (`NaN`, `Infinity`, `1e999`, a 400-digit integer), which DuckDB reads (the line
+reader, `rundir.iter_lines`, reads such a line the same way: its line counts, its
+non-finite field is null).
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ from pathlib import Path
 
 import orjson
 
-from ..jsonl_scan import FIELDS, JsonlScan, connection, empty_relation, sql_literal
+from ..jsonl_scan import (
+    FIELDS,
+    JsonlScan,
+    connection,
+    empty_relation,
+    finite_relation,
+    sql_literal,
+)
 from ..rundir import CACHE, TASKS, columnar_copy_paths
 
 SKIPPED = "count(*) FILTER (WHERE event IS NULL)"
@@ -39,23 +49,32 @@ class RunFile(JsonlScan):
     [(2,)]
     """
 
-    def __init__(self, run_dir: str | os.PathLike, name: str, fields: list[str] | None = None):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        name: str,
+        fields: list[str] | None = None,
+        *,
+        beta: bool | None = None,
+    ):
+        """`beta`: whether a Scalable 2.0 beta wrote the run (`Run.is_beta`); None reads its
+        run.json to tell."""
         known = FIELDS[name]
         # Parsing fewer fields of each line is most of what makes a JSONL query fast.
         super().__init__(
             Path(run_dir) / name, known if fields is None else {f: known[f] for f in fields}
         )
-        self._beta: bool | None = None
+        self._beta = beta
 
     def relation(self) -> str:
         """The FROM expression for this file's rows."""
         foreign = self._beta_relation()
         if foreign is not None:
-            return foreign
+            return finite_relation(foreign, FIELDS[self.path.name])
         copy = _fresh_copy(self.path)
         if copy is not None:
             self.skipped_before = copy[1]
-            return f"read_parquet({sql_literal(copy[0])})"
+            return finite_relation(f"read_parquet({sql_literal(copy[0])})", FIELDS[self.path.name])
         return super().relation()
 
     def _beta_relation(self) -> str | None:

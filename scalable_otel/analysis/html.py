@@ -79,7 +79,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import semconv as sc
 from ..rundir import make_private_dirs, replaced_atomically
+from .facts import finite_number
 
 __all__ = ["html_report", "write_html_report", "MAX_BARS"]
 
@@ -93,7 +95,7 @@ MAX_ERROR_CHARS = 500
 MAX_TRACEBACK_CHARS = 8_000
 
 _FINAL_EVENTS = ("task_completed", "task_failed", "task_cancelled")
-_STATUS_CLASSES = {"completed", "failed", "interrupted", "running", "crashed"}
+_STATUS_CLASSES = {*sc.RUN_ENDED, sc.RUN_RUNNING, sc.RUN_CRASHED}
 # Which attempts the timeline keeps first when it has to drop some.
 _KEEP_ORDER = {"failed": 0, "lost": 1, "cancelled": 2, "unfinished": 3, "completed": 4}
 
@@ -114,19 +116,8 @@ def _clean(value):
     return value
 
 
-def _num(value) -> float | None:
-    value = _clean(value)
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _int(value, default: int | None = None) -> int | None:
-    number = _num(value)
+    number = finite_number(value)
     return default if number is None else int(number)
 
 
@@ -342,7 +333,9 @@ def _attempts(run, t0: pd.Timestamp, t_end: float) -> list[dict]:
     for row in _records(resources, ("key", "worker", "wall_s"), t0):
         key, worker, at = _text(row["key"]), _text(row["worker"]), row["t"]
         if key is not None and worker is not None and at is not None:
-            ends_by_key_worker.setdefault((key, worker), []).append((at, _num(row.get("wall_s"))))
+            ends_by_key_worker.setdefault((key, worker), []).append(
+                (at, finite_number(row.get("wall_s")))
+            )
     worker_gone: dict[str, float] = {}
     ended = _events(run.workers, "worker_removed", "worker_crashed")
     for row in _records(ended, ("worker",), t0):
@@ -369,7 +362,7 @@ def _attempts(run, t0: pd.Timestamp, t_end: float) -> list[dict]:
                 "task": _text(row.get("task")) or "(unknown)",
                 "worker": _text(row.get("worker")),
                 "start": start,
-                "queue": _num(row.get("queue_wait_s")),
+                "queue": finite_number(row.get("queue_wait_s")),
             }
         )
     # A final line that ran on a worker but whose task_started line is missing.
@@ -379,7 +372,7 @@ def _attempts(run, t0: pd.Timestamp, t_end: float) -> list[dict]:
         worker, at = _text(row.get("worker")), row["t"]
         if worker is None or at is None:
             continue
-        duration = _num(row.get("duration_s")) or 0.0
+        duration = finite_number(row.get("duration_s")) or 0.0
         seen.add((key, attempt))
         attempts.append(
             {
@@ -388,7 +381,7 @@ def _attempts(run, t0: pd.Timestamp, t_end: float) -> list[dict]:
                 "task": _text(row.get("task")) or "(unknown)",
                 "worker": worker,
                 "start": at - duration,
-                "queue": _num(row.get("queue_wait_s")),
+                "queue": finite_number(row.get("queue_wait_s")),
                 "inferred_start": True,
             }
         )
@@ -415,9 +408,9 @@ def _attempts(run, t0: pd.Timestamp, t_end: float) -> list[dict]:
                 event, "cancelled"
             )
             item["end"] = row["t"]
-            item["duration"] = _num(row.get("duration_s"))
+            item["duration"] = finite_number(row.get("duration_s"))
             if row.get("queue_wait_s") is not None:
-                item["queue"] = _num(row.get("queue_wait_s"))
+                item["queue"] = finite_number(row.get("queue_wait_s"))
             if item["worker"] is None:
                 item["worker"] = _text(row.get("worker"))
             if event == "task_failed":
@@ -554,7 +547,7 @@ def _task_stats(run, attempts: list[dict]) -> list[dict]:
         event = row.get("event")
         item = entry(name)
         item[{"task_completed": "completed", "task_failed": "failed"}.get(event, "cancelled")] += 1
-        duration = _num(row.get("duration_s"))
+        duration = finite_number(row.get("duration_s"))
         if (
             event in ("task_completed", "task_failed")
             and row.get("worker")
@@ -623,7 +616,7 @@ def _cache_summary(run) -> dict:
                 "hits": int(group["hit"].sum()),
                 "misses": int(group["miss"].sum()),
                 "saved_s": float(group["saved"].fillna(0).sum()),
-                "lookup_s": _num(group["lookup"].mean()),
+                "lookup_s": finite_number(group["lookup"].mean()),
             }
         )
     functions.sort(key=lambda f: (-f["lookups"], f["function"]))
@@ -779,17 +772,11 @@ def _json_for_script(value) -> str:
 
 def _header(run, fig: dict) -> str:
     meta = run.meta or {}
-    status = run.status or "unknown"
-    status_class = status if status in _STATUS_CLASSES else "unknown"
-    finals = _events(run.tasks, *_FINAL_EVENTS)
-    counted = finals["event"].value_counts().to_dict() if not finals.empty else {}
-    submitted_n = len(_events(run.tasks, "task_submitted"))
+    status = run.status or sc.RUN_UNKNOWN
+    status_class = status if status in _STATUS_CLASSES else sc.RUN_UNKNOWN
+    counts = run.task_counts()
 
-    def count(field: str, fallback: int) -> int:
-        value = _int(meta.get(field))
-        return value if value else fallback
-
-    duration = _num(meta.get("duration_s"))
+    duration = finite_number(meta.get("duration_s"))
     if duration is not None:
         duration_text = _fmt_seconds(duration)
     elif fig["start"] is not None and fig["end"] is not None:
@@ -800,10 +787,10 @@ def _header(run, fig: dict) -> str:
     hit_rate = f"{100 * cache['hits'] / cache['lookups']:.0f}%" if cache["lookups"] else "–"
     n_workers = len([w for w in fig["workers"] if w.get("address")])
     cards = [
-        ("Submitted", count("tasks_submitted", submitted_n), ""),
-        ("Completed", count("tasks_completed", counted.get("task_completed", 0)), "ok"),
-        ("Failed", count("tasks_failed", counted.get("task_failed", 0)), "bad"),
-        ("Cancelled", count("tasks_cancelled", counted.get("task_cancelled", 0)), ""),
+        ("Submitted", counts["submitted"], ""),
+        ("Completed", counts["completed"], "ok"),
+        ("Failed", counts["failed"], "bad"),
+        ("Cancelled", counts["cancelled"], ""),
         ("Attempts", len(fig["attempts"]), ""),
         ("Workers", n_workers, ""),
         ("Cache hit rate", hit_rate, ""),
@@ -817,12 +804,12 @@ def _header(run, fig: dict) -> str:
         ("Duration", duration_text),
     ]
     notes = []
-    if status == "running":
+    if status == sc.RUN_RUNNING:
         notes.append(
             "run.json has no end: the run is still in progress, or its process was killed "
             "before it could finish. The page shows what was recorded up to now."
         )
-    if status == "crashed":
+    if status == sc.RUN_CRASHED:
         notes.append(
             "The run's process ended without finishing the run: the page shows what was "
             "recorded before it stopped."
