@@ -14,7 +14,6 @@ from ... import semconv as sc
 from ...rundir import TASKS
 from ..columns import RunFile
 from .attempts import UNKNOWN_TASK
-from .common import finite_sql
 
 MAX_DURATION_DOTS = 300
 
@@ -32,7 +31,7 @@ FROM (
     -- the attempts that ran (completed or raised on a worker) have a duration to plot
     SELECT nullif(task, '') AS task, event,
         CASE WHEN event IN ('{sc.TASK_COMPLETED}', '{sc.TASK_FAILED}') AND worker <> ''
-            THEN greatest(0, {finite_sql("duration_s")}) END AS d
+            AND isfinite(duration_s) THEN greatest(0, duration_s) END AS d
     FROM {{t}}
     WHERE event IN ('{sc.TASK_COMPLETED}', '{sc.TASK_FAILED}', '{sc.TASK_CANCELLED}')
 )
