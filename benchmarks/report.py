@@ -1,4 +1,4 @@
-"""How fast `scalable report` and `report --compare` read a run of a million task events.
+"""How fast `scalable report` (text, --compare, --html) reads a run of a million task events.
 
 Makes two run directories of 1,000,000 task events each (a third submitted, a third
 started, a third completed or failed, with the fields and sizes the SDK writes), then
@@ -10,10 +10,12 @@ Timed, each as a fresh process:
 - report on the JSONL alone (what a crashed or still-running run reads),
 - writing the columnar copy (what a session's close adds for a run this size),
 - report and report --compare on closed runs (reading the columnar copy),
-- trends and advise over both runs.
+- trends and advise over both runs,
+- with --html, report --html on the JSONL alone and on the closed run.
 
     python benchmarks/report.py               # 1,000,000 events per run
     python benchmarks/report.py --events 200000 --with-pandas
+    python benchmarks/report.py --html
 """
 
 from __future__ import annotations
@@ -154,6 +156,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="Median of N runs of each.")
     parser.add_argument("--with-pandas", action="store_true", help="Also time pandas.read_json.")
     parser.add_argument("--keep", action="store_true", help="Keep the generated runs.")
+    parser.add_argument(
+        "--html", action="store_true", help="Also time report --html (the page of a run)."
+    )
     options = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="scalable-report-bench-")) / "runs"
@@ -188,6 +193,10 @@ def main() -> None:
                 *best_of(options.rounds, report + [a.name]),
             )
         )
+        page = root.parent / "report.html"
+        html = report + [a.name, "--html", str(page)]
+        if options.html:
+            rows.append(("report --html, JSONL only", *best_of(options.rounds, html)))
         copy = [
             sys.executable, "-c", "import sys; from scalable_otel.analysis.columns import "
             "write_columnar_copy as w; w(sys.argv[1])",
@@ -203,11 +212,15 @@ def main() -> None:
         rows.append(("trends (both closed runs)", *best_of(options.rounds, trends)))
         advise = cli + ["advise", "--task", "run_simulation"] + history
         rows.append(("advise --task (both closed runs)", *best_of(options.rounds, advise)))
+        if options.html:
+            rows.append(("report --html (closed run)", *best_of(options.rounds, html)))
 
         print(f"\n{'':<44}{'seconds':>9}{'peak MB':>9}{'time vs duckdb':>16}")
         for label, seconds, peak in rows:
             ratio = f"{seconds / baseline[0]:.2f}" if baseline else "-"
             print(f"{label:<44}{seconds:>9.2f}{peak:>9.0f}{ratio:>16}")
+        if options.html:
+            print(f"\nHTML page of one run: {page.stat().st_size / 1e6:.1f} MB")
     finally:
         if options.keep:
             print(f"\nruns kept in {root}")

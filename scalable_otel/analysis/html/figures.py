@@ -22,6 +22,7 @@ import orjson
 from ... import semconv as sc
 from ...rundir import CACHE, WORKERS, read_lines
 from ..columns import RunFile, query_files
+from ..load import load_run
 from ..report import report
 from .attempts import FAILED, Attempts, assign_lanes, busy_bin_count
 from .common import cut, epoch_us, finite_sql, integer, number, seconds, text, utc
@@ -46,9 +47,13 @@ GROUP BY 1 ORDER BY 2 DESC, 1
 def header_counts(run) -> dict:
     """The header's task and cache counts: those of the run report (`report(run)`).
 
+    `run` is what `load_run` returns, or what it takes (a run id or directory).
+
     >>> header_counts(load_run(last=True))                          # doctest: +SKIP
     {'submitted': 3, 'completed': 3, 'failed': 0, 'cache_hits': 0}
     """
+    if not hasattr(run, "meta"):
+        run = load_run(run)
     return _counts(report(run))
 
 
