@@ -201,6 +201,23 @@ def test_over_the_cap_every_unfinished_attempt_stays_and_busy_bins_hold_all(tmp_
     assert "shaded band" in page
 
 
+def test_busy_bins_of_many_workers_keep_the_page_small(tmp_path):
+    n = 500
+    tasks = []
+    for i in range(n):
+        tasks += [
+            line("task_started", i * 0.01, f"w-{i}", f"tcp://w:{i}"),
+            line("task_completed", i * 0.01 + 1.0, f"w-{i}", f"tcp://w:{i}", duration_s=1.0),
+        ]
+    workers = [worker("worker_added", 0, f"tcp://w:{i}", str(i)) for i in range(n // 2)]
+    fig = figures(run_dir(tmp_path, tasks=tasks, workers=workers), max_bars=10)
+    bins = busy_bin_count(n)
+    assert bins < 600 and len(fig["busy"]["rows"]) == n
+    for row in fig["busy"]["rows"]:
+        assert len(row["v"]) == bins
+        assert sum(row["v"]) * fig["busy"]["width"] == pytest.approx(1.0, abs=0.01)
+
+
 # --- the header is the run report's -------------------------------------------------------
 
 

@@ -197,9 +197,11 @@ class Attempts:
 
     def timeline(
         self, t0_us: int, t_end: float, worker_gone: dict[str, float], max_bars: int
-    ) -> tuple[list[dict], list[tuple[str | None, int, float]] | None]:
+    ) -> tuple[list[dict], dict | None]:
         """The attempts to draw (at most `max_bars`, see `select`), and, when that is not
-        all of them, each worker's busy threads per bin (`busy_bins`) from all of them.
+        all of them, how busy each worker was, from all of them: {"bins": count, "width":
+        seconds, "levels": [(worker, bin, attempts running on average), ...]}, with ""
+        as the worker of attempts that have none.
 
         Times are seconds since `t0_us`; `t_end` is where the run's record ends;
         `worker_gone` the time each worker went away.
@@ -217,13 +219,14 @@ class Attempts:
             busy = self._busy(t0_us, t_end, opened)
         return drawn, busy
 
-    def _busy(self, t0_us: int, t_end: float, opened: list[dict]) -> list[tuple]:
+    def _busy(self, t0_us: int, t_end: float, opened: list[dict]) -> dict:
         bins = busy_bin_count(len(self.workers()))
         width = max(t_end, 1e-3) / bins
         lists = ([a["worker"] or "" for a in opened], [a["start"] for a in opened])
         lists += ([a["end"] for a in opened],)
         rows = self._query(_BUSY, [t0_us, width, bins, *lists])
-        return [(worker, int(b), float(level)) for worker, b, level in rows]
+        levels = [(worker, int(b), float(level)) for worker, b, level in rows]
+        return {"bins": bins, "width": width, "levels": levels}
 
 
 BUSY_BINS = 600

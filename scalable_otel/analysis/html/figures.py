@@ -24,7 +24,7 @@ from ...rundir import CACHE, WORKERS, read_lines
 from ..columns import RunFile, query_files
 from ..load import load_run
 from ..report import report
-from .attempts import FAILED, Attempts, assign_lanes, busy_bin_count
+from .attempts import FAILED, Attempts, assign_lanes
 from .common import cut, epoch_us, finite_sql, integer, number, seconds, text, utc
 from .durations import task_stats
 from .failures import failures
@@ -70,9 +70,17 @@ def _counts(summary: dict) -> dict:
 def figures(run, max_bars: int = MAX_BARS) -> dict:
     """Everything the page shows, as plain Python values (see the package docstring).
 
-    `run` is what `load_run` returns. Times are seconds since `start_us` (the run's start,
-    else its first line), up to `t_end` (its end, else its last line).
+    `run` is what `load_run` returns. Times are seconds since `start_us` (epoch
+    microseconds: the run's start, else its first line), up to `t_end` (its end, else its
+    last line). The keys: `counts` (the header's, from the run report), `total_attempts`,
+    `drawn` (the timeline's bars: key, attempt, task, w (worker row), lane, start, end,
+    status, duration, queue, args, error), `busy` (per worker row, busy threads per time
+    bin, when not every attempt is drawn), `workers` (the timeline's rows), `stats` (per
+    task name), `resources` (CPU and memory series per worker row), `failures` (the
+    earliest rows) and `failures_total`, `cache`, `skipped_lines`.
     """
+    if not hasattr(run, "meta"):
+        run = load_run(run)
     with _one_thread():
         return _figures(run, max_bars)
 
@@ -94,10 +102,8 @@ def _figures(run, max_bars: int) -> dict:
     worker_lines, _ = read_lines(Path(run.path) / WORKERS)
     with Attempts(run.path) as attempts:
         first, last = time_bounds(run.path)
-        firsts, lasts = [attempts.first_us, first], [attempts.last_us, last]
-        for line in worker_lines:
-            firsts.append(epoch_us(line.get("timestamp")))
-            lasts.append(firsts[-1])
+        stamps = [epoch_us(line.get("timestamp")) for line in worker_lines]
+        firsts, lasts = [attempts.first_us, first, *stamps], [attempts.last_us, last, *stamps]
         start_us, end_us = _origin(run.meta, firsts, lasts)
         drawn, busy, total = [], None, 0
         if start_us is not None:
@@ -129,7 +135,7 @@ def _figures(run, max_bars: int) -> dict:
         "counts": _counts(summary),
         "total_attempts": total,
         "drawn": drawn,
-        "busy": _busy(busy, index, workers, start_us, end_us),
+        "busy": _busy(busy, index),
         "workers": workers,
         "stats": task_stats(run.path, per_task),
         "resources": [
@@ -235,20 +241,14 @@ def _args_text(value: str | None) -> str | None:
     return cut(shown, MAX_ARGS_CHARS)
 
 
-def _busy(
-    levels: list[tuple] | None, index: dict[str, int], workers: list[dict], t0_us, end_us
-) -> dict | None:
-    """Per worker row, its average busy threads in each time bin (when not every attempt
-    is drawn)."""
-    if levels is None:
+def _busy(busy: dict | None, index: dict[str, int]) -> dict | None:
+    """Per worker row, its busy threads in each time bin (when not every attempt is drawn)."""
+    if busy is None:
         return None
-    bins = busy_bin_count(len(workers))
     rows: dict[int, list[float]] = {}
-    for worker, b, level in levels:
-        w = index[worker or NO_WORKER]
-        rows.setdefault(w, [0.0] * bins)[b] = round(level, 3)
-    width = max(seconds(end_us, t0_us), 1e-3) / bins
-    return {"width": width, "rows": [{"w": w, "v": v} for w, v in sorted(rows.items())]}
+    for worker, b, level in busy["levels"]:
+        rows.setdefault(index[worker or NO_WORKER], [0.0] * busy["bins"])[b] = round(level, 3)
+    return {"width": busy["width"], "rows": [{"w": w, "v": v} for w, v in sorted(rows.items())]}
 
 
 def _cache(run_dir, totals: dict) -> dict:
