@@ -118,8 +118,9 @@ def make_run(root: Path, run_id: str, events: int, slower: float, seed: int) -> 
     return path
 
 
-def measure(argv: list[str], env: dict | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one command run as a fresh process."""
+def measure(argv: list[str], env: dict | None = None) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (MB) of one command run as a
+    fresh process. On a shared machine the CPU seconds are the steadier figure."""
     started = time.perf_counter()
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(process.pid, 0)
@@ -127,12 +128,13 @@ def measure(argv: list[str], env: dict | None = None) -> tuple[float, float]:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed: {process.stderr.read().decode()[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def best_of(rounds: int, argv: list[str]) -> tuple[float, float]:
+def best_of(rounds: int, argv: list[str]) -> tuple[float, float, float]:
     results = [measure(argv) for _ in range(rounds)]
-    return statistics.median(r[0] for r in results), max(r[1] for r in results)
+    medians = (statistics.median(r[i] for r in results) for i in (0, 1))
+    return *medians, max(r[2] for r in results)
 
 
 DUCKDB = """
@@ -201,8 +203,7 @@ def main() -> None:
             sys.executable, "-c", "import sys; from scalable_otel.analysis.columns import "
             "write_columnar_copy as w; w(sys.argv[1])",
         ]  # fmt: skip
-        elapsed, peak = measure(copy + [str(a)])
-        rows.append(("columnar copy of one run (at its close)", elapsed, peak))
+        rows.append(("columnar copy of one run (at its close)", *measure(copy + [str(a)])))
         measure(copy + [str(b)])
         rows.append(("report (closed run)", *best_of(options.rounds, report + [a.name])))
         compare = report + ["--compare", a.name, b.name]
@@ -215,10 +216,10 @@ def main() -> None:
         if options.html:
             rows.append(("report --html (closed run)", *best_of(options.rounds, html)))
 
-        print(f"\n{'':<44}{'seconds':>9}{'peak MB':>9}{'time vs duckdb':>16}")
-        for label, seconds, peak in rows:
+        print(f"\n{'':<44}{'seconds':>9}{'CPU s':>9}{'peak MB':>9}{'time vs duckdb':>16}")
+        for label, seconds, cpu, peak in rows:
             ratio = f"{seconds / baseline[0]:.2f}" if baseline else "-"
-            print(f"{label:<44}{seconds:>9.2f}{peak:>9.0f}{ratio:>16}")
+            print(f"{label:<44}{seconds:>9.2f}{cpu:>9.2f}{peak:>9.0f}{ratio:>16}")
         if options.html:
             print(f"\nHTML page of one run: {page.stat().st_size / 1e6:.1f} MB")
     finally:
