@@ -89,7 +89,7 @@ def failures(
     """The earliest failures as table rows, how many there are, the error text of each
     (key, attempt) in `wanted`, and how many lines of failures.jsonl did not parse."""
     run_dir = Path(run_dir)
-    earliest: list[tuple] = []  # a max-heap of the earliest rows: (-time, -order, line)
+    earliest: list[tuple] = []  # the earliest rows, latest on top: (-time, -order, time, line)
     errors: dict[tuple[str, int], str] = {}
     total, skipped, order = 0, [0], itertools.count()
     for path in (run_dir / FAILURES, run_dir / TASKS):
