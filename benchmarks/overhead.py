@@ -251,7 +251,7 @@ def run_plain(fn, n: int) -> dict:
 
 
 def run_instrumented(fn, n: int, runs_dir: Path, profiler=None, otlp: str | None = None) -> dict:
-    from scalable_otel import ScalableSession
+    from scalable_otel import ExportOptions, ScalableSession
 
     session = ScalableSession(
         target="local",
@@ -259,7 +259,7 @@ def run_instrumented(fn, n: int, runs_dir: Path, profiler=None, otlp: str | None
         threads_per_worker=1,
         project="bench",
         runs_dir=runs_dir,
-        otlp_endpoint=otlp,
+        exports=ExportOptions(otlp_endpoint=otlp),
     )
     with session as s:
         s.client.wait_for_workers(2)

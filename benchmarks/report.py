@@ -200,7 +200,7 @@ def main() -> None:
         if options.html:
             rows.append(("report --html, JSONL only", *best_of(options.rounds, html)))
         copy = [
-            sys.executable, "-c", "import sys; from scalable_otel.analysis.columns import "
+            sys.executable, "-c", "import sys; from scalable_otel.exporters.columnar import "
             "write_columnar_copy as w; w(sys.argv[1])",
         ]  # fmt: skip
         rows.append(("columnar copy of one run (at its close)", *measure(copy + [str(a)])))

@@ -5,6 +5,9 @@ from scalable_otel import ScalableSession, cacheable
 with ScalableSession(target="local", n_workers=2) as session:
     results = session.gather(session.map(run_simulation, range(100)))
 
+Rare settings are option objects: `ClusterOptions`, `ExportOptions`, `Redaction`,
+`PipelineOptions` and `RecordingOptions` (`ScalableSession(exports=ExportOptions(...))`).
+
 The answers the `scalable` CLI prints come from functions returning data:
 `load_run`, `report`, `compare`, `list_runs`, `trends` and `advise`.
 """
@@ -13,6 +16,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ScalableSession",
+    "ClusterOptions",
+    "ExportOptions",
+    "PipelineOptions",
+    "RecordingOptions",
+    "Redaction",
     "DaskInstrumentor",
     "cacheable",
     "Manifest",
@@ -31,7 +39,12 @@ __all__ = [
 # a worker unpickling a cached function) does not import Dask's client for the rest.
 _LAZY = {
     "ScalableSession": ".session",
-    "DaskInstrumentor": ".instrumentation.instrumentor",
+    "ClusterOptions": ".options",
+    "ExportOptions": ".exporters.settings",
+    "PipelineOptions": ".options",
+    "RecordingOptions": ".options",
+    "Redaction": ".args",
+    "DaskInstrumentor": ".instrumentor",
     "cacheable": ".cache",
     "Manifest": ".manifest",
     "ManifestError": ".manifest",

@@ -102,29 +102,51 @@ class Redaction:
 
     `names` adds names, matched as whole words (`"patient_id"` redacts `patient_id`,
     `PatientId` and `patient_id_hash`, not `patient_age` nor `scenario_id`), `values`
-    adds regular expressions searched in each value's text, and `record_args=False`
-    records no arguments at all. From the environment: $SCALABLE_REDACT_NAMES (words,
-    comma-separated) and $SCALABLE_RECORD_ARGS=off.
+    adds regular expressions searched in each value's text (and cut out of error
+    messages and tracebacks), and `record_args=False` records no arguments at all.
+    A session fills what is left at None from the environment: `names` from
+    $SCALABLE_REDACT_NAMES (words, comma-separated), `record_args` from
+    $SCALABLE_RECORD_ARGS (`off` records none; else on).
 
     Example::
 
-        ScalableSession(redact_names=["patient_id"], redact_values=[r"\d{3}-\d{2}-\d{4}"])
+        from scalable_otel import Redaction, ScalableSession
+
+        redaction = Redaction(names=["patient_id"], values=[r"\d{3}-\d{2}-\d{4}"])
+        with ScalableSession(target="local", redaction=redaction) as session:
+            ...
     """
 
     def __init__(
         self,
-        names: Iterable[str] = (),
+        names: Iterable[str] | None = None,
         values: Iterable[str | re.Pattern] = (),
-        record_args: bool = True,
+        record_args: bool | None = None,
     ):
+        if isinstance(names, (str, bytes)) or isinstance(values, (str, bytes, re.Pattern)):
+            which = "names" if isinstance(names, (str, bytes)) else "values"
+            raise TypeError(f"Redaction({which}=...) takes a list, not a single {which[:-1]}")
+        if record_args is not None and not isinstance(record_args, bool):
+            raise TypeError(
+                f"Redaction(record_args=...) must be True, False or None, "
+                f"not {type(record_args).__name__}"
+            )
+        names = None if names is None else tuple(names)
+        # what was given, so that the environment fills only the rest (`with_env`)
+        self._given = (names, record_args)
         self.names = tuple(
             words
-            for words in (tuple(w for w in _name_words(str(n))[1] if w) for n in names)
+            for words in (tuple(w for w in _name_words(str(n))[1] if w) for n in names or ())
             if words
         )
         self.values = tuple(_compiled(v) for v in values)
-        self.record_args = record_args
+        self.record_args = True if record_args is None else record_args
         self.is_secret_name = functools.lru_cache(maxsize=4096)(self._is_secret_name)
+
+    def __repr__(self) -> str:
+        names, record_args = self._given
+        values = [p.pattern for p in self.values]
+        return f"Redaction(names={names!r}, values={values!r}, record_args={record_args!r})"
 
     @classmethod
     def from_env(
@@ -142,6 +164,11 @@ class Redaction:
             setting = environ.get(RECORD_ARGS_ENV, "").strip().lower()
             record_args = setting not in ("0", "off", "false", "no")
         return cls(names, values or (), record_args)
+
+    def with_env(self, environ=None) -> Redaction:
+        """This redaction with what it leaves at None taken from the environment."""
+        names, record_args = self._given
+        return Redaction.from_env(names, self.values, record_args, environ)
 
     def _is_secret_name(self, name: str) -> bool:
         lowered, words = _name_words(name)

@@ -51,13 +51,23 @@ def set_driver_sink(sink, cache_dir: str | None) -> None:
     _watch_other_caches(sink)
 
 
-def _watch_other_caches(sink) -> None:
-    """With a run to report to, the lookups of the Scalable tool's own `cacheable` (the
-    `scalable` package, if it is ever imported here) are reported too."""
-    if sink is not None:
-        from .instrumentation.scalable_library import record_cache_lookups
+# Called each time a run starts to receive this process's lookups: the instrumentation of
+# another library's cache (`instrumentation.scalable_library`) adds itself here, so that
+# this module, below the instrumentation, imports none of it.
+_sink_hooks: list = []
 
-        record_cache_lookups()
+
+def add_sink_hook(hook) -> None:
+    """Call `hook()` whenever a sink is set, so that a run also gets the lookups of another
+    library's cache (idempotent)."""
+    if hook not in _sink_hooks:
+        _sink_hooks.append(hook)
+
+
+def _watch_other_caches(sink) -> None:
+    if sink is not None:
+        for hook in list(_sink_hooks):
+            hook()
 
 
 def report_lookup(

@@ -1,10 +1,18 @@
-"""Dask clusters a session starts for a manifest target other than `local`.
+"""The Dask clusters a session starts itself, one function per provider.
+
+`local`: a `distributed.LocalCluster` with worker processes and no dashboard, of the
+session's `n_workers`, `threads_per_worker` and `memory_limit` (each else the manifest
+target's `max_workers`, `threads_per_worker` and `memory`, else Dask's defaults).
 
 `slurm`: workers are Slurm jobs, through dask-jobqueue's `SLURMCluster` (the scheduler
 runs in the session's process). The target's settings give the job's `queue`,
 `account`, `walltime`, `cores`, `processes`, `memory` (per job), `job_extra` (more
 `#SBATCH` lines) and `interface` (the network interface workers listen on, `lo` on a
 single machine); `max_workers` the number of jobs (or the session's `n_workers`).
+
+Either way `ClusterOptions(extra=...)` adds keywords of the cluster class, applied last,
+and the session's scheduler plugins are put on the scheduler as it starts, so that no
+task or worker goes unseen.
 """
 
 from __future__ import annotations
@@ -12,6 +20,42 @@ from __future__ import annotations
 import sys
 
 DEFAULT_WALLTIME = "01:00:00"
+
+
+def start_cluster(
+    provider: str,
+    settings: dict,
+    *,
+    n_workers: int | None,
+    threads_per_worker: int | None,
+    memory_limit,
+    plugins: list,
+    extra: dict,
+):
+    """A started cluster of `provider` ("local" or "slurm") whose scheduler holds `plugins`."""
+    if provider == "slurm":
+        return slurm_cluster(settings, n_workers, plugins, extra)
+    return local_cluster(n_workers, threads_per_worker, memory_limit, plugins, extra)
+
+
+def local_cluster(
+    n_workers: int | None, threads_per_worker: int | None, memory_limit, plugins: list, extra: dict
+):
+    """A `LocalCluster` with worker processes whose scheduler holds `plugins` (besides any
+    in `extra["scheduler_kwargs"]`); None leaves a size to Dask."""
+    from distributed import LocalCluster
+
+    kwargs = {"processes": True, "dashboard_address": None}
+    if n_workers is not None:
+        kwargs["n_workers"] = int(n_workers)
+    if threads_per_worker is not None:
+        kwargs["threads_per_worker"] = int(threads_per_worker)
+    if memory_limit is not None:
+        kwargs["memory_limit"] = memory_limit
+    kwargs.update(extra)
+    scheduler_kwargs = dict(kwargs.pop("scheduler_kwargs", {}) or {})
+    scheduler_kwargs["plugins"] = list(scheduler_kwargs.get("plugins", [])) + list(plugins)
+    return LocalCluster(scheduler_kwargs=scheduler_kwargs, **kwargs)
 
 
 def slurm_cluster(settings: dict, n_jobs: int | None, plugins: list, worker_options: dict):

@@ -1,7 +1,7 @@
 """Lifecycle records from Dask become OTel spans, span events, log events and metrics.
 
-One `Recorder` per run, fed by the scheduler plugin's record deque (see
-`instrumentation.scheduler_plugin` for the record shapes) and drained by its
+One `Recorder` per run, fed by the scheduler plugin's record deque (the record
+kinds and their fields are declared in `semconv.RECORDS`) and drained by its
 own thread every flush interval, so no OTel work runs on Dask's event loop.
 State is kept only for tasks in flight; a finished task leaves behind nothing
 but an entry in a small bounded map that late worker reports are matched
@@ -22,24 +22,13 @@ from opentelemetry.trace import NonRecordingSpan, Status, StatusCode
 
 from . import semconv as sc
 from .args import DEFAULT_REDACTION, Redaction
-from .instrumentation.task_context import task_span_id
+from .ids import key_str, task_span_id
+from .rundir import resource_fields
 
 logger = logging.getLogger(__name__)
 
 _RECENT_LIMIT = 10_000
 _USAGE_WAIT_S = 5.0  # a worker's batch normally follows its task's end within 0.2 s
-
-
-def resource_fields(usage: dict) -> dict:
-    """A task's measured resources (span attributes) as resources.jsonl fields."""
-    return {
-        "worker_name": usage.get(sc.WORKER_NAME),
-        "cpu_seconds": usage.get(sc.TASK_CPU_SECONDS),
-        "cpus_used": usage.get(sc.TASK_CPUS_USED),
-        "peak_memory_bytes": usage.get(sc.TASK_PEAK_MEMORY),
-        "wall_s": usage.get(sc.TASK_WALL),
-        "cpu_shared": usage.get(sc.TASK_CPU_SHARED),
-    }
 
 
 def _measures(parked: tuple, address: str, stop: float) -> bool:
@@ -52,17 +41,22 @@ def _measures(parked: tuple, address: str, stop: float) -> bool:
     return start is None or stop > start
 
 
+# Fields of a record holding a Dask key, or a list of them: msgpack turns tuple keys into
+# lists on their way from a scheduler in another process.
+_KEY_FIELDS = {
+    kind: (
+        tuple(i for i, field in enumerate(spec.fields, 1) if field.endswith("key")),
+        tuple(i for i, field in enumerate(spec.fields, 1) if field.endswith("keys")),
+    )
+    for kind, spec in sc.RECORDS.items()
+}
+
 _ERROR_TYPE = re.compile(r"^([A-Za-z_][\w.]*)\(")
 _CLOSING_STATES = frozenset({"closing", "closing_gracefully", "closed"})
 
 
 def _ns(t: float) -> int:
     return int(t * 1e9)
-
-
-def key_str(key) -> str:
-    """A Dask key as one string: str keys as they are, tuple keys as Dask prints them."""
-    return key if isinstance(key, str) else str(key)
 
 
 def _as_key(value):
@@ -163,6 +157,12 @@ class Recorder:
         # an add() per task would cost as much as the task's span.
         self._counts = {kind: {} for kind in ("submitted", "completed", "failed")}
         self._cache_counts = {"hit": {}, "miss": {}}
+        self.unhandled = 0  # records no handler took (run.json's telemetry_records_unhandled)
+        # kind -> (its handler, the length of its records)
+        self._handlers = {
+            kind: (getattr(self, "_on_" + kind), len(spec.fields) + 1)
+            for kind, spec in sc.RECORDS.items()
+        }
         self._make_instruments(meter)
 
     def _make_instruments(self, meter) -> None:
@@ -224,13 +224,34 @@ class Recorder:
             self._descriptions.pop(next(iter(self._descriptions)))
 
     def handle(self, records) -> None:
-        """Turn records (see `instrumentation.scheduler_plugin`) into OTel signals."""
+        """Turn records (kinds and fields: `semconv.RECORDS`) into OTel signals."""
+        handlers = self._handlers
         for record in records:
             try:
-                getattr(self, "_on_" + record[0])(*record[1:])
-            except Exception:  # one bad record never stops the recorder
-                logger.debug("scalable-otel: record %r not handled", record[0], exc_info=True)
+                handler, size = handlers[record[0]]
+                if len(record) != size:
+                    raise TypeError(f"{len(record) - 1} fields where {size - 1} are declared")
+                handler(*record[1:])
+            except Exception as exc:  # one bad record never stops the recorder
+                self._not_handled(record, exc)
         self._end_parked()
+
+    def _not_handled(self, record, exc: Exception) -> None:
+        """Count a record no handler took; the first of the run is worth one warning."""
+        self.unhandled += 1
+        if self.unhandled > 1:
+            return
+        try:
+            kind = record[0]
+        except Exception:
+            kind = type(record).__name__
+        reason = "unknown kind" if isinstance(exc, KeyError) and exc.args == (kind,) else exc
+        logger.warning(
+            "scalable-otel: a %r record was not handled (%s); this and any later ones are "
+            "counted in run.json's telemetry_records_unhandled",
+            kind,
+            reason,
+        )
 
     def _on_sync(self, t, token) -> None:
         self.synced.add(token)
@@ -247,10 +268,10 @@ class Recorder:
         for key in list(self._tasks):
             self._end_cancelled(self._tasks.pop(key), now, "run ended before the task")
         for address in list(self._workers):
-            self._on_worker_removed(now, address, 0)
+            self._on_worker_removed(now, address, 0, "", 0)
 
     # --- task records ----------------------------------------------------------------
-    def _on_submit(self, t, key, name, deps) -> None:
+    def _on_submit(self, t, key, name, dependency_keys) -> None:
         if key in self._tasks:
             return
         described = self._descriptions.pop(key, None)
@@ -260,8 +281,8 @@ class Recorder:
         attrs = {sc.KIND: sc.KIND_TASK, sc.TASK_NAME: name, sc.TASK_KEY: key_str(key)}
         if component:
             attrs[sc.TASK_COMPONENT] = component
-        if deps:
-            attrs[sc.TASK_DEPENDENCIES] = [key_str(d) for d in deps]
+        if dependency_keys:
+            attrs[sc.TASK_DEPENDENCIES] = [key_str(d) for d in dependency_keys]
         if args_json is not None:
             attrs[sc.TASK_ARGS] = args_json
         if self._ids is not None:
@@ -423,7 +444,7 @@ class Recorder:
             self._recent_errors.popitem(last=False)
         self._remember(task)
 
-    def _on_requeue(self, t, key, finish, stimulus_id) -> None:
+    def _on_requeue(self, t, key, finish_state, stimulus_id) -> None:
         """A task left a worker without a result: a retry, a lost worker, or a release."""
         task = self._tasks.get(key)
         if task is None:
@@ -473,7 +494,7 @@ class Recorder:
 
     # --- worker records ---------------------------------------------------------------
     def _on_worker_added(
-        self, t, address, name, nthreads, memory_limit, host, pid, details=None
+        self, t, address, name, nthreads, memory_limit, host, pid, details
     ) -> None:
         if address in self._workers:
             return
@@ -506,7 +527,7 @@ class Recorder:
         if len(self._memory_restarts) > 1000:  # workers that were never removed
             self._memory_restarts.pop(next(iter(self._memory_restarts)))
 
-    def _on_worker_removed(self, t, address, lost, stimulus_id="", lost_results=0) -> None:
+    def _on_worker_removed(self, t, address, lost_tasks, stimulus_id, lost_results) -> None:
         worker = self._workers.pop(address, None)
         rss = self._memory_restarts.pop(address, None)
         if worker is None:
@@ -514,7 +535,7 @@ class Recorder:
         crashed = not (worker.closing or self.closing)
         span = worker.span
         span.set_attribute(sc.WORKER_END, sc.WORKER_CRASHED if crashed else sc.WORKER_REMOVED)
-        span.set_attribute(sc.WORKER_LOST_TASKS, int(lost or 0))
+        span.set_attribute(sc.WORKER_LOST_TASKS, int(lost_tasks or 0))
         span.set_attribute(sc.WORKER_LOST_RESULTS, int(lost_results or 0))
         reason = "connection to the worker lost" if crashed else "closed"
         if rss is not None:
@@ -552,8 +573,8 @@ class Recorder:
             self._emit(sc.RESOURCE_SAMPLE, ts, attrs, None)
             self._m_worker_cpu.set(cpu_percent / 100.0, {sc.M_WORKER: name})
             self._m_worker_mem.set(int(rss), {sc.M_WORKER: name})
-        for record in payload.get("cache", ()):
-            self._on_cache(record)
+        for lookup in payload.get("cache", ()):
+            self._on_cache(lookup)
         if self._span_out is not None and payload.get("spans"):
             try:
                 spans = orjson.loads(payload["spans"])
@@ -619,17 +640,17 @@ class Recorder:
             line.update((k, v) for k, v in resource_fields(usage).items() if v is not None)
             self._emit(sc.TASK_RESOURCES, stop, line, ctx)
 
-    def _on_cache(self, record: dict) -> None:
-        key = _as_key(record.get("key"))
+    def _on_cache(self, lookup: dict) -> None:
+        key = _as_key(lookup.get("key"))
         task_name, ctx = self._context_of(key) if key is not None else (None, None)
-        attrs = {k: v for k, v in record.items() if v is not None and k != "t"}
+        attrs = {k: v for k, v in lookup.items() if v is not None and k != "t"}
         if key is not None:
             attrs["key"] = key_str(key)
         if task_name:
             attrs["task"] = task_name
-        self._emit(sc.CACHE_LOOKUP, record.get("t") or time.time(), attrs, ctx)
-        function = str(record.get("function", ""))
-        if record.get("result") == "hit":
+        self._emit(sc.CACHE_LOOKUP, lookup.get("t") or time.time(), attrs, ctx)
+        function = str(lookup.get("function", ""))
+        if lookup.get("result") == "hit":
             self.cache_hits += 1
             self._count(self._cache_counts["hit"], function)
         else:
@@ -641,12 +662,13 @@ class Recorder:
         records = []
         for record in batch:
             record = list(record)
-            if len(record) > 2:
-                record[2] = _as_key(record[2])
-            if record[0] == "submit":
-                record[4] = [_as_key(d) for d in record[4]]
-            elif record[0] == "dep_error":
-                record[3] = _as_key(record[3])
+            key_fields = _KEY_FIELDS.get(record[0]) if record else None
+            if key_fields is not None and len(record) == len(sc.RECORDS[record[0]].fields) + 1:
+                keys, key_lists = key_fields
+                for i in keys:
+                    record[i] = _as_key(record[i])
+                for i in key_lists:
+                    record[i] = [_as_key(k) for k in record[i]]
             records.append(record)
         self.handle(records)
 

@@ -4,9 +4,9 @@ With a local cluster the Dask scheduler runs in the client's process, and every
 span, metric and JSON line made there would hold the GIL the scheduler needs.
 So by default a small child process owns the run's OTel pipeline: the client
 only forwards the scheduler plugin's records to it in one pickled batch per
-flush interval. Span processors, metric readers or log processors passed in as
-Python objects live in this process, so with them the recorder runs in a thread
-here instead.
+flush interval. Span processors, metric readers, log processors or a meter provider
+passed in as Python objects live in this process, so with them the recorder runs in a
+thread here instead.
 
 Both transports offer the same surface: `describe`, `inbox`, `mark_closing`,
 `sync` and `close`, which returns the run's summary.
@@ -31,9 +31,9 @@ from opentelemetry.trace import Status, StatusCode
 from . import semconv as sc
 from .args import Redaction
 from .exporters.settings import ExportSettings
-from .instrumentation.task_context import readable_span
 from .lifecycle import Recorder
-from .telemetry import build_pipeline
+from .span_records import readable_span
+from .telemetry import build_pipeline, mirrored_meter
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,10 @@ class RunRecording:
         span_processors=(),
         metric_readers=(),
         log_processors=(),
+        meter_provider=None,
         on_sync=None,
     ):
+        self.finished = False  # set once the run's figures are final
         self.pipeline = build_pipeline(
             Path(config.run_dir),
             config.run_id,
@@ -101,9 +103,12 @@ class RunRecording:
                 sc.PROVIDER: config.provider,
             },
         )
+        meter = self.pipeline.meter()
+        if meter_provider is not None:  # the caller's: the run's metrics recorded there too
+            meter = mirrored_meter(meter, meter_provider, lambda: self.finished)
         self.recorder = Recorder(
             tracer=tracer,
-            meter=self.pipeline.meter(),
+            meter=meter,
             event_logger=self.pipeline.event_logger(),
             run_span=self.run_span,
             on_sync=on_sync,
@@ -129,6 +134,7 @@ class RunRecording:
             self.run_span.set_status(Status(StatusCode.ERROR, status))
         self.run_span.end(end_time=int(now * 1e9))
         self.pipeline.shutdown()
+        self.finished = True
         return {
             "status": status,
             "tasks_submitted": recorder.submitted,
@@ -139,6 +145,7 @@ class RunRecording:
             "cache_misses": recorder.cache_misses,
             "telemetry_lines_dropped": self.pipeline.writer.dropped,
             "telemetry_spans_dropped": self.pipeline.backends.dropped_spans(),
+            "telemetry_records_unhandled": recorder.unhandled,
             "telemetry_write_error": self.pipeline.writer.errors.first,
             "exporters": dict(self.pipeline.backends.where),
             "trace_id": f"{self.run_span.get_span_context().trace_id:032x}",
@@ -258,7 +265,7 @@ class ChildProcessRecording:
     def mark_closing(self) -> None:
         # In the plugin's queue too: records are taken from that queue before the inbox,
         # and a worker removed after this mark must not be read as a crash.
-        marker = ("closing", time.time())
+        marker = (sc.RECORD_CLOSING, time.time())
         self._source.append(marker)
         self.inbox.append(marker)
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import orjson
 
+from . import semconv as sc
+
 RUNS_DIR_ENV = "SCALABLE_RUNS_DIR"
 DEFAULT_RUNS_DIR = Path(".scalable") / "runs"
 
@@ -27,6 +29,29 @@ WORKERS = "workers.jsonl"
 CACHE = "cache.jsonl"
 FAILURES = "failures.jsonl"
 JSONL_FILES = (TASKS, RESOURCES, WORKERS, CACHE, FAILURES)
+
+# A Parquet copy of each large JSONL file, written when the run closes, read by reports.
+COLUMNAR_DIR = ".columnar"
+
+
+def columnar_copy_paths(path: Path) -> tuple[Path, Path]:
+    """The columnar copy of a run's JSONL file and its sidecar (the size and mtime of the
+    JSONL it was made from): `.columnar/<name>.parquet`, `.columnar/<name>.source.json`."""
+    folder = path.parent / COLUMNAR_DIR
+    return folder / (path.stem + ".parquet"), folder / (path.stem + ".source.json")
+
+
+def resource_fields(usage: dict) -> dict:
+    """A task's measured resources (span attributes) as resources.jsonl fields."""
+    return {
+        "worker_name": usage.get(sc.WORKER_NAME),
+        "cpu_seconds": usage.get(sc.TASK_CPU_SECONDS),
+        "cpus_used": usage.get(sc.TASK_CPUS_USED),
+        "peak_memory_bytes": usage.get(sc.TASK_PEAK_MEMORY),
+        "wall_s": usage.get(sc.TASK_WALL),
+        "cpu_shared": usage.get(sc.TASK_CPU_SHARED),
+    }
+
 
 _RUN_NAME = re.compile(r"^run-(\d{8}T\d{6}Z)-(.+)-([0-9a-f]{8})$")
 

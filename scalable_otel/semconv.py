@@ -4,6 +4,8 @@ These are the project's semantic conventions: the JSONL run directory, the OTLP
 backends and the analysis code all agree on them through this module.
 """
 
+from typing import NamedTuple
+
 SCHEMA_VERSION = 1
 INSTRUMENTATION_SCOPE = "scalable_otel"
 
@@ -133,3 +135,124 @@ SCHEDULER_PLUGIN_NAME = "scalable-otel-scheduler"
 WORKER_PLUGIN_NAME = "scalable-otel-worker"
 WORKER_TOPIC = "scalable-otel-worker"
 FORWARD_TOPIC = "scalable-otel-records"
+
+# --- lifecycle records ------------------------------------------------------------------
+# What the plugins and the session send a run's recorder: plain tuples `(kind, *fields)`,
+# small and quick to pickle, handled by `Recorder._on_<kind>(*fields)`. Each kind and its
+# fields are declared here and nowhere else: builders name their kind by these
+# constants, the recorder checks a record's length against its fields, and the table in
+# docs/telemetry-schema.md and the handlers' signatures are tested against this mapping.
+# `t` is when the record was made, in epoch seconds (on the scheduler's clock when the
+# scheduler plugin made it).
+
+
+class RecordKind(NamedTuple):
+    """One kind of lifecycle record: its fields after the kind, who sends it, and why."""
+
+    fields: tuple[str, ...]
+    source: str
+    meaning: str
+
+
+RECORD_SUBMIT = "submit"
+RECORD_READY = "ready"
+RECORD_DONE = "done"
+RECORD_ERROR = "error"
+RECORD_DEP_ERROR = "dep_error"
+RECORD_REQUEUE = "requeue"
+RECORD_FORGOTTEN = "forgotten"
+RECORD_WORKER_ADDED = "worker_added"
+RECORD_WORKER_STATUS = "worker_status"
+RECORD_WORKER_REMOVED = "worker_removed"
+RECORD_WORKER_MEMORY_RESTART = "worker_memory_restart"
+RECORD_WORKER_BATCH = "worker_batch"
+RECORD_SYNC = "sync"
+RECORD_CLOSING = "closing"
+RECORD_FORWARDED = "forwarded"
+RECORD_CACHE = "cache"
+
+_SCHEDULER = "scheduler plugin"
+_SESSION = "session"
+
+RECORDS: dict[str, RecordKind] = {
+    RECORD_SUBMIT: RecordKind(
+        ("t", "key", "name", "dependency_keys"),
+        _SCHEDULER,
+        "A new task of a graph; `name` is its key prefix.",
+    ),
+    RECORD_READY: RecordKind(
+        ("t", "key"),
+        _SCHEDULER,
+        "The task may run: queued, processing or waiting for a worker.",
+    ),
+    RECORD_DONE: RecordKind(
+        ("t", "key", "worker", "start", "stop", "nbytes", "typename"),
+        _SCHEDULER,
+        "The task's result is in memory; `start` and `stop` are the worker's compute times.",
+    ),
+    RECORD_ERROR: RecordKind(
+        ("t", "key", "worker", "start", "stop", "exception_text", "traceback_text"),
+        _SCHEDULER,
+        "The task raised (or every worker that ran it died).",
+    ),
+    RECORD_DEP_ERROR: RecordKind(
+        ("t", "key", "blame_key", "blame_name"),
+        _SCHEDULER,
+        "The task failed because a task it depends on failed; Dask blames `blame_key`.",
+    ),
+    RECORD_REQUEUE: RecordKind(
+        ("t", "key", "finish_state", "stimulus_id"),
+        _SCHEDULER,
+        "The task left its worker without a result: a retry, a lost worker or a release.",
+    ),
+    RECORD_FORGOTTEN: RecordKind(
+        ("t", "key"),
+        _SCHEDULER,
+        "The scheduler forgot the task (released before it finished, if still open).",
+    ),
+    RECORD_WORKER_ADDED: RecordKind(
+        ("t", "address", "name", "nthreads", "memory_limit", "host", "pid", "details"),
+        _SCHEDULER,
+        "A worker joined; `details` is what a batch system says of it, or None.",
+    ),
+    RECORD_WORKER_STATUS: RecordKind(
+        ("t", "address", "status"),
+        _SCHEDULER,
+        "A worker's status changed (a closing worker's removal is not a crash).",
+    ),
+    RECORD_WORKER_REMOVED: RecordKind(
+        ("t", "address", "lost_tasks", "stimulus_id", "lost_results"),
+        _SCHEDULER,
+        "A worker left, with the tasks it was running and the results it held.",
+    ),
+    RECORD_WORKER_MEMORY_RESTART: RecordKind(
+        ("t", "address", "rss"),
+        _SCHEDULER,
+        "A worker's nanny terminates it for going over its memory limit.",
+    ),
+    RECORD_WORKER_BATCH: RecordKind(
+        ("t", "address", "payload"),
+        _SCHEDULER,
+        "A worker plugin's batch: task starts, task usage, samples, cache lookups, spans.",
+    ),
+    RECORD_SYNC: RecordKind(
+        ("t", "token"),
+        _SCHEDULER,
+        "A mark the session waits for: every record before it has reached the recorder.",
+    ),
+    RECORD_CLOSING: RecordKind(
+        ("t",),
+        _SESSION,
+        "The session is shutting Dask down: workers removed from now on did not crash.",
+    ),
+    RECORD_FORWARDED: RecordKind(
+        ("t", "batch"),
+        _SESSION,
+        "A batch of scheduler plugin records from a scheduler in another process.",
+    ),
+    RECORD_CACHE: RecordKind(
+        ("lookup",),
+        _SESSION,
+        "A cache lookup in the client's process (a cache.jsonl line; its time is inside).",
+    ),
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import os
@@ -9,14 +10,24 @@ import secrets
 import socket
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import cache
 from . import semconv as sc
 from .args import Redaction
-from .exporters.settings import ExportSettings, SettingsError, export_settings
+from .exporters.columnar import write_columnar_copy
+from .exporters.settings import ExportOptions, ExportSettings, SettingsError, export_settings
 from .instrumentation.scheduler_plugin import sync_scheduler_plugin
 from .manifest import SLURM_JOB_ENV, Manifest, choose_target
+from .options import (
+    ClusterOptions,
+    PipelineOptions,
+    RecordingOptions,
+    check_option,
+    moved_keyword_error,
+)
 from .recording import ChildProcessRecording, InThreadRecording, RunConfig
 from .rundir import (
     PLAN_JSON,
@@ -29,16 +40,19 @@ from .rundir import (
     write_json_atomic,
 )
 from .submission import MAP_OPTIONS, SUBMIT_OPTIONS, describe_tasks, map_keys, submit_key
-from .telemetry import telemetry_disabled
+from .telemetry import forward_spans_to, telemetry_disabled
 from .termination import TERMINATION
+
+if TYPE_CHECKING:
+    from typing_extensions import Never
 
 logger = logging.getLogger(__name__)
 
 
-def _export_settings(**args) -> ExportSettings:
-    """The session's exporter settings; a bad one turns exporters off, not the run."""
+def _export_settings(options: ExportOptions) -> ExportSettings:
+    """The session's exporter settings; a bad variable turns exporters off, not the run."""
     try:
-        return export_settings(**args)
+        return export_settings(options)
     except SettingsError as exc:
         logger.warning("scalable-otel: exporters off for this run: %s", exc)
         return ExportSettings()
@@ -58,6 +72,24 @@ _PROCESS_START_TIME = _process_start_time()
 TARGET_ENV = "SCALABLE_TARGET"
 _STARTABLE = ("local", "slurm")  # providers whose cluster a session starts itself
 _ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
+
+
+# True while a session creates its own client: DaskInstrumentor leaves that client's run
+# to the session.
+session_owns_client: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "scalable_otel_session_owns_client", default=False
+)
+
+
+def _own_client(address):
+    """A `distributed.Client` of the session's own (to `address`, a scheduler or a cluster)."""
+    from distributed import Client
+
+    token = session_owns_client.set(True)
+    try:
+        return Client(address)
+    finally:
+        session_owns_client.reset(token)
 
 
 def _exit_status(exc_type) -> str | None:
@@ -91,29 +123,48 @@ class ScalableSession:
 
     `target` is "local" (an embedded `LocalCluster` with worker processes), a
     scheduler address ("tcp://host:8786"), or the name of a target in the
-    manifest; it defaults to $SCALABLE_TARGET, then "local". Everything
-    computed on `session.client` is recorded, not only `submit` and `map`.
-    Telemetry is off with OTEL_SDK_DISABLED=true or SCALABLE_TELEMETRY=off.
+    manifest; it defaults to $SCALABLE_TARGET, then a `slurm` target of the manifest
+    inside a Slurm allocation ($SLURM_JOB_ID), then "local". Everything computed on
+    `session.client` is recorded, not only `submit` and `map`. Telemetry is off with
+    OTEL_SDK_DISABLED=true or SCALABLE_TELEMETRY=off.
 
-    The OTel work of the run happens in a small child process (`recorder="process"`),
-    away from the scheduler's GIL; with `span_processors`, `metric_readers` or
-    `log_processors` (Python objects of this process) it happens in a thread here.
+    Keywords, each with what it defaults to (environment variables as $NAME); the rare
+    settings are grouped into option objects, all importable from `scalable_otel`:
 
-    Besides the run directory, spans and metrics go where OpenTelemetry's variables say
-    (`OTEL_EXPORTER_OTLP_ENDPOINT`, `_PROTOCOL`, `_HEADERS`, `OTEL_TRACES_EXPORTER`,
-    `OTEL_METRICS_EXPORTER`), or the arguments `otlp_endpoint`, `otlp_protocol`
-    ("grpc" or "http/protobuf"), `otlp_headers`, `traces_exporter`, `metrics_exporter`;
-    `prometheus_port` serves the metrics for Prometheus to scrape (on 127.0.0.1; 0
-    picks a free port), `pushgateway_url` pushes their final values when the run ends.
-    `otlp_file=False` (or SCALABLE_OTLP_FILE=off) leaves out the run directory's
-    `traces.otlp.jsonl`, the spans that `scalable export --otlp` replays.
-    A bad setting or an unreachable backend turns that exporter off with one warning.
+    - `n_workers`, `threads_per_worker`: the size of a cluster the session starts; else
+      the manifest target's `max_workers` and `threads_per_worker`, else Dask's.
+    - `project`: the run's project name; else the manifest's, else the current folder's.
+    - `manifest`: a `Manifest`, a mapping or the path of a Scalable manifest file.
+    - `runs_dir`: where run directories go; $SCALABLE_RUNS_DIR, else .scalable/runs.
+    - `cache_dir`: where `cacheable` results go; $SCALABLE_CACHE_DIR, else .scalable/cache.
+    - `cluster=ClusterOptions(memory_limit=..., extra={...})`: the rest of a started
+      cluster: memory per worker (else the manifest target's `memory`) and more
+      `LocalCluster`/`SLURMCluster` keywords.
+    - `exports=ExportOptions(otlp_endpoint=..., otlp_protocol=..., otlp_headers=...,
+      traces_exporter=..., metrics_exporter=..., prometheus_port=..., prometheus_host=...,
+      pushgateway_url=..., otlp_file=...)`: where spans and metrics go besides the run
+      directory; each option left at None comes from OpenTelemetry's variable
+      ($OTEL_EXPORTER_OTLP_ENDPOINT, _PROTOCOL, _HEADERS, $OTEL_TRACES_EXPORTER,
+      $OTEL_METRICS_EXPORTER) or ours ($SCALABLE_PROMETHEUS_PORT, _HOST,
+      $SCALABLE_PUSHGATEWAY_URL, $SCALABLE_OTLP_FILE). A bad variable or an unreachable
+      backend turns that exporter off with one warning.
+    - `redaction=Redaction(names=[...], values=[...], record_args=...)`: task arguments
+      are summarized (bounded, secrets redacted; see `scalable_otel.args`); `names` adds
+      parameter names to redact ($SCALABLE_REDACT_NAMES), `values` regular expressions
+      for values (also cut out of error messages and tracebacks), `record_args=False`
+      keeps no arguments ($SCALABLE_RECORD_ARGS=off).
+    - `pipeline=PipelineOptions(span_processors=[...], metric_readers=[...],
+      log_processors=[...])`: your own OpenTelemetry components beside the run directory.
+    - `recording=RecordingOptions(recorder=..., flush_interval=..., resource_interval=...)`:
+      the run's OTel work happens in a small child process (`recorder="process"`), away
+      from the scheduler's GIL, or in a thread here (`"thread"`, and always with
+      `pipeline`, whose objects live in this process); workers report every
+      `flush_interval` seconds (0.2) and sample CPU and memory every `resource_interval`
+      (1.0).
 
-    `manifest` is a `Manifest`, a mapping or the path of a Scalable manifest file. Task
-    arguments are summarized (bounded, secrets redacted; see `scalable_otel.args`):
-    `redact_names` adds parameter names to redact, `redact_values` regular expressions
-    for values (also cut out of error messages and tracebacks), `record_args=False`
-    keeps no arguments ($SCALABLE_REDACT_NAMES and $SCALABLE_RECORD_ARGS=off likewise).
+    A keyword of scalable-otel 0.1 that moved into an option object
+    (`otlp_endpoint=`, `redact_names=`, `recorder=`...) raises a TypeError naming the
+    object to use; an option object of the wrong type raises a TypeError naming it.
 
     While a run is recorded, SIGTERM (what Slurm sends a job it preempts or cancels)
     raises `SystemExit(143)` in the main thread: the `with` block ends, the run is
@@ -127,36 +178,30 @@ class ScalableSession:
         *,
         n_workers: int | None = None,
         threads_per_worker: int | None = None,
-        memory_limit=None,
         project: str | None = None,
         manifest: Manifest | dict | str | os.PathLike | None = None,
         runs_dir: str | os.PathLike | None = None,
         cache_dir: str | os.PathLike | None = None,
-        resource_interval: float = 1.0,
-        flush_interval: float = 0.2,
-        span_processors=(),
-        metric_readers=(),
-        log_processors=(),
-        otlp_endpoint: str | None = None,
-        otlp_protocol: str | None = None,
-        otlp_headers: dict[str, str] | None = None,
-        traces_exporter: str | None = None,
-        metrics_exporter: str | None = None,
-        prometheus_port: int | None = None,
-        pushgateway_url: str | None = None,
-        otlp_file: bool | None = None,
-        cluster_kwargs: dict | None = None,
-        recorder: str = "process",
-        redact_names=None,
-        redact_values=None,
-        record_args: bool | None = None,
+        cluster: ClusterOptions | None = None,
+        exports: ExportOptions | None = None,
+        redaction: Redaction | None = None,
+        pipeline: PipelineOptions | None = None,
+        recording: RecordingOptions | None = None,
+        **moved: Never,
     ):
+        if moved:
+            raise moved_keyword_error("ScalableSession", next(iter(moved)))
+        self.cluster_options = check_option("cluster", cluster, ClusterOptions)
+        self.export_options = check_option("exports", exports, ExportOptions)
+        self.pipeline_options = check_option("pipeline", pipeline, PipelineOptions)
+        self.recording_options = check_option("recording", recording, RecordingOptions)
+        # what task argument summaries hide (names, value patterns) and whether they are
+        # kept: the given redaction, what it leaves at None from the environment
+        self.redaction = check_option("redaction", redaction, Redaction).with_env()
         if isinstance(manifest, dict):
             manifest = Manifest.from_dict(manifest)
         elif isinstance(manifest, (str, os.PathLike)):
             manifest = Manifest.load(manifest)
-        # what task argument summaries hide (names, value patterns) and whether they are kept
-        self.redaction = Redaction.from_env(redact_names, redact_values, record_args)
         self.manifest = manifest
         # the argument, $SCALABLE_TARGET, a slurm target inside a Slurm allocation, local
         name, settings, self.provider = choose_target(manifest, target, os.environ)
@@ -183,30 +228,13 @@ class ScalableSession:
             if threads_per_worker is not None
             else settings.get("threads_per_worker")
         )
+        memory_limit = self.cluster_options.memory_limit
         self.memory_limit = memory_limit if memory_limit is not None else settings.get("memory")
         self.runs_root = runs_dir
         self.cache_dir = Path(
             cache_dir or os.environ.get(cache.CACHE_DIR_ENV) or cache.DEFAULT_CACHE_DIR
         ).absolute()
-        self.resource_interval = resource_interval
-        self.flush_interval = flush_interval
-        self._span_processors = span_processors
-        self._metric_readers = metric_readers
-        self._log_processors = log_processors
-        self._exports = _export_settings(
-            otlp_endpoint=otlp_endpoint,
-            otlp_protocol=otlp_protocol,
-            otlp_headers=otlp_headers,
-            traces_exporter=traces_exporter,
-            metrics_exporter=metrics_exporter,
-            prometheus_port=prometheus_port,
-            pushgateway_url=pushgateway_url,
-            otlp_file=otlp_file,
-        )
-        self._cluster_kwargs = cluster_kwargs or {}
-        if recorder not in ("process", "thread"):
-            raise ValueError(f"recorder must be 'process' or 'thread', not {recorder!r}")
-        self.recorder = recorder
+        self._exports = _export_settings(self.export_options)  # resolved: what the run uses
         self.client = None
         self.cluster = None
         self.run_dir: Path | None = None
@@ -228,16 +256,24 @@ class ScalableSession:
         manifest = Manifest.load(path)
         return cls(target=target, manifest=manifest, **kwargs)
 
+    _meter_provider = None  # attach(meter_provider=): the run's metrics recorded there too
+
     @classmethod
     def attach(
         cls,
         client,
         *,
         project: str | None = None,
+        manifest: Manifest | dict | str | os.PathLike | None = None,
         runs_dir: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        exports: ExportOptions | None = None,
+        redaction: Redaction | None = None,
+        pipeline: PipelineOptions | None = None,
+        recording: RecordingOptions | None = None,
         tracer_provider=None,
         meter_provider=None,
-        **kwargs,
+        **moved: Never,
     ) -> ScalableSession:
         """Record a run on a `distributed.Client` that this session did not create.
 
@@ -259,25 +295,36 @@ class ScalableSession:
         `tracer_provider`: an SDK `TracerProvider` whose span processors also receive the
         run's spans (same trace and span ids as the run directory). `meter_provider`: the
         run's metrics are also recorded on a meter of it (scope `scalable_otel`); this keeps
-        the run's recorder in a thread of this process. Other keywords are those of
-        `ScalableSession` (`cache_dir`, `flush_interval`, `otlp_endpoint`, ...).
+        the run's recorder in a thread of this process. The other keywords, and their
+        environment variables, are those of `ScalableSession` (no cluster is started, so
+        there is no `n_workers` nor `cluster`).
         """
         from .instrumentation.scheduler_plugin import TaskRecordPlugin
 
-        processors = list(kwargs.pop("span_processors", ()))
+        if moved:
+            raise moved_keyword_error("ScalableSession.attach", next(iter(moved)))
+        pipeline = check_option("pipeline", pipeline, PipelineOptions)
+        recording = check_option("recording", recording, RecordingOptions)
         if tracer_provider is not None:
-            from .instrumentation.instrumentor import forward_spans_to
-
             forward = forward_spans_to(tracer_provider)
             if forward is not None:
-                processors.append(forward)
-        if meter_provider is not None:
-            kwargs["recorder"] = "thread"  # the mirrored instruments live in this process
+                pipeline = replace(pipeline, span_processors=(*pipeline.span_processors, forward))
+        if meter_provider is not None:  # the mirrored instruments live in this process
+            recording = replace(recording, recorder="thread")
         address = client.scheduler.address
         session = cls(
-            address, project=project, runs_dir=runs_dir, span_processors=processors, **kwargs
+            address,
+            project=project,
+            manifest=manifest,
+            runs_dir=runs_dir,
+            cache_dir=cache_dir,
+            exports=exports,
+            redaction=redaction,
+            pipeline=pipeline,
+            recording=recording,
         )
         session._attached = True
+        session._meter_provider = meter_provider
         session.client = client
         session._started = time.time()
         # the scheduler may be in another process (or a copy of the plugin is made when it
@@ -285,12 +332,7 @@ class ScalableSession:
         plugin = TaskRecordPlugin(forward=True)
         if telemetry_disabled() or not session._open_telemetry(plugin):
             return session
-        mirror = None
-        if meter_provider is not None:
-            from .instrumentation.instrumentor import mirror_metrics
-
-            mirror = functools.partial(mirror_metrics, session, meter_provider)
-        session._attach_telemetry(plugin, remote=True, before=mirror)
+        session._attach_telemetry(plugin, remote=True)
         return session
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -305,8 +347,6 @@ class ScalableSession:
         """Open the run directory and the OTel pipeline, then start or connect to Dask."""
         if self._attached:  # attach() started the run on the caller's client
             return self
-        from distributed import Client
-
         from .instrumentation.scheduler_plugin import TaskRecordPlugin
 
         self._started = time.time()
@@ -315,10 +355,10 @@ class ScalableSession:
         telemetry = not telemetry_disabled() and self._open_telemetry(plugin)
         try:
             if remote:
-                self.client = Client(self.target)
+                self.client = _own_client(self.target)
             else:
                 self.cluster = self._start_cluster([plugin] if telemetry else [])
-                self.client = Client(self.cluster)
+                self.client = _own_client(self.cluster)
         except BaseException as exc:
             if telemetry:  # the run ends before it began: say so in run.json
                 self._finish_telemetry(_exit_status(type(exc)))
@@ -328,12 +368,9 @@ class ScalableSession:
             self._attach_telemetry(plugin, remote)
         return self
 
-    def _attach_telemetry(self, plugin, remote: bool, before=None) -> None:
-        """Put the plugins on the client's cluster and wait for the recorder (after
-        `before`, if given); never raises."""
+    def _attach_telemetry(self, plugin, remote: bool) -> None:
+        """Put the plugins on the client's cluster and wait for the recorder; never raises."""
         try:
-            if before is not None:
-                before()
             self._instrument_client(plugin, remote)
             if not self._recording.wait_ready():
                 logger.warning("scalable-otel: the telemetry process did not start")
@@ -343,26 +380,17 @@ class ScalableSession:
             )
 
     def _start_cluster(self, plugins):
-        if self.provider == "slurm":
-            from .clusters import slurm_cluster
+        from .clusters import start_cluster
 
-            return slurm_cluster(self.settings, self.n_workers, plugins, self._cluster_kwargs)
-        return self._local_cluster(plugins)
-
-    def _local_cluster(self, plugins):
-        from distributed import LocalCluster
-
-        kwargs = {"processes": True, "dashboard_address": None}
-        if self.n_workers is not None:
-            kwargs["n_workers"] = int(self.n_workers)
-        if self.threads_per_worker is not None:
-            kwargs["threads_per_worker"] = int(self.threads_per_worker)
-        if self.memory_limit is not None:
-            kwargs["memory_limit"] = self.memory_limit
-        kwargs.update(self._cluster_kwargs)
-        scheduler_kwargs = dict(kwargs.pop("scheduler_kwargs", {}) or {})
-        scheduler_kwargs["plugins"] = list(scheduler_kwargs.get("plugins", [])) + plugins
-        return LocalCluster(scheduler_kwargs=scheduler_kwargs, **kwargs)
+        return start_cluster(
+            self.provider,
+            self.settings,
+            n_workers=self.n_workers,
+            threads_per_worker=self.threads_per_worker,
+            memory_limit=self.memory_limit,
+            plugins=plugins,
+            extra=self.cluster_options.extra,
+        )
 
     def _open_telemetry(self, plugin) -> bool:
         """Create the run directory and the pipeline; on failure warn once and run without."""
@@ -382,17 +410,16 @@ class ScalableSession:
                 target=self.target,
                 provider=self.provider,
                 started=self._started,
-                flush_interval=self.flush_interval,
+                flush_interval=self.recording_options.flush_interval,
                 trace_id=self.trace_id,
                 exports=self._exports.to_dict(),
                 redact_values=self.redaction.value_patterns(),
             )
             processors = {
-                "span_processors": self._span_processors,
-                "metric_readers": self._metric_readers,
-                "log_processors": self._log_processors,
+                **self.pipeline_options.as_kwargs(),
+                "meter_provider": self._meter_provider,
             }
-            if self.recorder == "process" and not any(processors.values()):
+            if self.recording_options.recorder == "process" and not any(processors.values()):
                 try:
                     self._recording = ChildProcessRecording(config, plugin.records)
                 except Exception as exc:  # no child process here: record in a thread instead
@@ -409,27 +436,31 @@ class ScalableSession:
         return True
 
     def _instrument_client(self, plugin, remote: bool) -> None:
+        from .instrumentation.scalable_library import watch_when_reporting
         from .instrumentation.worker_plugin import WorkerTelemetryPlugin
 
         inbox = self._recording.inbox
         if remote:
 
             def on_records(event):
-                inbox.append(("forwarded", event[0], event[1]))
+                inbox.append((sc.RECORD_FORWARDED, event[0], event[1]))
 
             self.client.subscribe_topic(sc.FORWARD_TOPIC, on_records)
             self.client.register_plugin(plugin, name=sc.SCHEDULER_PLUGIN_NAME)
         self.client.register_plugin(
             WorkerTelemetryPlugin(
-                resource_interval=self.resource_interval,
-                flush_interval=self.flush_interval,
+                resource_interval=self.recording_options.resource_interval,
+                flush_interval=self.recording_options.flush_interval,
                 cache_dir=str(self.cache_dir),
                 run_id=self.run_id,
                 trace_id=self.trace_id,
             ),
             name=sc.WORKER_PLUGIN_NAME,
         )
-        cache.set_driver_sink(lambda record: inbox.append(("cache", record)), str(self.cache_dir))
+        watch_when_reporting()  # the Scalable tool's lookups too
+        cache.set_driver_sink(
+            lambda record: inbox.append((sc.RECORD_CACHE, record)), str(self.cache_dir)
+        )
 
     def close(self, status: str | None = None) -> None:
         """Finish the run: flush workers, close Dask, end spans, write run.json.
@@ -509,8 +540,6 @@ class ScalableSession:
             )
             return
         try:
-            from .analysis.columns import write_columnar_copy
-
             write_columnar_copy(self.run_dir)
         except Exception:
             logger.debug("scalable-otel: no columnar copy of the run", exc_info=True)
@@ -555,6 +584,7 @@ class ScalableSession:
             "cache_misses": summary.get("cache_misses", 0),
             "telemetry_lines_dropped": summary.get("telemetry_lines_dropped", 0),
             "telemetry_spans_dropped": summary.get("telemetry_spans_dropped", 0),
+            "telemetry_records_unhandled": summary.get("telemetry_records_unhandled", 0),
             "telemetry_write_error": summary.get("telemetry_write_error"),
             "exporters": summary.get("exporters", self._exports.describe()),
             "trace_id": summary.get("trace_id") or self.trace_id,
@@ -562,8 +592,8 @@ class ScalableSession:
             "settings": {
                 "n_workers": self.n_workers,
                 "threads_per_worker": self.threads_per_worker,
-                "resource_interval_s": self.resource_interval,
-                "flush_interval_s": self.flush_interval,
+                "resource_interval_s": self.recording_options.resource_interval,
+                "flush_interval_s": self.recording_options.flush_interval,
             },
             "versions": _versions(__version__),
         }

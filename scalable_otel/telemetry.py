@@ -1,17 +1,25 @@
-"""The OTel pipeline of one run: tracer, meter and logger providers and their exporters."""
+"""The OTel pipeline of one run: tracer, meter and logger providers and their exporters.
+
+Also the run's signals handed to providers of the caller's (`DaskInstrumentor`'s and
+`ScalableSession.attach`'s `tracer_provider` and `meter_provider`): `forward_spans_to`
+and `mirrored_meter`.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
+from opentelemetry.metrics import Observation
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 from . import semconv as sc
@@ -165,3 +173,196 @@ def build_pipeline(
     return Pipeline(
         tracer_provider, meter_provider, logger_provider, writer, ids, backends, processors
     )
+
+
+# --- tracer_provider: the run's spans to another provider's processors --------------------
+class _ForwardingSpanProcessor(SpanProcessor):
+    """On the run's provider: hands each span to another provider's span processors."""
+
+    def __init__(self, target):
+        self._target = target
+
+    def on_start(self, span, parent_context=None) -> None:
+        try:
+            self._target.on_start(span, parent_context=parent_context)
+        except Exception:
+            logger.debug("scalable-otel: a forwarded span processor failed", exc_info=True)
+
+    def on_end(self, span) -> None:
+        try:
+            self._target.on_end(span)
+        except Exception:
+            logger.debug("scalable-otel: a forwarded span processor failed", exc_info=True)
+
+    def shutdown(self) -> None:
+        # the run ends, not the provider: its exporters get the run's last spans and go on
+        self.force_flush()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        try:
+            return self._target.force_flush(timeout_millis)
+        except Exception:
+            logger.debug("scalable-otel: a forwarded span processor failed", exc_info=True)
+            return False
+
+
+def forward_spans_to(tracer_provider) -> SpanProcessor | None:
+    """A span processor for a run's pipeline that passes every span to the span processors
+    of `tracer_provider` (an SDK `TracerProvider`); None, with a warning, for another kind.
+
+    Example::
+
+        processor = forward_spans_to(my_tracer_provider)
+        ScalableSession(pipeline=PipelineOptions(span_processors=[processor]))
+    """
+    # The SDK has no public accessor for a provider's processors; this attribute has held
+    # them (a multi-span processor, which add_span_processor extends) since SDK 1.0.
+    target = getattr(tracer_provider, "_active_span_processor", None)
+    if target is None:
+        logger.warning(
+            "scalable-otel: tracer_provider %s is not an OpenTelemetry SDK TracerProvider; "
+            "the run's spans go to the run directory and the configured exporters only",
+            type(tracer_provider).__name__,
+        )
+        return None
+    return _ForwardingSpanProcessor(target)
+
+
+# --- meter_provider: the run's metrics on another provider's instruments -------------------
+class _Tee:
+    """A synchronous instrument standing for two: each measurement goes to both."""
+
+    def __init__(self, own, mirror):
+        self._own = own
+        self._mirror = mirror
+
+    def __getattr__(self, method):
+        own, mirror = getattr(self._own, method), getattr(self._mirror, method)
+
+        def measure(*args, **kwargs):
+            own(*args, **kwargs)
+            try:
+                mirror(*args, **kwargs)
+            except Exception:
+                logger.debug("scalable-otel: a mirrored instrument failed", exc_info=True)
+
+        return measure
+
+
+class _MetricMirror:
+    """The run metrics of this process's runs, on the instruments of one meter.
+
+    An SDK meter keeps the callbacks of an observable instrument's first creation only,
+    so each observable instrument is created once here and observes every run: a counter
+    reports its runs' sum (the final counts of finished runs kept, so it only grows),
+    other observables report the runs still going.
+    """
+
+    def __init__(self, meter):
+        self._meter = meter
+        self._lock = threading.Lock()
+        self._instruments: dict = {}  # (method, name) -> instrument
+        self._sources: dict = {}  # name -> [(finished_run, callback)]
+        self._finished: dict = {}  # name -> {attributes: value} of finished runs (counters)
+
+    def instrument(self, method: str, name: str, args, kwargs):
+        with self._lock:
+            if (method, name) not in self._instruments:
+                create = getattr(self._meter, method)
+                self._instruments[method, name] = create(name, *args, **kwargs)
+            return self._instruments[method, name]
+
+    def observe(self, method: str, finished_run, name: str, callbacks=None, **kwargs):
+        with self._lock:
+            self._sources.setdefault(name, []).extend((finished_run, cb) for cb in callbacks or ())
+        keep_finished = method == "create_observable_counter"
+        callback = functools.partial(self._observe, name, keep_finished)
+        return self.instrument(method, name, ([callback],), kwargs)
+
+    def _observe(self, name: str, keep_finished: bool, options):
+        with self._lock:
+            finished = self._finished.setdefault(name, {})
+            totals = dict(finished)
+            going = []
+            for finished_run, callback in self._sources.get(name, ()):
+                done = finished_run()  # checked first: then these values are final
+                values = [
+                    (frozenset((o.attributes or {}).items()), o.value) for o in callback(options)
+                ]
+                if not done:
+                    going.append((finished_run, callback))
+                elif not keep_finished:
+                    continue  # a finished run has no workers connected
+                for key, value in values:
+                    totals[key] = totals.get(key, 0) + value
+                    if done:
+                        finished[key] = finished.get(key, 0) + value
+            self._sources[name] = going
+        return [Observation(value, dict(key)) for key, value in totals.items()]
+
+
+class _MirroredMeter:
+    """What a run's recorder gets as its meter when its metrics are mirrored: each
+    instrument is made on the run's own meter and on the mirror's (a synchronous one
+    becomes a tee; an observable one is also observed there). A mirror that fails is
+    left out, with one warning: the run's own metrics are never at stake."""
+
+    def __init__(self, own, mirror: _MetricMirror, finished_run):
+        self._own = own
+        self._mirror = mirror
+        self._finished_run = finished_run
+        self._failed = False
+
+    def __getattr__(self, method: str):
+        if not method.startswith("create_"):
+            raise AttributeError(method)
+        create_own = getattr(self._own, method)
+
+        def create(name, *args, **kwargs):
+            instrument = create_own(name, *args, **kwargs)
+            if self._failed:
+                return instrument
+            try:
+                if method.startswith("create_observable_"):
+                    self._mirror.observe(method, self._finished_run, name, *args, **kwargs)
+                    return instrument
+                return _Tee(instrument, self._mirror.instrument(method, name, args, kwargs))
+            except Exception as exc:
+                self._failed = True
+                logger.warning(
+                    "scalable-otel: the run's metrics are not mirrored to meter_provider (%s)",
+                    exc,
+                )
+                return instrument
+
+        return create
+
+
+_mirrors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_mirrors_lock = threading.Lock()
+
+
+def mirrored_meter(meter, meter_provider, finished_run):
+    """The meter for a run's recorder that records each of its metrics on `meter` and also
+    on a meter of `meter_provider` (scope `scalable_otel`); `finished_run()` tells when
+    the run's values are final. On failure, a warning and `meter` itself.
+
+    Example::
+
+        recorder = Recorder(meter=mirrored_meter(pipeline.meter(), my_meter_provider,
+                                                 lambda: run_is_over), ...)
+    """
+    from . import __version__
+
+    try:
+        with _mirrors_lock:
+            mirror = _mirrors.get(meter_provider)
+            if mirror is None:
+                scope = meter_provider.get_meter(sc.INSTRUMENTATION_SCOPE, __version__)
+                mirror = _mirrors[meter_provider] = _MetricMirror(scope)
+    except Exception as exc:
+        logger.warning(
+            "scalable-otel: the run's metrics are not mirrored to meter_provider (%s)", exc
+        )
+        return meter
+    return _MirroredMeter(meter, mirror, finished_run)

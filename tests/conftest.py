@@ -76,7 +76,7 @@ def demo_run(demo_project):
 @pytest.fixture
 def instrumentor():
     """A DaskInstrumentor, uninstrumented again at the end of the test."""
-    from scalable_otel.instrumentation.instrumentor import DaskInstrumentor
+    from scalable_otel.instrumentor import DaskInstrumentor
 
     instrumentor = DaskInstrumentor()
     yield instrumentor

@@ -1,5 +1,5 @@
 """The `scalable` commands on fuzzed runs directories and bad run ids: each one exits 0, or
-non-zero with one line on stderr starting `Error:`; no traceback ever reaches the user.
+2 with one line on stderr starting `Error:`; no traceback ever reaches the user.
 Through click's CliRunner for the fuzzing, and in real subprocesses for each command family."""
 
 from __future__ import annotations
@@ -54,11 +54,12 @@ def commands(root: Path, out: Path, run: str = FIRST, other: str = SECOND) -> li
 
 
 def check(args: list[str], exit_code: int, stderr: str, exception=None) -> None:
-    """Exit 0, or non-zero with exactly one line on stderr, `Error: ...`."""
+    """Exit 0, or 2 with exactly one line on stderr, `Error: ...` (1 would be a bug)."""
     if exception is not None and not isinstance(exception, SystemExit):
         where = "".join(traceback.format_exception(exception, limit=-8))
         raise AssertionError(f"{args!r} raised {type(exception).__name__}:\n{where[-3000:]}")
     assert "Traceback" not in stderr, (args, stderr)
+    assert exit_code in (0, 2), (args, exit_code, stderr)
     if exit_code:
         lines = stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("Error: "), (args, stderr)

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from scalable_otel.analysis import load_run, report
 from scalable_otel.analysis.advise import advise_all, format_advice
-from scalable_otel.analysis.columns import write_columnar_copy
 from scalable_otel.analysis.compare import compare, format_compare
 from scalable_otel.analysis.export import export_parquet
 from scalable_otel.analysis.html import html_report
@@ -28,6 +27,7 @@ from scalable_otel.analysis.report import format_report
 from scalable_otel.analysis.runs import format_runs, list_run_summaries
 from scalable_otel.analysis.trends import format_trends, trends
 from scalable_otel.errors import RunNotFound, ScalableError
+from scalable_otel.exporters.columnar import write_columnar_copy
 from scalable_otel.rundir import iso, iter_lines, list_runs, parse_iso, read_lines
 from tests.fuzz_strategies import (
     GARBAGE,

@@ -11,7 +11,8 @@ from distributed import Client, LocalCluster, get_client, rejoin, secede, worker
 
 from scalable_otel import ScalableSession
 from scalable_otel import semconv as sc
-from scalable_otel.instrumentation.instrumentor import DaskInstrumentor
+from scalable_otel.instrumentor import DaskInstrumentor
+from scalable_otel.rundir import list_runs
 from tests import workloads
 from tests.conftest import events, wait_for
 
@@ -31,7 +32,9 @@ def runs_root(project_dir):
 
 
 def runs(root: Path) -> list[Path]:
-    return sorted(root.iterdir()) if root.exists() else []
+    """The run directories in start order (two runs can start within one second, and a
+    name's last part is random)."""
+    return list_runs(root) if root.exists() else []
 
 
 def run_json(run_dir: Path) -> dict:
@@ -283,6 +286,6 @@ def test_the_entry_point_names_the_instrumentor():
     (entry_point,) = [
         e for e in entry_points(group="opentelemetry_instrumentor") if e.name == "dask"
     ]
-    assert entry_point.value == "scalable_otel.instrumentation.instrumentor:DaskInstrumentor"
+    assert entry_point.value == "scalable_otel.instrumentor:DaskInstrumentor"
     assert entry_point.load() is DaskInstrumentor
     assert DaskInstrumentor().instrumentation_dependencies() == ("distributed >= 2024.12",)

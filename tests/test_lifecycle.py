@@ -1,6 +1,8 @@
 """The recorder fed with lifecycle records directly: cases a real cluster produces only
 by timing (which worker's batch arrives first)."""
 
+import logging
+
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -26,7 +28,7 @@ def recording(tmp_path):
     )
     rec = RunRecording(config, span_processors=[SimpleSpanProcessor(exporter)])
     for address, name in ((W0, "0"), (W1, "1")):
-        rec.recorder.handle([("worker_added", 100.0, address, name, 1, 2**30, "h", 1)])
+        rec.recorder.handle([("worker_added", 100.0, address, name, 1, 2**30, "h", 1, None)])
     yield rec, exporter, tmp_path
     rec.finish(200.0, None)
 
@@ -91,3 +93,38 @@ def test_an_earlier_attempt_on_the_same_worker_is_not_taken_for_the_last(recordi
     (span,) = [s for s in exporter.get_finished_spans() if s.name == "sim"]
     assert span.attributes[sc.TASK_PEAK_MEMORY] == 200_000_000
     assert span.attributes[sc.TASK_WALL] == 0.05
+
+
+def test_records_the_recorder_cannot_handle_are_counted_and_warned_about_once(recording, caplog):
+    rec, exporter, run_dir = recording
+    recorder = rec.recorder
+    caplog.set_level(logging.DEBUG, logger="scalable_otel")
+    recorder.handle(
+        [
+            ("no_such_kind", 101.0, "x"),
+            ("submit", 101.0, "sim-3", "sim", (), "one field too many"),
+            ("ready", 101.0),  # one field too few
+            ("worker_batch", 101.1, W0, None),  # its handler raises on a payload of None
+            ("submit", 101.2, "sim-4", "sim", ()),
+            ("done", 101.4, "sim-4", W0, 101.3, 101.35, 24, "float"),
+        ]
+    )
+    recorder.handle([("no_such_kind", 101.5)])
+    assert recorder.unhandled == 5
+    assert recorder.completed == 1  # the records around the bad ones were handled
+    (warning,) = [r for r in caplog.records if "not handled" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    assert "'no_such_kind'" in warning.getMessage() and "unknown kind" in warning.getMessage()
+    assert "telemetry_records_unhandled" in warning.getMessage()
+    assert "\n" not in warning.getMessage()
+    assert rec.finish(102.0, None)["telemetry_records_unhandled"] == 5
+
+
+def test_a_record_of_the_wrong_length_is_named_in_the_warning(recording, caplog):
+    rec, exporter, run_dir = recording
+    rec.recorder.handle([("done", 101.4, "sim-5", W0)])
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "'done'" in warning.getMessage() and "3 fields where 7 are declared" in (
+        warning.getMessage()
+    )
+    assert rec.recorder.unhandled == 1

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from scalable_otel.analysis import load_run, report
-from scalable_otel.analysis.columns import write_columnar_copy
 from scalable_otel.cli import main
+from scalable_otel.exporters.columnar import write_columnar_copy
 
 
 @pytest.fixture
@@ -219,9 +219,10 @@ def test_quotes_and_spaces_in_paths_are_just_paths(tmp_path, demo_run):
 def test_a_session_writes_the_columnar_copy_when_it_closes(project_dir, monkeypatch):
     from scalable_otel import ScalableSession
     from scalable_otel.analysis import columns
+    from scalable_otel.exporters import columnar
     from tests import workloads
 
-    monkeypatch.setattr(columns, "COPY_MIN_BYTES", 0)  # as if the run were large
+    monkeypatch.setattr(columnar, "COPY_MIN_BYTES", 0)  # as if the run were large
     with ScalableSession(target="local", n_workers=1, project="copy") as session:
         session.gather(session.map(workloads.sleep_then, range(5), seconds=0.01))
     copies = session.run_dir / ".columnar"

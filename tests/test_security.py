@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from scalable_otel import ScalableSession, cacheable
-from scalable_otel.analysis.columns import write_columnar_copy
+from scalable_otel import RecordingOptions, Redaction, ScalableSession, cacheable
 from scalable_otel.analysis.export import export_parquet
 from scalable_otel.analysis.html import write_html_report
 from scalable_otel.args import REDACTED
+from scalable_otel.exporters.columnar import write_columnar_copy
 from tests import workloads
 from tests.conftest import REPO, events
 
@@ -38,7 +38,9 @@ def open_umask():
 def recorded(project_dir, open_umask, monkeypatch):
     monkeypatch.setenv("SCALABLE_PROJECT_TOKEN", ENV_SECRET)
     monkeypatch.setenv("DATABASE_URL", f"postgres://ann:{ENV_SECRET}@db/x")
-    with ScalableSession(n_workers=1, threads_per_worker=1, flush_interval=0.05) as session:
+    with ScalableSession(
+        n_workers=1, threads_per_worker=1, recording=RecordingOptions(flush_interval=0.05)
+    ) as session:
         futures = session.map(workloads.add, [1, 2], [3, 4])
         session.submit(workloads.add, 5, b=ARG_SECRET.__len__()).result()
         session.submit(workloads.inc, 1, pure=False).result()
@@ -103,8 +105,7 @@ def test_the_user_redacts_more_and_it_reaches_errors_too(project_dir):
     with ScalableSession(
         n_workers=1,
         threads_per_worker=1,
-        redact_names=["patient_id"],
-        redact_values=[r"MRN-\d{6}"],
+        redaction=Redaction(names=["patient_id"], values=[r"MRN-\d{6}"]),
     ) as session:
         assert session.submit(workloads.add, 1, 2).result() == 3
         ward = session.submit(workloads.connect, "MRN-123456 ward 3")
@@ -112,7 +113,8 @@ def test_the_user_redacts_more_and_it_reaches_errors_too(project_dir):
         with pytest.raises(ConnectionError):
             failing.result()
         ward.result()
-    with ScalableSession(n_workers=1, threads_per_worker=1, record_args=False) as quiet:
+    quiet_args = Redaction(record_args=False)
+    with ScalableSession(n_workers=1, threads_per_worker=1, redaction=quiet_args) as quiet:
         assert quiet.submit(workloads.add, 1, 2).result() == 3
     written = b"".join(p.read_bytes() for p in session.run_dir.rglob("*") if p.is_file())
     assert b"MRN-123456" not in written and b"MRN-654321" not in written
@@ -127,7 +129,8 @@ def test_a_patient_id_argument_is_redacted_by_name(project_dir):
     def admit(patient_id, ward):
         return ward
 
-    with ScalableSession(n_workers=1, threads_per_worker=1, redact_names=["patient_id"]) as s:
+    redaction = Redaction(names=["patient_id"])
+    with ScalableSession(n_workers=1, threads_per_worker=1, redaction=redaction) as s:
         assert s.submit(workloads.add, 1, 2).result() == 3
         s.submit(admit, "p-17", "B").result()
     args = {e["task"]: e["args"] for e in events(s.run_dir, event="task_submitted")}

@@ -8,7 +8,7 @@ import dask
 import orjson
 import pytest
 
-from scalable_otel import ScalableSession
+from scalable_otel import RecordingOptions, ScalableSession
 from scalable_otel.rundir import JSONL_FILES
 from tests import workloads
 from tests.conftest import events, read_jsonl, wait_for
@@ -196,6 +196,7 @@ def test_scheduler_address_target_is_recorded(project_dir):
             assert s2.gather(s2.submit(workloads.inc, 10)) == 11
     run = orjson.loads((s.run_dir / "run.json").read_bytes())
     assert run["provider"] == "address" and run["tasks_completed"] == 5
+    assert run["telemetry_records_unhandled"] == 0  # records forwarded by a remote scheduler
     assert len(events(s.run_dir, event="task_completed")) == 5
     assert len(events(s2.run_dir, event="task_completed")) == 1
     assert events(s.run_dir, "workers.jsonl", "worker_added")
@@ -285,7 +286,7 @@ def test_recorder_in_a_thread_writes_the_same_run_directory(project_dir):
         children = psutil.Process().children(recursive=True)
         return [p for p in children if "_recorder_main" in " ".join(p.cmdline())]
 
-    with session(recorder="thread") as s:
+    with session(recording=RecordingOptions(recorder="thread")) as s:
         assert s.gather(s.map(workloads.inc, range(3))) == [1, 2, 3]
         assert recorder_processes() == []
     with session():

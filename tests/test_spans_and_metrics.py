@@ -6,7 +6,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from scalable_otel import ScalableSession
+from scalable_otel import PipelineOptions, RecordingOptions, ScalableSession
 from scalable_otel import semconv as sc
 from tests import workloads
 from tests.conftest import events, wait_for
@@ -21,11 +21,12 @@ def recorded(tmp_path_factory):
         n_workers=1,
         threads_per_worker=1,
         project="spans",
-        resource_interval=0.2,
         runs_dir=root / "runs",
         cache_dir=root / "cache",
-        span_processors=[SimpleSpanProcessor(exporter)],
-        metric_readers=[reader],
+        pipeline=PipelineOptions(
+            span_processors=[SimpleSpanProcessor(exporter)], metric_readers=[reader]
+        ),
+        recording=RecordingOptions(resource_interval=0.2),
     ) as s:
         s.gather(s.map(workloads.sleep_then, [1, 2], seconds=0.2))
         with pytest.raises(ValueError):

@@ -8,7 +8,7 @@ import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from scalable_otel import ScalableSession
+from scalable_otel import PipelineOptions, ScalableSession
 from tests.conftest import events
 
 
@@ -45,7 +45,7 @@ def traced_run(tmp_path_factory):
         project="context",
         runs_dir=root / "runs",
         cache_dir=root / "cache",
-        span_processors=[SimpleSpanProcessor(exporter)],
+        pipeline=PipelineOptions(span_processors=[SimpleSpanProcessor(exporter)]),
     ) as session:
         logs = session.gather(session.map(traced_work, range(4)))
     return session, exporter.get_finished_spans(), logs

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import orjson
 
-from scalable_otel import ScalableSession
+from scalable_otel import RecordingOptions, ScalableSession
 from tests import workloads
 from tests.conftest import events, wait_for
 
@@ -38,7 +38,11 @@ def test_worker_killed_mid_task_is_crashed_and_the_task_reruns_as_attempt_2(proj
 
 def test_resource_samples_per_worker_at_the_interval(project_dir):
     with ScalableSession(
-        target="local", n_workers=2, threads_per_worker=1, project="res", resource_interval=0.25
+        target="local",
+        n_workers=2,
+        threads_per_worker=1,
+        project="res",
+        recording=RecordingOptions(resource_interval=0.25),
     ) as s:
         s.gather(s.map(workloads.burn_cpu, [1.5, 1.501]))  # distinct keys
     samples = events(s.run_dir, "resources.jsonl", "resource_sample")

@@ -43,7 +43,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from ..errors import ScalableError
 from ..exporters.otlp_json import TRACES_FILE, decode_otlp_json
-from ..exporters.settings import GRPC, HTTP, SettingsError, export_settings
+from ..exporters.settings import GRPC, HTTP, ExportOptions, SettingsError, export_settings
 
 __all__ = ["MAX_REQUEST_BYTES", "TRACES_FILE", "ReplayError", "replay", "resolve_endpoint"]
 
@@ -72,14 +72,14 @@ def resolve_endpoint(
     """(URL or gRPC endpoint, protocol, headers) from the arguments, else the OTLP
     variables of `env` (default `os.environ`)."""
     try:
-        settings = export_settings(
-            env,
+        options = ExportOptions(
             traces_exporter="otlp",  # on, whatever OTEL_TRACES_EXPORTER says
             metrics_exporter="none",  # not asked: its variables must not fail a replay
             prometheus_port=0,
             otlp_protocol=protocol,
-            otlp_headers=None if headers is None else dict(headers),
+            otlp_headers=None if headers is None else {str(k): str(v) for k, v in headers.items()},
         )
+        settings = export_settings(options, env)
     except SettingsError as exc:
         raise ReplayError(f"cannot send spans: {exc}") from None
     target = settings.otlp_traces

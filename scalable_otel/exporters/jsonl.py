@@ -22,8 +22,16 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 
 from .. import semconv as sc
-from ..lifecycle import resource_fields
-from ..rundir import CACHE, FAILURES, JSONL_FILES, RESOURCES, TASKS, WORKERS, iso
+from ..rundir import (
+    CACHE,
+    FAILURES,
+    JSONL_FILES,
+    RESOURCES,
+    TASKS,
+    WORKERS,
+    iso,
+    resource_fields,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,10 @@
-"""Where a run's telemetry goes besides its run directory, from session arguments or
-OpenTelemetry's standard environment variables.
+"""Where a run's telemetry goes besides its run directory: `ExportOptions` (what the user
+asks for) resolved against OpenTelemetry's standard environment variables into
+`ExportSettings` (what the run uses).
 
 The settings are plain data: the session decides them in the user's process and the
-run's telemetry process builds the exporters from them.
+run's telemetry process builds the exporters from them. Each option left at None comes
+from its variable:
 
 - OTLP endpoint: `otlp_endpoint`, else `OTEL_EXPORTER_OTLP_ENDPOINT`; per signal
   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`.
@@ -20,6 +22,10 @@ run's telemetry process builds the exporters from them.
   `scalable export --otlp` replays): on unless `otlp_file=False` or
   `SCALABLE_OTLP_FILE=off` (encoding costs the telemetry process about 0.4 ms a span).
 
+A bad option written in code fails where it is written (`ExportOptions(otlp_protocol=
+"grcp")` raises a ValueError naming it); a bad variable of the environment turns the
+run's exporters off with one warning, never the workflow.
+
 Unlike the SDK's own default (`otlp` to localhost), OTLP is on only when an endpoint is
 set or `OTEL_TRACES_EXPORTER`/`OTEL_METRICS_EXPORTER` asks for it: a laptop with no
 collector gets no connection errors. `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`
@@ -31,6 +37,7 @@ run directory.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from urllib.parse import unquote
 
@@ -39,10 +46,101 @@ HTTP = "http/protobuf"
 PROTOCOLS = (GRPC, HTTP)
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
+TRACES_EXPORTERS = frozenset({"otlp", "none"})
+METRICS_EXPORTERS = frozenset({"otlp", "prometheus", "none"})
 
 
 class SettingsError(ValueError):
     """An exporter setting that cannot be used (a one-line message naming it)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions:
+    """Where a run's spans and metrics go besides its run directory.
+
+    Example::
+
+        from scalable_otel import ExportOptions, ScalableSession
+
+        exports = ExportOptions(otlp_endpoint="http://127.0.0.1:4317", otlp_protocol="grpc")
+        with ScalableSession(target="local", exports=exports) as session:
+            ...
+
+    Each option left at None comes from its environment variable, as OpenTelemetry's
+    SDK reads them:
+
+    - `otlp_endpoint`: the OTLP endpoint; $OTEL_EXPORTER_OTLP_ENDPOINT (per signal:
+      $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, $OTEL_EXPORTER_OTLP_METRICS_ENDPOINT).
+      An endpoint turns OTLP on; with none, nothing is sent.
+    - `otlp_protocol`: "grpc" or "http/protobuf"; $OTEL_EXPORTER_OTLP_PROTOCOL, else
+      http/protobuf.
+    - `otlp_headers`: a mapping of header names to values (API keys: never written to
+      disk, nor shown by `repr`); $OTEL_EXPORTER_OTLP_HEADERS (`key=value,key2=value2`).
+    - `traces_exporter`: "otlp" or "none"; $OTEL_TRACES_EXPORTER.
+    - `metrics_exporter`: "otlp", "prometheus" or "none", comma-separated;
+      $OTEL_METRICS_EXPORTER.
+    - `prometheus_port`: serve the metrics for Prometheus to scrape (0 picks a free
+      port); $SCALABLE_PROMETHEUS_PORT.
+    - `prometheus_host`: the address that endpoint listens on;
+      $SCALABLE_PROMETHEUS_HOST, else 127.0.0.1.
+    - `pushgateway_url`: push the metrics' final values when the run ends;
+      $SCALABLE_PUSHGATEWAY_URL.
+    - `otlp_file`: False leaves out the run directory's `traces.otlp.jsonl` (what
+      `scalable export --otlp` replays); $SCALABLE_OTLP_FILE=off.
+
+    A bad option raises a ValueError or TypeError naming it; a bad variable turns the
+    run's exporters off with one warning.
+    """
+
+    otlp_endpoint: str | None = None
+    otlp_protocol: str | None = None
+    otlp_headers: Mapping[str, str] | None = field(default=None, repr=False)
+    traces_exporter: str | None = None
+    metrics_exporter: str | None = None
+    prometheus_port: int | None = None
+    prometheus_host: str | None = None
+    pushgateway_url: str | None = None
+    otlp_file: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in (
+            "otlp_endpoint",
+            "otlp_protocol",
+            "traces_exporter",
+            "metrics_exporter",
+            "prometheus_host",
+            "pushgateway_url",
+        ):
+            _check_type(name, getattr(self, name), str, "a string")
+        if self.otlp_protocol is not None and self.otlp_protocol not in PROTOCOLS:
+            raise SettingsError(
+                f"ExportOptions(otlp_protocol={self.otlp_protocol!r}): use "
+                f"{' or '.join(repr(p) for p in PROTOCOLS)}"
+            )
+        _exporters(self.traces_exporter, TRACES_EXPORTERS, "ExportOptions(traces_exporter=...)")
+        _exporters(self.metrics_exporter, METRICS_EXPORTERS, "ExportOptions(metrics_exporter=...)")
+        if self.otlp_headers is not None:
+            if not isinstance(self.otlp_headers, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.otlp_headers.items()
+            ):
+                raise TypeError(
+                    "ExportOptions(otlp_headers=...) must map header names to string values"
+                )
+            object.__setattr__(self, "otlp_headers", dict(self.otlp_headers))
+        port = self.prometheus_port
+        if port is not None:
+            if isinstance(port, bool) or not isinstance(port, int):
+                raise TypeError(
+                    f"ExportOptions(prometheus_port=...) must be an int, not {type(port).__name__}"
+                )
+            if not 0 <= port <= 65535:
+                raise SettingsError(f"ExportOptions(prometheus_port={port}) is not a port number")
+        _check_type("otlp_file", self.otlp_file, bool, "True, False or None")
+
+
+def _check_type(name: str, value, kind: type, what: str) -> None:
+    if value is not None and not isinstance(value, kind):
+        raise TypeError(f"ExportOptions({name}=...) must be {what}, not {type(value).__name__}")
 
 
 @dataclass
@@ -117,7 +215,7 @@ def _env(name: str, env) -> str | None:
     return value.strip() if value and value.strip() else None
 
 
-def _exporters(value: str | None, allowed: set[str], name: str) -> set[str] | None:
+def _exporters(value: str | None, allowed: frozenset[str], name: str) -> set[str] | None:
     if value is None:
         return None
     chosen = {v.strip().lower() for v in value.split(",") if v.strip()}
@@ -138,13 +236,13 @@ def _signal_endpoint(base: str | None, signal_path: str, protocol: str) -> str:
     return f"{base}/{signal_path}"
 
 
-def _target(signal: str, path: str, args: dict, env) -> OtlpTarget | None:
+def _target(signal: str, path: str, options: ExportOptions, env) -> OtlpTarget | None:
     upper = signal.upper()
-    explicit = args.get("otlp_endpoint")
+    explicit = options.otlp_endpoint
     specific = _env(f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT", env)
     general = _env("OTEL_EXPORTER_OTLP_ENDPOINT", env)
     protocol = (
-        args.get("otlp_protocol")
+        options.otlp_protocol
         or _env(f"OTEL_EXPORTER_OTLP_{upper}_PROTOCOL", env)
         or _env("OTEL_EXPORTER_OTLP_PROTOCOL", env)
         or HTTP
@@ -159,7 +257,7 @@ def _target(signal: str, path: str, args: dict, env) -> OtlpTarget | None:
         endpoint = specific  # a per-signal endpoint is used as given
     else:
         endpoint = _signal_endpoint(general, path, protocol)
-    headers = args.get("otlp_headers")
+    headers = options.otlp_headers
     if headers is None:
         headers = parse_headers(
             _env(f"OTEL_EXPORTER_OTLP_{upper}_HEADERS", env)
@@ -177,30 +275,33 @@ def _target(signal: str, path: str, args: dict, env) -> OtlpTarget | None:
     return OtlpTarget(endpoint, protocol, dict(headers), timeout_s)
 
 
-def export_settings(env=None, **args) -> ExportSettings:
-    """The settings from session arguments (None: not given), else the environment.
+def export_settings(options: ExportOptions | None = None, env=None) -> ExportSettings:
+    """The settings from `options` (None: not given), else the environment `env`
+    (default `os.environ`); a bad variable raises SettingsError.
 
-    >>> export_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"}).otlp_traces.endpoint
+    >>> env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"}
+    >>> export_settings(env=env).otlp_traces.endpoint
     'http://otel:4318/v1/traces'
     """
+    options = ExportOptions() if options is None else options
     env = os.environ if env is None else env
     traces = _exporters(
-        args.get("traces_exporter") or _env("OTEL_TRACES_EXPORTER", env),
-        {"otlp", "none"},
+        options.traces_exporter or _env("OTEL_TRACES_EXPORTER", env),
+        TRACES_EXPORTERS,
         "OTEL_TRACES_EXPORTER",
     )
     metrics = _exporters(
-        args.get("metrics_exporter") or _env("OTEL_METRICS_EXPORTER", env),
-        {"otlp", "prometheus", "none"},
+        options.metrics_exporter or _env("OTEL_METRICS_EXPORTER", env),
+        METRICS_EXPORTERS,
         "OTEL_METRICS_EXPORTER",
     )
-    endpoint_set = bool(args.get("otlp_endpoint") or _env("OTEL_EXPORTER_OTLP_ENDPOINT", env))
+    endpoint_set = bool(options.otlp_endpoint or _env("OTEL_EXPORTER_OTLP_ENDPOINT", env))
     trace_endpoint = endpoint_set or bool(_env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", env))
     metric_endpoint = endpoint_set or bool(_env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", env))
     want_traces = "otlp" in traces if traces is not None else trace_endpoint
     want_metrics = "otlp" in metrics if metrics is not None else metric_endpoint
 
-    port = args.get("prometheus_port")
+    port = options.prometheus_port
     if port is None and _env("SCALABLE_PROMETHEUS_PORT", env):
         try:
             port = int(_env("SCALABLE_PROMETHEUS_PORT", env))
@@ -211,14 +312,14 @@ def export_settings(env=None, **args) -> ExportSettings:
     if port is not None and not 0 <= int(port) <= 65535:
         raise SettingsError(f"Prometheus port {port} is not a port number")
     return ExportSettings(
-        otlp_traces=_target("traces", "v1/traces", args, env) if want_traces else None,
-        otlp_metrics=_target("metrics", "v1/metrics", args, env) if want_metrics else None,
+        otlp_traces=_target("traces", "v1/traces", options, env) if want_traces else None,
+        otlp_metrics=_target("metrics", "v1/metrics", options, env) if want_metrics else None,
         prometheus_port=int(port) if port is not None else None,
-        prometheus_host=args.get("prometheus_host")
+        prometheus_host=options.prometheus_host
         or _env("SCALABLE_PROMETHEUS_HOST", env)
         or "127.0.0.1",
-        pushgateway_url=args.get("pushgateway_url") or _env("SCALABLE_PUSHGATEWAY_URL", env),
-        otlp_json_file=_otlp_file(args.get("otlp_file"), env),
+        pushgateway_url=options.pushgateway_url or _env("SCALABLE_PUSHGATEWAY_URL", env),
+        otlp_json_file=_otlp_file(options.otlp_file, env),
     )
 
 

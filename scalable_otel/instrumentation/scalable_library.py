@@ -33,6 +33,7 @@ import weakref
 import wrapt
 from opentelemetry.instrumentation.utils import unwrap
 
+from .. import cache
 from ..submission import (
     MAP_OPTIONS,
     SUBMIT_OPTIONS,
@@ -149,6 +150,12 @@ def record_cache_lookups() -> None:
     _when_imported(CACHING_MODULE, _patch_cache)
 
 
+def watch_when_reporting() -> None:
+    """Record the package's cache lookups whenever a run receives this process's lookups
+    (a sink is set in `scalable_otel.cache`); idempotent."""
+    cache.add_sink_hook(record_cache_lookups)
+
+
 _computing = threading.local()  # .lookups: this thread's misses still computing
 
 
@@ -223,8 +230,6 @@ class _Lookup:
         _computing.lookups.add(self)
 
     def report(self, finished: bool = True) -> None:
-        from .. import cache
-
         getattr(_computing, "lookups", set()).discard(self)
         if self.reported or self.decided is None:
             return
@@ -334,3 +339,7 @@ def _safely(patch, module) -> None:
         logger.warning(
             "scalable-otel: %s is not instrumented (%s); it works as usual", module.__name__, exc
         )
+
+
+# whoever imports this module and sets a sink (a test, say) gets the package's lookups too
+watch_when_reporting()

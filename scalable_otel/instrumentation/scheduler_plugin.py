@@ -6,20 +6,9 @@ the deque and turns the records into spans and metrics. When the scheduler
 runs in another process (a `tcp://` target) the plugin instead forwards its
 records in batches to the client through Dask's event topics.
 
-Record shapes (first item is the kind, second the scheduler time in epoch s):
-    ("submit", t, key, name, dependency_keys)
-    ("ready", t, key)
-    ("done", t, key, worker, start, stop, nbytes, typename)
-    ("error", t, key, worker, start, stop, exception_text, traceback_text)
-    ("dep_error", t, key, blame_key, blame_name)
-    ("requeue", t, key, finish_state, stimulus_id)
-    ("forgotten", t, key)
-    ("worker_added", t, address, name, nthreads, memory_limit, host, pid)
-    ("worker_status", t, address, status)
-    ("worker_removed", t, address, lost_task_count, stimulus_id, lost_result_count)
-    ("worker_memory_restart", t, address, rss)
-    ("worker_batch", t, address, payload)
-    ("sync", t, token)
+Records are plain tuples `(kind, t, *fields)`, t the scheduler's time in epoch s; each
+kind this plugin makes and its fields are declared once, in `semconv.RECORDS` (the table
+of docs/telemetry-schema.md, "Lifecycle records").
 """
 
 from __future__ import annotations
@@ -35,8 +24,8 @@ _READY_STATES = frozenset({"processing", "queued", "no-worker"})
 _REQUEUE_STATES = frozenset({"released", "waiting"})
 # processing -> memory | erred: the record's kind and the two transition kwargs it keeps
 _OUTCOMES = {
-    "memory": ("done", "nbytes", "typename"),
-    "erred": ("error", "exception_text", "traceback_text"),
+    "memory": (sc.RECORD_DONE, "nbytes", "typename"),
+    "erred": (sc.RECORD_ERROR, "exception_text", "traceback_text"),
 }
 
 
@@ -124,7 +113,7 @@ class TaskRecordPlugin(SchedulerPlugin):
 
     def sync(self, token: str) -> None:
         """Mark this point in the record stream; the recorder reports when it gets there."""
-        self.records.append(("sync", time.time(), token))
+        self.records.append((sc.RECORD_SYNC, time.time(), token))
         if self.forward:
             self._forward()
 
@@ -147,7 +136,7 @@ class TaskRecordPlugin(SchedulerPlugin):
             if ts is None or ts.run_spec is None or ts.state != "released":
                 continue
             deps = [d.key for d in ts.dependencies] if ts.dependencies else []
-            append(("submit", now, key, ts.prefix.name, deps))
+            append((sc.RECORD_SUBMIT, now, key, ts.prefix.name, deps))
 
     def transition(self, key, start, finish, *args, stimulus_id=None, **kwargs) -> None:
         if start == "processing":
@@ -164,12 +153,14 @@ class TaskRecordPlugin(SchedulerPlugin):
                      first_value, kwargs.get(second))
                 )  # fmt: skip
             elif finish in _REQUEUE_STATES:
-                self.records.append(("requeue", time.time(), key, finish, stimulus_id or ""))
+                self.records.append(
+                    (sc.RECORD_REQUEUE, time.time(), key, finish, stimulus_id or "")
+                )
             return
         if finish in _READY_STATES:
             if key not in self._ready:
                 self._ready.add(key)
-                self.records.append(("ready", time.time(), key))
+                self.records.append((sc.RECORD_READY, time.time(), key))
             return
         self._ready.discard(key)
         if finish == "erred":
@@ -179,9 +170,9 @@ class TaskRecordPlugin(SchedulerPlugin):
                 blame = ts.exception_blame if ts is not None else None
                 if blame is not None:
                     blame_key, blame_name = blame.key, blame.prefix.name
-            self.records.append(("dep_error", time.time(), key, blame_key, blame_name))
+            self.records.append((sc.RECORD_DEP_ERROR, time.time(), key, blame_key, blame_name))
         elif finish == "forgotten":
-            self.records.append(("forgotten", time.time(), key))
+            self.records.append((sc.RECORD_FORGOTTEN, time.time(), key))
 
     # --- workers ----------------------------------------------------------------------
     def _worker_added(self, scheduler, ws, now) -> None:
@@ -193,7 +184,7 @@ class TaskRecordPlugin(SchedulerPlugin):
                 details = None
         self.records.append(
             (
-                "worker_added",
+                sc.RECORD_WORKER_ADDED,
                 now,
                 ws.address,
                 str(ws.name),
@@ -215,16 +206,18 @@ class TaskRecordPlugin(SchedulerPlugin):
 
     def log_event(self, topic, msg) -> None:
         if topic == sc.WORKER_TOPIC:
-            self.records.append(("worker_batch", time.time(), msg.get("worker"), msg))
+            self.records.append((sc.RECORD_WORKER_BATCH, time.time(), msg.get("worker"), msg))
         elif isinstance(msg, dict):
             action = msg.get("action")
             if action == "worker-status-change" and topic != "all":
-                self.records.append(("worker_status", time.time(), topic, msg.get("status")))
+                self.records.append(
+                    (sc.RECORD_WORKER_STATUS, time.time(), topic, msg.get("status"))
+                )
             elif action == "remove-worker" and topic == "all":
                 lost = len(msg.get("processing-tasks") or ())
                 self.records.append(
                     (
-                        "worker_removed",
+                        sc.RECORD_WORKER_REMOVED,
                         time.time(),
                         msg.get("worker"),
                         lost,
@@ -234,5 +227,10 @@ class TaskRecordPlugin(SchedulerPlugin):
                 )
             elif topic == "worker-restart-memory":  # the nanny, as it terminates its worker
                 self.records.append(
-                    ("worker_memory_restart", time.time(), msg.get("worker"), msg.get("rss"))
+                    (
+                        sc.RECORD_WORKER_MEMORY_RESTART,
+                        time.time(),
+                        msg.get("worker"),
+                        msg.get("rss"),
+                    )
                 )

@@ -22,13 +22,15 @@ OpenTelemetry API makes spans under that task's span, in the run's trace.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Callable
 
 from opentelemetry import context, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from ..ids import task_span_id
+from ..span_records import span_record
 
 logger = logging.getLogger(__name__)
 
@@ -45,17 +47,6 @@ def add_task_end_hook(hook: Callable[[], None]) -> None:
     with _lock:
         if hook not in _task_end_hooks:
             _task_end_hooks.append(hook)
-
-
-def key_text(key) -> str:
-    """A Dask key as one string (as the run directory writes it)."""
-    return key if isinstance(key, str) else str(key)
-
-
-def task_span_id(run_id: str, key) -> int:
-    """The span id of a task's span: the same in the telemetry process and on workers."""
-    digest = hashlib.blake2b(f"{run_id}\0{key_text(key)}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") or 1
 
 
 def task_span_context(run_id: str, trace_id: int, key) -> SpanContext:
@@ -157,56 +148,6 @@ class _ToRun:
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
-
-
-def span_record(span) -> dict:
-    """An ended SDK span as plain JSON-ready data, ids in hex (`readable_span` builds it
-    back)."""
-    ctx = span.context
-    return {
-        "name": span.name,
-        "trace_id": format(ctx.trace_id, "032x"),
-        "span_id": format(ctx.span_id, "016x"),
-        "parent_id": format(span.parent.span_id, "016x") if span.parent is not None else None,
-        "start": span.start_time,
-        "end": span.end_time,
-        "kind": span.kind.value,
-        "attributes": dict(span.attributes or {}),
-        "events": [[e.name, e.timestamp, dict(e.attributes or {})] for e in span.events],
-        "status": [span.status.status_code.value, span.status.description],
-        "scope": (
-            [span.instrumentation_scope.name, span.instrumentation_scope.version]
-            if span.instrumentation_scope is not None
-            else ["", None]
-        ),
-    }
-
-
-def readable_span(record: dict, resource):
-    """The `ReadableSpan` of a `span_record`, for the run's span processors."""
-    from opentelemetry.sdk.trace import Event, ReadableSpan
-    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-    from opentelemetry.trace import SpanKind, Status, StatusCode
-
-    flags = TraceFlags(TraceFlags.SAMPLED)
-    trace_id = int(record["trace_id"], 16)
-    parent = None
-    if record["parent_id"]:
-        parent = SpanContext(trace_id, int(record["parent_id"], 16), True, flags)
-    code, description = record["status"]
-    return ReadableSpan(
-        name=record["name"],
-        context=SpanContext(trace_id, int(record["span_id"], 16), False, flags),
-        parent=parent,
-        resource=resource,
-        attributes=record["attributes"],
-        events=[Event(name, attrs, ts) for name, ts, attrs in record["events"]],
-        kind=SpanKind(record["kind"]),
-        status=Status(StatusCode(code), description),
-        start_time=record["start"],
-        end_time=record["end"],
-        instrumentation_scope=InstrumentationScope(*record["scope"]),
-    )
 
 
 def _set_log_record_factory() -> None:

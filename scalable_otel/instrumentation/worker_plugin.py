@@ -146,7 +146,9 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         self._spans: list = []
         self._last_cpu = (time.time(), _cpu_seconds())
         from .. import cache
+        from .scalable_library import watch_when_reporting
 
+        watch_when_reporting()  # the Scalable tool's lookups in tasks too
         cache.set_worker_sink(self._cache_lookup, self.cache_dir)
         if self.run_id and self.trace_id:
             from . import task_context

@@ -48,14 +48,14 @@ def run_session(args) -> None:
 
 def session_of(args):
     """The session the driver's arguments ask for (not started)."""
-    from scalable_otel import ScalableSession
+    from scalable_otel import RecordingOptions, ScalableSession
 
     return ScalableSession(
         target="local",
         n_workers=args.workers,
         threads_per_worker=1,
         project=args.project,
-        flush_interval=args.flush_interval,
+        recording=RecordingOptions(flush_interval=args.flush_interval),
     )
 
 
@@ -101,9 +101,9 @@ def run_instrumented(args) -> None:
     its run is finished by the instrumentor when the interpreter exits."""
     from distributed import Client, LocalCluster
 
-    from scalable_otel import DaskInstrumentor
+    from scalable_otel import DaskInstrumentor, RecordingOptions
 
-    DaskInstrumentor().instrument(flush_interval=args.flush_interval)
+    DaskInstrumentor().instrument(recording=RecordingOptions(flush_interval=args.flush_interval))
     cluster = LocalCluster(
         n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None
     )

@@ -26,7 +26,7 @@ import orjson
 import pytest
 from distributed import LocalCluster
 
-from scalable_otel import ScalableSession
+from scalable_otel import ExportOptions, ScalableSession
 from scalable_otel.exporters.backends import CLOSE_WAIT_S
 from tests import workloads
 from tests.integration.test_otlp import SilentServer, closed_port
@@ -41,10 +41,11 @@ BACKENDS = [
 ]
 
 
-def one_run(address: str, runs_dir, **otlp) -> dict:
+def one_run(address: str, runs_dir, exports: ExportOptions | None = None) -> dict:
     """Seconds of the whole run, of its start, of its body (the workflow), of its close."""
     started = time.monotonic()
-    with ScalableSession(address, project="otlp-down", runs_dir=runs_dir, **otlp) as session:
+    session = ScalableSession(address, project="otlp-down", runs_dir=runs_dir, exports=exports)
+    with session:
         body = time.monotonic()
         results = session.gather(
             session.map(workloads.sleep_then, range(8), seconds=0.15, pure=False)
@@ -54,7 +55,7 @@ def one_run(address: str, runs_dir, **otlp) -> dict:
     assert results == list(range(8))
     meta = orjson.loads((session.run_dir / "run.json").read_bytes())
     assert meta["status"] == "completed" and meta["tasks_completed"] == 8
-    if otlp:
+    if exports:
         assert meta["telemetry_spans_dropped"] > 0  # counted, not delivered
     return {
         "total": ended - started,
@@ -71,12 +72,11 @@ def timings(tmp_path_factory):
     hung = SilentServer()
     refused = closed_port()
     ports = {"refuses": refused, "never answers": hung.port}
-    variants = {None: {}}
+    variants = {None: None}
     for protocol, behaviour in BACKENDS:
-        variants[(protocol, behaviour)] = {
-            "otlp_endpoint": f"http://127.0.0.1:{ports[behaviour]}",
-            "otlp_protocol": protocol,
-        }
+        variants[(protocol, behaviour)] = ExportOptions(
+            otlp_endpoint=f"http://127.0.0.1:{ports[behaviour]}", otlp_protocol=protocol
+        )
     results = {variant: [] for variant in variants}
     try:
         with LocalCluster(
@@ -84,8 +84,8 @@ def timings(tmp_path_factory):
         ) as cluster:
             one_run(cluster.scheduler_address, runs_dir)  # warm: imports, first connections
             for _ in range(ROUNDS):
-                for variant, otlp in variants.items():
-                    results[variant].append(one_run(cluster.scheduler_address, runs_dir, **otlp))
+                for variant, exports in variants.items():
+                    results[variant].append(one_run(cluster.scheduler_address, runs_dir, exports))
     finally:
         hung.close()
     return results

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from distributed import KilledWorker
 
-from scalable_otel import ScalableSession
+from scalable_otel import ClusterOptions, ScalableSession
 from tests import workloads
 from tests.conftest import events, read_jsonl, wait_for
 from tests.faults import tasks
@@ -78,7 +78,7 @@ def memory_restart(tmp_path_factory):
         target="local",
         n_workers=1,
         threads_per_worker=1,
-        memory_limit="200MiB",
+        cluster=ClusterOptions(memory_limit="200MiB"),
         project="memory",
         runs_dir=project / "runs",
     ) as s:

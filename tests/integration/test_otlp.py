@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from scalable_otel import ScalableSession
+from scalable_otel import ExportOptions, RecordingOptions, ScalableSession
 from tests import workloads
 from tests.conftest import events
 from tests.integration.phoenix import phoenix  # noqa: F401  (the fixture)
@@ -45,9 +45,11 @@ def test_otlp_http_from_session_arguments(phoenix, project_dir):  # noqa: F811
         target="local",
         n_workers=1,
         project="otlp-http",
-        otlp_endpoint=phoenix.base_url,
-        otlp_protocol="http/protobuf",
-        metrics_exporter="none",  # Phoenix takes traces only
+        exports=ExportOptions(
+            otlp_endpoint=phoenix.base_url,
+            otlp_protocol="http/protobuf",
+            metrics_exporter="none",  # Phoenix takes traces only
+        ),
     ) as session:
         session.gather(session.map(traced_work, range(2)))
         session.gather(session.map(workloads.sleep_then, [1, 2], seconds=0.05))
@@ -112,8 +114,9 @@ def test_a_backend_down_costs_the_run_nothing_but_its_spans(
                 target="local",
                 n_workers=1,
                 project="down",
-                otlp_endpoint=endpoint,
-                recorder="thread",  # warnings of the recorder land in caplog
+                exports=ExportOptions(otlp_endpoint=endpoint),
+                # warnings of the recorder land in caplog
+                recording=RecordingOptions(recorder="thread"),
             ) as session:
                 session.gather(session.map(workloads.sleep_then, range(6), seconds=0.05))
                 closing = time.monotonic()

@@ -396,7 +396,7 @@ def test_final_values_reach_prometheus_through_the_pushgateway(prometheus, pushg
 def test_a_sessions_final_values_reach_prometheus(project_dir, prometheus, pushgateway):
     """(c) A real run's final task counts and durations, in Prometheus via the Pushgateway,
     under its run id."""
-    from scalable_otel import ScalableSession
+    from scalable_otel import ExportOptions, ScalableSession
 
     server = prometheus(pushgateway=pushgateway.address)
     with ScalableSession(
@@ -404,8 +404,7 @@ def test_a_sessions_final_values_reach_prometheus(project_dir, prometheus, pushg
         n_workers=1,
         threads_per_worker=1,
         project=PROJECT,
-        prometheus_port=0,
-        pushgateway_url=pushgateway.url,
+        exports=ExportOptions(prometheus_port=0, pushgateway_url=pushgateway.url),
     ) as session:
         futures = session.map(workloads.sleep_then, range(4), seconds=0.05)
         assert session.gather(futures) == [0, 1, 2, 3]

@@ -3,7 +3,7 @@
 The OpenTelemetry instrumentation of Dask, in the pattern of opentelemetry-python-contrib::
 
     from distributed import Client
-    from scalable_otel.instrumentation.instrumentor import DaskInstrumentor
+    from scalable_otel.instrumentor import DaskInstrumentor
 
     DaskInstrumentor().instrument(project="demeter")
     with Client("tcp://scheduler:8786") as client:  # a run directory opens here
@@ -32,27 +32,26 @@ other; the `tag=` of its `submit` and `map` becomes each task's component, and i
 `cacheable` lookups become cache.jsonl lines (see `scalable_library`).
 
 A failure of the telemetry never reaches the client: one warning, and the client works.
+
+Layering: this module sits above `session` (it makes a session for each client), the
+instrumentation below it; a session marks the clients it makes itself
+(`session.session_owns_client`) rather than being wrapped from here.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextvars
-import functools
+import inspect
 import logging
 import threading
-import weakref
 from collections.abc import Collection
 from typing import Any
 
 import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
-from opentelemetry.metrics import Observation
-from opentelemetry.sdk.trace import SpanProcessor
 
-from .. import semconv as sc
-from . import scalable_library
+from .instrumentation import scalable_library
 
 logger = logging.getLogger(__name__)
 
@@ -61,17 +60,11 @@ __all__ = ["DaskInstrumentor"]
 _instruments = ("distributed >= 2024.12",)
 
 # instrument() keywords that are not ScalableSession's: the client decides these
-_CLUSTER_ONLY = frozenset(
-    {"target", "n_workers", "threads_per_worker", "memory_limit", "cluster_kwargs"}
-)
+_CLUSTER_ONLY = frozenset({"target", "n_workers", "threads_per_worker", "cluster"})
 _PROVIDER_KWARGS = frozenset({"tracer_provider", "meter_provider"})
 _CLIENT_METHODS = ("__init__", "close", "__exit__", "shutdown")
 _SEEN = "_scalable_otel_seen"  # on a client: considered once, attached at most once
 
-# True while a ScalableSession creates its own client: that session records the run
-_session_owns_client: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "scalable_otel_session_owns_client", default=False
-)
 _atexit_registered = False
 
 
@@ -81,7 +74,7 @@ class DaskInstrumentor(BaseInstrumentor):
     Example::
 
         from opentelemetry.sdk.trace import TracerProvider
-        from scalable_otel.instrumentation.instrumentor import DaskInstrumentor
+        from scalable_otel.instrumentor import DaskInstrumentor
 
         provider = TracerProvider()  # with your own span processors
         DaskInstrumentor().instrument(runs_dir="runs", tracer_provider=provider)
@@ -90,11 +83,15 @@ class DaskInstrumentor(BaseInstrumentor):
 
     Keywords of `instrument()`:
 
-    - `runs_dir`, `project`, and the other `ScalableSession` keywords that do not pick a
-      cluster (`cache_dir`, `flush_interval`, `otlp_endpoint`, `prometheus_port`,
-      `recorder`, ...). Unset, they come from the environment as for a session:
-      $SCALABLE_RUNS_DIR, `OTEL_EXPORTER_OTLP_*`, `OTEL_TRACES_EXPORTER`,
-      `OTEL_SDK_DISABLED`... Unknown keywords are ignored with a warning.
+    - `runs_dir`, `project`, `manifest`, `cache_dir` and the option objects of
+      `ScalableSession` that do not pick a cluster: `exports=ExportOptions(...)`,
+      `redaction=Redaction(...)`, `pipeline=PipelineOptions(...)`,
+      `recording=RecordingOptions(...)` (as `ScalableSession.attach`). Unset, they
+      come from the environment as for a session: $SCALABLE_RUNS_DIR,
+      `OTEL_EXPORTER_OTLP_*`, `OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED`... A keyword
+      that moved into an option object (`otlp_endpoint=`, `flush_interval=`...) raises a
+      TypeError naming it; other unknown keywords (`n_workers`: the client decides) are
+      ignored with a warning.
     - `tracer_provider`: an SDK `TracerProvider` whose span processors also receive every
       span of every run (the same spans, ids and trace as the run directory, with the
       run's resource). The spans are made by the run's own pipeline, whose id generator
@@ -123,15 +120,12 @@ class DaskInstrumentor(BaseInstrumentor):
         global _atexit_registered
         from distributed import Client
 
-        from ..session import ScalableSession
-
         self._options = _session_options(kwargs)
         self._live = {}
         wrapt.wrap_function_wrapper(Client, "__init__", self._client_created)
         wrapt.wrap_function_wrapper(Client, "close", self._client_closing)
         wrapt.wrap_function_wrapper(Client, "shutdown", self._client_closing)
         wrapt.wrap_function_wrapper(Client, "__exit__", self._client_exiting)
-        wrapt.wrap_function_wrapper(ScalableSession, "start", _session_start)
         scalable_library.instrument_client(self._session_of)
         if not _atexit_registered:
             # before Dask's own exit hook (atexit runs last-registered first): a client
@@ -142,11 +136,8 @@ class DaskInstrumentor(BaseInstrumentor):
     def _uninstrument(self, **kwargs: Any) -> None:
         from distributed import Client
 
-        from ..session import ScalableSession
-
         for name in _CLIENT_METHODS:
             unwrap(Client, name)
-        unwrap(ScalableSession, "start")
         scalable_library.uninstrument_client()
         self.finish_runs()
         scalable_library.stop_recording_cache_lookups()
@@ -168,7 +159,9 @@ class DaskInstrumentor(BaseInstrumentor):
     # --- the wrappers ---------------------------------------------------------------------
     def _client_created(self, wrapped, client, args, kwargs):
         wrapped(*args, **kwargs)
-        if not _session_owns_client.get():
+        from .session import session_owns_client
+
+        if not session_owns_client.get():
             try:
                 self._attach(client)
             except Exception as exc:
@@ -200,7 +193,7 @@ class DaskInstrumentor(BaseInstrumentor):
             return
         if client.asynchronous or client.status != "running":
             return
-        from ..session import ScalableSession
+        from .session import ScalableSession
 
         address = client.scheduler.address
         with self._lock:
@@ -244,14 +237,6 @@ class _Reserved:
         self.target = target
 
 
-def _session_start(wrapped, session, args, kwargs):
-    token = _session_owns_client.set(True)
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        _session_owns_client.reset(token)
-
-
 def _inside_dask(client) -> bool:
     """A client made in a task (`get_client()`, `worker_client()`) or by a worker."""
     from distributed.worker import get_worker
@@ -272,198 +257,19 @@ def _finish_runs_at_exit() -> None:
 
 
 def _session_options(kwargs: dict) -> dict:
-    """The keywords of `instrument()` that `ScalableSession.attach` takes; others warned of."""
-    import inspect
+    """The keywords of `instrument()` that `ScalableSession.attach` takes; a keyword that
+    moved into an option object raises TypeError naming it, others are warned of."""
 
-    from ..session import ScalableSession
+    from .options import MOVED_KEYWORDS, moved_keyword_error
+    from .session import ScalableSession
 
-    accepted = set(inspect.signature(ScalableSession.__init__).parameters) - {"self"}
+    for name in kwargs:
+        if name in MOVED_KEYWORDS:
+            raise moved_keyword_error("DaskInstrumentor.instrument", name)
+    parameters = inspect.signature(ScalableSession.__init__).parameters.values()
+    accepted = {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
     accepted = (accepted - _CLUSTER_ONLY) | _PROVIDER_KWARGS
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         logger.warning("scalable-otel: DaskInstrumentor ignores %s", ", ".join(unknown))
     return {name: value for name, value in kwargs.items() if name in accepted}
-
-
-# --- tracer_provider: the run's spans to another provider's processors --------------------
-class _ForwardingSpanProcessor(SpanProcessor):
-    """On the run's provider: hands each span to another provider's span processors."""
-
-    def __init__(self, target):
-        self._target = target
-
-    def on_start(self, span, parent_context=None) -> None:
-        try:
-            self._target.on_start(span, parent_context=parent_context)
-        except Exception:
-            logger.debug("scalable-otel: a forwarded span processor failed", exc_info=True)
-
-    def on_end(self, span) -> None:
-        try:
-            self._target.on_end(span)
-        except Exception:
-            logger.debug("scalable-otel: a forwarded span processor failed", exc_info=True)
-
-    def shutdown(self) -> None:
-        # the run ends, not the provider: its exporters get the run's last spans and go on
-        self.force_flush()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        try:
-            return self._target.force_flush(timeout_millis)
-        except Exception:
-            logger.debug("scalable-otel: a forwarded span processor failed", exc_info=True)
-            return False
-
-
-def forward_spans_to(tracer_provider) -> SpanProcessor | None:
-    """A span processor for a run's pipeline that passes every span to the span processors
-    of `tracer_provider` (an SDK `TracerProvider`); None, with a warning, for another kind.
-
-    Example::
-
-        processor = forward_spans_to(my_tracer_provider)
-        ScalableSession(span_processors=[processor])
-    """
-    # The SDK has no public accessor for a provider's processors; this attribute has held
-    # them (a multi-span processor, which add_span_processor extends) since SDK 1.0.
-    target = getattr(tracer_provider, "_active_span_processor", None)
-    if target is None:
-        logger.warning(
-            "scalable-otel: tracer_provider %s is not an OpenTelemetry SDK TracerProvider; "
-            "the run's spans go to the run directory and the configured exporters only",
-            type(tracer_provider).__name__,
-        )
-        return None
-    return _ForwardingSpanProcessor(target)
-
-
-# --- meter_provider: the run's metrics on another provider's instruments -------------------
-class _Tee:
-    """A synchronous instrument standing for two: each measurement goes to both."""
-
-    def __init__(self, own, mirror):
-        self._own = own
-        self._mirror = mirror
-
-    def __getattr__(self, method):
-        own, mirror = getattr(self._own, method), getattr(self._mirror, method)
-
-        def measure(*args, **kwargs):
-            own(*args, **kwargs)
-            try:
-                mirror(*args, **kwargs)
-            except Exception:
-                logger.debug("scalable-otel: a mirrored instrument failed", exc_info=True)
-
-        return measure
-
-
-class _MetricMirror:
-    """The run metrics of this process's runs, on the instruments of one meter.
-
-    An SDK meter keeps the callbacks of an observable instrument's first creation only,
-    so each observable instrument is created once here and observes every run: a counter
-    reports its runs' sum (the final counts of finished runs kept, so it only grows),
-    other observables report the runs still going.
-    """
-
-    def __init__(self, meter):
-        self._meter = meter
-        self._lock = threading.Lock()
-        self._instruments: dict = {}  # (method, name) -> instrument
-        self._sources: dict = {}  # name -> [(session, callback)]
-        self._finished: dict = {}  # name -> {attributes: value} of finished runs (counters)
-
-    def instrument(self, method: str, name: str, args, kwargs):
-        with self._lock:
-            if (method, name) not in self._instruments:
-                create = getattr(self._meter, method)
-                self._instruments[method, name] = create(name, *args, **kwargs)
-            return self._instruments[method, name]
-
-    def observe(self, method: str, session, name: str, callbacks=None, **kwargs):
-        with self._lock:
-            self._sources.setdefault(name, []).extend((session, cb) for cb in callbacks or ())
-        keep_finished = method == "create_observable_counter"
-        callback = functools.partial(self._observe, name, keep_finished)
-        return self.instrument(method, name, ([callback],), kwargs)
-
-    def _observe(self, name: str, keep_finished: bool, options):
-        with self._lock:
-            finished = self._finished.setdefault(name, {})
-            totals = dict(finished)
-            going = []
-            for session, callback in self._sources.get(name, ()):
-                done = session._recording is None  # checked first: then these values are final
-                values = [
-                    (frozenset((o.attributes or {}).items()), o.value) for o in callback(options)
-                ]
-                if not done:
-                    going.append((session, callback))
-                elif not keep_finished:
-                    continue  # a finished run has no workers connected
-                for key, value in values:
-                    totals[key] = totals.get(key, 0) + value
-                    if done:
-                        finished[key] = finished.get(key, 0) + value
-            self._sources[name] = going
-        return [Observation(value, dict(key)) for key, value in totals.items()]
-
-
-class _RunMeter:
-    """What a run's recorder gets as its meter: the mirror's instruments, one run's
-    callbacks."""
-
-    def __init__(self, mirror: _MetricMirror, session):
-        self._mirror = mirror
-        self._session = session
-
-    def __getattr__(self, method: str):
-        if method.startswith("create_observable_"):
-            return functools.partial(self._mirror.observe, method, self._session)
-        if method.startswith("create_"):
-            return lambda name, *args, **kwargs: self._mirror.instrument(method, name, args, kwargs)
-        raise AttributeError(method)
-
-
-_mirrors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_mirrors_lock = threading.Lock()
-
-
-def mirror_metrics(session, meter_provider) -> None:
-    """Record the metrics of `session`'s run (recorder in a thread) also on a meter of
-    `meter_provider`; on failure warn and leave the run's own metrics as they are.
-
-    Example::
-
-        session = ScalableSession.attach(client, meter_provider=my_meter_provider)
-    """
-    from .. import __version__
-
-    try:
-        with _mirrors_lock:
-            mirror = _mirrors.get(meter_provider)
-            if mirror is None:
-                meter = meter_provider.get_meter(sc.INSTRUMENTATION_SCOPE, __version__)
-                mirror = _mirrors[meter_provider] = _MetricMirror(meter)
-        recorder = session._recording._run.recorder
-    except Exception as exc:
-        logger.warning(
-            "scalable-otel: the run's metrics are not mirrored to meter_provider (%s)", exc
-        )
-        return
-    # The recorder defines its instruments once; made again on the mirror, each
-    # synchronous one becomes a tee and each observable one is observed there too.
-    own = dict(vars(recorder))
-    try:
-        recorder._make_instruments(_RunMeter(mirror, session))
-        for name, value in list(vars(recorder).items()):
-            if name in own and own[name] is not value:
-                setattr(recorder, name, _Tee(own[name], value))
-    except Exception as exc:
-        for name, value in own.items():  # the run's own instruments, as they were
-            setattr(recorder, name, value)
-        logger.warning(
-            "scalable-otel: the run's metrics are not mirrored to meter_provider (%s)", exc
-        )
