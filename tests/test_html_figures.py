@@ -9,7 +9,6 @@ import orjson
 import pytest
 
 from scalable_otel.analysis import load_run, report
-from scalable_otel.analysis.columns import write_columnar_copy
 from scalable_otel.analysis.html import header_counts, html_report
 from scalable_otel.analysis.html.attempts import busy_bin_count
 from scalable_otel.analysis.html.durations import MAX_DURATION_DOTS
@@ -17,6 +16,7 @@ from scalable_otel.analysis.html.failures import MAX_FAILURE_ROWS, lines_holding
 from scalable_otel.analysis.html.figures import figures, payload
 from scalable_otel.analysis.html.page import asset
 from scalable_otel.analysis.html.resources import MAX_RESOURCE_POINTS
+from scalable_otel.exporters.columnar import write_columnar_copy
 from tests.conftest import REPO
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
