@@ -45,24 +45,25 @@ def lines_holding(path: Path, needle: bytes, block: int = 4 << 20) -> Iterator[d
         tail = b""
         while chunk := f.read(block):
             data = tail + chunk
-            whole = data.rfind(b"\n") + 1
-            data, tail = data[:whole], data[whole:]
-            yield from _holding(data, needle)
-        yield from _holding(tail, needle)
+            whole = data.rfind(b"\n") + 1  # the lines up to here are whole
+            yield from _holding(data, needle, whole)
+            tail = data[whole:]
+        yield from _holding(tail, needle, len(tail))
 
 
-def _holding(data: bytes, needle: bytes) -> Iterator[dict | None]:
-    at = data.find(needle)
+def _holding(data: bytes, needle: bytes, limit: int) -> Iterator[dict | None]:
+    """The lines of `data[:limit]` holding `needle`, parsed."""
+    at = data.find(needle, 0, limit)
     while at != -1:
         start = data.rfind(b"\n", 0, at) + 1
-        end = data.find(b"\n", at)
-        end = len(data) if end == -1 else end
+        end = data.find(b"\n", at, limit)
+        end = limit if end == -1 else end
         try:
             value = orjson.loads(data[start:end])
         except orjson.JSONDecodeError:
             value = None
         yield value if isinstance(value, dict) else None
-        at = data.find(needle, end)
+        at = data.find(needle, end, limit)
 
 
 def _row(line: dict, at_us: int | None, t0_us: int | None) -> dict:

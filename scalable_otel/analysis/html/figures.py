@@ -67,22 +67,25 @@ def _counts(summary: dict) -> dict:
     }
 
 
-def figures(run, max_bars: int = MAX_BARS) -> dict:
+def figures(run, max_bars: int = MAX_BARS, *, summary: dict | None = None) -> dict:
     """Everything the page shows, as plain Python values (see the package docstring).
 
-    `run` is what `load_run` returns. Times are seconds since `start_us` (epoch
-    microseconds: the run's start, else its first line), up to `t_end` (its end, else its
-    last line). The keys: `counts` (the header's, from the run report), `total_attempts`,
-    `drawn` (the timeline's bars: key, attempt, task, w (worker row), lane, start, end,
-    status, duration, queue, args, error), `busy` (per worker row, busy threads per time
-    bin, when not every attempt is drawn), `workers` (the timeline's rows), `stats` (per
-    task name), `resources` (CPU and memory series per worker row), `failures` (the
-    earliest rows) and `failures_total`, `cache`, `skipped_lines`.
+    `run` is what `load_run` returns; `summary` its run report (`report(run)`) when the
+    caller has made it already, so that the run's files are not read twice for it.
+
+    Times are seconds since `start_us` (epoch microseconds: the run's start, else its
+    first line), up to `t_end` (its end, else its last line). The keys: `counts` (the
+    header's, from the run report), `total_attempts`, `drawn` (the timeline's bars: key,
+    attempt, task, w (worker row), lane, start, end, status, duration, queue, args,
+    error), `busy` (per worker row, busy threads per time bin, when not every attempt is
+    drawn), `workers` (the timeline's rows), `stats` (per task name), `resources` (CPU
+    and memory series per worker row), `failures` (the earliest rows) and
+    `failures_total`, `cache`, `skipped_lines`.
     """
     if not hasattr(run, "meta"):
         run = load_run(run)
     with _one_thread():
-        return _figures(run, max_bars)
+        return _figures(run, max_bars, report(run) if summary is None else summary)
 
 
 @contextlib.contextmanager
@@ -97,8 +100,7 @@ def _one_thread():
         query_files(f"SET threads = {int(threads)}", {})
 
 
-def _figures(run, max_bars: int) -> dict:
-    summary = report(run)
+def _figures(run, max_bars: int, summary: dict) -> dict:
     worker_lines, _ = read_lines(Path(run.path) / WORKERS)
     with Attempts(run.path) as attempts:
         first, last = time_bounds(run.path)

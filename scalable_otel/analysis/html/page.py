@@ -277,13 +277,14 @@ def _timeline_note(fig: dict) -> str:
     )
 
 
-def html_report(run, *, max_bars: int = MAX_BARS) -> str:
+def html_report(run, *, max_bars: int = MAX_BARS, summary: dict | None = None) -> str:
     """The HTML report of one run, as one self-contained page (see the package docstring).
 
     `run` is what `load_run` returns (a run id, a unique prefix of one or a run directory
     path is loaded with `load_run` first). Files that are empty or missing columns, as in a
     run still in progress, a crashed run or a run without cache use, leave their section
-    empty. `max_bars` caps the attempts drawn on the timeline.
+    empty. `max_bars` caps the attempts drawn on the timeline. `summary` is the run's
+    report (`analysis.report.report(run)`) when the caller has made it already.
 
     >>> from scalable_otel.analysis import load_run                   # doctest: +SKIP
     >>> page = html_report(load_run(last=True))                        # doctest: +SKIP
@@ -296,7 +297,7 @@ def html_report(run, *, max_bars: int = MAX_BARS) -> str:
         from ..load import load_run
 
         run = load_run(run)
-    fig = figures(run, max_bars)
+    fig = figures(run, max_bars, summary=summary)
     script = asset("report.js")
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
     csp = (
@@ -349,7 +350,9 @@ def html_report(run, *, max_bars: int = MAX_BARS) -> str:
     return "\n".join(p for p in parts if p) + "\n"
 
 
-def write_html_report(run, path: str | os.PathLike, *, max_bars: int = MAX_BARS) -> Path:
+def write_html_report(
+    run, path: str | os.PathLike, *, max_bars: int = MAX_BARS, summary: dict | None = None
+) -> Path:
     """Write `html_report(run)` to `path` (a directory gets `<run id>.html`); returns the file.
 
     >>> from scalable_otel.analysis import load_run                   # doctest: +SKIP
@@ -364,7 +367,7 @@ def write_html_report(run, path: str | os.PathLike, *, max_bars: int = MAX_BARS)
     if target.is_dir():
         target = target / f"{run.run_id}.html"
     make_private_dirs(target.parent)
-    page = html_report(run, max_bars=max_bars)
+    page = html_report(run, max_bars=max_bars, summary=summary)
     with replaced_atomically(target) as tmp:  # owner-only, like the run it shows
         tmp.write_text(page, encoding="utf-8")
     return target
