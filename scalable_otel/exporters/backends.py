@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .. import semconv as sc
+from ..args import redact_url
 from .settings import GRPC, HTTP, ExportSettings, OtlpTarget
 
 logger = logging.getLogger(__name__)
@@ -357,4 +358,4 @@ def _prometheus(backends: Backends, settings: ExportSettings, *, run_id: str, pr
     if export.url:
         backends.where["prometheus"] = export.url
     if settings.pushgateway_url:
-        backends.where["pushgateway"] = settings.pushgateway_url
+        backends.where["pushgateway"] = redact_url(settings.pushgateway_url)

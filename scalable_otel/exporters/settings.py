@@ -41,6 +41,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from urllib.parse import unquote
 
+from ..args import redact_url
+
 GRPC = "grpc"
 HTTP = "http/protobuf"
 PROTOCOLS = (GRPC, HTTP)
@@ -149,12 +151,13 @@ class OtlpTarget:
 
     endpoint: str
     protocol: str = HTTP
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
     timeout_s: float = 10.0
 
     def describe(self) -> str:
-        """The destination without its headers (for messages and run.json)."""
-        return f"{self.endpoint} ({self.protocol})"
+        """The destination without its headers nor the credentials of its URL (for
+        messages and run.json)."""
+        return f"{redact_url(self.endpoint)} ({self.protocol})"
 
 
 @dataclass
@@ -190,7 +193,7 @@ class ExportSettings:
         if self.prometheus_port is not None:
             out["prometheus"] = f"{self.prometheus_host}:{self.prometheus_port}"
         if self.pushgateway_url:
-            out["pushgateway"] = self.pushgateway_url
+            out["pushgateway"] = redact_url(self.pushgateway_url)
         return out
 
 

@@ -123,12 +123,15 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         cache_dir: str | None = None,
         run_id: str | None = None,
         trace_id: str | None = None,
+        redact_values: list | None = None,
     ):
         self.resource_interval = resource_interval
         self.flush_interval = flush_interval
         self.cache_dir = cache_dir
         self.run_id = run_id
         self.trace_id = trace_id  # hex: spans made inside tasks join the run's trace
+        # the user's redaction patterns, (pattern, flags): cut out of Dask's failure logs
+        self.redact_values = redact_values
 
     def setup(self, worker) -> None:
         from tornado.ioloop import PeriodicCallback
@@ -146,6 +149,10 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         self._spans: list = []
         self._last_cpu = (time.time(), _cpu_seconds())
         from .. import cache
+        from ..args import Redaction
+        from .worker_logs import scrub_worker_logs
+
+        self._unscrub_logs = scrub_worker_logs(Redaction(values=self.redact_values or ()))
         from .scalable_library import watch_when_reporting
 
         watch_when_reporting()  # the Scalable tool's lookups in tasks too
@@ -167,6 +174,7 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         from .. import cache
 
         cache.set_worker_sink(None, None)
+        self._unscrub_logs()
         if self.run_id:
             from . import task_context
 
