@@ -4,7 +4,7 @@ whole run: tests/test_secrets_everywhere.py)."""
 import logging
 
 from scalable_otel.args import REDACTED, Redaction
-from scalable_otel.exporters.settings import OtlpTarget, export_settings
+from scalable_otel.exporters.settings import ExportOptions, OtlpTarget, export_settings
 from scalable_otel.instrumentation.worker_logs import scrub_worker_logs
 from scalable_otel.span_records import scrubbed
 
@@ -24,8 +24,7 @@ def test_run_json_describes_exporters_without_credentials_or_headers():
         "pushgateway": "http://gateway:9091",
     }
     assert settings.otlp_traces.endpoint == "http://ann:pw-1@otel:4318/v1/traces"  # still used
-    shown = repr(settings) + repr(OtlpTarget("http://otel:4318", headers={"x-api-key": "hdr-2"}))
-    assert "hdr-2" not in shown
+    assert "hdr-2" not in repr(OtlpTarget("http://otel:4318", headers={"x-api-key": "hdr-2"}))
 
 
 def test_exception_events_and_status_of_a_span_from_a_task_are_scrubbed():
@@ -69,3 +68,16 @@ def test_dask_worker_failure_logs_are_scrubbed_while_a_run_is_attached(caplog):
     with caplog.at_level(logging.ERROR, logger="distributed.worker"):
         dask_logger.error("token=abc123")
     assert "token=abc123" in caplog.text  # undone: Dask's logs as they were
+
+
+def test_export_options_and_settings_show_no_credentials_or_headers():
+    options = ExportOptions(
+        otlp_endpoint="http://ann:pw-1@otel:4318",
+        otlp_headers={"x-api-key": "hdr-2"},
+        pushgateway_url="http://pg:pw-3@gateway:9091",
+    )
+    settings = export_settings(options, env={})
+    shown = repr(options) + repr(settings) + str(settings.otlp_traces)
+    for secret in ("pw-1", "hdr-2", "pw-3"):
+        assert secret not in shown
+    assert "http://otel:4318/v1/traces" in shown and "http://gateway:9091" in shown
