@@ -32,7 +32,7 @@ from . import semconv as sc
 from .args import Redaction
 from .exporters.settings import ExportSettings
 from .lifecycle import Recorder
-from .span_records import readable_span, scrubbed
+from .span_records import readable_span
 from .telemetry import build_pipeline, mirrored_meter
 
 logger = logging.getLogger(__name__)
@@ -80,9 +80,6 @@ class RunRecording:
         on_sync=None,
     ):
         self.finished = False  # set once the run's figures are final
-        # secrets cut out of error messages and tracebacks: the recorder's and those of
-        # exceptions recorded on spans made in tasks
-        self.redaction = Redaction(values=config.redact_values or ())
         self.pipeline = build_pipeline(
             Path(config.run_dir),
             config.run_id,
@@ -118,13 +115,12 @@ class RunRecording:
             run_id=config.run_id,
             ids=self.pipeline.ids,
             span_out=self._span_from_task,
-            redaction=self.redaction,
+            redaction=Redaction(values=config.redact_values or ()),
         )
 
     def _span_from_task(self, record: dict) -> None:
         """A span made by user code inside a task, sent by its worker: to every exporter."""
         resource = self.pipeline.tracer_provider.resource
-        record = scrubbed(record, self.redaction.scrub)
         self.pipeline.export_span(readable_span(record, resource))
 
     def finish(self, now: float, status: str | None) -> dict:

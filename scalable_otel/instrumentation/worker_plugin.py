@@ -23,6 +23,7 @@ import time
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .. import semconv as sc
+from ..span_records import scrubbed
 
 try:
     import resource
@@ -152,7 +153,8 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         from ..args import Redaction
         from .worker_logs import scrub_worker_logs
 
-        self._unscrub_logs = scrub_worker_logs(Redaction(values=self.redact_values or ()))
+        self._redaction = Redaction(values=self.redact_values or ())
+        self._unscrub_logs = scrub_worker_logs(self._redaction)
         from .scalable_library import watch_when_reporting
 
         watch_when_reporting()  # the Scalable tool's lookups in tasks too
@@ -219,6 +221,9 @@ class WorkerTelemetryPlugin(WorkerPlugin):
             self._cache.append(record)
 
     def _task_span(self, record: dict) -> None:
+        # cleaned here, before it leaves the worker: a batch stays in the scheduler's
+        # event log, which any client of that scheduler can read
+        record = scrubbed(record, self._redaction.scrub)
         with self._lock:
             if len(self._spans) < _MAX_PENDING_SPANS:
                 self._spans.append(record)
