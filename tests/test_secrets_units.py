@@ -3,8 +3,11 @@ whole run: tests/test_secrets_everywhere.py)."""
 
 import logging
 
+import pytest
+
+from scalable_otel.analysis.replay import ReplayError, replay
 from scalable_otel.args import REDACTED, Redaction
-from scalable_otel.exporters.settings import ExportOptions, OtlpTarget, export_settings
+from scalable_otel.exporters.settings import HTTP, ExportOptions, OtlpTarget, export_settings
 from scalable_otel.instrumentation.worker_logs import scrub_worker_logs
 from scalable_otel.span_records import scrubbed
 
@@ -81,3 +84,10 @@ def test_export_options_and_settings_show_no_credentials_or_headers():
     for secret in ("pw-1", "hdr-2", "pw-3"):
         assert secret not in shown
     assert "http://otel:4318/v1/traces" in shown and "http://gateway:9091" in shown
+
+
+def test_replay_names_its_endpoint_without_credentials(tmp_path):
+    with pytest.raises(ReplayError) as refused:
+        replay(tmp_path, endpoint="http://ann:pw-4@127.0.0.1:9/v1/traces", protocol=HTTP)
+    message = str(refused.value)
+    assert "http://127.0.0.1:9/v1/traces" in message and "pw-4" not in message
