@@ -2,7 +2,8 @@
 
 One real session (a LocalCluster with worker processes, in a driver subprocess) is given:
 a task keyword argument `password=`, a task's error message `token=...`, exceptions and
-an error status on spans user code makes inside a task, credentials in the userinfo of
+an error status on spans user code makes inside a task (holding also a record number
+that only the user's `Redaction(values=...)` calls secret), credentials in the userinfo of
 the OTLP metrics endpoint and of the Pushgateway URL, an OTLP header, and an environment
 variable never used. None of them may appear in any file under the project (the run
 directory, recursively, raw bytes), in the HTML report (`scalable report --html`), in the
@@ -36,11 +37,12 @@ SECRETS = {
     "Pushgateway userinfo": "pgsecret-0f4b77",
     "OTLP header": "headersecret-2e9d58",
     "environment variable": "envsecret-4a6c31",
+    "record number, a secret by the user's rules": "MRN-70211960",
 }
 
 DRIVER = """
 import os
-from scalable_otel import RecordingOptions, ScalableSession
+from scalable_otel import RecordingOptions, Redaction, ScalableSession
 from tests import workloads
 
 with ScalableSession(
@@ -48,6 +50,7 @@ with ScalableSession(
     n_workers=2,
     threads_per_worker=1,
     recording=RecordingOptions(flush_interval=0.05),
+    redaction=Redaction(values=[r"MRN-\\d{8}"]),
 ) as session:
     connected = session.submit(workloads.connect, "db", password=os.environ["APP_ARG"])
     assert connected.result() == "connected to db"
@@ -110,6 +113,7 @@ def leftovers(tmp_path_factory):
         APP_ARG=SECRETS["task argument"],
         APP_API_TOKEN=SECRETS["task error message"],
         APP_DB_PASSWORD=SECRETS["exception on a span in a task"],
+        APP_PATIENT=SECRETS["record number, a secret by the user's rules"],
         DATABASE_URL=f"postgres://ann:{SECRETS['environment variable']}@db/app",
         OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{grpc_port}",
         OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="grpc",
@@ -186,10 +190,11 @@ def test_the_secrets_were_there_to_be_redacted(leftovers):
     failures = {f["task"]: f["error_message"] for f in events(run_dir, "failures.jsonl")}
     assert failures == {
         "fail_with_token": "token=[redacted]",
-        "traced_login": "login to https://ann:[redacted]@db failed",
+        "traced_login": "login to https://ann:[redacted]@db failed for [redacted]",
     }
     spans = (run_dir / "traces.otlp.jsonl").read_bytes()
-    assert b"refused password=[redacted]" in spans  # the recorded exception's message
+    # the recorded exception's message
+    assert b"refused password=[redacted] for [redacted]" in spans
     assert b"refused: password=[redacted]" in spans  # the span's status
     metrics_port, gateway_port = leftovers["ports"]
     exporters = json.loads((run_dir / "run.json").read_text())["exporters"]

@@ -64,18 +64,19 @@ def fail_with_token():
 
 def traced_login(host):
     """A task making spans of its own with the OpenTelemetry API, each carrying a password
-    from the worker's environment in an exception or a status: one records a caught error,
-    one lets the error out of the task."""
+    from the worker's environment in an exception or a status (and a patient's record
+    number, a secret by the user's rules only): one records a caught error, one lets the
+    error out of the task."""
     from opentelemetry import trace
     from opentelemetry.trace import Status, StatusCode
 
     tracer = trace.get_tracer("tests.workloads")
-    password = os.environ["APP_DB_PASSWORD"]
+    password, patient = os.environ["APP_DB_PASSWORD"], os.environ["APP_PATIENT"]
     with tracer.start_as_current_span("retry") as span:
         try:
-            raise ConnectionError(f"{host} refused password={password}")
+            raise ConnectionError(f"{host} refused password={password} for {patient}")
         except ConnectionError as exc:
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, f"refused: password={password}"))
     with tracer.start_as_current_span("login"):
-        raise PermissionError(f"login to https://ann:{password}@{host} failed")
+        raise PermissionError(f"login to https://ann:{password}@{host} failed for {patient}")

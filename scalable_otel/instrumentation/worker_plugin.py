@@ -23,7 +23,9 @@ import time
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .. import semconv as sc
+from ..args import Redaction
 from ..span_records import scrubbed
+from .worker_logs import scrub_worker_logs
 
 try:
     import resource
@@ -131,7 +133,8 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         self.cache_dir = cache_dir
         self.run_id = run_id
         self.trace_id = trace_id  # hex: spans made inside tasks join the run's trace
-        # the user's redaction patterns, (pattern, flags): cut out of Dask's failure logs
+        # the user's redaction patterns, (pattern, flags): cut, with the built-in ones, out
+        # of the exceptions on spans made in tasks and of Dask's logs of failed tasks
         self.redact_values = redact_values
 
     def setup(self, worker) -> None:
@@ -149,12 +152,9 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         self._cache: list = []
         self._spans: list = []
         self._last_cpu = (time.time(), _cpu_seconds())
-        from .. import cache
-        from ..args import Redaction
-        from .worker_logs import scrub_worker_logs
-
         self._redaction = Redaction(values=self.redact_values or ())
         self._unscrub_logs = scrub_worker_logs(self._redaction)
+        from .. import cache
         from .scalable_library import watch_when_reporting
 
         watch_when_reporting()  # the Scalable tool's lookups in tasks too
