@@ -454,6 +454,7 @@ class ScalableSession:
                 cache_dir=str(self.cache_dir),
                 run_id=self.run_id,
                 trace_id=self.trace_id,
+                redact_values=self.redaction.value_patterns(),
             ),
             name=sc.WORKER_PLUGIN_NAME,
         )

@@ -23,6 +23,9 @@ import time
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .. import semconv as sc
+from ..args import Redaction
+from ..span_records import scrubbed
+from .worker_logs import scrub_worker_logs
 
 try:
     import resource
@@ -123,12 +126,16 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         cache_dir: str | None = None,
         run_id: str | None = None,
         trace_id: str | None = None,
+        redact_values: list | None = None,
     ):
         self.resource_interval = resource_interval
         self.flush_interval = flush_interval
         self.cache_dir = cache_dir
         self.run_id = run_id
         self.trace_id = trace_id  # hex: spans made inside tasks join the run's trace
+        # the user's redaction patterns, (pattern, flags): cut, with the built-in ones, out
+        # of the exceptions on spans made in tasks and of Dask's logs of failed tasks
+        self.redact_values = redact_values
 
     def setup(self, worker) -> None:
         from tornado.ioloop import PeriodicCallback
@@ -145,6 +152,8 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         self._cache: list = []
         self._spans: list = []
         self._last_cpu = (time.time(), _cpu_seconds())
+        self._redaction = Redaction(values=self.redact_values or ())
+        self._unscrub_logs = scrub_worker_logs(self._redaction)
         from .. import cache
         from .scalable_library import watch_when_reporting
 
@@ -167,6 +176,7 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         from .. import cache
 
         cache.set_worker_sink(None, None)
+        self._unscrub_logs()
         if self.run_id:
             from . import task_context
 
@@ -211,6 +221,9 @@ class WorkerTelemetryPlugin(WorkerPlugin):
             self._cache.append(record)
 
     def _task_span(self, record: dict) -> None:
+        # cleaned here, before it leaves the worker: a batch stays in the scheduler's
+        # event log, which any client of that scheduler can read
+        record = scrubbed(record, self._redaction.scrub)
         with self._lock:
             if len(self._spans) < _MAX_PENDING_SPANS:
                 self._spans.append(record)
