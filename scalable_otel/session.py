@@ -289,7 +289,9 @@ class ScalableSession:
                 print(session.run_dir)  # finished; the client still runs
 
         The run starts now, on whatever scheduler the client is connected to (its
-        address is the run's target), and ends at `close()` (or the end of the `with`),
+        address is the run's target), and holds the tasks this client asks for from now
+        on (other clients of that scheduler have theirs, or none). It ends at `close()`
+        (or the end of the `with`),
         which takes the session's plugins off the scheduler and workers and finishes
         run.json, but never closes the client or its cluster.
 

@@ -117,19 +117,22 @@ def _cpu_seconds() -> float:
     return time.process_time() + t.children_user + t.children_system
 
 
-# run id -> the plugin of that run in this worker process (cache lookups are routed
-# through it: the cache module has one sink per process)
-_plugins: dict = {}
+# The plugins set up in this process (several runs, or several workers of one process):
+# cache lookups are routed through them, as the cache module has one sink per process.
+_plugins: list = []
 
 
 def _route_cache_lookup(record: dict) -> None:
-    """A cache lookup made in a task, to the plugins of the task's runs."""
-    plugins = list(_plugins.values())
-    if not plugins:
+    """A cache lookup made in a task, to the plugins of the task's runs on its worker."""
+    from distributed.worker import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # not in a task: no run to give it to
         return
-    runs = task_context.task_runs(plugins[0].worker, record.get("key"))
-    for plugin in plugins:
-        if plugin.run_id is None or plugin.run_id in runs:
+    runs = task_context.task_runs(worker, record.get("key"))
+    for plugin in list(_plugins):
+        if plugin.worker is worker and (plugin.run_id is None or plugin.run_id in runs):
             plugin._cache_lookup(record)
 
 
@@ -182,7 +185,7 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         from .scalable_library import watch_when_reporting
 
         watch_when_reporting()  # the Scalable tool's lookups in tasks too
-        _plugins[self.run_id] = self
+        _plugins.append(self)
         cache.set_worker_sink(_route_cache_lookup, self.cache_dir)
         if self.run_id and self.trace_id:
             task_context.attach_run(self.run_id, int(self.trace_id, 16), self._task_span)
@@ -198,8 +201,8 @@ class WorkerTelemetryPlugin(WorkerPlugin):
             callback.stop()
         from .. import cache
 
-        if _plugins.get(self.run_id) is self:
-            del _plugins[self.run_id]
+        if self in _plugins:
+            _plugins.remove(self)
         if not _plugins:
             cache.set_worker_sink(None, None)
         if self.run_id:
