@@ -297,3 +297,31 @@ def test_a_local_cluster_session_ignores_other_clients_of_its_scheduler(project_
             wait(theirs)
     assert_holds_exactly(session.run_dir, keys_of(ours))
     assert_holds_exactly(attached.run_dir, keys_of(also_theirs))
+
+
+def test_a_worker_crash_is_in_every_run_on_the_scheduler(scheduler_address, project_dir):
+    options = dict(runs_dir=project_dir / "runs", cache_dir=project_dir / "cache")
+    with Client(scheduler_address) as client:
+        with (
+            ScalableSession(scheduler_address, project="alpha", **options) as first,
+            ScalableSession.attach(client, project="beta", **options) as second,
+        ):
+            pids = client.run(os.getpid)
+            victim = min(pids)
+            os.kill(pids[victim], signal.SIGKILL)  # its nanny starts a new worker
+            wait_for(
+                lambda: (
+                    victim not in client.scheduler_info()["workers"]
+                    and len(client.scheduler_info()["workers"]) == 2
+                ),
+                timeout=90,
+            )
+            first.gather(first.map(workloads.inc, range(3)))
+            client.gather(client.map(workloads.inc, range(10, 13)))
+    for session in (first, second):
+        crashed = [
+            e["worker"]
+            for e in read_jsonl(session.run_dir / "workers.jsonl")
+            if e["event"] == "worker_crashed"
+        ]
+        assert crashed == [victim]
