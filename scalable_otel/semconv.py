@@ -141,10 +141,21 @@ SECONDS_BUCKETS = (
 )
 
 # --- Dask plumbing -------------------------------------------------------------------
+# Each run's plugins and topics carry its run id (`per_run`), so that runs sharing one
+# scheduler neither replace nor unregister each other's; these are the prefixes.
 SCHEDULER_PLUGIN_NAME = "scalable-otel-scheduler"
 WORKER_PLUGIN_NAME = "scalable-otel-worker"
 WORKER_TOPIC = "scalable-otel-worker"
 FORWARD_TOPIC = "scalable-otel-records"
+# The task annotation naming the runs a task belongs to (a tuple of run ids): set by each
+# run's scheduler plugin, read on workers to give a task's usage and spans to its runs.
+RUNS_ANNOTATION = "scalable_otel_runs"
+
+
+def per_run(name: str, run_id: str | None) -> str:
+    """A plugin or topic name of one run: `per_run(WORKER_PLUGIN_NAME, run_id)`."""
+    return f"{name}-{run_id}" if run_id else name
+
 
 # --- lifecycle records ------------------------------------------------------------------
 # What the plugins and the session send a run's recorder: plain tuples `(kind, *fields)`,
