@@ -1,6 +1,7 @@
 """The package's layers: `lint-imports` keeps the contracts of [tool.importlinter] in
 pyproject.toml (imports point down: CLI, read path, facades, write path, exporters,
-vocabulary)."""
+vocabulary; within the read path: the answers, report, cost, Run, columns, beta, facts),
+and an ast check keeps `Run` the only reader of a run directory."""
 
 import ast
 import os
