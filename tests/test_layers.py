@@ -169,3 +169,27 @@ def test_the_reader_check_sees_a_module_reading_files(source):
 )
 def test_the_reader_check_lets_run_and_package_data_be(source):
     assert file_reads(source) == []
+
+
+def test_no_module_imports_from_the_packages_init():
+    """`from .. import __version__` imports the package's __init__, which no contract sees:
+    inside the package, names come from the module that defines them (the version from
+    scalable_otel.version)."""
+    root = REPO / "scalable_otel"
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        package = path.parent.relative_to(root.parent).parts
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                target = package[: len(package) - node.level + 1]
+                target += tuple(node.module.split(".")) if node.module else ()
+            else:
+                target = tuple((node.module or "").split("."))
+            if target != ("scalable_otel",):
+                continue
+            for alias in node.names:  # a submodule is fine: `from .. import semconv`
+                if not ((root / f"{alias.name}.py").is_file() or (root / alias.name).is_dir()):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}: {alias.name}")
+    assert not found
