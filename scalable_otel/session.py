@@ -42,6 +42,7 @@ from .rundir import (
 from .submission import MAP_OPTIONS, SUBMIT_OPTIONS, describe_tasks, map_keys, submit_key
 from .telemetry import forward_spans_to, telemetry_disabled
 from .termination import TERMINATION
+from .version import __version__
 
 if TYPE_CHECKING:
     from typing_extensions import Never
@@ -568,8 +569,6 @@ class ScalableSession:
         )
 
     def _write_run_json(self, status: str, ended=None, summary: dict | None = None) -> None:
-        from . import __version__
-
         data = run_json(
             run_id=self.run_id,
             project=self.project,

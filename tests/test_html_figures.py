@@ -12,7 +12,7 @@ from scalable_otel.analysis import load_run, report
 from scalable_otel.analysis.html import header_counts, html_report
 from scalable_otel.analysis.html.attempts import busy_bin_count
 from scalable_otel.analysis.html.durations import MAX_DURATION_DOTS
-from scalable_otel.analysis.html.failures import MAX_FAILURE_ROWS, lines_holding
+from scalable_otel.analysis.html.failures import MAX_FAILURE_ROWS
 from scalable_otel.analysis.html.figures import figures, payload
 from scalable_otel.analysis.html.page import asset
 from scalable_otel.analysis.html.resources import MAX_RESOURCE_POINTS
@@ -315,16 +315,6 @@ def test_failures_keep_the_earliest_rows_and_count_all(tmp_path):
     assert fig["failures_total"] == n + 1 and len(rows) == MAX_FAILURE_ROWS
     assert [r["at"] for r in rows] == sorted(r["at"] for r in rows)
     assert rows[0]["error_message"] == str(n - 1)  # the earliest; the one with no time last
-
-
-def test_lines_holding_finds_lines_across_block_edges(tmp_path):
-    path = tmp_path / "tasks.jsonl"
-    lines = [{"event": "task_started", "key": f"k{i}", "pad": "x" * (i % 13)} for i in range(200)]
-    lines[57]["event"] = lines[131]["event"] = "task_failed"
-    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in lines) + b'{"task_failed": 1')
-    for block in (7, 64, 1 << 20):
-        found = list(lines_holding(path, b"task_failed", block=block))
-        assert found == [lines[57], lines[131], None]  # and the torn last line
 
 
 # --- the page's files ---------------------------------------------------------------------

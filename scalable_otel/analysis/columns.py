@@ -56,22 +56,24 @@ class RunFile(JsonlScan):
         fields: list[str] | None = None,
         *,
         beta: bool | None = None,
+        extra: dict[str, str] | None = None,
     ):
         """`beta`: whether a Scalable 2.0 beta wrote the run (`Run.is_beta`); None reads its
-        run.json to tell."""
+        run.json to tell. `extra`: fields beyond `jsonl_scan.FIELDS` (name: DuckDB type),
+        which the columnar copy does not hold: the JSONL file itself is then read."""
+        self._extra = dict(extra or {})
         known = FIELDS[name]
         # Parsing fewer fields of each line is most of what makes a JSONL query fast.
-        super().__init__(
-            Path(run_dir) / name, known if fields is None else {f: known[f] for f in fields}
-        )
+        chosen = dict(known) if fields is None else {f: known[f] for f in fields}
+        super().__init__(Path(run_dir) / name, chosen | self._extra)
         self._beta = beta
 
     def relation(self) -> str:
         """The FROM expression for this file's rows."""
         foreign = self._beta_relation()
         if foreign is not None:
-            return finite_relation(foreign, FIELDS[self.path.name])
-        copy = _fresh_copy(self.path)
+            return finite_relation(foreign, FIELDS[self.path.name] | self._extra)
+        copy = None if self._extra else _fresh_copy(self.path)
         if copy is not None:
             self.skipped_before = copy[1]
             return finite_relation(f"read_parquet({sql_literal(copy[0])})", FIELDS[self.path.name])
@@ -92,12 +94,18 @@ class RunFile(JsonlScan):
         from . import beta
 
         if not self.path.is_file() or self.path.stat().st_size == 0:
-            return empty_relation(FIELDS[self.path.name])
+            return empty_relation(FIELDS[self.path.name] | self._extra)
         if self.path.name == TASKS:
-            return beta.tasks_relation(sql_literal(self.path))
-        if self.path.name == CACHE:
-            return beta.cache_relation(sql_literal(self.path))
-        return empty_relation(FIELDS[self.path.name])
+            relation = beta.tasks_relation(sql_literal(self.path))
+        elif self.path.name == CACHE:
+            relation = beta.cache_relation(sql_literal(self.path))
+        else:
+            return empty_relation(FIELDS[self.path.name] | self._extra)
+        if not self._extra:
+            return relation
+        # the beta's files have none of our other fields
+        nulls = ", ".join(f"NULL::{kind} AS {name}" for name, kind in self._extra.items())
+        return f"(SELECT *, {nulls} FROM {relation})"
 
     def query(self, sql: str, params: list | tuple = ()) -> list[tuple]:
         """Rows of `sql`, where `{t}` is this file's relation, with `?` parameters."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from ..rundir import (
     RUN_JSON,
     TASKS,
     WORKERS,
+    iter_lines,
     list_runs,
     parse_run_name,
     read_lines,
@@ -122,8 +124,10 @@ class Run:
     (`tasks`, `resources`, `workers`, `cache`, `failures`), read when first used.
 
     The only reader of a run directory: the analysis modules read its files through a
-    `Run` (`file` for SQL, `lines` for parsed lines, `plan`, `manifest`), and take its
-    task counts from `task_counts`, which applies the one rule of `facts`.
+    `Run` (`file` for SQL, `lines` for parsed lines, `iter_lines` for a scan of some of
+    them, `plan`, `manifest`), and take its task counts from `task_counts`, which applies
+    the one rule of `facts` (tests/test_layers.py checks that no other module opens a
+    run's files).
 
     Lines that could not be parsed (a torn last line of a live run, a corrupt line) are
     skipped and counted in `skipped_lines`, by file name.
@@ -149,9 +153,24 @@ class Run:
             return [beta_line(name, record) for record in records]
         return records
 
-    def file(self, name: str, fields: list[str] | None = None) -> RunFile:
-        """One of the run's JSONL files (tasks, cache or resources) for SQL (`RunFile`)."""
-        return RunFile(self.path, name, fields, beta=self.is_beta)
+    def iter_lines(self, name: str, containing: bytes | None = None) -> Iterator[dict | None]:
+        """Each line of one of the run's JSONL files, parsed as `lines` parses it, or None
+        for a line that did not parse (for the caller to count: `skipped_lines` is left as
+        it is). With `containing`, only the lines holding those bytes as written (a cheap
+        filter before the parse: the caller still checks each line it gets)."""
+        lines = iter_lines(self.path / name, containing=containing)
+        if not self.is_beta:
+            return lines
+        from .beta import beta_line
+
+        return (None if line is None else beta_line(name, line) for line in lines)
+
+    def file(
+        self, name: str, fields: list[str] | None = None, *, extra: dict[str, str] | None = None
+    ) -> RunFile:
+        """One of the run's JSONL files (tasks, cache or resources) for SQL (`RunFile`);
+        `extra` names fields the columnar copy does not hold, with their DuckDB types."""
+        return RunFile(self.path, name, fields, beta=self.is_beta, extra=extra)
 
     def event_counts(self) -> dict[str, int]:
         """tasks.jsonl's lines by event (a beta run's states under our event names)."""

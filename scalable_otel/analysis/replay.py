@@ -25,6 +25,12 @@ be looked at in Jaeger, Tempo, Phoenix or any OTLP backend later.
 - Spans the backend reports as rejected (OTLP partial success) are counted in
   `rejected_spans`. Sending the same run twice sends its spans twice: whether the
   backend keeps both copies is up to the backend.
+
+Why this module opens `traces.otlp.jsonl` itself, not through `load.Run`: the file is
+the OTLP exporter's, not one of the run's event files that the answers read. Each line
+is a request sent as it was recorded: nothing of `Run` applies to it (no counts rule,
+no Scalable 2.0 beta names, no columnar copy), and its lines are OTLP/JSON, decoded by
+the exporter's own `decode_otlp_json` (tests/test_layers.py names it as an exception).
 """
 
 from __future__ import annotations

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import heapq
 import uuid
-from pathlib import Path
 
 from ... import semconv as sc
-from ...rundir import RESOURCES, TASKS, iter_lines
-from ..columns import RunFile, query_files
+from ...rundir import RESOURCES, TASKS
+from ..columns import query_files
+from ..load import Run
 from .common import epoch_us, epoch_us_sql, finite_sql, number, text
 
 COMPLETED, FAILED, CANCELLED = sc.STATUS_COMPLETED, sc.STATUS_FAILED, sc.STATUS_CANCELLED
@@ -159,14 +159,14 @@ SELECT * FROM (
 class Attempts:
     """A run's task attempts, grouped once in DuckDB; close it (or use `with`) when done.
 
-    >>> with Attempts(run.path) as attempts:                      # doctest: +SKIP
+    >>> with Attempts(load_run(last=True)) as attempts:           # doctest: +SKIP
     ...     attempts.total
     """
 
-    def __init__(self, run_dir: str | Path):
-        self.run_dir = Path(run_dir)
+    def __init__(self, run: Run):
+        self.run = run
         self._name = f"html_attempts_{uuid.uuid4().hex}"
-        source = RunFile(self.run_dir, TASKS, FIELDS)
+        source = run.file(TASKS, FIELDS)
         try:
             source.query(_TABLE.replace("{a}", self._name))
         finally:
@@ -208,7 +208,7 @@ class Attempts:
         """
         closed = [_closed_bar(row) for row in self._query(_CLOSED, [t0_us, max_bars])]
         rows = self._query(_OPEN, [t0_us])
-        measured = measured_ends(self.run_dir, {row[0] for row in rows}, t0_us) if rows else {}
+        measured = measured_ends(self.run, {row[0] for row in rows}, t0_us) if rows else {}
         opened = settle_open([_open_row(row) for row in rows], measured, worker_gone, t_end)
         drawn = select(closed + opened, max_bars)
         args = dict(self._query(_ARGS, [sorted({bar["key"] for bar in drawn})]))
@@ -354,13 +354,12 @@ def assign_lanes(bars: list[dict], threads: list[int | None]) -> list[int]:
     return lanes
 
 
-_MEASURED_FIELDS = {"timestamp": "VARCHAR", "event": "VARCHAR", "key": "VARCHAR"}
-_MEASURED_FIELDS |= {"worker": "VARCHAR", "wall_s": "DOUBLE"}
+_MEASURED_FIELDS = ["timestamp", "event", "worker", "wall_s"]
+_MEASURED_KEY = {"key": "VARCHAR"}  # not in the columnar copy
 _MEASURED = f"""
 SELECT key, worker, us, wall FROM (
     SELECT key, worker, {epoch_us_sql()} AS us, {finite_sql("wall_s")} AS wall
-    FROM read_json($2, format='newline_delimited', ignore_errors=true,
-        columns={{{", ".join(f"'{k}': '{v}'" for k, v in _MEASURED_FIELDS.items())}}})
+    FROM {{t}}
     WHERE event = '{sc.TASK_RESOURCES}' AND worker <> ''
         AND key IN (SELECT unnest($1::VARCHAR[]))
 ) WHERE us IS NOT NULL
@@ -368,7 +367,7 @@ SELECT key, worker, us, wall FROM (
 
 
 def measured_ends(
-    run_dir: Path, keys: set[str], t0_us: int
+    run: Run, keys: set[str], t0_us: int
 ) -> dict[tuple[str, str], list[tuple[float, float | None]]]:
     """(time, wall_s) of each `task_resources` line of `keys`, by key and worker.
 
@@ -378,19 +377,21 @@ def measured_ends(
     """
     import duckdb
 
-    path = run_dir / RESOURCES
     found: dict[tuple[str, str], list[tuple[float, float | None]]] = {}
+    source = run.file(RESOURCES, _MEASURED_FIELDS, extra=_MEASURED_KEY)
     try:
-        rows = query_files(_MEASURED, {}, [sorted(keys), str(path)])
+        rows = source.query(_MEASURED, [sorted(keys)])
     except duckdb.Error:
         rows = []
-        for line in iter_lines(path, containing=sc.TASK_RESOURCES.encode()):
+        for line in run.iter_lines(RESOURCES, containing=sc.TASK_RESOURCES.encode()):
             if line is None or line.get("event") != sc.TASK_RESOURCES:
                 continue
             key, worker = text(line.get("key")), text(line.get("worker"))
             us = epoch_us(line.get("timestamp"))
             if key in keys and worker and us is not None:
                 rows.append((key, worker, us, number(line.get("wall_s"))))
+    finally:
+        source.close()
     for key, worker, us, wall in rows:
         found.setdefault((key, worker), []).append((round((us - t0_us) / 1e6, 6), wall))
     return found

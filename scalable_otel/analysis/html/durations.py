@@ -8,11 +8,10 @@ quantiles stand for the values as dots.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from ... import semconv as sc
 from ...rundir import TASKS
-from ..columns import RunFile
+from ..load import Run
 from .attempts import UNKNOWN_TASK
 
 MAX_DURATION_DOTS = 300
@@ -44,11 +43,11 @@ def _rounded(value: float) -> float | None:
     return round(value, 6) if math.isfinite(value) else None
 
 
-def task_stats(run_dir: str | Path, attempts_per_task: dict[str, int]) -> list[dict]:
+def task_stats(run: Run, attempts_per_task: dict[str, int]) -> list[dict]:
     """One dict per task name: attempts, completed, failed, cancelled, and for the `n`
     attempts with a duration: total, min, q1, median, q3, p95, max, mean and `dots`.
     Sorted by total time, most first."""
-    source = RunFile(run_dir, TASKS, ["event", "task", "worker", "duration_s"])
+    source = run.file(TASKS, ["event", "task", "worker", "duration_s"])
     try:
         rows = source.query(_STATS)
     finally:

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterator
-from pathlib import Path
-
-import orjson
 
 from ... import semconv as sc
-from ...rundir import FAILURES, TASKS, iter_lines
+from ...rundir import FAILURES, TASKS
+from ..load import Run
 from .common import cut, epoch_us, integer, seconds, text
 
 MAX_FAILURE_ROWS = 1_000
@@ -23,47 +20,16 @@ MAX_ERROR_CHARS = 500
 MAX_TRACEBACK_CHARS = 8_000
 
 
-def _lines(path: Path, skipped: list[int]):
-    """The failure lines of failures.jsonl (an event-less line is one) or of tasks.jsonl."""
-    own = path.name == FAILURES
-    for line in iter_lines(path) if own else lines_holding(path, sc.TASK_FAILED.encode()):
+def _lines(run: Run, name: str, skipped: list[int]):
+    """The failure lines of failures.jsonl (an event-less line is one) or of tasks.jsonl
+    (the lines holding `task_failed`: a big file with few of them is read at the speed of
+    the disk)."""
+    own = name == FAILURES
+    for line in run.iter_lines(name, containing=None if own else sc.TASK_FAILED.encode()):
         if line is None:
             skipped[0] += own
         elif line.get("event", sc.TASK_FAILED if own else None) == sc.TASK_FAILED:
             yield line
-
-
-def lines_holding(path: Path, needle: bytes, block: int = 4 << 20) -> Iterator[dict | None]:
-    """Each line of a JSONL file that holds `needle`, parsed (None if it is no JSON
-    object). The bytes are searched first, so a big file with few such lines is read at
-    the speed of the disk, not of a Python loop over its lines."""
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        return
-    with f:
-        tail = b""
-        while chunk := f.read(block):
-            data = tail + chunk
-            whole = data.rfind(b"\n") + 1  # the lines up to here are whole
-            yield from _holding(data, needle, whole)
-            tail = data[whole:]
-        yield from _holding(tail, needle, len(tail))
-
-
-def _holding(data: bytes, needle: bytes, limit: int) -> Iterator[dict | None]:
-    """The lines of `data[:limit]` holding `needle`, parsed."""
-    at = data.find(needle, 0, limit)
-    while at != -1:
-        start = data.rfind(b"\n", 0, at) + 1
-        end = data.find(b"\n", at, limit)
-        end = limit if end == -1 else end
-        try:
-            value = orjson.loads(data[start:end])
-        except orjson.JSONDecodeError:
-            value = None
-        yield value if isinstance(value, dict) else None
-        at = data.find(needle, end, limit)
 
 
 def _row(line: dict, at_us: int | None, t0_us: int | None) -> dict:
@@ -85,16 +51,15 @@ def _row(line: dict, at_us: int | None, t0_us: int | None) -> dict:
 
 
 def failures(
-    run_dir: str | Path, t0_us: int | None, wanted: set[tuple[str, int]]
+    run: Run, t0_us: int | None, wanted: set[tuple[str, int]]
 ) -> tuple[list[dict], int, dict[tuple[str, int], str], int]:
     """The earliest failures as table rows, how many there are, the error text of each
     (key, attempt) in `wanted`, and how many lines of failures.jsonl did not parse."""
-    run_dir = Path(run_dir)
     earliest: list[tuple] = []  # the earliest rows, latest on top: (-time, -order, time, line)
     errors: dict[tuple[str, int], str] = {}
     total, skipped, order = 0, [0], itertools.count()
-    for path in (run_dir / FAILURES, run_dir / TASKS):
-        for line in _lines(path, skipped):
+    for name in (FAILURES, TASKS):
+        for line in _lines(run, name, skipped):
             total += 1
             at = epoch_us(line.get("timestamp"))
             item = (-(at if at is not None else 2**63), -next(order), at, line)

@@ -15,14 +15,13 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from pathlib import Path
 
 import orjson
 
 from ... import semconv as sc
-from ...rundir import CACHE, WORKERS, read_lines
-from ..columns import RunFile, query_files
-from ..load import load_run
+from ...rundir import CACHE, WORKERS
+from ..columns import query_files
+from ..load import Run, load_run
 from ..report import report
 from .attempts import FAILED, Attempts, assign_lanes
 from .common import cut, epoch_us, finite_sql, integer, number, seconds, text, utc
@@ -100,10 +99,10 @@ def _one_thread():
         query_files(f"SET threads = {int(threads)}", {})
 
 
-def _figures(run, max_bars: int, summary: dict) -> dict:
-    worker_lines, _ = read_lines(Path(run.path) / WORKERS)
-    with Attempts(run.path) as attempts:
-        first, last = time_bounds(run.path)
+def _figures(run: Run, max_bars: int, summary: dict) -> dict:
+    worker_lines = run.lines(WORKERS)
+    with Attempts(run) as attempts:
+        first, last = time_bounds(run)
         stamps = [epoch_us(line.get("timestamp")) for line in worker_lines]
         firsts, lasts = [attempts.first_us, first, *stamps], [attempts.last_us, last, *stamps]
         start_us, end_us = _origin(run.meta, firsts, lasts)
@@ -115,7 +114,7 @@ def _figures(run, max_bars: int, summary: dict) -> dict:
             total = attempts.total
         per_task = attempts.per_task()
         seen = attempts.workers()
-    samples = series(run.path, start_us) if start_us is not None else {}
+    samples = series(run, start_us) if start_us is not None else {}
     workers, index = _worker_rows(worker_lines, [*seen, *samples], start_us)
     for bar in drawn:
         bar["w"] = index[bar["worker"] if bar["worker"] is not None else NO_WORKER]
@@ -124,7 +123,7 @@ def _figures(run, max_bars: int, summary: dict) -> dict:
     for row, count in zip(workers, lanes):
         row["lanes"] = count
     wanted = {(b["key"], b["attempt"]) for b in drawn if b["status"] == FAILED}
-    failure_rows, failures_total, errors, bad = failures(run.path, start_us, wanted)
+    failure_rows, failures_total, errors, bad = failures(run, start_us, wanted)
     for bar in drawn:
         bar["error"] = errors.get((bar["key"], bar["attempt"]))
     skipped = dict(summary["skipped_lines"])
@@ -139,14 +138,14 @@ def _figures(run, max_bars: int, summary: dict) -> dict:
         "drawn": drawn,
         "busy": _busy(busy, index),
         "workers": workers,
-        "stats": task_stats(run.path, per_task),
+        "stats": task_stats(run, per_task),
         "resources": [
             {"w": index[worker], **points}
             for worker, points in sorted(samples.items(), key=lambda item: index[item[0]])
         ],
         "failures": failure_rows,
         "failures_total": failures_total,
-        "cache": _cache(run.path, summary["cache"]),
+        "cache": _cache(run, summary["cache"]),
         "skipped_lines": skipped,
     }
 
@@ -253,10 +252,10 @@ def _busy(busy: dict | None, index: dict[str, int]) -> dict | None:
     return {"width": busy["width"], "rows": [{"w": w, "v": v} for w, v in sorted(rows.items())]}
 
 
-def _cache(run_dir, totals: dict) -> dict:
+def _cache(run: Run, totals: dict) -> dict:
     """Lookups, hits, misses and time saved in total (the run report's counts) and per
     function."""
-    source = RunFile(run_dir, CACHE, ["event", "function", "result", "saved_s", "lookup_s"])
+    source = run.file(CACHE, ["event", "function", "result", "saved_s", "lookup_s"])
     try:
         rows = source.query(_CACHE)
     finally:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ... import semconv as sc
 from ...rundir import make_private_dirs, replaced_atomically
+from ...version import __version__
 from .common import epoch_us, integer, number, utc
 from .figures import MAX_BARS, MAX_TASK_NAMES, figures, payload
 
@@ -292,8 +293,6 @@ def html_report(run, *, max_bars: int = MAX_BARS, summary: dict | None = None) -
     >>> page.startswith("<!DOCTYPE html>")                             # doctest: +SKIP
     True
     """
-    from ... import __version__
-
     if not hasattr(run, "meta"):
         from ..load import load_run
 

@@ -7,11 +7,9 @@ stay visible.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ... import semconv as sc
 from ...rundir import RESOURCES
-from ..columns import RunFile
+from ..load import Run
 from .common import epoch_us_sql, finite_sql
 
 MAX_RESOURCE_POINTS = 2_000
@@ -46,9 +44,9 @@ ORDER BY worker, metric, i
 """
 
 
-def time_bounds(run_dir: str | Path) -> tuple[int | None, int | None]:
+def time_bounds(run: Run) -> tuple[int | None, int | None]:
     """The first and last time of resources.jsonl's lines, in epoch microseconds."""
-    source = RunFile(run_dir, RESOURCES, ["timestamp", "event"])
+    source = run.file(RESOURCES, ["timestamp", "event"])
     try:
         sql = f"SELECT min(us), max(us) FROM (SELECT {epoch_us_sql()} AS us FROM {{t}})"
         return source.query(sql)[0]
@@ -56,11 +54,11 @@ def time_bounds(run_dir: str | Path) -> tuple[int | None, int | None]:
         source.close()
 
 
-def series(run_dir: str | Path, t0_us: int) -> dict[str, dict]:
+def series(run: Run, t0_us: int) -> dict[str, dict]:
     """Per worker that sent samples: {"cpu": [times, values], "mem": [times, values]},
     times in seconds since `t0_us`."""
     fields = ["timestamp", "event", "worker", *METRICS.values()]
-    source = RunFile(run_dir, RESOURCES, fields)
+    source = run.file(RESOURCES, fields)
     try:
         rows = source.query(_SERIES, [MAX_RESOURCE_POINTS, t0_us])
     finally:
