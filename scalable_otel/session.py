@@ -583,6 +583,7 @@ class ScalableSession:
             "cache_hits": summary.get("cache_hits", 0),
             "cache_misses": summary.get("cache_misses", 0),
             "telemetry_lines_dropped": summary.get("telemetry_lines_dropped", 0),
+            "telemetry_fallbacks": summary.get("telemetry_fallbacks", {}),
             "telemetry_spans_dropped": summary.get("telemetry_spans_dropped", 0),
             "telemetry_records_unhandled": summary.get("telemetry_records_unhandled", 0),
             "telemetry_write_error": summary.get("telemetry_write_error"),
