@@ -26,6 +26,7 @@ ACTIVE_SPAN_PROCESSOR = "opentelemetry.sdk TracerProvider._active_span_processor
 PREFERRED_TEMPORALITY = "opentelemetry.sdk MetricExporter._preferred_temporality"
 SDK_LOGS = "opentelemetry.sdk._logs"
 SCALABLE_CACHE = "scalable.caching.Cache"
+WORKER_CLIENT_ID = "the id of a worker's own client (Worker._get_client: Client-worker-<uuid>)"
 
 # what a run records without each name
 LOST = {
@@ -39,6 +40,7 @@ LOST = {
     PREFERRED_TEMPORALITY: "OTLP metrics keep the SDK's default temporality",
     SDK_LOGS: "no resources.jsonl or cache.jsonl lines",
     SCALABLE_CACHE: "the Scalable tool's cache lookups are not recorded",
+    WORKER_CLIENT_ID: "a client a worker makes outside its tasks records a run of its own",
 }
 
 _lock = threading.Lock()

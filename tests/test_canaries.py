@@ -196,6 +196,23 @@ def test_scheduler_broker_topics_can_be_bounded():
     )
 
 
+def _own_client_id(dask_worker):
+    return str(dask_worker._get_client().id)
+
+
+def test_a_worker_s_own_client_is_named_worker():
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        (client_id,) = client.run(_own_client_id).values()
+    assert client_id.startswith("Client-worker-"), moved(
+        compat.WORKER_CLIENT_ID, f"a worker's own client is {client_id!r}"
+    )
+
+
 # --- OpenTelemetry SDK -------------------------------------------------------------------------
 def test_span_attributes_keep_a_plain_dict():
     from opentelemetry.sdk.trace import TracerProvider
