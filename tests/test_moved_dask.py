@@ -72,3 +72,53 @@ def test_tasks_succeed_and_are_recorded_when_dask_moves(
         err = capfd.readouterr().err
         assert f"{compat.RUN_TASK} has moved" in err
         assert "counted in run.json's telemetry_fallbacks" in err
+
+
+def test_a_scheduler_without_bounded_topics_still_records_the_run(project_dir, monkeypatch):
+    """distributed.broker.Topic has moved (for the plugin: Dask keeps its own reference)."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "distributed.broker", types.ModuleType("moved"))
+    with ScalableSession(target="local", n_workers=1, threads_per_worker=1) as session:
+        assert session.gather(session.map(traced, range(3)))[2][0] == 4
+    run = json.loads((session.run_dir / "run.json").read_text())
+    assert run["status"] == "completed" and run["tasks_completed"] == 3
+    assert len(events(session.run_dir, event="task_completed")) == 3
+    assert run["telemetry_fallbacks"] == {compat.BROKER_TOPICS: 1}
+
+
+def test_a_remove_worker_event_without_its_task_lists_still_records_the_run(
+    project_dir, monkeypatch
+):
+    """The scheduler's remove-worker event loses the lists of tasks the worker held."""
+    from distributed.scheduler import Scheduler
+
+    log_event = Scheduler.log_event
+
+    def without_task_lists(self, topic, msg):
+        if isinstance(msg, dict) and msg.get("action") == "remove-worker":
+            msg = {k: v for k, v in msg.items() if not k.endswith("-tasks")}
+        return log_event(self, topic, msg)
+
+    monkeypatch.setattr(Scheduler, "log_event", without_task_lists)
+    with ScalableSession(target="local", n_workers=2, threads_per_worker=1) as session:
+        assert len(session.gather(session.map(traced, range(4)))) == 4
+    run = json.loads((session.run_dir / "run.json").read_text())
+    assert run["status"] == "completed" and run["tasks_completed"] == 4
+    removed = events(session.run_dir, "workers.jsonl", "worker_removed")
+    assert len(removed) == 2 and all(line["lost_tasks"] == 0 for line in removed)
+    assert run["telemetry_fallbacks"] == {compat.REMOVE_WORKER_EVENT: 2}
+
+
+def test_an_otlp_metric_exporter_without_its_preferences_gets_the_sdk_defaults():
+    from opentelemetry.sdk.metrics.export import MetricExporter
+
+    from scalable_otel.exporters.backends import _Guard, _guarded_metric_exporter
+
+    class Moved:  # an SDK exporter whose preferences moved elsewhere
+        pass
+
+    wrapped = _guarded_metric_exporter(Moved(), _Guard("metrics", "http://127.0.0.1:9"))
+    assert isinstance(wrapped, MetricExporter)  # built with the SDK's defaults (cumulative)
+    assert compat.counts().get(compat.PREFERRED_TEMPORALITY, 0) >= 1

@@ -236,10 +236,10 @@ def _guarded_metric_exporter(exporter, guard: _Guard):
     # the wrapper has the SDK's defaults (cumulative), which every OTLP backend reads.
     try:
         preferences = {
-            "preferred_temporality": dict(exporter._preferred_temporality),
-            "preferred_aggregation": dict(exporter._preferred_aggregation),
+            "preferred_temporality": exporter._preferred_temporality,
+            "preferred_aggregation": exporter._preferred_aggregation,
         }
-    except Exception as exc:
+    except AttributeError as exc:
         compat.fell_back(compat.PREFERRED_TEMPORALITY, exc)
         preferences = {}
     wrapped = GuardedMetricExporter(**preferences)
