@@ -60,7 +60,7 @@ def fell_back(name: str, exc: BaseException | None = None) -> None:
             _unsent[name] = _unsent.get(name, 0) + 1
         if first:
             logger.warning(
-                "scalable-otel: %s has moved in this version (%s); the workflow goes on, but %s",
+                "scalable-otel: %s has moved or failed (%s): the workflow goes on, but %s",
                 name,
                 exc if exc is not None else "not found",
                 LOST.get(name, "less is recorded"),

@@ -264,7 +264,7 @@ class Recorder:
         compat.merge(self.fallbacks, counts)
         for name in sorted(set(self.fallbacks) - before):
             logger.warning(
-                "scalable-otel: on %s, %s has moved in this Dask version: tasks run and are "
+                "scalable-otel: on %s, %s has moved or failed: tasks run and are "
                 "recorded, but %s (counted in run.json's telemetry_fallbacks)",
                 where,
                 name,

@@ -122,3 +122,28 @@ def test_an_otlp_metric_exporter_without_its_preferences_gets_the_sdk_defaults()
     wrapped = _guarded_metric_exporter(Moved(), _Guard("metrics", "http://127.0.0.1:9"))
     assert isinstance(wrapped, MetricExporter)  # built with the SDK's defaults (cumulative)
     assert compat.counts().get(compat.PREFERRED_TEMPORALITY, 0) >= 1
+
+
+def test_a_failing_watch_of_the_scalable_tool_s_cache_never_reaches_its_function(
+    project_dir, monkeypatch
+):
+    caching = pytest.importorskip("scalable.caching")
+    from scalable_otel import cache
+    from scalable_otel.instrumentation import scalable_library
+    from tests import scalable_tool_workloads as tool
+
+    monkeypatch.setattr(caching, "cachedir", str(project_dir / "tool-cache"))
+
+    def decide(self):
+        raise RuntimeError("the watch failed")
+
+    monkeypatch.setattr(scalable_library._Lookup, "decide", decide)
+    before = compat.counts().get(compat.SCALABLE_CACHE, 0)
+    seen = []
+    cache.set_driver_sink(seen.append, None)
+    try:
+        assert [tool.simulate(3), tool.simulate(3)] == [30, 30]  # computed, then stored
+    finally:
+        cache.set_driver_sink(None, None)
+    assert {line["function"] for line in seen} <= {"simulate"}  # what could still be told
+    assert compat.counts()[compat.SCALABLE_CACHE] > before
