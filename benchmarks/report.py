@@ -1,4 +1,4 @@
-"""How fast `scalable report` and `report --compare` read a run of a million task events.
+"""How fast `scalable report` (text, --compare, --html) reads a run of a million task events.
 
 Makes two run directories of 1,000,000 task events each (a third submitted, a third
 started, a third completed or failed, with the fields and sizes the SDK writes), then
@@ -10,10 +10,12 @@ Timed, each as a fresh process:
 - report on the JSONL alone (what a crashed or still-running run reads),
 - writing the columnar copy (what a session's close adds for a run this size),
 - report and report --compare on closed runs (reading the columnar copy),
-- trends and advise over both runs.
+- trends and advise over both runs,
+- with --html, report --html on the JSONL alone and on the closed run.
 
     python benchmarks/report.py               # 1,000,000 events per run
     python benchmarks/report.py --events 200000 --with-pandas
+    python benchmarks/report.py --html
 """
 
 from __future__ import annotations
@@ -116,8 +118,9 @@ def make_run(root: Path, run_id: str, events: int, slower: float, seed: int) -> 
     return path
 
 
-def measure(argv: list[str], env: dict | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one command run as a fresh process."""
+def measure(argv: list[str], env: dict | None = None) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (MB) of one command run as a
+    fresh process. On a shared machine the CPU seconds are the steadier figure."""
     started = time.perf_counter()
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(process.pid, 0)
@@ -125,12 +128,13 @@ def measure(argv: list[str], env: dict | None = None) -> tuple[float, float]:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed: {process.stderr.read().decode()[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def best_of(rounds: int, argv: list[str]) -> tuple[float, float]:
+def best_of(rounds: int, argv: list[str]) -> tuple[float, float, float]:
     results = [measure(argv) for _ in range(rounds)]
-    return statistics.median(r[0] for r in results), max(r[1] for r in results)
+    medians = (statistics.median(r[i] for r in results) for i in (0, 1))
+    return *medians, max(r[2] for r in results)
 
 
 DUCKDB = """
@@ -154,6 +158,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="Median of N runs of each.")
     parser.add_argument("--with-pandas", action="store_true", help="Also time pandas.read_json.")
     parser.add_argument("--keep", action="store_true", help="Keep the generated runs.")
+    parser.add_argument(
+        "--html", action="store_true", help="Also time report --html (the page of a run)."
+    )
     options = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="scalable-report-bench-")) / "runs"
@@ -188,12 +195,15 @@ def main() -> None:
                 *best_of(options.rounds, report + [a.name]),
             )
         )
+        page = root.parent / "report.html"
+        html = report + [a.name, "--html", str(page)]
+        if options.html:
+            rows.append(("report --html, JSONL only", *best_of(options.rounds, html)))
         copy = [
             sys.executable, "-c", "import sys; from scalable_otel.exporters.columnar import "
             "write_columnar_copy as w; w(sys.argv[1])",
         ]  # fmt: skip
-        elapsed, peak = measure(copy + [str(a)])
-        rows.append(("columnar copy of one run (at its close)", elapsed, peak))
+        rows.append(("columnar copy of one run (at its close)", *measure(copy + [str(a)])))
         measure(copy + [str(b)])
         rows.append(("report (closed run)", *best_of(options.rounds, report + [a.name])))
         compare = report + ["--compare", a.name, b.name]
@@ -203,11 +213,15 @@ def main() -> None:
         rows.append(("trends (both closed runs)", *best_of(options.rounds, trends)))
         advise = cli + ["advise", "--task", "run_simulation"] + history
         rows.append(("advise --task (both closed runs)", *best_of(options.rounds, advise)))
+        if options.html:
+            rows.append(("report --html (closed run)", *best_of(options.rounds, html)))
 
-        print(f"\n{'':<44}{'seconds':>9}{'peak MB':>9}{'time vs duckdb':>16}")
-        for label, seconds, peak in rows:
+        print(f"\n{'':<44}{'seconds':>9}{'CPU s':>9}{'peak MB':>9}{'time vs duckdb':>16}")
+        for label, seconds, cpu, peak in rows:
             ratio = f"{seconds / baseline[0]:.2f}" if baseline else "-"
-            print(f"{label:<44}{seconds:>9.2f}{peak:>9.0f}{ratio:>16}")
+            print(f"{label:<44}{seconds:>9.2f}{cpu:>9.2f}{peak:>9.0f}{ratio:>16}")
+        if options.html:
+            print(f"\nHTML page of one run: {page.stat().st_size / 1e6:.1f} MB")
     finally:
         if options.keep:
             print(f"\nruns kept in {root}")

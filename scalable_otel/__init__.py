@@ -12,7 +12,7 @@ The answers the `scalable` CLI prints come from functions returning data:
 `load_run`, `report`, `compare`, `list_runs`, `trends` and `advise`.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "ScalableSession",

@@ -8,6 +8,7 @@ import os
 import re
 import reprlib
 from collections.abc import Iterable
+from urllib.parse import unquote
 
 import orjson
 
@@ -230,6 +231,34 @@ def _contains_run(words: list[str], run: tuple[str, ...]) -> bool:
 
 
 DEFAULT_REDACTION = Redaction()
+
+_URL = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)?(?P<netloc>[^/?#]*)(?P<rest>.*)", re.DOTALL
+)
+_QUERY_ITEM = re.compile(r"([^&;=#]+)=([^&;#]*)")
+
+
+def redact_url(url: str) -> str:
+    """`url` as it may be shown or stored: without the user and password of its userinfo
+    (`http://user:pass@host` -> `http://host`), with the values of secret-named query
+    parameters `[redacted]`. Every URL a message names or run.json keeps goes through it.
+
+    >>> redact_url("http://ann:hunter2@otel:4318/v1/traces?api_key=abc&env=prod")
+    'http://otel:4318/v1/traces?api_key=[redacted]&env=prod'
+    """
+    match = _URL.match(url)
+    netloc = match["netloc"].rpartition("@")[2]
+    path, sep, query = match["rest"].partition("?")
+    if sep:
+        query = _QUERY_ITEM.sub(
+            lambda item: (
+                f"{item[1]}={REDACTED}"
+                if DEFAULT_REDACTION.is_secret_name(unquote(item[1]))
+                else item[0]
+            ),
+            query,
+        )
+    return f"{match['scheme'] or ''}{netloc}{path}{sep}{query}"
 
 
 _PLAIN_KINDS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)

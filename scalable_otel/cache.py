@@ -51,6 +51,14 @@ def set_driver_sink(sink, cache_dir: str | None) -> None:
     _watch_other_caches(sink)
 
 
+def clear_driver_sink(sink) -> None:
+    """Stop sending the client process's lookups to `sink`, unless another run has taken
+    them since (runs that share a process: the last one started gets them)."""
+    global _driver_sink, _driver_cache_dir
+    if sink is not None and _driver_sink is sink:
+        _driver_sink, _driver_cache_dir = None, None
+
+
 # Called each time a run starts to receive this process's lookups: the instrumentation of
 # another library's cache (`instrumentation.scalable_library`) adds itself here, so that
 # this module, below the instrumentation, imports none of it.

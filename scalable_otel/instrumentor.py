@@ -23,9 +23,9 @@ run's spans end and run.json gets its status. The cluster is never touched other
 Left alone (no run): clients made inside a Dask task or by a worker (`get_client()`,
 `worker_client()`: their tasks are in the run of the client that submitted the task),
 `asynchronous=True` clients (their connection and closing are coroutines this wrapper
-does not await), the client of a `ScalableSession` (it records its own run), and a second
-client of this process to a scheduler already being recorded (its tasks are in that run:
-the scheduler plugin sees every task of the scheduler).
+does not await), and the client of a `ScalableSession` (it records its own run). Two
+clients on one scheduler, in this process or anywhere else, record two runs, each with
+its own tasks only.
 
 JGCRI's Scalable tool: its `ScalableClient` is a `Client`, so it records a run like any
 other; the `tag=` of its `submit` and `map` becomes each task's component, and its
@@ -197,12 +197,7 @@ class DaskInstrumentor(BaseInstrumentor):
 
         address = client.scheduler.address
         with self._lock:
-            if any(s.target == address for _, s in self._live.values()):
-                logger.info(
-                    "scalable-otel: %s is already recorded by another client's run", address
-                )
-                return
-            # reserved now, so that two clients made at once cannot both attach
+            # reserved now: the client's run is being attached
             self._live[id(client)] = (client, _Reserved(address))
         session = None
         try:

@@ -79,13 +79,28 @@ def sql_literal(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+def finite_relation(source: str, fields: dict[str, str]) -> str:
+    """`source` with its DOUBLE columns NULL where not finite (NaN, ±inf, 1e999): the line
+    reader (`rundir.iter_lines`) reads such a line the same way."""
+    if "DOUBLE" not in fields.values():
+        return source
+    columns = ", ".join(
+        f"CASE WHEN isfinite({name}) THEN {name} END AS {name}" if kind == "DOUBLE" else name
+        for name, kind in fields.items()
+    )
+    return f"(SELECT {columns} FROM {source})"
+
+
 def read_json_relation(path: Path, fields: dict[str, str]) -> str:
     """DuckDB's scan of a JSONL file: a line that does not parse is a row of NULLs."""
     # DuckDB's default object size limit (16 MB) keeps its buffers small; a longer line
-    # fails the query, and the file is then read through `JsonlScan.clean`.
-    return (
+    # fails the query, and the file is then read through `JsonlScan.clean`. records=true: a
+    # line that is not an object is a NULL row (else, with one column, DuckDB may read each
+    # whole line as that column's value).
+    return finite_relation(
         f"read_json({sql_literal(path)}, format='newline_delimited', "
-        f"columns={_struct(fields)}, ignore_errors=true)"
+        f"columns={_struct(fields)}, records=true, ignore_errors=true)",
+        fields,
     )
 
 
@@ -111,6 +126,7 @@ class JsonlScan:
         # NULL-event rows (`SKIPPED`).
         self.skipped_before = 0
         self._cleaned: Path | None = None
+        self._reads_jsonl = False  # set by relation() when it scans the JSONL file itself
 
     def relation(self) -> str:
         """The FROM expression for this file's rows."""
@@ -121,12 +137,15 @@ class JsonlScan:
                 return empty_relation(self.fields)
         except FileNotFoundError:
             return empty_relation(self.fields)
+        self._reads_jsonl = True
         return read_json_relation(self.path, self.fields)
 
     @property
     def is_jsonl(self) -> bool:
         """Whether queries read the JSONL file itself (not a copy, a cleaning or nothing)."""
-        return self.relation().startswith("read_json") and self._cleaned is None
+        self._reads_jsonl = False
+        self.relation()
+        return self._reads_jsonl
 
     def clean(self) -> None:
         """Copy the lines that parse as JSON objects to a temporary file (counted otherwise)."""

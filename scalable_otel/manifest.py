@@ -163,13 +163,18 @@ def size_bytes(value) -> int | None:
     """Bytes of a manifest size (`16G`, `512Mi`, `16GB`, or a number of bytes), else None.
 
     `16G`, `16Gi` and `16GiB` are 16 x 2**30 (Slurm's and the Scalable tool's reading);
-    `16GB` is 16 x 10**9 (Dask's), as `analysis.advise.parse_memory` reads them.
+    `16GB` is 16 x 10**9 (Dask's). A negative number, or one beyond a double, is no size.
+    The read path reads sizes with this function too (`analysis.facts.size_bytes`).
 
     >>> size_bytes("16G") == 16 * 2**30, size_bytes("512M") == 512 * 2**20
     (True, True)
     """
     if _is_int(value):
-        return value
+        try:
+            float(value)
+        except OverflowError:  # beyond a double, as `"9" * 400 + "G"` is: no size
+            return None
+        return value if value >= 0 else None
     if not isinstance(value, str):
         return None
     match = _SIZE.match(value)

@@ -37,7 +37,7 @@ from .telemetry import build_pipeline, mirrored_meter
 
 logger = logging.getLogger(__name__)
 
-STATUS_CRASHED = "crashed"  # the run span's status when the session's process died
+STATUS_CRASHED = sc.RUN_CRASHED  # the run span's status when the session's process died
 
 
 @dataclass
@@ -128,9 +128,9 @@ class RunRecording:
         recorder = self.recorder
         recorder.close(now)
         if status is None:
-            status = "failed" if recorder.failed else "completed"
+            status = sc.RUN_FAILED if recorder.failed else sc.RUN_COMPLETED
         self.run_span.set_attribute(sc.RUN_STATUS, status)
-        if status != "completed":
+        if status != sc.RUN_COMPLETED:
             self.run_span.set_status(Status(StatusCode.ERROR, status))
         self.run_span.end(end_time=int(now * 1e9))
         self.pipeline.shutdown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import re
 import secrets
@@ -16,6 +17,7 @@ from pathlib import Path
 import orjson
 
 from . import semconv as sc
+from .semconv import SCHEMA_VERSION
 
 RUNS_DIR_ENV = "SCALABLE_RUNS_DIR"
 DEFAULT_RUNS_DIR = Path(".scalable") / "runs"
@@ -54,6 +56,134 @@ def resource_fields(usage: dict) -> dict:
 
 
 _RUN_NAME = re.compile(r"^run-(\d{8}T\d{6}Z)-(.+)-([0-9a-f]{8})$")
+
+# --- run.json: its fields and their types, declared once ---------------------------------------
+_TEXT, _NUMBER, _INTEGER, _OBJECT = (str,), (int, float), (int,), (dict,)
+#: Every run.json field and the type of its value (docs/telemetry-schema.md#runjson); any
+#: field may be null where its value is unknown (`end_time` while running, a count the
+#: session never learned). `format` and `original` are set by readers of the Scalable
+#: tool's 2.0 beta runs (analysis/beta.py), never written.
+RUN_JSON_FIELDS: dict[str, tuple[type, ...]] = {
+    "schema_version": _INTEGER,
+    "run_id": _TEXT,
+    "project": _TEXT,
+    "status": _TEXT,
+    "start_time": _TEXT,
+    "end_time": _TEXT,
+    "duration_s": _NUMBER,
+    "target": _TEXT,
+    "provider": _TEXT,
+    "host": _TEXT,
+    "pid": _INTEGER,
+    "process_start_time": _NUMBER,
+    "manifest_hash": _TEXT,
+    "tasks_submitted": _INTEGER,
+    "tasks_completed": _INTEGER,
+    "tasks_failed": _INTEGER,
+    "tasks_cancelled": _INTEGER,
+    "cache_hits": _INTEGER,
+    "cache_misses": _INTEGER,
+    "telemetry_lines_dropped": _INTEGER,
+    "telemetry_spans_dropped": _INTEGER,
+    "telemetry_records_unhandled": _INTEGER,
+    "telemetry_fallbacks": _OBJECT,
+    "telemetry_write_error": _TEXT,
+    "exporters": _OBJECT,
+    "trace_id": _TEXT,
+    "telemetry_lost": (bool,),
+    "settings": _OBJECT,
+    "versions": _OBJECT,
+    "format": _TEXT,
+    "original": _OBJECT,
+}
+#: The fields whose value is the recorder's summary of the run: null until it reports it.
+SUMMARY_FIELDS = (
+    "tasks_submitted",
+    "tasks_completed",
+    "tasks_failed",
+    "tasks_cancelled",
+    "cache_hits",
+    "cache_misses",
+    "telemetry_lines_dropped",
+    "telemetry_spans_dropped",
+    "telemetry_records_unhandled",
+    "telemetry_fallbacks",
+)
+META_TYPES = RUN_JSON_FIELDS  # the name readers know it by
+
+
+def _of_type(value, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
+def typed_meta(meta: dict) -> dict:
+    """run.json without the known fields whose value is null or not of their type (a hand
+    edit, a damaged file): such a field is read as missing, as in the JSONL files."""
+    return {
+        name: value
+        for name, value in meta.items()
+        if name not in RUN_JSON_FIELDS or _of_type(value, RUN_JSON_FIELDS[name])
+    }
+
+
+def run_json(
+    *,
+    run_id: str,
+    project: str,
+    status: str,
+    started: float,
+    ended: float | None,
+    target: str,
+    provider: str,
+    host: str,
+    pid: int,
+    process_start_time: float | None,
+    manifest_hash: str,
+    trace_id: str,
+    exporters: dict,
+    settings: dict,
+    versions: dict,
+    summary: dict | None = None,
+) -> dict:
+    """run.json's content from what the session knows: `ended` is None while the run goes
+    on; `summary` is the recorder's report of the run's end (None before it, or when the
+    telemetry process never gave one). A count the summary does not give is null, never 0:
+    readers then count the run's lines (`analysis.facts`).
+
+    >>> meta = run_json(run_id="run-x", project="p", status="running", started=0.0,
+    ...     ended=None, target="local", provider="local", host="h", pid=1,
+    ...     process_start_time=None, manifest_hash="sha256:0", trace_id="0" * 32,
+    ...     exporters={}, settings={}, versions={})
+    >>> meta["tasks_completed"], meta["end_time"]
+    (None, None)
+    """
+    summary = summary or {}
+    data = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "project": project,
+        "status": status,
+        "start_time": iso(started),
+        "end_time": iso(ended) if ended else None,
+        "duration_s": round(ended - started, 6) if ended else None,
+        "target": target,
+        "provider": provider,
+        # who writes the run: a reader tells a crashed run from a live one by these
+        "host": host,
+        "pid": pid,
+        "process_start_time": process_start_time,
+        "manifest_hash": manifest_hash,
+    }
+    data.update({name: summary.get(name) for name in SUMMARY_FIELDS})
+    data["telemetry_write_error"] = summary.get("telemetry_write_error")
+    data["exporters"] = summary.get("exporters", exporters)
+    data["trace_id"] = summary.get("trace_id") or trace_id
+    data["telemetry_lost"] = summary.get("telemetry_lost", False)
+    data["settings"] = settings
+    data["versions"] = versions
+    return data
 
 
 def runs_dir(path: str | os.PathLike | None = None) -> Path:
@@ -218,19 +348,67 @@ def list_runs(root: Path | None = None) -> list[Path]:
     return sorted(runs, key=start_key)
 
 
+# A string, or a number JSON has no finite value for: NaN or an infinity in any case (with
+# a minus sign), or digits beyond a double (1e999, 400 digits). DuckDB's JSON reader takes
+# them; so does `parse_line`, as null.
+_NONFINITE = re.compile(
+    rb'"(?:[^"\\]|\\.)*"|(-?(?:nan|infinity|inf)(?![\w])|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)',
+    re.IGNORECASE,
+)
+
+
+def _null_if_not_finite(match: re.Match) -> bytes:
+    token = match.group(1)
+    if token is None or math.isfinite(float(token)):  # a string, or a finite number
+        return match.group(0)
+    return b"null"
+
+
+def parse_line(raw: bytes):
+    """One JSONL line parsed (any JSON value), or None when it is not JSON.
+
+    A number with no finite value (`NaN`, `Infinity`, `1e999`, a 400-digit integer), which
+    JSON does not allow but a hand edit or another tool can write, reads as null: the line
+    is read, the field is null, as DuckDB's reader of the same file does.
+
+    >>> parse_line(b'{"event": "task_completed", "duration_s": NaN}')
+    {'event': 'task_completed', 'duration_s': None}
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    fixed = _NONFINITE.sub(_null_if_not_finite, raw)
+    if fixed == raw:
+        return None
+    try:
+        return orjson.loads(fixed)
+    except orjson.JSONDecodeError:
+        return None
+
+
 def iter_lines(
-    path: Path, limit: int | None = None, containing: bytes | None = None
+    path: Path,
+    limit: int | None = None,
+    containing: bytes | None = None,
+    *,
+    block: int = 4 << 20,
 ) -> Iterator[dict | None]:
-    """Each non-blank line of a JSONL file parsed: a dict, or None for a line that is not
-    a JSON object (torn or corrupt). With `limit`, only the file's first `limit` bytes
-    (a file that grows while it is read stops where it was). With `containing`, lines
-    without those bytes are passed over unparsed (a cheap filter before the parse)."""
+    """Each non-blank line of a JSONL file parsed (`parse_line`): a dict, or None for a
+    line that is not a JSON object (torn or corrupt). With `limit`, only the file's first
+    `limit` bytes (a file that grows while it is read stops where it was). With
+    `containing`, only the lines holding those bytes: the file is read in blocks of
+    `block` bytes and searched for them first, so a big file with few such lines is read
+    at the speed of the disk, not of a Python loop over its lines."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
         return
-    remaining = limit
     with f:
+        if containing is not None:
+            yield from _lines_holding(f, containing, limit, block)
+            return
+        remaining = limit
         for raw in f:
             if remaining is not None:
                 if remaining <= 0:
@@ -238,14 +416,37 @@ def iter_lines(
                 raw = raw[:remaining]
                 remaining -= len(raw)
             raw = raw.strip()
-            if not raw or (containing is not None and containing not in raw):
-                continue
-            try:
-                value = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                yield None
-                continue
-            yield value if isinstance(value, dict) else None
+            if raw:
+                value = parse_line(raw)
+                yield value if isinstance(value, dict) else None
+
+
+def _lines_holding(f, needle: bytes, limit: int | None, block: int) -> Iterator[dict | None]:
+    """The lines of the open file `f` (its first `limit` bytes) that hold `needle`, parsed."""
+    remaining, tail = limit, b""
+    while remaining is None or remaining > 0:
+        chunk = f.read(block if remaining is None else min(block, remaining))
+        if not chunk:
+            break
+        if remaining is not None:
+            remaining -= len(chunk)
+        data = tail + chunk
+        whole = data.rfind(b"\n") + 1  # the lines up to here are whole
+        yield from _holding(data, needle, whole)
+        tail = data[whole:]
+    yield from _holding(tail, needle, len(tail))
+
+
+def _holding(data: bytes, needle: bytes, end: int) -> Iterator[dict | None]:
+    """The lines of `data[:end]` that hold `needle`, parsed (`parse_line`)."""
+    at = data.find(needle, 0, end)
+    while at != -1:
+        start = data.rfind(b"\n", 0, at) + 1
+        stop = data.find(b"\n", at, end)
+        stop = end if stop == -1 else stop
+        value = parse_line(data[start:stop].strip())
+        yield value if isinstance(value, dict) else None
+        at = data.find(needle, stop, end)
 
 
 def read_lines(path: Path) -> tuple[list[dict], int]:

@@ -9,6 +9,16 @@ from typing import NamedTuple
 SCHEMA_VERSION = 1
 INSTRUMENTATION_SCOPE = "scalable_otel"
 
+# --- run statuses (run.json `status`; crashed and unknown are what a reader infers) ---------
+RUN_RUNNING = "running"
+RUN_COMPLETED = "completed"
+RUN_FAILED = "failed"
+RUN_INTERRUPTED = "interrupted"
+RUN_CRASHED = "crashed"  # a running run whose process is gone
+RUN_UNKNOWN = "unknown"  # a run without a readable run.json
+#: Statuses a run has once its session closed it: only then are run.json's counts its own.
+RUN_ENDED = (RUN_COMPLETED, RUN_FAILED, RUN_INTERRUPTED)
+
 # --- span names -------------------------------------------------------------
 SPAN_RUN = "scalable.run"
 SPAN_EXECUTE = "execute"
@@ -131,10 +141,21 @@ SECONDS_BUCKETS = (
 )
 
 # --- Dask plumbing -------------------------------------------------------------------
+# Each run's plugins and topics carry its run id (`per_run`), so that runs sharing one
+# scheduler neither replace nor unregister each other's; these are the prefixes.
 SCHEDULER_PLUGIN_NAME = "scalable-otel-scheduler"
 WORKER_PLUGIN_NAME = "scalable-otel-worker"
 WORKER_TOPIC = "scalable-otel-worker"
 FORWARD_TOPIC = "scalable-otel-records"
+# The task annotation naming the runs a task belongs to (a tuple of run ids): set by each
+# run's scheduler plugin, read on workers to give a task's usage and spans to its runs.
+RUNS_ANNOTATION = "scalable_otel_runs"
+
+
+def per_run(name: str, run_id: str | None) -> str:
+    """A plugin or topic name of one run: `per_run(WORKER_PLUGIN_NAME, run_id)`."""
+    return f"{name}-{run_id}" if run_id else name
+
 
 # --- lifecycle records ------------------------------------------------------------------
 # What the plugins and the session send a run's recorder: plain tuples `(kind, *fields)`,

@@ -33,15 +33,16 @@ from .rundir import (
     PLAN_JSON,
     TASKS,
     RunDirectory,
-    iso,
     iter_lines,
     new_run_id,
+    run_json,
     runs_dir,
     write_json_atomic,
 )
 from .submission import MAP_OPTIONS, SUBMIT_OPTIONS, describe_tasks, map_keys, submit_key
 from .telemetry import forward_spans_to, telemetry_disabled
 from .termination import TERMINATION
+from .version import __version__
 
 if TYPE_CHECKING:
     from typing_extensions import Never
@@ -103,8 +104,8 @@ def _client_options(kwargs: dict, names) -> dict:
     return {name: kwargs.pop(name) for name in names if name in kwargs}
 
 
-def _worker_flush(dask_worker) -> None:
-    plugin = dask_worker.plugins.get(sc.WORKER_PLUGIN_NAME)
+def _worker_flush(dask_worker, name: str = sc.WORKER_PLUGIN_NAME) -> None:
+    plugin = dask_worker.plugins.get(name)
     if plugin is not None:
         plugin.final_flush()
 
@@ -246,6 +247,7 @@ class ScalableSession:
         self._recording = None
         self._rundir: RunDirectory | None = None
         self._attached = False  # set by attach(): the client is the caller's, never closed here
+        self._cache_sink = None  # where this run takes the driver's cache lookups
 
     @classmethod
     def from_yaml(
@@ -288,7 +290,9 @@ class ScalableSession:
                 print(session.run_dir)  # finished; the client still runs
 
         The run starts now, on whatever scheduler the client is connected to (its
-        address is the run's target), and ends at `close()` (or the end of the `with`),
+        address is the run's target), and holds the tasks this client asks for from now
+        on (other clients of that scheduler have theirs, or none). It ends at `close()`
+        (or the end of the `with`),
         which takes the session's plugins off the scheduler and workers and finishes
         run.json, but never closes the client or its cluster.
 
@@ -329,7 +333,7 @@ class ScalableSession:
         session._started = time.time()
         # the scheduler may be in another process (or a copy of the plugin is made when it
         # is registered): its records come back through the client, as for a remote target
-        plugin = TaskRecordPlugin(forward=True)
+        plugin = TaskRecordPlugin(forward=True, clients=())
         if telemetry_disabled() or not session._open_telemetry(plugin):
             return session
         session._attach_telemetry(plugin, remote=True)
@@ -351,7 +355,7 @@ class ScalableSession:
 
         self._started = time.time()
         remote = self.target.startswith(_ADDRESS_PREFIXES)
-        plugin = TaskRecordPlugin(forward=remote)
+        plugin = TaskRecordPlugin(forward=remote, clients=())
         telemetry = not telemetry_disabled() and self._open_telemetry(plugin)
         try:
             if remote:
@@ -396,6 +400,7 @@ class ScalableSession:
         """Create the run directory and the pipeline; on failure warn once and run without."""
         try:
             self.run_id = new_run_id(self.project)
+            plugin.run_id = self.run_id  # its name, topics and task annotation say whose
             self._rundir = RunDirectory.create(runs_dir(self.runs_root).absolute(), self.run_id)
             self.run_dir = self._rundir.path
             self._write_run_json("running")
@@ -440,27 +445,26 @@ class ScalableSession:
         from .instrumentation.worker_plugin import WorkerTelemetryPlugin
 
         inbox = self._recording.inbox
+        plugin.record_client(self.client.id)  # the run's tasks: those its client asks for
         if remote:
 
             def on_records(event):
                 inbox.append((sc.RECORD_FORWARDED, event[0], event[1]))
 
-            self.client.subscribe_topic(sc.FORWARD_TOPIC, on_records)
-            self.client.register_plugin(plugin, name=sc.SCHEDULER_PLUGIN_NAME)
-        self.client.register_plugin(
-            WorkerTelemetryPlugin(
-                resource_interval=self.recording_options.resource_interval,
-                flush_interval=self.recording_options.flush_interval,
-                cache_dir=str(self.cache_dir),
-                run_id=self.run_id,
-                trace_id=self.trace_id,
-            ),
-            name=sc.WORKER_PLUGIN_NAME,
+            self.client.subscribe_topic(plugin.forward_topic, on_records)
+            self.client.register_plugin(plugin, name=plugin.name)
+        worker_plugin = WorkerTelemetryPlugin(
+            resource_interval=self.recording_options.resource_interval,
+            flush_interval=self.recording_options.flush_interval,
+            cache_dir=str(self.cache_dir),
+            run_id=self.run_id,
+            trace_id=self.trace_id,
+            redact_values=self.redaction.value_patterns(),
         )
+        self.client.register_plugin(worker_plugin, name=worker_plugin.name)
         watch_when_reporting()  # the Scalable tool's lookups too
-        cache.set_driver_sink(
-            lambda record: inbox.append((sc.RECORD_CACHE, record)), str(self.cache_dir)
-        )
+        self._cache_sink = lambda record: inbox.append((sc.RECORD_CACHE, record))
+        cache.set_driver_sink(self._cache_sink, str(self.cache_dir))
 
     def close(self, status: str | None = None) -> None:
         """Finish the run: flush workers, close Dask, end spans, write run.json.
@@ -476,10 +480,14 @@ class ScalableSession:
         recording = self._recording
         if recording is not None:
             try:
-                self.client.run(_worker_flush)
+                self.client.run(_worker_flush, name=sc.per_run(sc.WORKER_PLUGIN_NAME, self.run_id))
                 time.sleep(0.05)  # let the workers' batches reach the scheduler
                 token = uuid.uuid4().hex
-                self.client.run_on_scheduler(sync_scheduler_plugin, token=token)
+                self.client.run_on_scheduler(
+                    sync_scheduler_plugin,
+                    token=token,
+                    name=sc.per_run(sc.SCHEDULER_PLUGIN_NAME, self.run_id),
+                )
                 if not recording.sync(token):
                     logger.warning(
                         "scalable-otel: the last records from the scheduler did "
@@ -488,7 +496,7 @@ class ScalableSession:
             except Exception:
                 logger.debug("scalable-otel: final worker flush failed", exc_info=True)
             recording.mark_closing()
-            cache.set_driver_sink(None, None)
+            cache.clear_driver_sink(self._cache_sink)
         try:
             if self.cluster is None and recording is not None:
                 self._detach_from_cluster()
@@ -501,11 +509,14 @@ class ScalableSession:
                 self._finish_telemetry(status)
 
     def _detach_from_cluster(self) -> None:
-        """Leave a cluster we did not start as we found it: no plugins of ours behind."""
+        """Leave a cluster we did not start as we found it: no plugins of this run behind
+        (another run's on the same scheduler go on)."""
         try:
-            self.client.unsubscribe_topic(sc.FORWARD_TOPIC)
-            self.client.unregister_worker_plugin(sc.WORKER_PLUGIN_NAME)
-            self.client.unregister_scheduler_plugin(sc.SCHEDULER_PLUGIN_NAME)
+            self.client.unsubscribe_topic(sc.per_run(sc.FORWARD_TOPIC, self.run_id))
+            self.client.unregister_worker_plugin(sc.per_run(sc.WORKER_PLUGIN_NAME, self.run_id))
+            self.client.unregister_scheduler_plugin(
+                sc.per_run(sc.SCHEDULER_PLUGIN_NAME, self.run_id)
+            )
         except Exception:
             logger.debug("scalable-otel: plugins not unregistered", exc_info=True)
 
@@ -558,46 +569,29 @@ class ScalableSession:
         )
 
     def _write_run_json(self, status: str, ended=None, summary: dict | None = None) -> None:
-        from . import __version__
-
-        summary = summary or {}
-        data = {
-            "schema_version": sc.SCHEMA_VERSION,
-            "run_id": self.run_id,
-            "project": self.project,
-            "status": status,
-            "start_time": iso(self._started),
-            "end_time": iso(ended) if ended else None,
-            "duration_s": round(ended - self._started, 6) if ended else None,
-            "target": self.target,
-            "provider": self.provider,
-            # who writes the run: a reader tells a crashed run from a live one by these
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "process_start_time": _PROCESS_START_TIME,
-            "manifest_hash": self._manifest().hash,
-            "tasks_submitted": summary.get("tasks_submitted", 0),
-            "tasks_completed": summary.get("tasks_completed", 0),
-            "tasks_failed": summary.get("tasks_failed", 0),
-            "tasks_cancelled": summary.get("tasks_cancelled", 0),
-            "cache_hits": summary.get("cache_hits", 0),
-            "cache_misses": summary.get("cache_misses", 0),
-            "telemetry_lines_dropped": summary.get("telemetry_lines_dropped", 0),
-            "telemetry_fallbacks": summary.get("telemetry_fallbacks", {}),
-            "telemetry_spans_dropped": summary.get("telemetry_spans_dropped", 0),
-            "telemetry_records_unhandled": summary.get("telemetry_records_unhandled", 0),
-            "telemetry_write_error": summary.get("telemetry_write_error"),
-            "exporters": summary.get("exporters", self._exports.describe()),
-            "trace_id": summary.get("trace_id") or self.trace_id,
-            "telemetry_lost": summary.get("telemetry_lost", False),
-            "settings": {
+        data = run_json(
+            run_id=self.run_id,
+            project=self.project,
+            status=status,
+            started=self._started,
+            ended=ended,
+            target=self.target,
+            provider=self.provider,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            process_start_time=_PROCESS_START_TIME,
+            manifest_hash=self._manifest().hash,
+            trace_id=self.trace_id,
+            exporters=self._exports.describe(),
+            settings={
                 "n_workers": self.n_workers,
                 "threads_per_worker": self.threads_per_worker,
                 "resource_interval_s": self.recording_options.resource_interval,
                 "flush_interval_s": self.recording_options.flush_interval,
             },
-            "versions": _versions(__version__),
-        }
+            versions=_versions(__version__),
+            summary=summary,
+        )
         self._rundir.write_run_json(data)
 
     def _plan(self, graph: list | None) -> dict:

@@ -3,7 +3,11 @@ telemetry process: `span_record` on the worker, `readable_span` there, one forma
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from opentelemetry.trace import SpanContext, TraceFlags
+
+EXCEPTION_EVENT = "exception"  # the event `Span.record_exception` adds
 
 
 def span_record(span) -> dict:
@@ -27,6 +31,26 @@ def span_record(span) -> dict:
             else ["", None]
         ),
     }
+
+
+def scrubbed(record: dict, scrub: Callable[[str], str]) -> dict:
+    """`record` with `scrub` applied to what the SDK makes of an exception: each text
+    attribute of its `exception` events (message, stack trace) and its status
+    description. The names and attributes user code sets are kept as set.
+
+    >>> record = {"events": [["exception", 1, {"exception.message": "token=abc"}]],
+    ...           "status": [2, "ValueError: token=abc"]}
+    >>> scrubbed(record, lambda text: text.replace("abc", "[redacted]"))["status"]
+    [2, 'ValueError: token=[redacted]']
+    """
+    events = [
+        [name, ts, {k: scrub(v) if isinstance(v, str) else v for k, v in attrs.items()}]
+        if name == EXCEPTION_EVENT
+        else [name, ts, attrs]
+        for name, ts, attrs in record["events"]
+    ]
+    code, description = record["status"]
+    return {**record, "events": events, "status": [code, scrub(description)]}
 
 
 def readable_span(record: dict, resource):

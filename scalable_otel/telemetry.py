@@ -31,6 +31,7 @@ from .exporters.jsonl import (
     WriteErrors,
 )
 from .exporters.settings import ExportSettings
+from .version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -74,18 +75,12 @@ class Pipeline:
     span_processors: list
 
     def tracer(self):
-        from . import __version__
-
         return self.tracer_provider.get_tracer(sc.INSTRUMENTATION_SCOPE, __version__)
 
     def meter(self):
-        from . import __version__
-
         return self.meter_provider.get_meter(sc.INSTRUMENTATION_SCOPE, __version__)
 
     def event_logger(self):
-        from . import __version__
-
         return self.logger_provider.get_logger(sc.INSTRUMENTATION_SCOPE, __version__)
 
     def export_span(self, span) -> None:
@@ -352,8 +347,6 @@ def mirrored_meter(meter, meter_provider, finished_run):
         recorder = Recorder(meter=mirrored_meter(pipeline.meter(), my_meter_provider,
                                                  lambda: run_is_over), ...)
     """
-    from . import __version__
-
     try:
         with _mirrors_lock:
             mirror = _mirrors.get(meter_provider)

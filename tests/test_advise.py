@@ -14,11 +14,11 @@ from scalable_otel.analysis.advise import (
     format_advice,
     format_memory,
     parse_cpus,
-    parse_memory,
     round_cpus,
     round_memory,
     weighted_percentile,
 )
+from scalable_otel.analysis.facts import size_bytes
 from scalable_otel.errors import ScalableError
 
 GIB, MIB = 2**30, 2**20
@@ -380,10 +380,14 @@ def test_torn_lines_are_skipped_and_counted(tmp_path):
         (1024, 1024),
         ("lots", None),
         (None, None),
+        (-1, None),
+        (10**400, None),
+        ("9" * 400 + "G", None),
+        (True, None),
     ],
 )
-def test_parse_memory(value, expected):
-    assert parse_memory(value) == expected
+def test_sizes_are_read_as_the_manifest_reads_them(value, expected):
+    assert size_bytes(value) == expected
 
 
 def test_units_and_rounding():

@@ -1,6 +1,13 @@
 import pytest
 
-from scalable_otel.args import MAX_ARGS, REDACTED, Redaction, args_json, summarize_args
+from scalable_otel.args import (
+    MAX_ARGS,
+    REDACTED,
+    Redaction,
+    args_json,
+    redact_url,
+    summarize_args,
+)
 
 
 def run_simulation(scenario_id, years=20, *, api_key=None, **options):
@@ -126,3 +133,20 @@ def test_a_huge_argument_is_summarized_without_being_written_out():
     assert summary["scenario_id"].startswith("[m, m") and len(summary["scenario_id"]) <= 80
     assert len(summary["years"]) == 80
     assert len(shown) < 10  # not a million reprs to keep 80 characters
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("http://ann:hunter2@otel:4318/v1/traces", "http://otel:4318/v1/traces"),
+        ("https://ghp_tokenasuser@example.org/x", "https://example.org/x"),
+        ("u:p@w@127.0.0.1:9091", "127.0.0.1:9091"),  # no scheme, '@' in the password
+        ("http://ann:pw@host:notaport/x", "http://host:notaport/x"),  # not a valid port
+        ("http://h/v1?api_key=abc&env=prod#f", f"http://h/v1?api_key={REDACTED}&env=prod#f"),
+        ("http://otel:4318/v1/traces", "http://otel:4318/v1/traces"),
+        ("127.0.0.1:4317", "127.0.0.1:4317"),
+        ("", ""),
+    ],
+)
+def test_a_url_is_shown_without_its_credentials(url, shown):
+    assert redact_url(url) == shown

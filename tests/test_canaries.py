@@ -11,6 +11,7 @@ import os
 import signal
 from pathlib import Path
 
+import dask
 import pytest
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -42,7 +43,12 @@ def _where_am_i():
     from distributed import worker
 
     frames = [(f.function, f.frame.f_globals.get("__name__")) for f in inspect.stack()]
-    return ("_run_task_simple", "distributed.worker") in frames, worker.thread_state.key
+    key = worker.thread_state.key
+    try:  # where the run's plugin tags a task with its runs (task_context.task_runs)
+        annotations = worker.get_worker().state.tasks[key].annotations
+    except Exception as exc:
+        annotations = repr(exc)
+    return ("_run_task_simple", "distributed.worker") in frames, key, annotations
 
 
 def test_tasks_run_inside_run_task_simple_with_thread_state_key_set():
@@ -52,10 +58,14 @@ def test_tasks_run_inside_run_task_simple_with_thread_state_key_set():
         ) as cluster,
         Client(cluster) as client,
     ):
-        inside, key = client.submit(_where_am_i, key="canary-key").result()
+        with dask.annotate(canary="yes"):
+            inside, key, annotations = client.submit(_where_am_i, key="canary-key").result()
     assert inside, moved(compat.RUN_TASK, "a task no longer runs inside _run_task_simple")
     assert key == "canary-key", moved(
         compat.RUN_TASK, f"distributed.worker.thread_state.key is {key!r} inside a task"
+    )
+    assert isinstance(annotations, dict) and annotations.get("canary") == "yes", moved(
+        compat.RUN_TASK, f"Worker.state.tasks[key].annotations inside a task is {annotations!r}"
     )
 
 
@@ -302,8 +312,9 @@ def test_scalable_cacheable_opens_its_cache_through_the_module_global():
     caching = pytest.importorskip("scalable.caching")
     from diskcache import Cache
 
-    assert getattr(caching, "Cache", None) is Cache, moved(
-        compat.SCALABLE_CACHE, "scalable.caching.Cache is not diskcache.Cache"
+    current = getattr(caching, "Cache", None)  # ours once instrumented: a subclass
+    assert isinstance(current, type) and issubclass(current, Cache), moved(
+        compat.SCALABLE_CACHE, f"scalable.caching.Cache is {current!r}, not diskcache.Cache"
     )
 
     def work(x):

@@ -1,6 +1,8 @@
 """Security defaults, checked on a real run: owner-only files whatever the umask, no
 environment or secret argument in what is written, and nothing unpickled that the SDK
-did not write and verify."""
+did not write and verify. Secrets planted in every other place a run takes them from
+(span exceptions in tasks, URLs, headers), checked in every file, export, OTLP receiver
+and print: tests/test_secrets_everywhere.py."""
 
 import ast
 import os

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from scalable_otel import RecordingOptions, ScalableSession
+from scalable_otel.analysis import load_run, report
 from scalable_otel.rundir import JSONL_FILES
 from tests import workloads
 from tests.conftest import events, read_jsonl, wait_for
@@ -276,6 +277,9 @@ def test_telemetry_process_killed_mid_run_never_stops_the_workflow(project_dir, 
     assert run["status"] == "completed" and run["telemetry_lost"] is True
     # what was written before the loss is all there and whole
     assert len(events(s.run_dir, event="task_completed")) == 5
+    # counts it never learned are null, and readers count the lines instead
+    assert run["tasks_completed"] is None and run["tasks_submitted"] is None
+    assert report(load_run(s.run_dir))["tasks"]["completed"] == 5
     assert sum("telemetry process is gone" in r.message for r in caplog.records) == 1
 
 

@@ -152,6 +152,22 @@ def test_the_sdist_holds_the_package_the_wheel_was_built_from(dists):
     assert {name for name in inside if name.startswith(f"{PACKAGE}/")} == package_files()
 
 
+def test_the_version_is_written_once(dists, venv, tmp_path):
+    """scalable_otel/version.py holds the version; the build, the installed metadata and the
+    package's `__version__` all read it from there."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" not in config["project"] and "version" in config["project"]["dynamic"]
+    source = (REPO / PACKAGE / "version.py").read_text()
+    (version,) = re.findall(r'^__version__ = "([^"]+)"$', source, re.M)
+    assert dists["wheel"].name.startswith(f"{PACKAGE}-{version}-")
+    code = (
+        f"import importlib.metadata, {PACKAGE}; "
+        f"print({PACKAGE}.__version__, importlib.metadata.version('scalable-otel'))"
+    )
+    shown = succeeded(run([venv / "python", "-c", code], tmp_path)).split()
+    assert shown == [version, version]
+
+
 def test_demo_and_report_from_the_installed_wheel(venv, tmp_path):
     work = tmp_path / "project"
     work.mkdir()

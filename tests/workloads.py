@@ -1,5 +1,6 @@
 """Task functions the tests run on real Dask workers (importable by worker processes)."""
 
+import os
 import time
 
 from scalable_otel import cacheable
@@ -54,3 +55,28 @@ def connect(host, password=None):
 def fail_connecting(url):
     """A task whose error message and traceback hold the URL it was given."""
     raise ConnectionError(f"cannot reach {url}")
+
+
+def fail_with_token():
+    """A task whose error message holds a token from the worker's environment."""
+    raise ValueError(f"token={os.environ['APP_API_TOKEN']}")
+
+
+def traced_login(host):
+    """A task making spans of its own with the OpenTelemetry API, each carrying a password
+    from the worker's environment in an exception or a status (and a patient's record
+    number, a secret by the user's rules only): one records a caught error, one lets the
+    error out of the task."""
+    from opentelemetry import trace
+    from opentelemetry.trace import Status, StatusCode
+
+    tracer = trace.get_tracer("tests.workloads")
+    password, patient = os.environ["APP_DB_PASSWORD"], os.environ["APP_PATIENT"]
+    with tracer.start_as_current_span("retry") as span:
+        try:
+            raise ConnectionError(f"{host} refused password={password} for {patient}")
+        except ConnectionError as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"refused: password={password}"))
+    with tracer.start_as_current_span("login"):
+        raise PermissionError(f"login to https://ann:{password}@{host} failed for {patient}")

@@ -49,17 +49,13 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import orjson
-import yaml
 
 from .. import rundir
 from .. import semconv as sc
 from ..errors import RunNotFound, ScalableError, shown
-from .columns import SKIPPED, RunFile
+from .columns import SKIPPED
 from .cost import (
     CPU_HOUR,
     MEMORY_GB_HOUR,
@@ -68,7 +64,8 @@ from .cost import (
     rates_known,
     resource_cost,
 )
-from .load import typed_meta
+from .facts import finite_number, size_bytes
+from .load import Run, read_meta
 
 PERCENTILE = 95.0
 CPU_MARGIN = 1.15
@@ -85,60 +82,20 @@ FRACTIONAL_CPU_PROVIDERS = frozenset({"aws", "gcp", "azure", "kubernetes", "k8s"
 FRACTIONAL_CPU_STEP = 0.25
 CPU_STEP_TOLERANCE = 0.2  # of a step: see the module docstring, point 5
 
-_MEMORY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(i?)(b?)\s*$", re.IGNORECASE)
-_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
-
 
 class UnknownTask(ScalableError):
     """No task of that name in the run history."""
 
 
 # --- units -----------------------------------------------------------------------------------
-def parse_memory(value) -> int | None:
-    """Bytes from a manifest memory setting; None if it is not one.
-
-    `16G`, `16Gi` and `16GiB` are 16 x 2**30 bytes (Slurm's and Scalable's reading of
-    `16G`); `16GB` is 16 x 10**9 (Dask's reading). A bare number is bytes.
-
-    >>> parse_memory("16G") == 16 * 2**30
-    True
-    >>> parse_memory("512M") == 512 * 2**20
-    True
-    """
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        try:
-            number = float(value)
-        except OverflowError:  # an integer beyond a double
-            return None
-        return int(value) if math.isfinite(number) and number >= 0 else None
-    match = _MEMORY.match(str(value))
-    if not match:
-        return None
-    number, unit, binary, byte = match.groups()
-    power = _POWERS[unit.lower()]
-    base = 1000 if (byte and not binary and unit) else 1024
-    nbytes = float(number) * base**power
-    return int(nbytes) if math.isfinite(nbytes) else None  # 400 digits are no size
-
-
 def parse_cpus(value) -> float | None:
     """CPUs from a manifest setting: a number, or Kubernetes millicores such as `500m`."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        try:
-            cpus = float(value)
-        except OverflowError:  # an integer beyond a double
-            return None
-        return cpus if math.isfinite(cpus) and cpus > 0 else None
-    text = str(value).strip()
-    try:
-        cpus = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
-    except ValueError:
-        return None
-    return cpus if math.isfinite(cpus) and cpus > 0 else None
+    if isinstance(value, str) and value.strip().endswith("m"):
+        millicores = finite_number(value.strip()[:-1])
+        cpus = millicores / 1000 if millicores is not None else None
+    else:
+        cpus = finite_number(value)
+    return cpus if cpus is not None and cpus > 0 else None
 
 
 def _trim(number: float, decimals: int) -> str:
@@ -287,37 +244,17 @@ class _Obs:  # one task_resources line (slots: a long history holds many)
 
 @dataclass
 class _Run:
-    path: Path
-    meta: dict
+    run: Run
     obs: dict[str, list[_Obs]]
     bad_lines: int
 
     @property
+    def meta(self) -> dict:
+        return self.run.meta
+
+    @property
     def run_id(self) -> str:
-        return self.meta.get("run_id") or self.path.name
-
-
-def _number(value) -> float | None:
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        value = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        value = yaml.safe_load(path.read_text())
-    # ValueError: not UTF-8, or an integer of more than 4,300 digits; RecursionError: too deep
-    except (OSError, ValueError, yaml.YAMLError, RecursionError):
-        return {}
-    return value if isinstance(value, dict) else {}
+        return self.run.run_id
 
 
 _FIELDS = ["event", "task", "cpus_used", "peak_memory_bytes", "cpu_shared"]
@@ -336,8 +273,8 @@ GROUP BY task
 """
 
 
-def _observations(path: Path, task: str | None = None) -> tuple[dict[str, list[_Obs]], int]:
-    source = RunFile(path, rundir.RESOURCES, _FIELDS)
+def _observations(run: Run, task: str | None = None) -> tuple[dict[str, list[_Obs]], int]:
+    source = run.file(rundir.RESOURCES, _FIELDS)
     obs: dict[str, list[_Obs]] = {}
     bad = source.skipped_before
     for name, cpus, peaks, shared, measured, unreadable in source.query(_OBSERVATIONS, [task] * 6):
@@ -364,32 +301,28 @@ def _history(
         raise RunNotFound(f"no runs in {base}: run a workflow first (or pass --runs-dir)")
     if history is not None and history < 1:
         raise ScalableError(f"history must be 1 run or more, not {history}")
-    metas = [(p, typed_meta(_read_json(p / rundir.RUN_JSON))) for p in paths]
+    found = [Run(p, read_meta(p)) for p in paths]
     if target is not None:
-        chosen = [(p, m) for p, m in metas if m.get("target") == target]
+        chosen = [r for r in found if r.meta.get("target") == target]
         if not chosen:
-            seen = sorted({str(m.get("target")) for _, m in metas if m.get("target")})
+            seen = sorted({str(r.meta.get("target")) for r in found if r.meta.get("target")})
             raise RunNotFound(
                 f"no runs of target {target!r} in {base} "
                 f"(targets there: {', '.join(seen) or 'none recorded'})"
             )
-        metas = chosen
+        found = chosen
     if history is not None:
-        metas = metas[-history:]
-    runs = []
-    for path, meta in metas:
-        obs, bad = _observations(path, task)
-        runs.append(_Run(path, meta, obs, bad))
-    return base, runs
+        found = found[-history:]
+    return base, [_Run(run, *_observations(run, task)) for run in found]
 
 
 def _plan_tasks(run: _Run) -> dict:
-    tasks = _read_json(run.path / rundir.PLAN_JSON).get("tasks")
+    tasks = run.run.plan.get("tasks")
     return tasks if isinstance(tasks, dict) else {}
 
 
 def _manifest(run: _Run) -> dict:
-    return _read_yaml(run.path / rundir.MANIFEST_YAML)
+    return run.run.manifest or {}
 
 
 def _manifest_tasks(manifest: dict) -> dict:
@@ -414,12 +347,15 @@ def _manifest_request(task: str, run: _Run, manifest: dict) -> tuple[dict, str] 
 
 def _session_request(run: _Run) -> tuple[int | None, str]:
     """Worker memory per thread (one thread per task), the largest over the run's workers."""
-    records, _ = rundir.read_lines(run.path / rundir.WORKERS)
+    records = run.run.lines(rundir.WORKERS)
     best, threads = None, None
     for r in records:
         if r.get("event") != sc.WORKER_ADDED:
             continue
-        limit, nthreads = _number(r.get("memory_limit")), _number(r.get("nthreads")) or 1.0
+        limit, nthreads = (
+            finite_number(r.get("memory_limit")),
+            finite_number(r.get("nthreads")) or 1.0,
+        )
         if limit and limit > 0 and (best is None or limit / nthreads > best):
             best, threads = limit / nthreads, nthreads
     if best is None:
@@ -442,7 +378,7 @@ def _current(task: str, run: _Run, manifest: dict, notes: list[str]):
         what = f"component {component!r}" if component else f"tasks.{task}"
         source = f"manifest: {what} ({where} of {run.run_id})"
         cpus = parse_cpus(spec.get("cpus"))
-        memory = parse_memory(spec.get("memory"))
+        memory = size_bytes(spec.get("memory"))
         if spec.get("memory") is not None and memory is None:
             notes.append(f"memory {spec.get('memory')!r} of {what} is not a size such as 16G")
         if spec.get("cpus") is not None and cpus is None:
@@ -466,9 +402,7 @@ def _known_error(task: str, base: Path, runs: list[_Run], target: str | None) ->
     names = sorted({shown(name) for run in runs for name in run.obs})
     listed = ", ".join(names[:20]) + (f" … ({len(names) - 20} more)" if len(names) > 20 else "")
     where = f"runs of target {target!r} in {base}" if target else f"runs in {base}"
-    from .beta import is_beta
-
-    beta = sum(is_beta(run.meta) for run in runs)
+    beta = sum(run.run.is_beta for run in runs)
     why = (
         f" ({beta} of the {len(runs)} runs are Scalable 2.0 beta runs, which measured no "
         "per-task resources)"

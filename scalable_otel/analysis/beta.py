@@ -62,9 +62,10 @@ def beta_meta(meta: dict, run_dir: Path) -> dict:
     summary = _read(Path(run_dir) / "summary.json")
     started, ended = meta.get("started_at"), meta.get("finished_at")
     t0, t1 = parse_iso(started), parse_iso(ended)
-    status = meta.get("status") or summary.get("status") or ("completed" if ended else "running")
+    status = meta.get("status") or summary.get("status")
+    status = status or (sc.RUN_COMPLETED if ended else sc.RUN_RUNNING)
     if status in ("succeeded", "success", "done"):
-        status = "completed"
+        status = sc.RUN_COMPLETED
     mapped = {
         "run_id": meta.get("run_id") or Path(run_dir).name,
         "project": meta.get("project") or meta.get("project_name"),
@@ -89,6 +90,42 @@ def beta_meta(meta: dict, run_dir: Path) -> dict:
     return mapped
 
 
+def beta_line(name: str, line: dict) -> dict:
+    """One parsed line of a beta's tasks.jsonl or cache.jsonl under our names, as
+    `tasks_relation` and `cache_relation` read it in SQL (other files are kept as they are).
+
+    >>> beta_line("tasks.jsonl", {"state": "succeeded", "task_name": "sim", "duration": 4.0})
+    {'timestamp': None, 'event': 'task_completed', 'task': 'sim', 'key': None, 'duration_s': 4.0}
+    """
+    if name == "tasks.jsonl":
+        state, kind = line.get("state"), line.get("event_type")
+        if isinstance(state, str):
+            event = STATES.get(state, f"task_{state}")
+        elif line.get("timestamp") is None and line.get("task_name") is None and kind is None:
+            event = None
+        else:
+            event = kind if isinstance(kind, str) else "other"
+        duration = line.get("duration_s")
+        return {
+            "timestamp": line.get("timestamp"),
+            "event": event,
+            "task": line.get("task_name"),
+            "key": line.get("key") if line.get("key") is not None else line.get("task_id"),
+            "duration_s": duration if duration is not None else line.get("duration"),
+        }
+    if name == "cache.jsonl":
+        hit = line.get("hit")
+        known = isinstance(hit, bool)
+        return {
+            "timestamp": line.get("timestamp"),
+            "event": sc.CACHE_LOOKUP if known else None,
+            "function": line.get("function"),
+            "task": line.get("task_name"),
+            "result": ("hit" if hit else "miss") if known else None,
+        }
+    return line
+
+
 def tasks_relation(path: str) -> str:
     """SQL for a beta's tasks.jsonl with our column names (`path` already a SQL literal)."""
     states = " ".join(f"WHEN '{theirs}' THEN '{ours}'" for theirs, ours in STATES.items())
@@ -109,7 +146,7 @@ def tasks_relation(path: str) -> str:
         "coalesce(duration_s, duration) AS duration_s, NULL::DOUBLE AS queue_wait_s, "
         "NULL::JSON AS args "
         f"FROM read_json({path}, format='newline_delimited', columns={fields}, "
-        "ignore_errors=true))"
+        "records=true, ignore_errors=true))"
     )
 
 
@@ -125,5 +162,5 @@ def cache_relation(path: str) -> str:
         "CASE WHEN hit THEN 'hit' WHEN NOT hit THEN 'miss' END AS result, "
         "NULL::DOUBLE AS lookup_s, NULL::DOUBLE AS saved_s "
         f"FROM read_json({path}, format='newline_delimited', columns={fields}, "
-        "ignore_errors=true))"
+        "records=true, ignore_errors=true))"
     )

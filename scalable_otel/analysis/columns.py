@@ -14,7 +14,10 @@ correct:
 3. When DuckDB rejects the file as a whole (invalid UTF-8, say), its parseable lines
    are copied to a temporary file first, counting the rest.
 
-Fields missing from a line, or of the wrong type, are NULL.
+Fields missing from a line, or of the wrong type, are NULL; so is a number that is not
+finite (`NaN`, `Infinity`, `1e999`, a 400-digit integer), which DuckDB reads (the line
+reader, `rundir.iter_lines`, reads such a line the same way: its line counts, its
+non-finite field is null).
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ from pathlib import Path
 
 import orjson
 
-from ..jsonl_scan import FIELDS, JsonlScan, connection, empty_relation, sql_literal
+from ..jsonl_scan import (
+    FIELDS,
+    JsonlScan,
+    connection,
+    empty_relation,
+    finite_relation,
+    sql_literal,
+)
 from ..rundir import CACHE, TASKS, columnar_copy_paths
 
 SKIPPED = "count(*) FILTER (WHERE event IS NULL)"
@@ -39,23 +49,34 @@ class RunFile(JsonlScan):
     [(2,)]
     """
 
-    def __init__(self, run_dir: str | os.PathLike, name: str, fields: list[str] | None = None):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        name: str,
+        fields: list[str] | None = None,
+        *,
+        beta: bool | None = None,
+        extra: dict[str, str] | None = None,
+    ):
+        """`beta`: whether a Scalable 2.0 beta wrote the run (`Run.is_beta`); None reads its
+        run.json to tell. `extra`: fields beyond `jsonl_scan.FIELDS` (name: DuckDB type),
+        which the columnar copy does not hold: the JSONL file itself is then read."""
+        self._extra = dict(extra or {})
         known = FIELDS[name]
         # Parsing fewer fields of each line is most of what makes a JSONL query fast.
-        super().__init__(
-            Path(run_dir) / name, known if fields is None else {f: known[f] for f in fields}
-        )
-        self._beta: bool | None = None
+        chosen = dict(known) if fields is None else {f: known[f] for f in fields}
+        super().__init__(Path(run_dir) / name, chosen | self._extra)
+        self._beta = beta
 
     def relation(self) -> str:
         """The FROM expression for this file's rows."""
         foreign = self._beta_relation()
         if foreign is not None:
-            return foreign
-        copy = _fresh_copy(self.path)
+            return finite_relation(foreign, FIELDS[self.path.name] | self._extra)
+        copy = None if self._extra else _fresh_copy(self.path)
         if copy is not None:
             self.skipped_before = copy[1]
-            return f"read_parquet({sql_literal(copy[0])})"
+            return finite_relation(f"read_parquet({sql_literal(copy[0])})", FIELDS[self.path.name])
         return super().relation()
 
     def _beta_relation(self) -> str | None:
@@ -73,12 +94,18 @@ class RunFile(JsonlScan):
         from . import beta
 
         if not self.path.is_file() or self.path.stat().st_size == 0:
-            return empty_relation(FIELDS[self.path.name])
+            return empty_relation(FIELDS[self.path.name] | self._extra)
         if self.path.name == TASKS:
-            return beta.tasks_relation(sql_literal(self.path))
-        if self.path.name == CACHE:
-            return beta.cache_relation(sql_literal(self.path))
-        return empty_relation(FIELDS[self.path.name])
+            relation = beta.tasks_relation(sql_literal(self.path))
+        elif self.path.name == CACHE:
+            relation = beta.cache_relation(sql_literal(self.path))
+        else:
+            return empty_relation(FIELDS[self.path.name] | self._extra)
+        if not self._extra:
+            return relation
+        # the beta's files have none of our other fields
+        nulls = ", ".join(f"NULL::{kind} AS {name}" for name, kind in self._extra.items())
+        return f"(SELECT *, {nulls} FROM {relation})"
 
     def query(self, sql: str, params: list | tuple = ()) -> list[tuple]:
         """Rows of `sql`, where `{t}` is this file's relation, with `?` parameters."""

@@ -18,7 +18,7 @@ import math
 
 from .. import semconv as sc
 from ..rundir import TASKS
-from .columns import RunFile, query_files
+from .columns import query_files
 from .load import Run
 from .report import report, seconds
 
@@ -186,7 +186,7 @@ def compare(a: Run, b: Run) -> dict:
         "cost_usd": _change(ra["cost"]["usd"], rb["cost"]["usd"]),
     }
     fields = ["event", "task", "duration_s"]
-    files = {"a": RunFile(a.path, TASKS, fields), "b": RunFile(b.path, TASKS, fields)}
+    files = {"a": a.file(TASKS, fields), "b": b.file(TASKS, fields)}
     rows = [_task_change(row) for row in query_files(TASK_STATS, files)]
     return {
         "a": ra,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from .. import semconv as sc
 from ..errors import ScalableError
 from ..rundir import parse_iso
+from .facts import finite_number
 
 if TYPE_CHECKING:  # pandas loads only where a DataFrame is handed in (the CLI stays quick)
     import pandas as pd
@@ -161,16 +162,6 @@ def resource_cost(
     return round(usd, 9)
 
 
-def _number(value) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
-
-
 def _records(workers) -> list[dict]:
     if hasattr(workers, "to_dict") and hasattr(workers, "columns"):  # a pandas DataFrame
         return workers.to_dict("records")
@@ -254,7 +245,7 @@ def estimate_run_cost(
     open_workers = no_limit = 0
     for added, end in spans:
         start = parse_iso(added.get("timestamp"))
-        uptime = _number(end.get("uptime_s")) if end is not None else None
+        uptime = finite_number(end.get("uptime_s")) if end is not None else None
         if uptime is None:
             stop = parse_iso(end.get("timestamp")) if end is not None else run_end
             if end is None:
@@ -262,8 +253,8 @@ def estimate_run_cost(
             if start is None or stop is None:
                 continue
             uptime = max(0.0, stop - start)
-        nthreads = _number(added.get("nthreads")) or 1.0
-        memory_limit = _number(added.get("memory_limit")) or 0.0
+        nthreads = finite_number(added.get("nthreads")) or 1.0
+        memory_limit = finite_number(added.get("memory_limit")) or 0.0
         if memory_limit <= 0:
             no_limit += 1
         worker_s += uptime

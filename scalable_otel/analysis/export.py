@@ -42,6 +42,15 @@ export to the same place is removed): a Parquet file needs a schema, and an inve
 one would differ from the real one. Each file is written to a temporary file in
 `out_dir` and renamed into place, so an interrupted export leaves the old file or none,
 never half of one. Files are owner-only (mode 0600), as in the run directory.
+
+Why this module reads the run's files itself, the one reader besides `load.Run`: an
+export is a raw, typed copy of what the files hold, line for line. It does not apply
+what `Run` adds for the answers (run.json's counts taken as final by the rule of
+`facts`, a Scalable 2.0 beta run's names turned into ours, the columnar copy read
+instead of a JSONL file), and it reads each file in batches, twice, up to the size the
+file had when the export began, which no `Run` method does. It parses lines with the
+package's one line reader (`rundir.iter_lines`), so a line export skips is a line every
+reader skips (tests/test_layers.py names it as an exception).
 """
 
 from __future__ import annotations

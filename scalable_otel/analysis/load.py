@@ -4,29 +4,36 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
 
+from .. import semconv as sc
 from ..errors import RunNotFound, shown
-
-if TYPE_CHECKING:
-    import pandas as pd
 from ..rundir import (
     CACHE,
     FAILURES,
     MANIFEST_YAML,
+    PLAN_JSON,
     RESOURCES,
     RUN_JSON,
     TASKS,
     WORKERS,
+    iter_lines,
     list_runs,
     parse_run_name,
     read_lines,
     runs_dir,
+    typed_meta,
 )
+from .columns import RunFile
+from .facts import COUNTS, final_count, task_counts
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def resolve_run(
@@ -116,6 +123,12 @@ class Run:
     """One run directory: run.json as `meta`, and each JSONL file as a pandas DataFrame
     (`tasks`, `resources`, `workers`, `cache`, `failures`), read when first used.
 
+    The only reader of a run directory: the analysis modules read its files through a
+    `Run` (`file` for SQL, `lines` for parsed lines, `iter_lines` for a scan of some of
+    them, `plan`, `manifest`), and take its task counts from `task_counts`, which applies
+    the one rule of `facts` (tests/test_layers.py checks that no other module opens a
+    run's files).
+
     Lines that could not be parsed (a torn last line of a live run, a corrupt line) are
     skipped and counted in `skipped_lines`, by file name.
     """
@@ -128,11 +141,56 @@ class Run:
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, status={self.status!r})"
 
-    def _frame(self, name: str) -> pd.DataFrame:
+    def lines(self, name: str) -> list[dict]:
+        """The parsed lines of one of the run's JSONL files (bad ones counted in
+        `skipped_lines`); a Scalable 2.0 beta run's under our names (`beta.beta_line`)."""
         records, bad = read_lines(self.path / name)
         if bad:
             self.skipped_lines[name] = bad
-        return _frame(records)
+        if self.is_beta:
+            from .beta import beta_line
+
+            return [beta_line(name, record) for record in records]
+        return records
+
+    def iter_lines(self, name: str, containing: bytes | None = None) -> Iterator[dict | None]:
+        """Each line of one of the run's JSONL files, parsed as `lines` parses it, or None
+        for a line that did not parse (for the caller to count: `skipped_lines` is left as
+        it is). With `containing`, only the lines holding those bytes as written (a cheap
+        filter before the parse: the caller still checks each line it gets)."""
+        lines = iter_lines(self.path / name, containing=containing)
+        if not self.is_beta:
+            return lines
+        from .beta import beta_line
+
+        return (None if line is None else beta_line(name, line) for line in lines)
+
+    def file(
+        self, name: str, fields: list[str] | None = None, *, extra: dict[str, str] | None = None
+    ) -> RunFile:
+        """One of the run's JSONL files (tasks, cache or resources) for SQL (`RunFile`);
+        `extra` names fields the columnar copy does not hold, with their DuckDB types."""
+        return RunFile(self.path, name, fields, beta=self.is_beta, extra=extra)
+
+    def event_counts(self) -> dict[str, int]:
+        """tasks.jsonl's lines by event (a beta run's states under our event names)."""
+        rows = self.file(TASKS, ["event"]).query(
+            "SELECT event, count(*) FROM {t} WHERE event IS NOT NULL GROUP BY event"
+        )
+        return dict(rows)
+
+    def task_counts(self, events: dict[str, int] | None = None) -> dict[str, int]:
+        """`submitted`, `completed`, `failed`, `cancelled`: run.json's counts when they are
+        final, else the lines of tasks.jsonl (`facts.task_counts`). `events` are those
+        lines by event when already counted."""
+        status = self.status
+        if events is None:
+            final = [final_count(self.meta, status, field) for field, _ in COUNTS.values()]
+            events = self.event_counts() if None in final else {}  # no scan when all are final
+        return task_counts(self.meta, status, events)
+
+    def _frame(self, name: str) -> pd.DataFrame:
+        return _frame(self.lines(name))
 
     @cached_property
     def tasks(self) -> pd.DataFrame:
@@ -166,9 +224,26 @@ class Run:
             return None
         return data if isinstance(data, dict) else None
 
+    @cached_property
+    def plan(self) -> dict:
+        """plan.json as a dict ({} when missing, unreadable or not an object)."""
+        try:
+            data = orjson.loads((self.path / PLAN_JSON).read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    @property
+    def is_beta(self) -> bool:
+        """Whether the Scalable tool's 2.0 beta wrote this run (see `beta`)."""
+        from .beta import FORMAT
+
+        return self.meta.get("format") == FORMAT
+
     @property
     def run_id(self) -> str:
-        return self.meta.get("run_id") or self.path.name
+        run_id = self.meta.get("run_id")
+        return run_id if isinstance(run_id, str) and run_id else self.path.name
 
     @property
     def status(self) -> str:
@@ -179,55 +254,24 @@ class Run:
 def run_status(meta: dict) -> str:
     """The status of a run from its run.json: a `running` run whose process is no longer
     alive on this host is `crashed` (its files hold what it did before it died)."""
-    status = meta.get("status") or "unknown"
-    if status != "running" or meta.get("end_time"):
+    status = meta.get("status") or sc.RUN_UNKNOWN
+    if status != sc.RUN_RUNNING or meta.get("end_time"):
         return status
     pid, host = meta.get("pid"), meta.get("host")
     if not isinstance(pid, int) or host != socket.gethostname():
-        return "running"  # another machine's run, or an older run.json: cannot tell
+        return sc.RUN_RUNNING  # another machine's run, or an older run.json: cannot tell
     try:
         import psutil
 
         process = psutil.Process(pid)
         started = meta.get("process_start_time")
         if started is not None and abs(process.create_time() - float(started)) > 1.0:
-            return "crashed"  # the pid was reused by another process
-        return "running"
+            return sc.RUN_CRASHED  # the pid was reused by another process
+        return sc.RUN_RUNNING
     except psutil.NoSuchProcess:
-        return "crashed"
+        return sc.RUN_CRASHED
     except Exception:
-        return "running"
-
-
-_META_TEXT = ("run_id", "project", "status", "start_time", "end_time", "target", "provider")
-_META_TEXT += ("host", "manifest_hash", "trace_id", "format")
-_META_INTEGERS = ("schema_version", "pid", "tasks_submitted", "tasks_completed", "tasks_failed")
-_META_INTEGERS += ("tasks_cancelled", "cache_hits", "cache_misses")
-_META_INTEGERS += ("telemetry_lines_dropped", "telemetry_spans_dropped")
-#: run.json's fields that readers use, and their types (docs/telemetry-schema.md).
-META_TYPES: dict[str, tuple[type, ...]] = {
-    **dict.fromkeys(_META_TEXT, (str,)),
-    **dict.fromkeys(("duration_s", "process_start_time"), (int, float)),
-    **dict.fromkeys(_META_INTEGERS, (int,)),
-    **dict.fromkeys(("exporters", "settings", "versions", "original"), (dict,)),
-    "telemetry_lost": (bool,),
-}
-
-
-def _of_type(value, types: tuple[type, ...]) -> bool:
-    if isinstance(value, bool) and bool not in types:
-        return False
-    return isinstance(value, types)
-
-
-def typed_meta(meta: dict) -> dict:
-    """run.json without the known fields whose value is null or not of their type (a hand
-    edit, a damaged file): such a field is read as missing, as in the JSONL files."""
-    return {
-        name: value
-        for name, value in meta.items()
-        if name not in META_TYPES or _of_type(value, META_TYPES[name])
-    }
+        return sc.RUN_RUNNING
 
 
 def read_meta(path: Path) -> dict:
@@ -241,7 +285,7 @@ def read_meta(path: Path) -> dict:
             return typed_meta(beta_meta(meta, Path(path)) if is_beta(meta) else meta)
     except (OSError, orjson.JSONDecodeError):
         pass
-    return {"run_id": Path(path).name, "status": "unknown"}
+    return {"run_id": Path(path).name, "status": sc.RUN_UNKNOWN}
 
 
 def load_run(

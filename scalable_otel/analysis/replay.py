@@ -25,6 +25,12 @@ be looked at in Jaeger, Tempo, Phoenix or any OTLP backend later.
 - Spans the backend reports as rejected (OTLP partial success) are counted in
   `rejected_spans`. Sending the same run twice sends its spans twice: whether the
   backend keeps both copies is up to the backend.
+
+Why this module opens `traces.otlp.jsonl` itself, not through `load.Run`: the file is
+the OTLP exporter's, not one of the run's event files that the answers read. Each line
+is a request sent as it was recorded: nothing of `Run` applies to it (no counts rule,
+no Scalable 2.0 beta names, no columnar copy), and its lines are OTLP/JSON, decoded by
+the exporter's own `decode_otlp_json` (tests/test_layers.py names it as an exception).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from ..args import redact_url
 from ..errors import ScalableError
 from ..exporters.otlp_json import TRACES_FILE, decode_otlp_json
 from ..exporters.settings import GRPC, HTTP, ExportOptions, SettingsError, export_settings
@@ -91,7 +98,9 @@ def resolve_endpoint(
             if not url.endswith(_TRACES_PATH):
                 url += _TRACES_PATH
     if target.protocol == HTTP and urlsplit(url).scheme not in ("http", "https"):
-        raise ReplayError(f"OTLP/HTTP endpoint {url} must start with http:// or https://")
+        raise ReplayError(
+            f"OTLP/HTTP endpoint {redact_url(url)} must start with http:// or https://"
+        )
     return url, target.protocol, {str(k).lower(): str(v) for k, v in target.headers.items()}
 
 
@@ -210,7 +219,7 @@ def _grpc_target(endpoint: str, env) -> tuple[str, bool]:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ReplayError(
-                f"OTLP/gRPC endpoint {endpoint} must be host:port, http://host:port "
+                f"OTLP/gRPC endpoint {redact_url(endpoint)} must be host:port, http://host:port "
                 "(plaintext) or https://host:port (TLS)"
             )
         return parts.netloc, parts.scheme == "https"
@@ -284,15 +293,16 @@ def replay(
     env = os.environ
     run_dir = Path(run_dir)
     url, protocol, headers = resolve_endpoint(endpoint, protocol, headers, env)
+    shown = redact_url(url)  # what messages and the result name
     path = run_dir / TRACES_FILE
     if not path.is_file():
         raise ReplayError(
-            f"nothing sent to {url}: {run_dir.name} has no {TRACES_FILE} "
+            f"nothing sent to {shown}: {run_dir.name} has no {TRACES_FILE} "
             "(a run recorded without the OTLP/JSON span file, or not a run directory)"
         )
     result = {
         "run_id": run_dir.name,
-        "endpoint": url,
+        "endpoint": shown,
         "protocol": protocol,
         "requests": 0,
         "spans": 0,
@@ -322,7 +332,7 @@ def replay(
                     result["spans"] += count
     except OSError as exc:
         raise ReplayError(
-            f"stopped sending to {url}: cannot read {path} ({exc.strerror or exc})"
+            f"stopped sending to {shown}: cannot read {path} ({exc.strerror or exc})"
         ) from None
     finally:
         sender.close()
@@ -341,5 +351,6 @@ def _send(sender, request: ExportTraceServiceRequest, url: str, protocol: str, d
         time.sleep(retry_after if retry_after is not None else RETRY_DELAYS_S[attempt])
     before = f" ({done['requests']} requests of {done['spans']} spans were sent before)"
     raise ReplayError(
-        f"cannot send spans to {url} ({protocol}): {error}" + (before if done["requests"] else "")
+        f"cannot send spans to {redact_url(url)} ({protocol}): {error}"
+        + (before if done["requests"] else "")
     )

@@ -10,8 +10,9 @@ from __future__ import annotations
 import orjson
 
 from .. import semconv as sc
-from ..rundir import CACHE, TASKS, WORKERS, list_runs, parse_iso, read_lines
-from .columns import SKIPPED, RunFile
+from ..rundir import CACHE, TASKS, WORKERS, list_runs, parse_iso
+from .columns import SKIPPED
+from .facts import final_count
 from .load import Run, read_meta
 
 RULE = "═" * 47
@@ -31,9 +32,10 @@ SELECT
 FROM {{t}}
 """
 
+# A lookup is a cache_lookup line; a hit is one whose result is `hit`.
 CACHE_FIGURES = f"""
-SELECT count(*) FILTER (WHERE event IS NOT NULL),
-       count(*) FILTER (WHERE result = 'hit'), {SKIPPED}
+SELECT count(*) FILTER (WHERE event = '{sc.CACHE_LOOKUP}'),
+       count(*) FILTER (WHERE event = '{sc.CACHE_LOOKUP}' AND result = 'hit'), {SKIPPED}
 FROM {{t}}
 """
 
@@ -81,16 +83,16 @@ def worker_figures(workers: list[dict], run_end: float | None) -> dict:
 
 def _had_prior_cache(run: Run) -> bool:
     """Whether an earlier run in the same runs directory stored cache entries (had misses)."""
-    for other in list_runs(run.path.parent):
-        if other.name == run.path.name:
+    for path in list_runs(run.path.parent):
+        if path.name == run.path.name:
             break
-        misses = read_meta(other).get("cache_misses")
-        if isinstance(misses, int):
+        other = Run(path, read_meta(path))
+        misses = final_count(other.meta, other.status, "cache_misses")
+        if misses is not None:
             if misses:
                 return True
             continue
-        records, _ = read_lines(other / CACHE)
-        if any(r.get("result") == "miss" for r in records):
+        if any(r.get("result") == "miss" for r in other.lines(CACHE)):
             return True
     return False
 
@@ -135,33 +137,30 @@ def report(run: Run) -> dict:
     # The last event's time is needed only where run.json has no end (and costs a column).
     need_end = not meta.get("end_time")
     fields = ["event", "task", "key", "args", "duration_s"] + (["timestamp"] if need_end else [])
-    tasks = RunFile(run.path, TASKS, fields)
+    tasks = run.file(TASKS, fields)
     sql = TASK_FIGURES.replace("{last_event}", "max(timestamp)" if need_end else "NULL")
     figures = tasks.query(sql)[0]
-    submitted, completed, failed, avg, longest = figures[:5]
+    events = dict(zip((sc.TASK_SUBMITTED, sc.TASK_COMPLETED, sc.TASK_FAILED), figures[:3]))
+    avg, longest = figures[3:5]
     slowest = _slowest(*(figures[5] or (None, None, None)), longest)
     busy, last_event, bad = figures[6:]
     if bad + tasks.skipped_before:
         skipped[TASKS] = bad + tasks.skipped_before
-    cache = RunFile(run.path, CACHE, ["event", "result"])
+    cache = run.file(CACHE, ["event", "result"])
     lookups, hits, bad = cache.query(CACHE_FIGURES)[0]
     if bad + cache.skipped_before:
         skipped[CACHE] = bad + cache.skipped_before
-    workers, bad = read_lines(run.path / WORKERS)
-    if bad:
-        skipped[WORKERS] = bad
+    workers = run.lines(WORKERS)
+    if run.skipped_lines.get(WORKERS):
+        skipped[WORKERS] = run.skipped_lines[WORKERS]
 
     status = run.status
-    final = status not in ("running", "crashed", "unknown")
+    counts = run.task_counts(events)
     run_end = parse_iso(meta.get("end_time")) or parse_iso(last_event)
     duration = meta.get("duration_s")
     started = parse_iso(meta.get("start_time"))
     if duration is None and run_end is not None and started is not None:
         duration = run_end - started  # a live or crashed run: up to its last event
-
-    def counted(field: str, from_events: int) -> int:
-        value = meta.get(field)
-        return int(value) if final and isinstance(value, int) else int(from_events)
 
     figures = worker_figures(workers, run_end)
     busy = float(busy or 0.0)
@@ -174,9 +173,9 @@ def report(run: Run) -> dict:
         "duration_s": duration,
         "status": status,
         "tasks": {
-            "submitted": counted("tasks_submitted", submitted),
-            "completed": counted("tasks_completed", completed),
-            "failed": counted("tasks_failed", failed),
+            "submitted": counts["submitted"],
+            "completed": counts["completed"],
+            "failed": counts["failed"],
             "avg_duration_s": avg,
             "max_duration": slowest,
             "busy_s": busy,
@@ -238,9 +237,9 @@ def format_report(summary: dict) -> str:
     if cache["hits"] == 0 and cache["first_run"] and cache["lookups"]:
         hits += " — first run, no prior cache"
     status = summary["status"]
-    if status == "crashed":
+    if status == sc.RUN_CRASHED:
         status += " (the run's process died: figures are what it recorded before)"
-    elif status == "running":
+    elif status == sc.RUN_RUNNING:
         status += " (figures so far)"
     lines = [
         RULE,

@@ -4,23 +4,10 @@ from __future__ import annotations
 
 import os
 
-from .. import semconv as sc
 from ..errors import RunNotFound
-from ..rundir import TASKS, list_runs, parse_iso, runs_dir
-from .columns import RunFile
-from .load import read_meta, run_status
+from ..rundir import list_runs, parse_iso, runs_dir
+from .load import Run, read_meta
 from .report import seconds
-
-
-def _counts_from_events(path) -> dict:
-    """Task counts of a run that never wrote its totals (it crashed or is running)."""
-    rows = RunFile(path, TASKS, ["event"]).query("SELECT event, count(*) FROM {t} GROUP BY event")
-    counts = dict(rows)
-    return {
-        "tasks_submitted": counts.get(sc.TASK_SUBMITTED, 0),
-        "tasks_completed": counts.get(sc.TASK_COMPLETED, 0),
-        "tasks_failed": counts.get(sc.TASK_FAILED, 0),
-    }
 
 
 def list_run_summaries(
@@ -41,24 +28,22 @@ def list_run_summaries(
         paths = paths[-limit:] if limit > 0 else []
     rows = []
     for path in paths:
-        meta = read_meta(path)
-        status = run_status(meta)
-        counts = meta
-        if status in ("running", "crashed", "unknown") or "tasks_completed" not in meta:
-            counts = _counts_from_events(path)
-        duration = meta.get("duration_s")
+        run = Run(path, read_meta(path))
+        meta = run.meta
+        counts = run.task_counts()
         rows.append(
             {
-                "run_id": meta.get("run_id") or path.name,
+                "run_id": run.run_id,
                 "path": str(path),
                 "start_time": meta.get("start_time"),
                 "project": meta.get("project"),
                 "target": meta.get("target"),
-                "status": status,
-                "duration_s": duration,
-                "tasks": counts.get("tasks_completed", 0) + counts.get("tasks_failed", 0),
-                "tasks_completed": counts.get("tasks_completed", 0),
-                "failures": counts.get("tasks_failed", 0),
+                "status": run.status,
+                "duration_s": meta.get("duration_s"),
+                "tasks": counts["completed"] + counts["failed"],
+                "tasks_submitted": counts["submitted"],
+                "tasks_completed": counts["completed"],
+                "failures": counts["failed"],
             }
         )
     return rows

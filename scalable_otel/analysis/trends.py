@@ -12,8 +12,10 @@ utilization and cache hit rate.
 - Utilization and the task counts are those of `scalable report`: busy time (durations
   of completed and failed tasks) over worker capacity (the sum over workers of uptime ×
   threads, uptime from `worker_added` to `worker_removed`/`worker_crashed`, or the run's
-  end); counts from run.json once the run has ended, else counted in tasks.jsonl.
-- Cache hit rate: hits / lookups in cache.jsonl, None without lookups.
+  end); counts from run.json when they are final, else counted in tasks.jsonl (the rule
+  of `facts`, the same for every reader).
+- Cache hit rate: hits / lookups in cache.jsonl (as `scalable report` counts them), None
+  without lookups.
 - A run whose run.json is missing or corrupt is `unknown`; a `running` run whose process
   is gone is `crashed`. Both are shown with what their files hold.
 
@@ -43,11 +45,12 @@ from pathlib import Path
 
 from .. import semconv as sc
 from ..errors import RunNotFound, ScalableError, shown
-from ..rundir import CACHE, TASKS, WORKERS, list_runs, parse_iso, parse_run_name, read_lines
+from ..rundir import CACHE, TASKS, WORKERS, list_runs, parse_iso, parse_run_name
 from ..rundir import runs_dir as default_runs_dir
 from .columns import SKIPPED, RunFile, query_files
-from .load import read_meta, run_status
-from .report import seconds, worker_figures
+from .facts import finite_number
+from .load import Run, read_meta
+from .report import CACHE_FIGURES, seconds, worker_figures
 
 __all__ = ["RunTrend", "TaskTrend", "Trends", "UnknownTask", "format_trends", "trends"]
 
@@ -83,6 +86,7 @@ class RunTrend:
     cache_lookups: int
     cache_hit_rate: float | None
     skipped_lines: dict[str, int] = field(default_factory=dict)
+    cache_hits: int = 0
 
 
 @dataclass
@@ -148,12 +152,6 @@ class _RunData:
     names: set[str]  # every task name in tasks.jsonl
 
 
-def _number(value) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
 def _start_from_name(path: Path) -> str | None:
     parsed = parse_run_name(path.name)
     if not parsed:
@@ -188,47 +186,32 @@ SELECT count(*) FILTER (WHERE event = '{sc.TASK_COMPLETED}'),
 FROM {{t}}
 """
 
-_CACHE_FIGURES = f"""
-SELECT count(*) FILTER (WHERE result IN ('hit', 'miss')),
-       count(*) FILTER (WHERE result = 'hit'),
-       {SKIPPED}
-FROM {{t}}
-"""
-
 
 def _read_run(path: Path, task: str | None) -> _RunData:
-    meta = read_meta(path)
-    status = run_status(meta)
+    run = Run(path, read_meta(path))
+    meta, status = run.meta, run.status
     skipped: dict[str, int] = {}
 
     def count_skipped(name: str, source: RunFile, bad: int) -> None:
         if bad + source.skipped_before:
             skipped[name] = bad + source.skipped_before
 
-    tasks = RunFile(path, TASKS, ["timestamp", "event", "task", "span_id", "duration_s"])
-    cache = RunFile(path, CACHE, ["event", "span_id", "result"])
+    tasks = run.file(TASKS, ["timestamp", "event", "task", "span_id", "duration_s"])
+    cache = run.file(CACHE, ["event", "span_id", "result"])
     completed, failed, busy, last_stamp, names, bad = tasks.query(_TASK_FIGURES)[0]
     count_skipped(TASKS, tasks, bad)
-    lookups, hits, bad = cache.query(_CACHE_FIGURES)[0]
+    lookups, hits, bad = cache.query(CACHE_FIGURES)[0]
     count_skipped(CACHE, cache, bad)
     durations = {
         name: array("d", values)
         for name, values in query_files(_DURATIONS, {"t": tasks, "c": cache})
     }
     names = set(names or ())
-    counts = {sc.TASK_COMPLETED: completed, sc.TASK_FAILED: failed}
+    counts = run.task_counts({sc.TASK_COMPLETED: completed, sc.TASK_FAILED: failed})
     last_event = parse_iso(last_stamp)
-    workers, bad = read_lines(path / WORKERS)
-    if bad:
-        skipped[WORKERS] = bad
-
-    final = status not in ("running", "crashed", "unknown") and not meta.get("telemetry_lost")
-
-    def counted(key: str, event: str) -> int:
-        value = meta.get(key)
-        if final and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        return counts[event]
+    workers = run.lines(WORKERS)
+    if run.skipped_lines.get(WORKERS):
+        skipped[WORKERS] = run.skipped_lines[WORKERS]
 
     start = meta.get("start_time") if isinstance(meta.get("start_time"), str) else None
     start = start or _start_from_name(path)
@@ -236,7 +219,7 @@ def _read_run(path: Path, task: str | None) -> _RunData:
     if run_end is None:
         stamps = [parse_iso(w.get("timestamp")) for w in workers]
         run_end = max([s for s in stamps if s is not None] + [last_event or 0.0]) or None
-    duration = _number(meta.get("duration_s"))
+    duration = finite_number(meta.get("duration_s"))
     started = parse_iso(start)
     if duration is None and run_end is not None and started is not None:
         duration = max(0.0, run_end - started)  # a live or crashed run: up to its last event
@@ -248,12 +231,12 @@ def _read_run(path: Path, task: str | None) -> _RunData:
         chosen = list(durations.get(task, []))
     chosen.sort()
     trend = RunTrend(
-        run_id=meta.get("run_id") if isinstance(meta.get("run_id"), str) else path.name,
+        run_id=run.run_id,
         start_time=start,
         status=status,
         duration_s=duration,
-        tasks_completed=counted("tasks_completed", sc.TASK_COMPLETED),
-        tasks_failed=counted("tasks_failed", sc.TASK_FAILED),
+        tasks_completed=counts["completed"],
+        tasks_failed=counts["failed"],
         durations=len(chosen),
         median_s=_quantile(chosen, 0.5) if chosen else None,
         p90_s=_quantile(chosen, 0.9) if chosen else None,
@@ -261,6 +244,7 @@ def _read_run(path: Path, task: str | None) -> _RunData:
         cache_lookups=lookups,
         cache_hit_rate=hits / lookups if lookups else None,
         skipped_lines=skipped,
+        cache_hits=hits,
     )
     return _RunData(trend, durations, names)
 

@@ -101,6 +101,7 @@ def _replay_one(path: Path, endpoint, protocol) -> None:
 
 def _replay_all(runs_dir, endpoint, protocol) -> None:
     from ..analysis.replay import TRACES_FILE, replay, resolve_endpoint
+    from ..args import redact_url
     from ..errors import RunNotFound
     from ..rundir import list_runs
     from ..rundir import runs_dir as default_runs_dir
@@ -111,7 +112,7 @@ def _replay_all(runs_dir, endpoint, protocol) -> None:
         raise RunNotFound(f"no runs in {root}: run a workflow first (or pass --runs-dir)")
     recorded = [r for r in runs if (r / TRACES_FILE).is_file()]
     if not recorded:
-        url = resolve_endpoint(endpoint, protocol)[0]
+        url = redact_url(resolve_endpoint(endpoint, protocol)[0])
         raise ScalableError(f"nothing sent to {url}: no run in {root} has a {TRACES_FILE}")
     for path in recorded:
         _say(replay(path, endpoint=endpoint, protocol=protocol))

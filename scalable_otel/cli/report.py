@@ -65,7 +65,7 @@ def report(run, last, run_id, runs_dir, fmt, output, compare, html_file) -> None
     if html_file:
         from ..analysis.html import write_html_report
 
-        path = write_html_report(loaded, html_file)
+        path = write_html_report(loaded, html_file, summary=summary)
         click.echo(f"HTML report written to {path}", err=fmt == "json" and not output)
 
 

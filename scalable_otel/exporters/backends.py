@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from .. import compat
 from .. import semconv as sc
+from ..args import DEFAULT_REDACTION, redact_url
 from .settings import GRPC, HTTP, ExportSettings, OtlpTarget
 
 logger = logging.getLogger(__name__)
@@ -310,7 +311,9 @@ def _add(backends: Backends, what: str, build: Callable[[], None]) -> None:
     try:
         build()
     except Exception as exc:
-        logger.warning("scalable-otel: %s export is off for this run (%s)", what, exc)
+        # an exporter's error may quote its endpoint, credentials and all
+        reason = DEFAULT_REDACTION.scrub(str(exc))
+        logger.warning("scalable-otel: %s export is off for this run (%s)", what, reason)
 
 
 def _otlp_json(backends: Backends, run_dir: Path, flush_interval: float, write_errors) -> None:
@@ -365,4 +368,4 @@ def _prometheus(backends: Backends, settings: ExportSettings, *, run_id: str, pr
     if export.url:
         backends.where["prometheus"] = export.url
     if settings.pushgateway_url:
-        backends.where["pushgateway"] = settings.pushgateway_url
+        backends.where["pushgateway"] = redact_url(settings.pushgateway_url)

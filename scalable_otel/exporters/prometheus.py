@@ -29,7 +29,7 @@ import re
 import socket
 import threading
 from collections.abc import Iterable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app, push_to_gateway
 from prometheus_client.exposition import ThreadingWSGIServer, basic_auth_handler, default_handler
 
 from .. import semconv as sc
+from ..args import redact_url
 from .settings import ExportSettings
 
 logger = logging.getLogger(__name__)
@@ -77,17 +78,6 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def _redact(url: str) -> str:
-    """The URL without a user or password (for messages)."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.username is None and parts.password is None:
-        return url
-    netloc = parts.hostname or ""
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _gateway_and_handler(url: str):
     """The Pushgateway URL without credentials, and a handler sending them if it had any."""
     parts = urlsplit(url if "://" in url else f"http://{url}")
@@ -98,7 +88,10 @@ def _gateway_and_handler(url: str):
     def handler(url, method, timeout, headers, data):
         return basic_auth_handler(url, method, timeout, headers, data, user, password)
 
-    return _redact(url), handler
+    scheme, at, rest = url.partition("://")
+    netloc, slash, path = (rest if at else scheme).partition("/")
+    bare = f"{netloc.rpartition('@')[2]}{slash}{path}"
+    return (f"{scheme}://{bare}" if at else bare), handler
 
 
 def _url_host(host: str) -> str:
@@ -195,7 +188,7 @@ class PrometheusExport:
         except Exception as exc:
             logger.warning(
                 "scalable-otel: could not push the run's metrics to the Pushgateway at %s: %s",
-                _redact(self.pushgateway_url),
+                redact_url(self.pushgateway_url),
                 getattr(exc, "reason", None) or exc,
             )
             return False

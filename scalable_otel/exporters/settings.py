@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from urllib.parse import unquote
+
+from ..args import redact_url
 
 GRPC = "grpc"
 HTTP = "http/protobuf"
@@ -137,6 +139,22 @@ class ExportOptions:
                 raise SettingsError(f"ExportOptions(prometheus_port={port}) is not a port number")
         _check_type("otlp_file", self.otlp_file, bool, "True, False or None")
 
+    def __repr__(self) -> str:
+        return _redacted_repr(self, ("otlp_endpoint", "pushgateway_url"))
+
+
+def _redacted_repr(obj, urls: tuple[str, ...]) -> str:
+    """The dataclass's repr with its URLs shown by `redact_url` and no hidden fields."""
+    shown = []
+    for item in fields(obj):
+        if not item.repr:
+            continue
+        value = getattr(obj, item.name)
+        if item.name in urls and isinstance(value, str):
+            value = redact_url(value)
+        shown.append(f"{item.name}={value!r}")
+    return f"{type(obj).__name__}({', '.join(shown)})"
+
 
 def _check_type(name: str, value, kind: type, what: str) -> None:
     if value is not None and not isinstance(value, kind):
@@ -149,12 +167,16 @@ class OtlpTarget:
 
     endpoint: str
     protocol: str = HTTP
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
     timeout_s: float = 10.0
 
     def describe(self) -> str:
-        """The destination without its headers (for messages and run.json)."""
-        return f"{self.endpoint} ({self.protocol})"
+        """The destination without its headers nor the credentials of its URL (for
+        messages and run.json)."""
+        return f"{redact_url(self.endpoint)} ({self.protocol})"
+
+    def __repr__(self) -> str:
+        return _redacted_repr(self, ("endpoint",))
 
 
 @dataclass
@@ -168,6 +190,9 @@ class ExportSettings:
     pushgateway_url: str | None = None
     # spans in OTLP's JSON file encoding, in the run directory (what `export --otlp` replays)
     otlp_json_file: bool = True
+
+    def __repr__(self) -> str:
+        return _redacted_repr(self, ("pushgateway_url",))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -190,7 +215,7 @@ class ExportSettings:
         if self.prometheus_port is not None:
             out["prometheus"] = f"{self.prometheus_host}:{self.prometheus_port}"
         if self.pushgateway_url:
-            out["pushgateway"] = self.pushgateway_url
+            out["pushgateway"] = redact_url(self.pushgateway_url)
         return out
 
 

@@ -9,6 +9,18 @@ records in batches to the client through Dask's event topics.
 Records are plain tuples `(kind, t, *fields)`, t the scheduler's time in epoch s; each
 kind this plugin makes and its fields are declared once, in `semconv.RECORDS` (the table
 of docs/telemetry-schema.md, "Lifecycle records").
+
+One scheduler may serve several runs (a notebook beside a script, two users of one
+cluster): each run has its own plugin, named after its run id, and records only the
+tasks its own clients asked for. Whether a task is the run's is decided once, when a
+graph brings it (`update_graph`): its client is one of the run's, or one of the run's
+clients already wants the key, or the graph comes from a worker's client while a task of
+the run is running (a task submitting tasks: `get_client()`, `worker_client()`). A key
+wanted by two runs belongs to both: the run that joins late gets its submission at once,
+and its completion at once if the result is already there. Later transitions cost one
+set lookup. The run's id is added to the task's annotations (`semconv.RUNS_ANNOTATION`),
+so that workers can give the task's usage and spans to its runs. Workers, their resource
+samples and their crashes are every run's.
 """
 
 from __future__ import annotations
@@ -39,9 +51,10 @@ def _killed_worker_text(key, worker) -> str:
     )
 
 
-def sync_scheduler_plugin(dask_scheduler, token: str) -> None:
-    """Run on the scheduler (`Client.run_on_scheduler`): put a sync mark in the records."""
-    plugin = dask_scheduler.plugins.get(sc.SCHEDULER_PLUGIN_NAME)
+def sync_scheduler_plugin(dask_scheduler, token: str, name: str = sc.SCHEDULER_PLUGIN_NAME) -> None:
+    """Run on the scheduler (`Client.run_on_scheduler`): put a sync mark in the records
+    of the plugin called `name` (a run's: `semconv.per_run`)."""
+    plugin = dask_scheduler.plugins.get(name)
     if plugin is not None:
         plugin.sync(token)
 
@@ -51,6 +64,13 @@ def _startstop(kwargs) -> tuple[float | None, float | None]:
         if ss.get("action") == "compute":
             return ss["start"], ss["stop"]
     return None, None
+
+
+def _is_worker_client(client) -> bool:
+    """A worker's own client (`get_client()`, `worker_client()` in a task): its id is
+    `<Class>-worker-<uuid>`."""
+    parts = str(client).split("-", 2)
+    return len(parts) == 3 and parts[1] == "worker"
 
 
 def _bound_topic(scheduler, topic: str) -> bool:
@@ -76,13 +96,26 @@ def _bound_topic(scheduler, topic: str) -> bool:
 
 
 class TaskRecordPlugin(SchedulerPlugin):
-    """Captures lifecycle records on the scheduler. See the module docstring."""
+    """Captures lifecycle records on the scheduler. See the module docstring.
 
-    name = sc.SCHEDULER_PLUGIN_NAME
+    `run_id`: the run whose plugin this is (its name, topics and task annotation say
+    so); `clients`: the ids of the clients whose tasks are the run's (more are added with
+    `record_client`). Without `clients` every task of the scheduler is recorded.
+    """
 
-    def __init__(self, forward: bool = False, forward_interval: float = 0.2):
+    def __init__(
+        self,
+        forward: bool = False,
+        forward_interval: float = 0.2,
+        run_id: str | None = None,
+        clients=None,
+    ):
         self.forward = forward
         self.forward_interval = forward_interval
+        self.run_id = run_id
+        self._clients = set(clients) if clients is not None else None
+        self._keys: set = set()  # the run's tasks that the scheduler still holds
+        self._processing: set = set()  # the run's tasks on a worker now
         self.records: deque = deque()
         self._scheduler = None
         self._ready: set = set()
@@ -91,15 +124,39 @@ class TaskRecordPlugin(SchedulerPlugin):
         # session on the plugin instance its in-process scheduler holds
         self.worker_details = None
 
+    @property
+    def name(self) -> str:
+        return sc.per_run(sc.SCHEDULER_PLUGIN_NAME, self.run_id)
+
+    @property
+    def forward_topic(self) -> str:
+        return sc.per_run(sc.FORWARD_TOPIC, self.run_id)
+
+    @property
+    def worker_topic(self) -> str:
+        return sc.per_run(sc.WORKER_TOPIC, self.run_id)
+
+    def record_client(self, client_id: str) -> None:
+        """Record the tasks of this client too (thread-safe: one set insertion)."""
+        if self._clients is None:
+            self._clients = set()
+        self._clients.add(client_id)
+
     def __getstate__(self):
-        return {"forward": self.forward, "forward_interval": self.forward_interval}
+        clients = sorted(self._clients) if self._clients is not None else None
+        return {
+            "forward": self.forward,
+            "forward_interval": self.forward_interval,
+            "run_id": self.run_id,
+            "clients": clients,
+        }
 
     def __setstate__(self, state):
         self.__init__(**state)
 
     async def start(self, scheduler) -> None:
         self._scheduler = scheduler
-        for topic in (sc.WORKER_TOPIC, sc.FORWARD_TOPIC):
+        for topic in (self.worker_topic, self.forward_topic):
             if not _bound_topic(scheduler, topic):
                 self.records.append((sc.RECORD_FALLBACK, time.time(), compat.BROKER_TOPICS))
                 break
@@ -129,23 +186,75 @@ class TaskRecordPlugin(SchedulerPlugin):
         batch = []
         while self.records:
             batch.append(self.records.popleft())
-        self._scheduler.log_event(sc.FORWARD_TOPIC, batch)
+        self._scheduler.log_event(self.forward_topic, batch)
 
     # --- graph and transitions ----------------------------------------------------
-    def update_graph(self, scheduler, *, tasks=(), **kwargs) -> None:
+    def update_graph(self, scheduler, *, client=None, tasks=(), **kwargs) -> None:
+        clients = self._clients
+        ours = (
+            clients is None
+            or client in clients
+            or (bool(self._processing) and _is_worker_client(client))
+        )
         now = time.time()
-        append = self.records.append
+        keys = self._keys
         state = scheduler.tasks
         for key in tasks:
-            ts = state.get(key)
-            # Only new tasks: a graph also touches finished or running tasks it depends on.
-            if ts is None or ts.run_spec is None or ts.state != "released":
+            if key in keys:  # a graph also touches tasks of the run it depends on
                 continue
-            deps = [d.key for d in ts.dependencies] if ts.dependencies else []
-            append((sc.RECORD_SUBMIT, now, key, ts.prefix.name, deps))
+            ts = state.get(key)
+            if ts is None or ts.run_spec is None:  # scattered data, not a task
+                continue
+            if not ours and not self._wanted_by_run(ts):
+                continue
+            keys.add(key)
+            if self.run_id is not None:
+                self._tag(ts)
+            self._joined(key, ts, now)
+
+    def _wanted_by_run(self, ts) -> bool:
+        clients = self._clients
+        return any(cs.client_key in clients for cs in ts.who_wants or ())
+
+    def _tag(self, ts) -> None:
+        annotations = ts.annotations or {}
+        runs = annotations.get(sc.RUNS_ANNOTATION) or ()
+        if self.run_id not in runs:
+            # a new dict: the scheduler may share one among the tasks of a graph
+            ts.annotations = {**annotations, sc.RUNS_ANNOTATION: (*runs, self.run_id)}
+
+    def _joined(self, key, ts, now: float) -> None:
+        """A task became the run's: its submission, and where it already is."""
+        append = self.records.append
+        deps = [d.key for d in ts.dependencies] if ts.dependencies else []
+        append((sc.RECORD_SUBMIT, now, key, ts.prefix.name, deps))
+        where = ts.state
+        if where in _READY_STATES:  # another run's task, already on its way
+            self._ready.add(key)
+            append((sc.RECORD_READY, now, key))
+            if where == "processing":
+                self._processing.add(key)
+        elif where == "memory":  # computed for another run: done at once, at no cost
+            holder = next(iter(ts.who_has), None) if ts.who_has else None
+            address = holder.address if holder is not None else None
+            append((sc.RECORD_DONE, now, key, address, None, None, ts.nbytes, ts.type))
+        elif where == "erred":
+            blame = ts.exception_blame
+            if blame is None or blame is ts:
+                append(
+                    (sc.RECORD_ERROR, now, key, None, None, None,
+                     ts.exception_text, ts.traceback_text)
+                )  # fmt: skip
+            else:
+                append((sc.RECORD_DEP_ERROR, now, key, blame.key, blame.prefix.name))
 
     def transition(self, key, start, finish, *args, stimulus_id=None, **kwargs) -> None:
+        if self._clients is not None and key not in self._keys:
+            return  # another run's task, or nobody's
+        if finish == "processing":
+            self._processing.add(key)
         if start == "processing":
+            self._processing.discard(key)
             self._ready.discard(key)
             outcome = _OUTCOMES.get(finish)
             if outcome is not None:
@@ -178,6 +287,7 @@ class TaskRecordPlugin(SchedulerPlugin):
                     blame_key, blame_name = blame.key, blame.prefix.name
             self.records.append((sc.RECORD_DEP_ERROR, time.time(), key, blame_key, blame_name))
         elif finish == "forgotten":
+            self._keys.discard(key)
             self.records.append((sc.RECORD_FORGOTTEN, time.time(), key))
 
     # --- workers ----------------------------------------------------------------------
@@ -211,7 +321,7 @@ class TaskRecordPlugin(SchedulerPlugin):
         pass  # recorded from the richer "remove-worker" event in log_event
 
     def log_event(self, topic, msg) -> None:
-        if topic == sc.WORKER_TOPIC:
+        if topic == self.worker_topic:
             self.records.append((sc.RECORD_WORKER_BATCH, time.time(), msg.get("worker"), msg))
         elif isinstance(msg, dict):
             action = msg.get("action")

@@ -16,6 +16,10 @@ OpenTelemetry API makes spans under that task's span, in the run's trace.
   its own, one is set that hands each ended span to the run's worker plugin, which
   sends it with its next batch to the telemetry process: the span reaches the same
   exporters as the run's own spans (the run directory's `traces.otlp.jsonl`, OTLP).
+- **Several runs on one worker** (runs sharing a scheduler): a task runs in the
+  context of the first run its annotations name (`semconv.RUNS_ANNOTATION`) among the
+  runs attached in this process, and an ended span goes to the run whose trace it is
+  in. A task no attached run asked for runs with no context.
 - **Logs.** Python `logging` records made while a task runs carry `otelTraceID`,
   `otelSpanID` and `otelTraceSampled` (the names of opentelemetry-instrumentation-
   logging), so a format such as `%(otelTraceID)s %(otelSpanID)s` ties them to the trace.
@@ -32,13 +36,14 @@ from opentelemetry import context, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from .. import compat
+from .. import semconv as sc
 from ..ids import task_span_id
 from ..span_records import span_record
 
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
-_active: dict = {}  # the run attached in this process: run_id, trace_id, sink
+_active: dict = {}  # the runs attached in this process: run_id -> (trace_id, sink)
 _original_run = None
 _provider_set = False
 _factory_set = False
@@ -61,20 +66,46 @@ def task_span_context(run_id: str, trace_id: int, key) -> SpanContext:
     )
 
 
+def task_runs(worker, key) -> tuple:
+    """The run ids a task's annotations name (set by each run's scheduler plugin)."""
+    try:
+        annotations = worker.state.tasks[key].annotations
+        return tuple((annotations or {}).get(sc.RUNS_ANNOTATION) or ())
+    except Exception:  # not a task of this worker, or a Dask with another layout
+        return ()
+
+
 def attach_run(run_id: str, trace_id: int, sink: Callable[[dict], None]) -> None:
-    """Give tasks run in this process the context of `run_id`; ended spans go to `sink`."""
+    """Give the tasks of `run_id` run in this process its context; ended spans in its
+    trace go to `sink`."""
     with _lock:
-        _active.update(run_id=run_id, trace_id=trace_id, sink=sink)
+        _active[run_id] = (trace_id, sink)
         _wrap_task_runner()
         _set_tracer_provider()
         _set_log_record_factory()
 
 
 def detach_run(run_id: str) -> None:
-    """Stop giving tasks the context of `run_id` (another session may have taken over)."""
+    """Stop giving tasks the context of `run_id`; other runs attached here go on."""
     with _lock:
-        if _active.get("run_id") == run_id:
-            _active.clear()
+        _active.pop(run_id, None)
+
+
+def _run_of_task(key) -> tuple | None:
+    """(run_id, trace_id) of the run a task of this worker runs for, or None."""
+    if not _active:
+        return None
+    try:
+        from distributed.worker import get_worker
+
+        runs = task_runs(get_worker(), key)
+    except Exception:
+        return None
+    for run_id in runs:
+        attached = _active.get(run_id)
+        if attached is not None:
+            return run_id, attached[0]
+    return None
 
 
 def _wrap_task_runner() -> None:
@@ -110,15 +141,15 @@ def _wrap_task_runner() -> None:
 def _enter_task(dask_worker) -> tuple[bool, object]:
     """(whether a run's task is starting, the context token to detach); never raises."""
     try:
-        run = _active.copy()
         key = getattr(getattr(dask_worker, "thread_state", None), "key", None)
-        if not run or key is None:
+        run = _run_of_task(key) if key is not None else None
+        if run is None:
             return False, None
     except Exception as exc:
         compat.fell_back(compat.RUN_TASK, exc)
         return False, None
     try:
-        span = NonRecordingSpan(task_span_context(run["run_id"], run["trace_id"], key))
+        span = NonRecordingSpan(task_span_context(run[0], run[1], key))
         return True, context.attach(trace.set_span_in_context(span))
     except Exception as exc:
         compat.fell_back(compat.RUN_TASK, exc)
@@ -160,7 +191,7 @@ class _ToRun:
         pass
 
     def on_end(self, span) -> None:
-        sink = _active.get("sink")
+        sink = _sink_of(span)
         if sink is None:
             return
         try:
@@ -176,6 +207,15 @@ class _ToRun:
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def _sink_of(span):
+    """The sink of the run whose trace `span` is in, or None."""
+    trace_id = span.get_span_context().trace_id
+    for run_trace_id, sink in list(_active.values()):
+        if run_trace_id == trace_id:
+            return sink
+    return None
 
 
 def _set_log_record_factory() -> None:

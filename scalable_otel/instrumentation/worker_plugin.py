@@ -6,6 +6,12 @@ client's recorder picks it up. Tasks that end within one interval are never
 reported as started here: the scheduler's record of their end carries the
 worker's own start and stop times.
 
+Each run has its own plugin on a worker (named after its run id, sending on the run's
+own topic). Every plugin measures every task, since tasks running side by side share
+the process's CPU, but reports only its run's: those whose annotations name the run
+(`semconv.RUNS_ANNOTATION`, set by the run's scheduler plugin). Resource samples are
+every run's. Cache lookups and spans made inside a task go to the task's runs.
+
 Batch payload: {"worker": address, "name": name,
     "started": [[key, t], ...],
     "usage": [[key, start, stop, cpu_s, peak_rss, shared], ...],
@@ -25,6 +31,10 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from .. import compat
 from .. import semconv as sc
+from ..args import Redaction
+from ..span_records import scrubbed
+from . import task_context
+from .worker_logs import scrub_worker_logs
 
 try:
     import resource
@@ -112,10 +122,31 @@ def _cpu_seconds() -> float:
     return time.process_time() + t.children_user + t.children_system
 
 
-class WorkerTelemetryPlugin(WorkerPlugin):
-    """Per-task CPU and peak memory, task starts and resource samples, from each worker."""
+# The plugins set up in this process (several runs, or several workers of one process):
+# cache lookups are routed through them, as the cache module has one sink per process.
+_plugins: list = []
 
-    name = sc.WORKER_PLUGIN_NAME
+
+def _route_cache_lookup(record: dict) -> None:
+    """A cache lookup made in a task, to the plugins of the task's runs on its worker."""
+    from distributed.worker import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # not in a task: no run to give it to
+        return
+    runs = task_context.task_runs(worker, record.get("key"))
+    for plugin in list(_plugins):
+        if plugin.worker is worker and (plugin.run_id is None or plugin.run_id in runs):
+            plugin._cache_lookup(record)
+
+
+class WorkerTelemetryPlugin(WorkerPlugin):
+    """Per-task CPU and peak memory, task starts and resource samples, from each worker.
+
+    With a `run_id`, it is that run's (its name and topic say so) and reports only the
+    run's tasks; without one, every task."""
+
     idempotent = True
 
     def __init__(
@@ -125,12 +156,23 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         cache_dir: str | None = None,
         run_id: str | None = None,
         trace_id: str | None = None,
+        redact_values: list | None = None,
     ):
         self.resource_interval = resource_interval
         self.flush_interval = flush_interval
         self.cache_dir = cache_dir
         self.run_id = run_id
         self.trace_id = trace_id  # hex: spans made inside tasks join the run's trace
+        # the user's redaction patterns, (pattern, flags): cut, with the built-in ones, out
+        # of the exceptions on spans made in tasks and of Dask's logs of failed tasks
+        self.redact_values = redact_values
+
+    @property
+    def name(self) -> str:
+        return sc.per_run(sc.WORKER_PLUGIN_NAME, self.run_id)
+
+    def _is_ours(self, key) -> bool:
+        return self.run_id is None or self.run_id in task_context.task_runs(self.worker, key)
 
     def setup(self, worker) -> None:
         from tornado.ioloop import PeriodicCallback
@@ -139,7 +181,8 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         self._lock = threading.Lock()
         self._memory = _Memory()
         self._exclusive_peak = worker.state.nthreads == 1 and self._memory.can_reset_peak
-        # key -> [start, cpu at start, highest sampled RSS, start reported, ran beside another]
+        # key -> [start, cpu at start, highest sampled RSS, start reported, ran beside another,
+        #         the run's task (else measured only to tell its neighbours they shared)]
         self._executing: dict = {}
         self._started: list = []
         self._usage: list = []
@@ -147,14 +190,15 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         self._cache: list = []
         self._spans: list = []
         self._last_cpu = (time.time(), _cpu_seconds())
+        self._redaction = Redaction(values=self.redact_values or ())
+        self._unscrub_logs = scrub_worker_logs(self._redaction)
         from .. import cache
         from .scalable_library import watch_when_reporting
 
         watch_when_reporting()  # the Scalable tool's lookups in tasks too
-        cache.set_worker_sink(self._cache_lookup, self.cache_dir)
+        _plugins.append(self)
+        cache.set_worker_sink(_route_cache_lookup, self.cache_dir)
         if self.run_id and self.trace_id:
-            from . import task_context
-
             task_context.attach_run(self.run_id, int(self.trace_id, 16), self._task_span)
         self._callbacks = [
             PeriodicCallback(self._tick, self.flush_interval * 1000),
@@ -168,10 +212,12 @@ class WorkerTelemetryPlugin(WorkerPlugin):
             callback.stop()
         from .. import cache
 
-        cache.set_worker_sink(None, None)
+        if self in _plugins:
+            _plugins.remove(self)
+        if not _plugins:
+            cache.set_worker_sink(None, None)
+        self._unscrub_logs()
         if self.run_id:
-            from . import task_context
-
             task_context.detach_run(self.run_id)
         self.flush(closing=True)
 
@@ -184,7 +230,7 @@ class WorkerTelemetryPlugin(WorkerPlugin):
                 state[4] = True
             # on the scheduler's clock, as Dask's own startstops are
             start = time.time() + self.worker.scheduler_delay
-            self._executing[key] = [start, _cpu_seconds(), rss, False, shared]
+            self._executing[key] = [start, _cpu_seconds(), rss, False, shared, self._is_ours(key)]
         elif start == "executing":
             state = self._executing.pop(key, None)
             if state is None:
@@ -197,6 +243,8 @@ class WorkerTelemetryPlugin(WorkerPlugin):
                 # the pages are faulted back in), so short tasks share a window: a short
                 # task's peak is the highest since the last long one ended.
                 self._memory.reset_peak()
+            if not state[5]:
+                return
             self._usage.append(
                 [
                     key,
@@ -213,6 +261,9 @@ class WorkerTelemetryPlugin(WorkerPlugin):
             self._cache.append(record)
 
     def _task_span(self, record: dict) -> None:
+        # cleaned here, before it leaves the worker: a batch stays in the scheduler's
+        # event log, which any client of that scheduler can read
+        record = scrubbed(record, self._redaction.scrub)
         with self._lock:
             if len(self._spans) < _MAX_PENDING_SPANS:
                 self._spans.append(record)
@@ -223,7 +274,7 @@ class WorkerTelemetryPlugin(WorkerPlugin):
             for key, state in self._executing.items():
                 if rss > state[2]:
                     state[2] = rss
-                if not state[3]:
+                if not state[3] and state[5]:
                     state[3] = True
                     self._started.append([key, state[0]])
         self.flush()
@@ -275,6 +326,6 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         }
         self._started, self._usage, self._samples = [], [], []
         try:
-            self.worker.log_event(sc.WORKER_TOPIC, payload)
+            self.worker.log_event(sc.per_run(sc.WORKER_TOPIC, self.run_id), payload)
         except Exception:  # telemetry never breaks the worker
             pass
