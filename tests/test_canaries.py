@@ -327,3 +327,19 @@ def test_scalable_cacheable_opens_its_cache_through_the_module_global():
     assert "func" in inner.__code__.co_freevars, moved(
         compat.SCALABLE_CACHE, "cacheable's wrapper no longer holds the function as `func`"
     )
+
+
+def test_every_name_relied_on_has_a_canary_and_a_line_in_the_docs():
+    source = Path(__file__).read_text()
+    docs = (Path(__file__).parent.parent / "docs" / "reliability.md").read_text()
+    constants = [name for name in vars(compat) if name.isupper() and name != "LOST"]
+    assert set(compat.LOST) == {getattr(compat, name) for name in constants}
+    for name in constants:
+        assert source.count(f"compat.{name}") >= 1, f"no canary for compat.{name}"
+    canaries = [
+        line[4 : line.index("(")]
+        for line in source.splitlines()
+        if line.startswith("def test_") and "every_name" not in line
+    ]
+    for test in canaries:
+        assert f"`{test}`" in docs, f"docs/reliability.md does not name {test}"
