@@ -4,9 +4,12 @@ None of them is a promise of its library, so each is named here once, with what 
 records without it. The code that uses one never lets it break a task or a run: it
 passes the library's calls through unchanged (`*args, **kwargs`), catches any failure of
 its own, and falls back to recording less (`fell_back(NAME)`): one warning per process
-names what moved, and the counts reach run.json's `telemetry_fallbacks` ({} in a healthy
-run). tests/test_canaries.py checks each name against the installed versions and fails
-naming what moved; pyproject.toml bounds the versions that were tested.
+names what moved. The counts of workers (with their batches) and of the scheduler plugin
+(a `fallback` record) reach run.json's `telemetry_fallbacks` ({} in a healthy run); a
+fallback in the session's own process (an exporter, the Scalable tool's cache in the
+client) is the warning alone. tests/test_canaries.py checks each name against the
+installed versions and fails naming what moved; pyproject.toml bounds the versions that
+were tested.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ logger = logging.getLogger(__name__)
 
 RUN_TASK = "distributed.worker._run_task_simple(task, data, time_delay)"
 BROKER_TOPICS = "distributed.Scheduler._broker._topics"
-TRANSITION_KWARGS = "transition keywords startstops, typename, exception_text, cause"
+TRANSITION_KWARGS = (
+    "transition keywords worker, startstops, nbytes, typename, exception_text, "
+    "traceback_text, cause"
+)
 STIMULUS_IDS = "stimulus ids task-erred-* and *worker*"
 REMOVE_WORKER_EVENT = "the scheduler's remove-worker event"
 SPAN_ATTRIBUTES = "opentelemetry.sdk BoundedAttributes._dict"
