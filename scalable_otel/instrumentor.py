@@ -241,7 +241,8 @@ def _inside_dask(client) -> bool:
         return True
     except ValueError:
         pass
-    # Worker._get_client names its client "worker" (the id is "Client-worker-<uuid>")
+    # Worker._get_client names its client "worker" (the id is "Client-worker-<uuid>"):
+    # compat.WORKER_CLIENT_ID, checked by tests/test_canaries.py
     return str(getattr(client, "id", "")).startswith(f"{type(client).__name__}-worker-")
 
 

@@ -20,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.metrics import Observation
 from opentelemetry.trace import NonRecordingSpan, Status, StatusCode
 
+from . import compat
 from . import semconv as sc
 from .args import DEFAULT_REDACTION, Redaction
 from .ids import key_str, task_span_id
@@ -158,6 +159,7 @@ class Recorder:
         self._counts = {kind: {} for kind in ("submitted", "completed", "failed")}
         self._cache_counts = {"hit": {}, "miss": {}}
         self.unhandled = 0  # records no handler took (run.json's telemetry_records_unhandled)
+        self.fallbacks: dict[str, int] = {}  # run.json's telemetry_fallbacks: compat names
         # kind -> (its handler, the length of its records)
         self._handlers = {
             kind: (getattr(self, "_on_" + kind), len(spec.fields) + 1)
@@ -252,6 +254,22 @@ class Recorder:
             kind,
             reason,
         )
+
+    def _on_fallback(self, t, name) -> None:
+        self._fell_back({name: 1}, "the scheduler")
+
+    def _fell_back(self, counts, where: str) -> None:
+        """Count fallbacks to recording less (`scalable_otel.compat`); warn at each new name."""
+        before = set(self.fallbacks)
+        compat.merge(self.fallbacks, counts)
+        for name in sorted(set(self.fallbacks) - before):
+            logger.warning(
+                "scalable-otel: on %s, %s has moved or failed: tasks run and are "
+                "recorded, but %s (counted in run.json's telemetry_fallbacks)",
+                where,
+                name,
+                compat.LOST.get(name, "less is recorded"),
+            )
 
     def _on_sync(self, t, token) -> None:
         self.synced.add(token)
@@ -575,6 +593,8 @@ class Recorder:
             self._m_worker_mem.set(int(rss), {sc.M_WORKER: name})
         for lookup in payload.get("cache", ()):
             self._on_cache(lookup)
+        if payload.get("fallbacks"):
+            self._fell_back(payload["fallbacks"], name or address)
         if self._span_out is not None and payload.get("spans"):
             try:
                 spans = orjson.loads(payload["spans"])

@@ -146,6 +146,7 @@ class RunRecording:
             "telemetry_lines_dropped": self.pipeline.writer.dropped,
             "telemetry_spans_dropped": self.pipeline.backends.dropped_spans(),
             "telemetry_records_unhandled": recorder.unhandled,
+            "telemetry_fallbacks": dict(recorder.fallbacks),
             "telemetry_write_error": self.pipeline.writer.errors.first,
             "exporters": dict(self.pipeline.backends.where),
             "trace_id": f"{self.run_span.get_span_context().trace_id:032x}",

@@ -86,6 +86,7 @@ RUN_JSON_FIELDS: dict[str, tuple[type, ...]] = {
     "telemetry_lines_dropped": _INTEGER,
     "telemetry_spans_dropped": _INTEGER,
     "telemetry_records_unhandled": _INTEGER,
+    "telemetry_fallbacks": _OBJECT,
     "telemetry_write_error": _TEXT,
     "exporters": _OBJECT,
     "trace_id": _TEXT,
@@ -106,6 +107,7 @@ SUMMARY_FIELDS = (
     "telemetry_lines_dropped",
     "telemetry_spans_dropped",
     "telemetry_records_unhandled",
+    "telemetry_fallbacks",
 )
 META_TYPES = RUN_JSON_FIELDS  # the name readers know it by
 

@@ -191,6 +191,7 @@ RECORD_SYNC = "sync"
 RECORD_CLOSING = "closing"
 RECORD_FORWARDED = "forwarded"
 RECORD_CACHE = "cache"
+RECORD_FALLBACK = "fallback"
 
 _SCHEDULER = "scheduler plugin"
 _SESSION = "session"
@@ -275,5 +276,10 @@ RECORDS: dict[str, RecordKind] = {
         ("lookup",),
         _SESSION,
         "A cache lookup in the client's process (a cache.jsonl line; its time is inside).",
+    ),
+    RECORD_FALLBACK: RecordKind(
+        ("t", "name"),
+        _SCHEDULER,
+        "A private Dask name the plugin relies on has moved (`scalable_otel.compat`).",
     ),
 }

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .. import compat
 from .. import semconv as sc
 from ..args import DEFAULT_REDACTION, redact_url
 from .settings import GRPC, HTTP, ExportSettings, OtlpTarget
@@ -232,10 +233,17 @@ def _guarded_metric_exporter(exporter, guard: _Guard):
     class GuardedMetricExporter(_GuardedMetrics, MetricExporter):
         pass
 
-    wrapped = GuardedMetricExporter(
-        preferred_temporality=exporter._preferred_temporality,
-        preferred_aggregation=exporter._preferred_aggregation,
-    )
+    # The SDK keeps an exporter's preferences in private attributes only; without them
+    # the wrapper has the SDK's defaults (cumulative), which every OTLP backend reads.
+    try:
+        preferences = {
+            "preferred_temporality": exporter._preferred_temporality,
+            "preferred_aggregation": exporter._preferred_aggregation,
+        }
+    except AttributeError as exc:
+        compat.fell_back(compat.PREFERRED_TEMPORALITY, exc)
+        preferences = {}
+    wrapped = GuardedMetricExporter(**preferences)
     wrapped._exporter, wrapped._guard = exporter, guard
     return wrapped
 

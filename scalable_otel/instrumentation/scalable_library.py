@@ -33,7 +33,7 @@ import weakref
 import wrapt
 from opentelemetry.instrumentation.utils import unwrap
 
-from .. import cache
+from .. import cache, compat
 from ..submission import (
     MAP_OPTIONS,
     SUBMIT_OPTIONS,
@@ -178,8 +178,14 @@ def stop_recording_cache_lookups() -> None:
 def _patch_cache(module) -> None:
     from diskcache import Cache
 
-    if _wanted["cache"] and getattr(module, "Cache", None) is Cache:
+    if not _wanted["cache"]:
+        return
+    current = getattr(module, "Cache", None)
+    if current is Cache:
         module.Cache = watched_cache_class()
+    elif current is not _watched_class or current is None:
+        # the package no longer opens its cache through this name: lookups go unrecorded
+        compat.fell_back(compat.SCALABLE_CACHE, TypeError(f"Cache is {current!r}"))
 
 
 _watched_class = None
@@ -250,55 +256,87 @@ class _Lookup:
 
 
 class _WatchedCache:
-    """Mixed in before the package's `diskcache.Cache`: watches one lookup."""
+    """Mixed in before the package's `diskcache.Cache`: watches one lookup.
+
+    Each method calls the package's own first and returns what it returned; a failure of
+    the watching is counted (`compat.SCALABLE_CACHE`) and never reaches the task.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._scalable_otel_lookup = lookup = _Lookup(_calling_function())
-        # a function that raised never closes its cache: its miss is reported when the
-        # cache is collected, without a compute time
-        weakref.finalize(self, lookup.report, False)
+        self._scalable_otel_lookup = None
+        try:
+            self._scalable_otel_lookup = lookup = _Lookup(_calling_function())
+            # a function that raised never closes its cache: its miss is reported when the
+            # cache is collected, without a compute time
+            weakref.finalize(self, lookup.report, False)
+        except Exception as exc:
+            compat.fell_back(compat.SCALABLE_CACHE, exc)
 
     def __contains__(self, key):
         found = super().__contains__(key)
-        lookup = self._scalable_otel_lookup
-        if lookup.cache_key is None:
-            lookup.cache_key = key
-            if not found:
-                lookup.decide()
+        _watch(self, _contains, key, found)
         return found
 
     def get(self, key, *args, **kwargs):
         value = super().get(key, *args, **kwargs)
-        lookup = self._scalable_otel_lookup
-        if lookup.decided is None:
-            lookup.cache_key = key
-            lookup.usable = _usable(value)
-            lookup.decide()
+        _watch(self, _got, key, value)
         return value
 
     def delete(self, key, *args, **kwargs):
-        lookup = self._scalable_otel_lookup
-        lookup.discarded = True
-        lookup.computing()
+        _watch(self, _deleting)
         return super().delete(key, *args, **kwargs)
 
     def add(self, key, *args, **kwargs):
-        lookup = self._scalable_otel_lookup
-        if lookup.decided is None:  # recompute=True: no lookup, a miss
-            lookup.cache_key, lookup.decided = key, lookup.started
-        lookup.stored = time.perf_counter()
+        _watch(self, _adding, key)
         return super().add(key, *args, **kwargs)
 
     def close(self, *args, **kwargs):
         try:
             return super().close(*args, **kwargs)
         finally:
-            lookup = getattr(self, "_scalable_otel_lookup", None)
-            if lookup is not None:
-                if lookup.decided is None:  # recompute=True and store=False
-                    lookup.decided = lookup.started
-                lookup.report()
+            _watch(self, _closed)
+
+
+def _watch(watched, step, *args) -> None:
+    lookup = getattr(watched, "_scalable_otel_lookup", None)
+    if lookup is None:
+        return
+    try:
+        step(lookup, *args)
+    except Exception as exc:  # never the task's problem
+        compat.fell_back(compat.SCALABLE_CACHE, exc)
+
+
+def _contains(lookup: _Lookup, key, found: bool) -> None:
+    if lookup.cache_key is None:
+        lookup.cache_key = key
+        if not found:
+            lookup.decide()
+
+
+def _got(lookup: _Lookup, key, value) -> None:
+    if lookup.decided is None:
+        lookup.cache_key = key
+        lookup.usable = _usable(value)
+        lookup.decide()
+
+
+def _deleting(lookup: _Lookup) -> None:
+    lookup.discarded = True
+    lookup.computing()
+
+
+def _adding(lookup: _Lookup, key) -> None:
+    if lookup.decided is None:  # recompute=True: no lookup, a miss
+        lookup.cache_key, lookup.decided = key, lookup.started
+    lookup.stored = time.perf_counter()
+
+
+def _closed(lookup: _Lookup) -> None:
+    if lookup.decided is None:  # recompute=True and store=False
+        lookup.decided = lookup.started
+    lookup.report()
 
 
 def _usable(value) -> bool:

@@ -30,6 +30,7 @@ from collections import deque
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from .. import compat
 from .. import semconv as sc
 
 _READY_STATES = frozenset({"processing", "queued", "no-worker"})
@@ -72,12 +73,13 @@ def _is_worker_client(client) -> bool:
     return len(parts) == 3 and parts[1] == "worker"
 
 
-def _bound_topic(scheduler, topic: str) -> None:
+def _bound_topic(scheduler, topic: str) -> bool:
     """Keep only a few of our batches in the scheduler's event log.
 
     The scheduler stores every event it publishes (100,000 per topic by
     default); our batches are consumed as they pass, and keeping them would
-    make the client process grow with the length of the run.
+    make the client process grow with the length of the run. False where this Dask
+    keeps its topics elsewhere: its default bound applies.
     """
     try:
         from distributed.broker import Topic
@@ -87,8 +89,10 @@ def _bound_topic(scheduler, topic: str) -> None:
         if topic in topics:
             bounded.subscribers = topics[topic].subscribers
         topics[topic] = bounded
-    except Exception:  # a Dask without this private layout: the default bound applies
-        pass
+        return True
+    except Exception as exc:
+        compat.fell_back(compat.BROKER_TOPICS, exc)
+        return False
 
 
 class TaskRecordPlugin(SchedulerPlugin):
@@ -153,7 +157,9 @@ class TaskRecordPlugin(SchedulerPlugin):
     async def start(self, scheduler) -> None:
         self._scheduler = scheduler
         for topic in (self.worker_topic, self.forward_topic):
-            _bound_topic(scheduler, topic)
+            if not _bound_topic(scheduler, topic):
+                self.records.append((sc.RECORD_FALLBACK, time.time(), compat.BROKER_TOPICS))
+                break
         now = time.time()
         for ws in list(scheduler.workers.values()):
             self._worker_added(scheduler, ws, now)
@@ -324,6 +330,11 @@ class TaskRecordPlugin(SchedulerPlugin):
                     (sc.RECORD_WORKER_STATUS, time.time(), topic, msg.get("status"))
                 )
             elif action == "remove-worker" and topic == "all":
+                if "processing-tasks" not in msg or "lost-computed-tasks" not in msg:
+                    compat.fell_back(compat.REMOVE_WORKER_EVENT)
+                    self.records.append(
+                        (sc.RECORD_FALLBACK, time.time(), compat.REMOVE_WORKER_EVENT)
+                    )
                 lost = len(msg.get("processing-tasks") or ())
                 self.records.append(
                     (

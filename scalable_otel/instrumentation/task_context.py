@@ -8,9 +8,10 @@ OpenTelemetry API makes spans under that task's span, in the run's trace.
 - **Context while the task runs.** Dask runs a task's function through
   `distributed.worker._run_task_simple`, after setting `thread_state.key`; it is
   wrapped (once per worker process) to make the task's span the current span for the
-  duration, so `tracer.start_as_current_span(...)` inside the task nests under it. If a
-  Dask version renames that function, tasks run as before, without the context (and
-  one warning says so).
+  duration, so `tracer.start_as_current_span(...)` inside the task nests under it. The
+  wrapper passes Dask's arguments through unchanged and catches its own failures: if a
+  Dask version renames that function or changes it, tasks run and are recorded as
+  before, without the context, and `scalable_otel.compat` counts and warns.
 - **Where the spans go.** Unless the worker process already has a tracer provider of
   its own, one is set that hands each ended span to the run's worker plugin, which
   sends it with its next batch to the telemetry process: the span reaches the same
@@ -26,6 +27,7 @@ OpenTelemetry API makes spans under that task's span, in the run's trace.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from opentelemetry import context, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+from .. import compat
 from .. import semconv as sc
 from ..ids import task_span_id
 from ..span_records import span_record
@@ -106,6 +109,7 @@ def _run_of_task(key) -> tuple | None:
 
 
 def _wrap_task_runner() -> None:
+    """Wrap Dask's task runner once per process; a Dask without it runs tasks as before."""
     global _original_run
     if _original_run is not None:
         return
@@ -113,32 +117,56 @@ def _wrap_task_runner() -> None:
         from distributed import worker as dask_worker
 
         original = dask_worker._run_task_simple
-    except (ImportError, AttributeError):
-        logger.warning(
-            "scalable-otel: this Dask version has no _run_task_simple: "
-            "spans made inside tasks will not nest under their task's span"
-        )
+        if not callable(original):
+            raise TypeError(f"a {type(original).__name__}, not a function")
+    except Exception as exc:
+        compat.fell_back(compat.RUN_TASK, exc)
         return
 
-    def run_task_in_context(task, data, time_delay):
-        key = getattr(dask_worker.thread_state, "key", None)
-        run = _run_of_task(key) if key is not None else None
-        if run is None:
-            return original(task, data, time_delay)
-        span = NonRecordingSpan(task_span_context(run[0], run[1], key))
-        token = context.attach(trace.set_span_in_context(span))
+    # Whatever Dask passes goes through unchanged: a new signature costs the context at
+    # worst (tests/test_canaries.py says so), never the task.
+    @functools.wraps(original)
+    def run_task_in_context(*args, **kwargs):
+        entered, token = _enter_task(dask_worker)
         try:
-            return original(task, data, time_delay)
+            return original(*args, **kwargs)
         finally:
-            context.detach(token)
-            for hook in _task_end_hooks:
-                try:
-                    hook()
-                except Exception:  # telemetry never breaks the task
-                    logger.debug("scalable-otel: task end hook failed", exc_info=True)
+            if entered:
+                _leave_task(token)
 
     dask_worker._run_task_simple = run_task_in_context
     _original_run = original
+
+
+def _enter_task(dask_worker) -> tuple[bool, object]:
+    """(whether a run's task is starting, the context token to detach); never raises."""
+    try:
+        key = getattr(getattr(dask_worker, "thread_state", None), "key", None)
+        run = _run_of_task(key) if key is not None else None
+        if run is None:
+            return False, None
+    except Exception as exc:
+        compat.fell_back(compat.RUN_TASK, exc)
+        return False, None
+    try:
+        span = NonRecordingSpan(task_span_context(run[0], run[1], key))
+        return True, context.attach(trace.set_span_in_context(span))
+    except Exception as exc:
+        compat.fell_back(compat.RUN_TASK, exc)
+        return True, None
+
+
+def _leave_task(token) -> None:
+    if token is not None:
+        try:
+            context.detach(token)
+        except Exception as exc:
+            compat.fell_back(compat.RUN_TASK, exc)
+    for hook in _task_end_hooks:
+        try:
+            hook()
+        except Exception:  # telemetry never breaks the task
+            logger.debug("scalable-otel: task end hook failed", exc_info=True)
 
 
 def _set_tracer_provider() -> None:

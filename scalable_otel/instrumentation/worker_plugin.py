@@ -17,6 +17,7 @@ Batch payload: {"worker": address, "name": name,
     "usage": [[key, start, stop, cpu_s, peak_rss, shared], ...],
     "samples": [[t, cpu_percent, rss, memory_percent, memory_limit], ...],
     "cache": [{...cache lookup...}, ...],
+    "fallbacks": {compat name: count, ...},  # since the last batch (scalable_otel.compat)
     "closing": bool}
 """
 
@@ -28,6 +29,7 @@ import time
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from .. import compat
 from .. import semconv as sc
 from ..args import Redaction
 from ..span_records import scrubbed
@@ -306,7 +308,10 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         with self._lock:
             cache, self._cache = self._cache, []
             spans, self._spans = self._spans, []
-        if not (self._started or self._usage or self._samples or cache or spans or closing):
+        fallbacks = compat.take_unsent()
+        if not (
+            self._started or self._usage or self._samples or cache or spans or fallbacks or closing
+        ):
             return
         payload = {
             "worker": self.worker.address,
@@ -316,6 +321,7 @@ class WorkerTelemetryPlugin(WorkerPlugin):
             "samples": self._samples,
             "cache": cache,
             "spans": _encoded(spans),
+            "fallbacks": fallbacks,
             "closing": closing,
         }
         self._started, self._usage, self._samples = [], [], []
