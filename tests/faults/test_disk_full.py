@@ -155,6 +155,7 @@ def test_a_disk_full_mid_run_then_freed_is_counted_in_run_json(tmp_path, disk):
 def test_a_disk_still_full_at_the_close_never_fails_the_workflow(tmp_path, disk):
     run_dir, written, end, stderr = run_with_a_full_disk(tmp_path, disk, free_before_close=False)
     check_common(disk, run_dir, written, end, stderr)
-    # run.json could not be rewritten: it keeps its first version, whole
+    # run.json could not be rewritten: it keeps its first version, whole, whose counts
+    # were not known yet (null)
     meta = orjson.loads((run_dir / "run.json").read_bytes())
-    assert meta["status"] == "running" and meta["telemetry_lines_dropped"] == 0
+    assert meta["status"] == "running" and meta["telemetry_lines_dropped"] is None
