@@ -80,3 +80,14 @@ def traced_login(host):
             span.set_status(Status(StatusCode.ERROR, f"refused: password={password}"))
     with tracer.start_as_current_span("login"):
         raise PermissionError(f"login to https://ann:{password}@{host} failed for {patient}")
+
+
+def make_spans(n):
+    """A task making `n` spans of its own with the OpenTelemetry API."""
+    from opentelemetry import trace
+
+    tracer = trace.get_tracer("tests.workloads")
+    for i in range(n):
+        with tracer.start_as_current_span(f"step-{i}"):
+            pass
+    return n

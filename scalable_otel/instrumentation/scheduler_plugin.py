@@ -19,6 +19,7 @@ from collections import deque
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from .. import semconv as sc
+from ..queues import BoundedQueue
 
 _READY_STATES = frozenset({"processing", "queued", "no-worker"})
 _REQUEUE_STATES = frozenset({"released", "waiting"})
@@ -79,7 +80,9 @@ class TaskRecordPlugin(SchedulerPlugin):
     def __init__(self, forward: bool = False, forward_interval: float = 0.2):
         self.forward = forward
         self.forward_interval = forward_interval
-        self.records: deque = deque()
+        # bounded: if the run's telemetry process falls behind, records are dropped and
+        # counted (run.json's telemetry_records_dropped), never piled up in the driver
+        self.records: deque = BoundedQueue()
         self._scheduler = None
         self._ready: set = set()
         self._pc = None
@@ -113,7 +116,8 @@ class TaskRecordPlugin(SchedulerPlugin):
 
     def sync(self, token: str) -> None:
         """Mark this point in the record stream; the recorder reports when it gets there."""
-        self.records.append((sc.RECORD_SYNC, time.time(), token))
+        # past the queue's bound: the session waits for this mark
+        deque.append(self.records, (sc.RECORD_SYNC, time.time(), token))
         if self.forward:
             self._forward()
 
