@@ -178,12 +178,13 @@ class ScalableSession:
       keeps no arguments ($SCALABLE_RECORD_ARGS=off).
     - `pipeline=PipelineOptions(span_processors=[...], metric_readers=[...],
       log_processors=[...])`: your own OpenTelemetry components beside the run directory.
-    - `recording=RecordingOptions(recorder=..., flush_interval=..., resource_interval=...)`:
-      the run's OTel work happens in a small child process (`recorder="process"`), away
-      from the scheduler's GIL, or in a thread here (`"thread"`, and always with
-      `pipeline`, whose objects live in this process); workers report every
-      `flush_interval` seconds (0.2) and sample CPU and memory every `resource_interval`
-      (1.0).
+    - `recording=RecordingOptions(recorder=..., flush_interval=..., resource_interval=...,
+      close_timeout=...)`: the run's OTel work happens in a small child process
+      (`recorder="process"`), away from the scheduler's GIL, or in a thread here
+      (`"thread"`, and always with `pipeline`, whose objects live in this process);
+      workers report every `flush_interval` seconds (0.2) and sample CPU and memory every
+      `resource_interval` (1.0); the close waits at most `close_timeout` seconds (10,
+      $SCALABLE_CLOSE_TIMEOUT) for the run's last records and its telemetry process.
 
     A keyword of scalable-otel 0.1 that moved into an option object
     (`otlp_endpoint=`, `redact_names=`, `recorder=`...) raises a TypeError naming the
