@@ -485,9 +485,12 @@ def serve(conn: Connection) -> None:
         except (EOFError, OSError):  # the client died: keep what it sent, end the spans
             break
         if message[0] == "batch":
-            for description in message[1]:
-                recorder.describe(*description)
-            recorder.handle(message[2])
+            try:
+                for description in message[1]:
+                    recorder.describe(*description)
+                recorder.handle(message[2])
+            except Exception as exc:  # a malformed batch: counted, the next one is handled
+                recorder._not_handled(message[:1], exc)
         elif message[0] == "close":
             summary = run.finish(message[1], message[2])
             conn.send(("closed", summary))
