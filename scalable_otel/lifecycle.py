@@ -160,6 +160,9 @@ class Recorder:
         self._cache_counts = {"hit": {}, "miss": {}}
         self.unhandled = 0  # records no handler took (run.json's telemetry_records_unhandled)
         self.fallbacks: dict[str, int] = {}  # run.json's telemetry_fallbacks: compat names
+        # address -> (batches it failed to send, spans made in tasks it dropped), as its
+        # latest batch says: running totals, so a lost batch loses no count
+        self._worker_losses: dict = {}
         # kind -> (its handler, the length of its records)
         self._handlers = {
             kind: (getattr(self, "_on_" + kind), len(spec.fields) + 1)
@@ -251,8 +254,8 @@ class Recorder:
         logger.warning(
             "scalable-otel: a %r record was not handled (%s); this and any later ones are "
             "counted in run.json's telemetry_records_unhandled",
-            kind,
-            reason,
+            self._redaction.scrub(str(kind)),
+            self._redaction.scrub(str(reason)),
         )
 
     def _on_fallback(self, t, name) -> None:
@@ -269,6 +272,35 @@ class Recorder:
                 where,
                 name,
                 compat.LOST.get(name, "less is recorded"),
+            )
+
+    @property
+    def worker_batches_lost(self) -> int:
+        """Batches the workers failed to send (run.json's telemetry_worker_batches_lost)."""
+        return sum(batches for batches, _ in self._worker_losses.values())
+
+    @property
+    def task_spans_dropped(self) -> int:
+        """Spans made in tasks that workers dropped beyond their cap
+        (run.json's telemetry_task_spans_dropped)."""
+        return sum(spans for _, spans in self._worker_losses.values())
+
+    def _worker_lost(self, address, lost) -> None:
+        try:
+            batches, spans = (int(n) for n in lost)
+        except (TypeError, ValueError):
+            return
+        before = (self.worker_batches_lost, self.task_spans_dropped)
+        self._worker_losses[address] = (batches, spans)
+        if batches and not before[0]:
+            logger.warning(
+                "scalable-otel: a worker failed to send its telemetry; lost batches are "
+                "counted in run.json's telemetry_worker_batches_lost"
+            )
+        if spans and not before[1]:
+            logger.warning(
+                "scalable-otel: a worker dropped spans made in tasks beyond its cap; they are "
+                "counted in run.json's telemetry_task_spans_dropped"
             )
 
     def _on_sync(self, t, token) -> None:
@@ -573,6 +605,8 @@ class Recorder:
         name = payload.get("name", "")
         if payload.get("closing") and worker is not None:
             worker.closing = True
+        if payload.get("lost"):
+            self._worker_lost(address, payload["lost"])
         for key, start in payload.get("started", ()):
             task = self._tasks.get(_as_key(key))
             if task is not None and task.exec_span is None:

@@ -31,7 +31,9 @@ variable, as each class's docstring says.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -48,6 +50,12 @@ __all__ = [
 ]
 
 RECORDERS = ("process", "thread")
+CLOSE_TIMEOUT_ENV = "SCALABLE_CLOSE_TIMEOUT"
+#: Seconds a session's close may take after the workflow's end: well inside the 30 s
+#: Slurm gives a job between SIGTERM and SIGKILL.
+DEFAULT_CLOSE_TIMEOUT_S = 10.0
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,18 +115,26 @@ class RecordingOptions:
       writes (default 0.2); a crash loses at most this much. No variable.
     - `resource_interval`: seconds between each worker's CPU and memory samples
       (default 1.0). No variable.
+    - `close_timeout`: seconds the session's close may wait, in all, for the workers'
+      last reports, the scheduler and the telemetry process after the workflow's end
+      (default 10, inside Slurm's 30 s between SIGTERM and SIGKILL); past it the
+      telemetry process is ended and run.json says `telemetry_lost`.
+      $SCALABLE_CLOSE_TIMEOUT (a bad value: the default, with a warning).
     """
 
     recorder: Literal["process", "thread"] = "process"
     flush_interval: float = 0.2
     resource_interval: float = 1.0
+    close_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.recorder not in RECORDERS:
             raise ValueError(
                 f"RecordingOptions(recorder={self.recorder!r}): use 'process' or 'thread'"
             )
-        for name in ("flush_interval", "resource_interval"):
+        if self.close_timeout is None:
+            object.__setattr__(self, "close_timeout", _close_timeout_from_env())
+        for name in ("flush_interval", "resource_interval", "close_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(
@@ -126,6 +142,25 @@ class RecordingOptions:
                 )
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"RecordingOptions({name}={value}) must be a positive number")
+
+
+def _close_timeout_from_env() -> float:
+    text = os.environ.get(CLOSE_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_CLOSE_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        logger.warning(
+            "scalable-otel: $%s=%r is not a positive number of seconds; using %g",
+            CLOSE_TIMEOUT_ENV,
+            text[:40],
+            DEFAULT_CLOSE_TIMEOUT_S,
+        )
+        return DEFAULT_CLOSE_TIMEOUT_S
+    return value
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,7 +9,10 @@ passed in as Python objects live in this process, so with them the recorder runs
 thread here instead.
 
 Both transports offer the same surface: `describe`, `inbox`, `mark_closing`,
-`sync` and `close`, which returns the run's summary.
+`sync`, `close`, which returns the run's summary, and `driver_counts`, what this side
+dropped. The records wait in bounded queues (`queues.BoundedQueue`): a telemetry
+process that falls behind costs records, counted, never the driver's memory. If the
+session's process dies, the child process writes run.json as `crashed` itself.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -32,12 +36,15 @@ from . import semconv as sc
 from .args import Redaction
 from .exporters.settings import ExportSettings
 from .lifecycle import Recorder
+from .queues import RECORD_QUEUE_BOUND, BoundedQueue
+from .rundir import RUN_JSON, run_json, write_json_atomic
 from .span_records import readable_span
 from .telemetry import build_pipeline, mirrored_meter
 
 logger = logging.getLogger(__name__)
 
 STATUS_CRASHED = sc.RUN_CRASHED  # the run span's status when the session's process died
+DEFAULT_CLOSE_TIMEOUT_S = 30.0  # a close without a session's budget (tests, direct use)
 
 
 @dataclass
@@ -55,6 +62,9 @@ class RunConfig:
     exports: dict | None = None  # ExportSettings.to_dict()
     # the user's redaction patterns, (pattern, flags): cut out of error messages too
     redact_values: list | None = None
+    # rundir.run_json's keywords but status, ended, summary and heartbeat: the child
+    # writes run.json as crashed with them when the session's process dies
+    run_json: dict | None = None
 
 
 def _take_all(*queues: deque) -> list:
@@ -64,6 +74,86 @@ def _take_all(*queues: deque) -> list:
         while queue:
             records.append(queue.popleft())
     return records
+
+
+class Heartbeat:
+    """Calls `beat(now)` every `interval` seconds in a thread until `stop()`: the session
+    rewrites run.json's `heartbeat_time` with it, so that a reader on any host can tell a
+    run whose every process died (`semconv.HEARTBEAT_STALE_S`)."""
+
+    def __init__(self, beat: Callable[[float], None], interval: float | None = None):
+        self._beat = beat
+        self._interval = sc.HEARTBEAT_INTERVAL_S if interval is None else interval
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="scalable-otel-heartbeat")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                try:
+                    self._beat(time.time())
+                except Exception:  # a full disk: the run's end says so, not each beat
+                    logger.debug("scalable-otel: heartbeat not written", exc_info=True)
+
+    def stop(self) -> None:
+        """No beat after this returns (one under way is waited for)."""
+        with self._lock:
+            self._stop.set()
+
+
+class _DriverSide:
+    """What the driver's side of a recording counts: records it dropped (bounded queues,
+    batches that could not be sent) and tasks it could not describe; each warned once."""
+
+    def _init_counts(self, source: deque) -> None:
+        self._source = source
+        self.inbox: BoundedQueue = BoundedQueue()
+        self._lost = 0  # records in batches that could not be sent
+        self._descriptions_dropped = 0
+        self.descriptions_failed = 0
+        self._warned: set = set()
+
+    @property
+    def records_dropped(self) -> int:
+        queues = (self._source, self.inbox)
+        dropped = sum(getattr(q, "dropped", 0) for q in queues)
+        return dropped + self._lost + self._descriptions_dropped
+
+    def driver_counts(self) -> dict:
+        """This side's counts, for run.json."""
+        return {
+            "telemetry_records_dropped": self.records_dropped,
+            "telemetry_descriptions_failed": self.descriptions_failed,
+        }
+
+    def _warn_once(self, what: str, message: str, *args) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            logger.warning(message, *args)
+
+    def _check_drops(self) -> None:
+        queues = (self._source, self.inbox)
+        if self._descriptions_dropped or any(getattr(q, "dropped", 0) for q in queues):
+            self._warn_once(
+                "dropped",
+                "scalable-otel: the telemetry process falls behind; records beyond %d "
+                "waiting are dropped, counted in run.json's telemetry_records_dropped",
+                RECORD_QUEUE_BOUND,
+            )
+
+    def description_failed(self, count: int) -> None:
+        """`count` tasks were submitted without (a whole) description: counted, warned once."""
+        self.descriptions_failed += count
+        self._warn_once(
+            "described",
+            "scalable-otel: a task could not be described (its name or arguments); this and "
+            "any later ones are counted in run.json's telemetry_descriptions_failed",
+        )
 
 
 class RunRecording:
@@ -147,19 +237,20 @@ class RunRecording:
             "telemetry_spans_dropped": self.pipeline.backends.dropped_spans(),
             "telemetry_records_unhandled": recorder.unhandled,
             "telemetry_fallbacks": dict(recorder.fallbacks),
+            "telemetry_worker_batches_lost": recorder.worker_batches_lost,
+            "telemetry_task_spans_dropped": recorder.task_spans_dropped,
             "telemetry_write_error": self.pipeline.writer.errors.first,
             "exporters": dict(self.pipeline.backends.where),
             "trace_id": f"{self.run_span.get_span_context().trace_id:032x}",
         }
 
 
-class InThreadRecording:
+class InThreadRecording(_DriverSide):
     """The recorder in a thread of this process, draining the plugin's records."""
 
     def __init__(self, config: RunConfig, source: deque, **processors):
+        self._init_counts(source)
         self._run = RunRecording(config, **processors)
-        self._source = source
-        self.inbox: deque = deque()
         self._interval = config.flush_interval
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -177,7 +268,11 @@ class InThreadRecording:
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
-            self._drain()
+            try:
+                self._drain()
+                self._check_drops()
+            except Exception as exc:  # never into the workflow: the recorder goes on
+                self._warn_once("loop", "scalable-otel: telemetry records lost (%s)", exc)
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
         return True
@@ -194,23 +289,26 @@ class InThreadRecording:
             time.sleep(0.01)
         return False
 
-    def close(self, now: float, status: str | None) -> dict:
+    def close(self, now: float, status: str | None, timeout: float = DEFAULT_CLOSE_TIMEOUT_S):
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=timeout)
         self._drain()
         return self._run.finish(now, status)
 
 
-class ChildProcessRecording:
-    """The recorder in a child process; this side forwards records to it in batches."""
+class ChildProcessRecording(_DriverSide):
+    """The recorder in a child process; this side forwards records to it in batches.
+
+    Every send happens in the forwarder thread, which may block while the child is slow
+    or stopped: the queues stay bounded meanwhile, and `close` waits for the child only
+    until its deadline, then kills it."""
 
     def __init__(self, config: RunConfig, source: deque):
-        self._source = source
-        self.inbox: deque = deque()
+        self._init_counts(source)
         self._descriptions: list = []
         self._interval = config.flush_interval
-        self._send_lock = threading.Lock()
         self._broken = False
+        self._closing: tuple | None = None
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parent.parent)
@@ -224,51 +322,86 @@ class ChildProcessRecording:
         theirs.close()
         self._conn = Connection(ours.detach())
         self._send(("start", asdict(config)))
-        self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(
             target=self._loop, name="scalable-otel-forwarder", daemon=True
         )
         self._thread.start()
+
+    @property
+    def pid(self) -> int:
+        """The telemetry process's pid."""
+        return self._process.pid
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
         """Wait until the child has built its pipeline, so its start-up is not the run's."""
         return self._receive("ready", timeout) is not None
 
     def describe(self, key, name: str, args_json: str | None, component=None) -> None:
-        self._descriptions.append((key, name, args_json, component))
+        if len(self._descriptions) < RECORD_QUEUE_BOUND:
+            self._descriptions.append((key, name, args_json, component))
+        else:
+            self._descriptions_dropped += 1
 
     def _send(self, message) -> None:
+        """Send to the child (the forwarder thread only, once started); a broken pipe turns
+        telemetry off with one warning. Raises what pickling raises."""
         if self._broken:
-            return
+            raise BrokenPipeError("the telemetry process is gone")
         try:
-            with self._send_lock:
-                self._conn.send(message)
+            self._conn.send(message)
         except (OSError, ValueError) as exc:
             self._broken = True
-            logger.warning(
-                "scalable-otel: the telemetry process is gone (%s); the workflow "
-                "goes on without telemetry",
-                exc,
-            )
+            if self._closing is None:
+                logger.warning(
+                    "scalable-otel: the telemetry process is gone (%s); the workflow "
+                    "goes on without telemetry",
+                    exc,
+                )
+            raise BrokenPipeError(str(exc)) from exc
 
     def _forward(self) -> None:
         records = _take_all(self._source, self.inbox)
         # Descriptions are taken after the records: a record's task was described before
         # it reached the scheduler, so its description is in this batch or an earlier one.
         descriptions, self._descriptions = self._descriptions, []
-        if records or descriptions:
+        if not (records or descriptions):
+            return
+        try:
             self._send(("batch", descriptions, records))
+        except Exception as exc:  # the child gone, or a record that cannot be pickled
+            self._lost += len(records) + len(descriptions)
+            if not isinstance(exc, BrokenPipeError):
+                self._warn_once(
+                    "unsent",
+                    "scalable-otel: a batch of telemetry records could not be sent (%s); "
+                    "counted in run.json's telemetry_records_dropped",
+                    type(exc).__name__,
+                )
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            self._forward()
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            closing = self._closing
+            try:
+                self._forward()
+                self._check_drops()
+            except Exception as exc:  # never into the workflow
+                self._warn_once("loop", "scalable-otel: telemetry records lost (%s)", exc)
+            if closing is not None:
+                try:
+                    self._send(("close", *closing))
+                except Exception:
+                    pass  # the close waits for its reply in vain, and ends the child
+                return
 
     def mark_closing(self) -> None:
         # In the plugin's queue too: records are taken from that queue before the inbox,
         # and a worker removed after this mark must not be read as a crash.
         marker = (sc.RECORD_CLOSING, time.time())
-        self._source.append(marker)
-        self.inbox.append(marker)
+        deque.append(self._source, marker)  # past any bound: two marks
+        deque.append(self.inbox, marker)
 
     def _receive(self, expected: str, timeout: float):
         deadline = time.monotonic() + timeout
@@ -286,7 +419,7 @@ class ChildProcessRecording:
         return None
 
     def sync(self, token: str, timeout: float = 30.0) -> bool:
-        self._forward()
+        self._wake.set()  # forward now
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             reply = self._receive("synced", deadline - time.monotonic())
@@ -296,21 +429,48 @@ class ChildProcessRecording:
                 return True
         return False
 
-    def close(self, now: float, status: str | None) -> dict | None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self._forward()
-        self._send(("close", now, status))
-        reply = self._receive("closed", timeout=60)
-        try:
-            self._conn.close()
-        except OSError:
-            pass
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+    def close(
+        self, now: float, status: str | None, timeout: float = DEFAULT_CLOSE_TIMEOUT_S
+    ) -> dict | None:
+        """Forward the last records, ask the child for the run's summary and wait for it
+        at most `timeout` seconds in all; past that the child is killed (None)."""
+        deadline = time.monotonic() + timeout
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        self._closing = (now, status)
+        self._wake.set()
+        self._thread.join(timeout=left())
+        reply = None if self._thread.is_alive() else self._receive("closed", left())
+        if reply is not None:
+            try:
+                self._process.wait(timeout=max(left(), 1.0))
+            except subprocess.TimeoutExpired:
+                pass
+        if self._process.poll() is None:  # stopped, hung or slow: its run.json is ours
             self._process.kill()
+            self._process.wait()
+        self._thread.join(timeout=1.0)  # a send the kill cut short
+        if not self._thread.is_alive():
+            try:
+                self._conn.close()
+            except OSError:
+                pass
         return reply[1] if reply else None
+
+
+def _write_crashed(config: RunConfig, summary: dict | None, now: float) -> None:
+    """run.json as `crashed`, with the end time and the counts this process knows."""
+    if not config.run_json:
+        return
+    try:
+        data = run_json(
+            **config.run_json, status=STATUS_CRASHED, ended=now, summary=summary, heartbeat=now
+        )
+        write_json_atomic(Path(config.run_dir) / RUN_JSON, data)
+    except Exception as exc:
+        logger.warning("scalable-otel: run.json not marked crashed (%s)", exc)
 
 
 def serve(conn: Connection) -> None:
@@ -326,13 +486,21 @@ def serve(conn: Connection) -> None:
         except (EOFError, OSError):  # the client died: keep what it sent, end the spans
             break
         if message[0] == "batch":
-            for description in message[1]:
-                recorder.describe(*description)
-            recorder.handle(message[2])
+            try:
+                for description in message[1]:
+                    recorder.describe(*description)
+                recorder.handle(message[2])
+            except Exception as exc:  # a malformed batch: counted, the next one is handled
+                recorder._not_handled(message[:1], exc)
         elif message[0] == "close":
             summary = run.finish(message[1], message[2])
             conn.send(("closed", summary))
             return
     # The pipe ended without a close: the session's process died, so the run crashed
-    # (however its tasks went), and the trace must not say it completed.
-    run.finish(time.time(), STATUS_CRASHED)
+    # (however its tasks went), and the trace and run.json must not say it is running.
+    now = time.time()
+    summary = None
+    try:
+        summary = run.finish(now, STATUS_CRASHED)
+    finally:
+        _write_crashed(config, summary, now)

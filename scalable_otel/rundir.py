@@ -87,10 +87,15 @@ RUN_JSON_FIELDS: dict[str, tuple[type, ...]] = {
     "telemetry_spans_dropped": _INTEGER,
     "telemetry_records_unhandled": _INTEGER,
     "telemetry_fallbacks": _OBJECT,
+    "telemetry_records_dropped": _INTEGER,
+    "telemetry_worker_batches_lost": _INTEGER,
+    "telemetry_task_spans_dropped": _INTEGER,
+    "telemetry_descriptions_failed": _INTEGER,
     "telemetry_write_error": _TEXT,
     "exporters": _OBJECT,
     "trace_id": _TEXT,
     "telemetry_lost": (bool,),
+    "heartbeat_time": _TEXT,
     "settings": _OBJECT,
     "versions": _OBJECT,
     "format": _TEXT,
@@ -108,6 +113,10 @@ SUMMARY_FIELDS = (
     "telemetry_spans_dropped",
     "telemetry_records_unhandled",
     "telemetry_fallbacks",
+    "telemetry_records_dropped",
+    "telemetry_worker_batches_lost",
+    "telemetry_task_spans_dropped",
+    "telemetry_descriptions_failed",
 )
 META_TYPES = RUN_JSON_FIELDS  # the name readers know it by
 
@@ -146,11 +155,13 @@ def run_json(
     settings: dict,
     versions: dict,
     summary: dict | None = None,
+    heartbeat: float | None = None,
 ) -> dict:
     """run.json's content from what the session knows: `ended` is None while the run goes
     on; `summary` is the recorder's report of the run's end (None before it, or when the
     telemetry process never gave one). A count the summary does not give is null, never 0:
-    readers then count the run's lines (`analysis.facts`).
+    readers then count the run's lines (`analysis.facts`). `heartbeat` is the last time
+    the run was known alive (`heartbeat_time`; default: its end, else its start).
 
     >>> meta = run_json(run_id="run-x", project="p", status="running", started=0.0,
     ...     ended=None, target="local", provider="local", host="h", pid=1,
@@ -181,6 +192,7 @@ def run_json(
     data["exporters"] = summary.get("exporters", exporters)
     data["trace_id"] = summary.get("trace_id") or trace_id
     data["telemetry_lost"] = summary.get("telemetry_lost", False)
+    data["heartbeat_time"] = iso(heartbeat or ended or started)
     data["settings"] = settings
     data["versions"] = versions
     return data

@@ -14,10 +14,18 @@ RUN_RUNNING = "running"
 RUN_COMPLETED = "completed"
 RUN_FAILED = "failed"
 RUN_INTERRUPTED = "interrupted"
-RUN_CRASHED = "crashed"  # a running run whose process is gone
+# a run whose process died: written by its telemetry process when the driver's pipe
+# closes, or inferred by a reader (the driver's pid gone on this host, or no heartbeat
+# for HEARTBEAT_STALE_S from another host)
+RUN_CRASHED = "crashed"
 RUN_UNKNOWN = "unknown"  # a run without a readable run.json
 #: Statuses a run has once its session closed it: only then are run.json's counts its own.
 RUN_ENDED = (RUN_COMPLETED, RUN_FAILED, RUN_INTERRUPTED)
+#: Seconds between rewrites of a live run's run.json `heartbeat_time`.
+HEARTBEAT_INTERVAL_S = 5.0
+#: A `running` run read on another host whose heartbeat is older than this is `crashed`
+#: (three missed beats, plus a margin for a loaded machine and clocks that differ a little).
+HEARTBEAT_STALE_S = 3 * HEARTBEAT_INTERVAL_S + 15.0
 
 # --- span names -------------------------------------------------------------
 SPAN_RUN = "scalable.run"

@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -28,7 +29,7 @@ from .options import (
     check_option,
     moved_keyword_error,
 )
-from .recording import ChildProcessRecording, InThreadRecording, RunConfig
+from .recording import ChildProcessRecording, Heartbeat, InThreadRecording, RunConfig
 from .rundir import (
     PLAN_JSON,
     TASKS,
@@ -104,6 +105,28 @@ def _client_options(kwargs: dict, names) -> dict:
     return {name: kwargs.pop(name) for name in names if name in kwargs}
 
 
+def _within(seconds: float, fn, *args, **kwargs) -> bool:
+    """Call `fn` in a thread and wait for it at most `seconds`: whether it ended (its
+    exception raised here). A call past its time goes on, unwaited for, in the thread."""
+    outcome: list = []
+
+    def call() -> None:
+        try:
+            fn(*args, **kwargs)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=call, name="scalable-otel-close", daemon=True)
+    thread.start()
+    thread.join(max(0.0, seconds))
+    if not outcome:
+        return False
+    if outcome[0] is not None:
+        raise outcome[0]
+    return True
+
+
 def _worker_flush(dask_worker, name: str = sc.WORKER_PLUGIN_NAME) -> None:
     plugin = dask_worker.plugins.get(name)
     if plugin is not None:
@@ -156,12 +179,13 @@ class ScalableSession:
       keeps no arguments ($SCALABLE_RECORD_ARGS=off).
     - `pipeline=PipelineOptions(span_processors=[...], metric_readers=[...],
       log_processors=[...])`: your own OpenTelemetry components beside the run directory.
-    - `recording=RecordingOptions(recorder=..., flush_interval=..., resource_interval=...)`:
-      the run's OTel work happens in a small child process (`recorder="process"`), away
-      from the scheduler's GIL, or in a thread here (`"thread"`, and always with
-      `pipeline`, whose objects live in this process); workers report every
-      `flush_interval` seconds (0.2) and sample CPU and memory every `resource_interval`
-      (1.0).
+    - `recording=RecordingOptions(recorder=..., flush_interval=..., resource_interval=...,
+      close_timeout=...)`: the run's OTel work happens in a small child process
+      (`recorder="process"`), away from the scheduler's GIL, or in a thread here
+      (`"thread"`, and always with `pipeline`, whose objects live in this process);
+      workers report every `flush_interval` seconds (0.2) and sample CPU and memory every
+      `resource_interval` (1.0); the close waits at most `close_timeout` seconds (10,
+      $SCALABLE_CLOSE_TIMEOUT) for the run's last records and its telemetry process.
 
     A keyword of scalable-otel 0.1 that moved into an option object
     (`otlp_endpoint=`, `redact_names=`, `recorder=`...) raises a TypeError naming the
@@ -245,6 +269,8 @@ class ScalableSession:
         self.status: str | None = None
         self._terminated = False  # a SIGTERM arrived while the run was recorded
         self._recording = None
+        self._heartbeat: Heartbeat | None = None
+        self._plugins_attached = False  # the session's plugins are on the cluster
         self._rundir: RunDirectory | None = None
         self._attached = False  # set by attach(): the client is the caller's, never closed here
         self._cache_sink = None  # where this run takes the driver's cache lookups
@@ -376,6 +402,7 @@ class ScalableSession:
         """Put the plugins on the client's cluster and wait for the recorder; never raises."""
         try:
             self._instrument_client(plugin, remote)
+            self._plugins_attached = True
             if not self._recording.wait_ready():
                 logger.warning("scalable-otel: the telemetry process did not start")
         except Exception as exc:
@@ -419,6 +446,7 @@ class ScalableSession:
                 trace_id=self.trace_id,
                 exports=self._exports.to_dict(),
                 redact_values=self.redaction.value_patterns(),
+                run_json=self._run_json_kwargs(),
             )
             processors = {
                 **self.pipeline_options.as_kwargs(),
@@ -431,6 +459,7 @@ class ScalableSession:
                     logger.info("scalable-otel: recording in a thread (%s)", exc)
             if self._recording is None:
                 self._recording = InThreadRecording(config, plugin.records, **processors)
+            self._heartbeat = Heartbeat(lambda now: self._write_run_json("running", heartbeat=now))
         except Exception as exc:
             logger.warning(
                 "scalable-otel: telemetry is off for this run (%s); the workflow goes on", exc
@@ -477,54 +506,84 @@ class ScalableSession:
             TERMINATION.end_close(self, counted)
 
     def _close(self, status: str | None) -> None:
+        # One deadline for every wait from here (`RecordingOptions.close_timeout`): a
+        # stopped telemetry process or an unreachable scheduler costs the run's last
+        # records, never the Slurm job's grace time.
+        deadline = time.monotonic() + self.recording_options.close_timeout
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         recording = self._recording
         if recording is not None:
             try:
-                self.client.run(_worker_flush, name=sc.per_run(sc.WORKER_PLUGIN_NAME, self.run_id))
-                time.sleep(0.05)  # let the workers' batches reach the scheduler
-                token = uuid.uuid4().hex
-                self.client.run_on_scheduler(
-                    sync_scheduler_plugin,
-                    token=token,
-                    name=sc.per_run(sc.SCHEDULER_PLUGIN_NAME, self.run_id),
-                )
-                if not recording.sync(token):
-                    logger.warning(
-                        "scalable-otel: the last records from the scheduler did "
-                        "not arrive in time; the run directory may miss them"
-                    )
+                if self._plugins_attached:
+                    self._last_records(recording, left)
             except Exception:
                 logger.debug("scalable-otel: final worker flush failed", exc_info=True)
             recording.mark_closing()
             cache.clear_driver_sink(self._cache_sink)
         try:
             if self.cluster is None and recording is not None:
-                self._detach_from_cluster()
+                try:
+                    if not _within(left(), self._detach_from_cluster):
+                        logger.debug("scalable-otel: plugins not unregistered in time")
+                except Exception:
+                    logger.debug("scalable-otel: plugins not unregistered", exc_info=True)
             if self.client is not None and not self._attached:
                 self.client.close()
             if self.cluster is not None:
                 self.cluster.close()
         finally:
             if recording is not None:
-                self._finish_telemetry(status)
+                self._finish_telemetry(status, timeout=left())
+
+    def _last_records(self, recording, left) -> None:
+        """Have the workers send what they hold and wait until the scheduler's records up
+        to now reached the recorder; half the time left at most, the rest is the close's."""
+        worker_plugin = sc.per_run(sc.WORKER_PLUGIN_NAME, self.run_id)
+        if not _within(left() / 2, self.client.run, _worker_flush, name=worker_plugin):
+            return
+        time.sleep(0.05)  # let the workers' batches reach the scheduler
+        token = uuid.uuid4().hex
+        scheduler = self.client.run_on_scheduler
+        plugin = sc.per_run(sc.SCHEDULER_PLUGIN_NAME, self.run_id)
+        if not _within(left() / 2, scheduler, sync_scheduler_plugin, token=token, name=plugin):
+            return
+        if not recording.sync(token, timeout=left() / 2):
+            logger.warning(
+                "scalable-otel: the last records from the scheduler did "
+                "not arrive in time; the run directory may miss them"
+            )
 
     def _detach_from_cluster(self) -> None:
         """Leave a cluster we did not start as we found it: no plugins of this run behind
         (another run's on the same scheduler go on)."""
-        try:
-            self.client.unsubscribe_topic(sc.per_run(sc.FORWARD_TOPIC, self.run_id))
-            self.client.unregister_worker_plugin(sc.per_run(sc.WORKER_PLUGIN_NAME, self.run_id))
-            self.client.unregister_scheduler_plugin(
-                sc.per_run(sc.SCHEDULER_PLUGIN_NAME, self.run_id)
-            )
-        except Exception:
-            logger.debug("scalable-otel: plugins not unregistered", exc_info=True)
+        self.client.unsubscribe_topic(sc.per_run(sc.FORWARD_TOPIC, self.run_id))
+        self.client.unregister_worker_plugin(sc.per_run(sc.WORKER_PLUGIN_NAME, self.run_id))
+        self.client.unregister_scheduler_plugin(sc.per_run(sc.SCHEDULER_PLUGIN_NAME, self.run_id))
 
-    def _finish_telemetry(self, status: str | None) -> None:
+    def _finish_telemetry(self, status: str | None, timeout: float | None = None) -> None:
+        """End the run's telemetry and write run.json; never raises into the workflow."""
+        try:
+            self._end_telemetry(status, timeout)
+        except Exception as exc:
+            self._recording = None
+            logger.warning(
+                "scalable-otel: the run's telemetry did not finish (%s); the workflow goes on",
+                self.redaction.scrub(f"{type(exc).__name__}: {exc}"),
+            )
+
+    def _end_telemetry(self, status: str | None, timeout: float | None) -> None:
+        if self._heartbeat is not None:  # before the last run.json: none may follow it
+            self._heartbeat.stop()
         ended = time.time()
         if status is None and self._terminated:
             status = "interrupted"
-        summary = self._recording.close(ended, status)
+        recording = self._recording
+        if timeout is None:
+            timeout = self.recording_options.close_timeout
+        summary = recording.close(ended, status, timeout=timeout)
         self._recording = None
         if summary is None:
             logger.warning(
@@ -533,6 +592,7 @@ class ScalableSession:
             )
             # the workflow's own outcome is known; its task counts are not
             summary = {"status": status or "completed", "telemetry_lost": True}
+        summary.update(recording.driver_counts())
         self.status = summary["status"]
         try:
             write_json_atomic(self.run_dir / PLAN_JSON, self._plan(graph=self._graph()))
@@ -568,29 +628,39 @@ class ScalableSession:
             {"version": 1, "project": {"name": self.project}, "targets": {self.target: target}}
         )
 
-    def _write_run_json(self, status: str, ended=None, summary: dict | None = None) -> None:
-        data = run_json(
-            run_id=self.run_id,
-            project=self.project,
-            status=status,
-            started=self._started,
-            ended=ended,
-            target=self.target,
-            provider=self.provider,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            process_start_time=_PROCESS_START_TIME,
-            manifest_hash=self._manifest().hash,
-            trace_id=self.trace_id,
-            exporters=self._exports.describe(),
-            settings={
+    def _run_json_kwargs(self) -> dict:
+        """`rundir.run_json`'s keywords but status, ended, summary and heartbeat (plain
+        data: the telemetry process writes run.json with them if this process dies)."""
+        return {
+            "run_id": self.run_id,
+            "project": self.project,
+            "started": self._started,
+            "target": self.target,
+            "provider": self.provider,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "process_start_time": _PROCESS_START_TIME,
+            "manifest_hash": self._manifest().hash,
+            "trace_id": self.trace_id,
+            "exporters": self._exports.describe(),
+            "settings": {
                 "n_workers": self.n_workers,
                 "threads_per_worker": self.threads_per_worker,
                 "resource_interval_s": self.recording_options.resource_interval,
                 "flush_interval_s": self.recording_options.flush_interval,
             },
-            versions=_versions(__version__),
+            "versions": _versions(__version__),
+        }
+
+    def _write_run_json(
+        self, status: str, ended=None, summary: dict | None = None, heartbeat=None
+    ) -> None:
+        data = run_json(
+            **self._run_json_kwargs(),
+            status=status,
+            ended=ended,
             summary=summary,
+            heartbeat=heartbeat,
         )
         self._rundir.write_run_json(data)
 

@@ -71,13 +71,30 @@ def describe_tasks(
     component: str | None = None,
     redaction: Redaction = DEFAULT_REDACTION,
 ):
-    """Describe each `(key, args)` of `keyed_args` to a run's recording; never raises."""
+    """Describe each `(key, args)` of `keyed_args` to a run's recording; never raises.
+
+    A task whose name or argument summary could not be made is described with what could
+    be, and counted by the recording (`description_failed`, run.json's
+    `telemetry_descriptions_failed`)."""
     if recording is None:
         return
-    name = funcname(fn)
+    failed = 0
     try:
+        name = funcname(fn)
         for key, args in keyed_args:
-            summary = safe_args_json(fn, args, kwargs, redaction)
-            recording.describe(key, name, summary, component)
+            try:
+                summary = args_json(fn, args, kwargs, redaction)
+            except Exception:
+                summary = None
+                failed += 1
+            try:
+                recording.describe(key, name, summary, component)
+            except Exception:
+                failed += summary is not None  # not counted twice
     except Exception:  # telemetry never breaks a submission
-        pass
+        failed += 1
+    if failed:
+        try:
+            recording.description_failed(failed)
+        except Exception:
+            pass

@@ -91,3 +91,14 @@ def hold_until(path, x, timeout=200.0):
             raise TimeoutError(f"{path} did not appear within {timeout}s")
         time.sleep(0.05)
     return x
+
+
+def make_spans(n):
+    """A task making `n` spans of its own with the OpenTelemetry API."""
+    from opentelemetry import trace
+
+    tracer = trace.get_tracer("tests.workloads")
+    for i in range(n):
+        with tracer.start_as_current_span(f"step-{i}"):
+            pass
+    return n

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +25,7 @@ from ..rundir import (
     WORKERS,
     iter_lines,
     list_runs,
+    parse_iso,
     parse_run_name,
     read_lines,
     runs_dir,
@@ -251,15 +253,37 @@ class Run:
         return run_status(self.meta)
 
 
+def silent_since(meta: dict, now: float | None = None) -> str | None:
+    """The `heartbeat_time` of a `running` run written on another host whose heartbeat is
+    older than `semconv.HEARTBEAT_STALE_S`: no sign of life since then (its status reads
+    `crashed`). None for any other run."""
+    status = meta.get("status") or sc.RUN_UNKNOWN
+    if status != sc.RUN_RUNNING or meta.get("end_time"):
+        return None
+    host, beat = meta.get("host"), meta.get("heartbeat_time")
+    if host == socket.gethostname() or not isinstance(beat, str):
+        return None
+    last = parse_iso(beat)
+    if last is None:
+        return None
+    if (time.time() if now is None else now) - last > sc.HEARTBEAT_STALE_S:
+        return beat
+    return None
+
+
 def run_status(meta: dict) -> str:
     """The status of a run from its run.json: a `running` run whose process is no longer
-    alive on this host is `crashed` (its files hold what it did before it died)."""
+    alive on this host, or, from another host, whose heartbeat stopped more than
+    `semconv.HEARTBEAT_STALE_S` ago (`silent_since`), is `crashed` (its files hold what
+    it did before it died)."""
     status = meta.get("status") or sc.RUN_UNKNOWN
     if status != sc.RUN_RUNNING or meta.get("end_time"):
         return status
     pid, host = meta.get("pid"), meta.get("host")
-    if not isinstance(pid, int) or host != socket.gethostname():
-        return sc.RUN_RUNNING  # another machine's run, or an older run.json: cannot tell
+    if host != socket.gethostname():
+        return sc.RUN_CRASHED if silent_since(meta) else sc.RUN_RUNNING
+    if not isinstance(pid, int):
+        return sc.RUN_RUNNING  # an older run.json: cannot tell
     try:
         import psutil
 

@@ -13,7 +13,7 @@ from .. import semconv as sc
 from ..rundir import CACHE, TASKS, WORKERS, list_runs, parse_iso
 from .columns import SKIPPED
 from .facts import final_count
-from .load import Run, read_meta
+from .load import Run, read_meta, silent_since
 
 RULE = "═" * 47
 
@@ -172,6 +172,8 @@ def report(run: Run) -> dict:
         "start_time": meta.get("start_time"),
         "duration_s": duration,
         "status": status,
+        # a run of another host that stopped its heartbeat: its last sign of life
+        "silent_since": silent_since(meta) if status == sc.RUN_CRASHED else None,
         "tasks": {
             "submitted": counts["submitted"],
             "completed": counts["completed"],
@@ -237,7 +239,12 @@ def format_report(summary: dict) -> str:
     if cache["hits"] == 0 and cache["first_run"] and cache["lookups"]:
         hits += " — first run, no prior cache"
     status = summary["status"]
-    if status == sc.RUN_CRASHED:
+    if status == sc.RUN_CRASHED and summary.get("silent_since"):
+        status += (
+            f" (no sign of life since {summary['silent_since']}: figures are what it "
+            "recorded before)"
+        )
+    elif status == sc.RUN_CRASHED:
         status += " (the run's process died: figures are what it recorded before)"
     elif status == sc.RUN_RUNNING:
         status += " (figures so far)"

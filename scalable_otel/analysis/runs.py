@@ -6,7 +6,7 @@ import os
 
 from ..errors import RunNotFound
 from ..rundir import list_runs, parse_iso, runs_dir
-from .load import Run, read_meta
+from .load import Run, read_meta, silent_since
 from .report import seconds
 
 
@@ -39,6 +39,8 @@ def list_run_summaries(
                 "project": meta.get("project"),
                 "target": meta.get("target"),
                 "status": run.status,
+                # a crashed run of another host: when it last gave a sign of life
+                "silent_since": silent_since(meta),
                 "duration_s": meta.get("duration_s"),
                 "tasks": counts["completed"] + counts["failed"],
                 "tasks_submitted": counts["submitted"],
@@ -68,4 +70,7 @@ def format_runs(rows: list[dict]) -> str:
             f"{r['status']:<11}  {seconds(r['duration_s']):>9}  {r['tasks']:>6}  "
             f"{r['failures']:>6}"
         )
+    for r in rows:
+        if r.get("silent_since"):
+            lines.append(f"Note: {r['run_id']}: no sign of life since {r['silent_since']}")
     return "\n".join(lines)

@@ -32,6 +32,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 from .. import compat
 from .. import semconv as sc
+from ..queues import BoundedQueue
 
 _READY_STATES = frozenset({"processing", "queued", "no-worker"})
 _REQUEUE_STATES = frozenset({"released", "waiting"})
@@ -116,7 +117,9 @@ class TaskRecordPlugin(SchedulerPlugin):
         self._clients = set(clients) if clients is not None else None
         self._keys: set = set()  # the run's tasks that the scheduler still holds
         self._processing: set = set()  # the run's tasks on a worker now
-        self.records: deque = deque()
+        # bounded: if the run's telemetry process falls behind, records are dropped and
+        # counted (run.json's telemetry_records_dropped), never piled up in the driver
+        self.records: deque = BoundedQueue()
         self._scheduler = None
         self._ready: set = set()
         self._pc = None
@@ -176,7 +179,8 @@ class TaskRecordPlugin(SchedulerPlugin):
 
     def sync(self, token: str) -> None:
         """Mark this point in the record stream; the recorder reports when it gets there."""
-        self.records.append((sc.RECORD_SYNC, time.time(), token))
+        # past the queue's bound: the session waits for this mark
+        deque.append(self.records, (sc.RECORD_SYNC, time.time(), token))
         if self.forward:
             self._forward()
 

@@ -18,7 +18,9 @@ Batch payload: {"worker": address, "name": name,
     "samples": [[t, cpu_percent, rss, memory_percent, memory_limit], ...],
     "cache": [{...cache lookup...}, ...],
     "fallbacks": {compat name: count, ...},  # since the last batch (scalable_otel.compat)
-    "closing": bool}
+    "closing": bool,
+    "lost": [batches, spans]}  (running totals of this worker: batches it failed to send,
+    spans made in tasks it dropped beyond _MAX_PENDING_SPANS; absent while both are 0)
 """
 
 from __future__ import annotations
@@ -189,6 +191,8 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         self._samples: list = []
         self._cache: list = []
         self._spans: list = []
+        self._batches_lost = 0
+        self._spans_dropped = 0
         self._last_cpu = (time.time(), _cpu_seconds())
         self._redaction = Redaction(values=self.redact_values or ())
         self._unscrub_logs = scrub_worker_logs(self._redaction)
@@ -267,6 +271,8 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         with self._lock:
             if len(self._spans) < _MAX_PENDING_SPANS:
                 self._spans.append(record)
+            else:
+                self._spans_dropped += 1
 
     def _tick(self) -> None:
         if self._executing:
@@ -324,8 +330,10 @@ class WorkerTelemetryPlugin(WorkerPlugin):
             "fallbacks": fallbacks,
             "closing": closing,
         }
+        if self._batches_lost or self._spans_dropped:
+            payload["lost"] = [self._batches_lost, self._spans_dropped]
         self._started, self._usage, self._samples = [], [], []
         try:
             self.worker.log_event(sc.per_run(sc.WORKER_TOPIC, self.run_id), payload)
-        except Exception:  # telemetry never breaks the worker
-            pass
+        except Exception:  # telemetry never breaks the worker: counted in the next batch
+            self._batches_lost += 1

@@ -1,8 +1,9 @@
 """The workflow's own process (the driver) killed with SIGKILL in the middle of a run.
 
 The session's telemetry process is a separate process: it sees the end of its pipe,
-writes every line the driver had sent it and exits, so the run directory keeps
-everything but the driver's last flush interval; `scalable report` calls the run crashed.
+writes every line the driver had sent it, rewrites run.json as `crashed` (an end time,
+the counts it knows) and exits, so the run directory keeps everything but the driver's
+last flush interval, and says it crashed to a reader on any host.
 """
 
 import signal
@@ -66,10 +67,21 @@ def test_sigkill_loses_at_most_the_last_flush_interval(killed_run):
     assert {e["event"] for e in files["workers.jsonl"]} == {"worker_added", "worker_removed"}
 
 
+def test_the_telemetry_process_writes_run_json_as_crashed(killed_run):
+    run_dir, _, killed_at, _ = killed_run
+    meta = orjson.loads((run_dir / "run.json").read_bytes())
+    # written by the telemetry process: the driver died before it could write anything
+    assert meta["status"] == "crashed" and meta["end_time"] is not None
+    assert meta["heartbeat_time"] == meta["end_time"]
+    assert meta["duration_s"] > 0 and meta["telemetry_lost"] is False
+    # the counts the telemetry process knows: what it was sent (not final: readers count lines)
+    completed = sum(e["event"] == "task_completed" for e in lines_of(run_dir / "tasks.jsonl")[0])
+    assert meta["tasks_submitted"] == 400 and meta["tasks_completed"] == completed
+    assert meta["telemetry_records_unhandled"] == 0
+
+
 def test_the_report_calls_a_killed_run_crashed_with_what_it_finished(killed_run, project):
     run_dir, done, _, _ = killed_run
-    meta = orjson.loads((run_dir / "run.json").read_bytes())
-    assert meta["status"] == "running" and meta["end_time"] is None
     completed = sum(e["event"] == "task_completed" for e in lines_of(run_dir / "tasks.jsonl")[0])
     assert completed >= len(done) - 5  # the driver's last interval at most
     report = scalable("report", str(run_dir.relative_to(project)), cwd=project)
