@@ -51,6 +51,7 @@ import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 
+from . import semconv as sc
 from .instrumentation import scalable_library
 
 logger = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ class DaskInstrumentor(BaseInstrumentor):
         status = None
         if exc_type is not None:
             interrupted = issubclass(exc_type, (KeyboardInterrupt, SystemExit))
-            status = "interrupted" if interrupted else "failed"
+            status = sc.RUN_INTERRUPTED if interrupted else sc.RUN_FAILED
         self._finish(client, status)
         return wrapped(*args, **kwargs)
 

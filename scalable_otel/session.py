@@ -98,7 +98,8 @@ def _exit_status(exc_type) -> str | None:
     """The run status for leaving a session by `exc_type` (None: no exception)."""
     if exc_type is None:
         return None
-    return "interrupted" if issubclass(exc_type, (KeyboardInterrupt, SystemExit)) else "failed"
+    interrupted = issubclass(exc_type, (KeyboardInterrupt, SystemExit))
+    return sc.RUN_INTERRUPTED if interrupted else sc.RUN_FAILED
 
 
 def _client_options(kwargs: dict, names) -> dict:
@@ -430,7 +431,7 @@ class ScalableSession:
             plugin.run_id = self.run_id  # its name, topics and task annotation say whose
             self._rundir = RunDirectory.create(runs_dir(self.runs_root).absolute(), self.run_id)
             self.run_dir = self._rundir.path
-            self._write_run_json("running")
+            self._write_run_json(sc.RUN_RUNNING)
             manifest_path = self.run_dir / "manifest.yaml"
             manifest_path.touch(mode=0o600)
             manifest_path.write_text(self._manifest().to_yaml())
@@ -459,7 +460,9 @@ class ScalableSession:
                     logger.info("scalable-otel: recording in a thread (%s)", exc)
             if self._recording is None:
                 self._recording = InThreadRecording(config, plugin.records, **processors)
-            self._heartbeat = Heartbeat(lambda now: self._write_run_json("running", heartbeat=now))
+            self._heartbeat = Heartbeat(
+                lambda now: self._write_run_json(sc.RUN_RUNNING, heartbeat=now)
+            )
         except Exception as exc:
             logger.warning(
                 "scalable-otel: telemetry is off for this run (%s); the workflow goes on", exc
@@ -579,7 +582,7 @@ class ScalableSession:
             self._heartbeat.stop()
         ended = time.time()
         if status is None and self._terminated:
-            status = "interrupted"
+            status = sc.RUN_INTERRUPTED
         recording = self._recording
         if timeout is None:
             timeout = self.recording_options.close_timeout
@@ -591,7 +594,7 @@ class ScalableSession:
                 "run.json has no task counts"
             )
             # the workflow's own outcome is known; its task counts are not
-            summary = {"status": status or "completed", "telemetry_lost": True}
+            summary = {"status": status or sc.RUN_COMPLETED, "telemetry_lost": True}
         summary.update(recording.driver_counts())
         self.status = summary["status"]
         try:
