@@ -118,6 +118,13 @@ class RunRecording:
             redaction=Redaction(values=config.redact_values or ()),
         )
 
+    def handle(self, records) -> None:
+        """Turn records into signals and write their lines now: a line waits for no more
+        than the batch that brought its event (one flush interval), so a kill of the
+        whole process group loses at most that."""
+        self.recorder.handle(records)
+        self.pipeline.writer.flush()
+
     def _span_from_task(self, record: dict) -> None:
         """A span made by user code inside a task, sent by its worker: to every exporter."""
         resource = self.pipeline.tracer_provider.resource
@@ -172,7 +179,7 @@ class InThreadRecording:
 
     def _drain(self) -> None:
         with self._lock:
-            self._run.recorder.handle(_take_all(self._source, self.inbox))
+            self._run.handle(_take_all(self._source, self.inbox))
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
@@ -327,7 +334,7 @@ def serve(conn: Connection) -> None:
         if message[0] == "batch":
             for description in message[1]:
                 recorder.describe(*description)
-            recorder.handle(message[2])
+            run.handle(message[2])
         elif message[0] == "close":
             summary = run.finish(message[1], message[2])
             conn.send(("closed", summary))

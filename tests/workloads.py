@@ -54,3 +54,28 @@ def connect(host, password=None):
 def fail_connecting(url):
     """A task whose error message and traceback hold the URL it was given."""
     raise ConnectionError(f"cannot reach {url}")
+
+
+def traced_inc(x):
+    """`inc`, with a span made inside the task through the plain OpenTelemetry API."""
+    from opentelemetry import trace
+
+    with trace.get_tracer("user.code").start_as_current_span("work", attributes={"x": x}):
+        return x + 1
+
+
+def fail_once(marker):
+    """Raise on the first call (no `marker` file yet), return on the next; each call makes
+    a span saying which it was."""
+    from pathlib import Path
+
+    from opentelemetry import trace
+
+    path = Path(marker)
+    first = not path.exists()
+    path.touch()
+    with trace.get_tracer("user.code").start_as_current_span("work", attributes={"first": first}):
+        pass
+    if first:
+        raise RuntimeError("the first attempt fails")
+    return "second"

@@ -20,7 +20,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 from .. import semconv as sc
 
-_READY_STATES = frozenset({"processing", "queued", "no-worker"})
+_READY_STATES = frozenset({"queued", "no-worker"})
 _REQUEUE_STATES = frozenset({"released", "waiting"})
 # processing -> memory | erred: the record's kind and the two transition kwargs it keeps
 _OUTCOMES = {
@@ -138,9 +138,16 @@ class TaskRecordPlugin(SchedulerPlugin):
             deps = [d.key for d in ts.dependencies] if ts.dependencies else []
             append((sc.RECORD_SUBMIT, now, key, ts.prefix.name, deps))
 
+    def _task(self, key):
+        """The scheduler's TaskState of `key`, or None."""
+        return self._scheduler.tasks.get(key) if self._scheduler is not None else None
+
     def transition(self, key, start, finish, *args, stimulus_id=None, **kwargs) -> None:
         if start == "processing":
             self._ready.discard(key)
+            # Dask's id of the execution that ends here (a new one each time the task is
+            # sent to a worker): the recorder tells a key's executions apart by it
+            run_id = getattr(self._task(key), "run_id", None)
             outcome = _OUTCOMES.get(finish)
             if outcome is not None:
                 kind, first, second = outcome
@@ -150,12 +157,22 @@ class TaskRecordPlugin(SchedulerPlugin):
                     first_value = _killed_worker_text(key, kwargs.get("worker"))
                 self.records.append(
                     (kind, time.time(), key, kwargs.get("worker"), t0, t1,
-                     first_value, kwargs.get(second))
+                     first_value, kwargs.get(second), run_id)
                 )  # fmt: skip
             elif finish in _REQUEUE_STATES:
                 self.records.append(
-                    (sc.RECORD_REQUEUE, time.time(), key, finish, stimulus_id or "")
+                    (sc.RECORD_REQUEUE, time.time(), key, finish, stimulus_id or "", run_id)
                 )
+            return
+        if finish == "processing":
+            # The start the scheduler knows: a worker killed before its plugin reported the
+            # start still cost the task an attempt (Dask counts it toward allowed-failures).
+            self._ready.add(key)
+            ts = self._task(key)
+            worker = getattr(getattr(ts, "processing_on", None), "address", None)
+            self.records.append(
+                (sc.RECORD_PROCESSING, time.time(), key, worker, getattr(ts, "run_id", None))
+            )
             return
         if finish in _READY_STATES:
             if key not in self._ready:

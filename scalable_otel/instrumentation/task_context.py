@@ -1,16 +1,20 @@
 """Trace context inside tasks: code running in a task on a worker that uses the plain
 OpenTelemetry API makes spans under that task's span, in the run's trace.
 
-- **Ids known on both sides.** A task's span id is derived from the run id and the
-  task's key (`task_span_id`), and the run's trace id is chosen by the session before
-  anything starts. The telemetry process creates the task span with exactly that id,
-  and a worker computes it from the key of the task it is running, with nothing sent.
+- **Ids known on both sides.** The span id of each execution of a task (its `execute`
+  span) is derived from the run id, the task's key and Dask's id of that execution
+  (`execution_span_id`; the scheduler gives a task a new `run_id` each time it sends it
+  to a worker, and the worker's `TaskState` holds it), and the run's trace id is chosen
+  by the session before anything starts. The telemetry process creates the execute span
+  with exactly that id, and a worker computes it from the task it is running, with
+  nothing sent: a key run twice (retried, recomputed, submitted again) nests each
+  execution's spans under that execution.
 - **Context while the task runs.** Dask runs a task's function through
   `distributed.worker._run_task_simple`, after setting `thread_state.key`; it is
-  wrapped (once per worker process) to make the task's span the current span for the
-  duration, so `tracer.start_as_current_span(...)` inside the task nests under it. If a
-  Dask version renames that function, tasks run as before, without the context (and
-  one warning says so).
+  wrapped (once per worker process) to make the execution's span the current span for
+  the duration, so `tracer.start_as_current_span(...)` inside the task nests under it.
+  If a Dask version renames that function, tasks run as before, without the context
+  (and one warning says so).
 - **Where the spans go.** Unless the worker process already has a tracer provider of
   its own, one is set that hands each ended span to the run's worker plugin, which
   sends it with its next batch to the telemetry process: the span reaches the same
@@ -29,7 +33,7 @@ from collections.abc import Callable
 from opentelemetry import context, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from ..ids import task_span_id
+from ..ids import execution_span_id
 from ..span_records import span_record
 
 logger = logging.getLogger(__name__)
@@ -49,13 +53,24 @@ def add_task_end_hook(hook: Callable[[], None]) -> None:
             _task_end_hooks.append(hook)
 
 
-def task_span_context(run_id: str, trace_id: int, key) -> SpanContext:
+def execution_span_context(run_id: str, trace_id: int, key, dask_run_id: int) -> SpanContext:
+    """The context of one execution's span, as the telemetry process makes that span."""
     return SpanContext(
         trace_id=trace_id,
-        span_id=task_span_id(run_id, key),
+        span_id=execution_span_id(run_id, key, dask_run_id),
         is_remote=True,
         trace_flags=TraceFlags(TraceFlags.SAMPLED),
     )
+
+
+def _dask_run_id(key) -> int | None:
+    """Dask's id of the execution of `key` this worker is running (None if unknown)."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().state.tasks[key].run_id
+    except Exception:  # not in a worker's task, or a Dask without run ids
+        return None
 
 
 def attach_run(run_id: str, trace_id: int, sink: Callable[[dict], None]) -> None:
@@ -92,9 +107,11 @@ def _wrap_task_runner() -> None:
     def run_task_in_context(task, data, time_delay):
         run = _active.copy()
         key = getattr(dask_worker.thread_state, "key", None)
-        if not run or key is None:
+        dask_run_id = _dask_run_id(key) if run and key is not None else None
+        if dask_run_id is None:
             return original(task, data, time_delay)
-        span = NonRecordingSpan(task_span_context(run["run_id"], run["trace_id"], key))
+        context_ = execution_span_context(run["run_id"], run["trace_id"], key, dask_run_id)
+        span = NonRecordingSpan(context_)
         token = context.attach(trace.set_span_in_context(span))
         try:
             return original(task, data, time_delay)

@@ -7,11 +7,13 @@ reported as started here: the scheduler's record of their end carries the
 worker's own start and stop times.
 
 Batch payload: {"worker": address, "name": name,
-    "started": [[key, t], ...],
-    "usage": [[key, start, stop, cpu_s, peak_rss, shared], ...],
+    "started": [[key, t, run_id], ...],
+    "usage": [[key, start, stop, cpu_s, peak_rss, shared, run_id], ...],
     "samples": [[t, cpu_percent, rss, memory_percent, memory_limit], ...],
     "cache": [{...cache lookup...}, ...],
     "closing": bool}
+`run_id` is Dask's id of the execution (the worker's `TaskState.run_id`, given by the
+scheduler each time it sends the task), or None: it tells the executions of one key apart.
 """
 
 from __future__ import annotations
@@ -137,7 +139,8 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         self._lock = threading.Lock()
         self._memory = _Memory()
         self._exclusive_peak = worker.state.nthreads == 1 and self._memory.can_reset_peak
-        # key -> [start, cpu at start, highest sampled RSS, start reported, ran beside another]
+        # key -> [start, cpu at start, highest sampled RSS, start reported, ran beside another,
+        #         Dask's run id of this execution]
         self._executing: dict = {}
         self._started: list = []
         self._usage: list = []
@@ -182,7 +185,9 @@ class WorkerTelemetryPlugin(WorkerPlugin):
                 state[4] = True
             # on the scheduler's clock, as Dask's own startstops are
             start = time.time() + self.worker.scheduler_delay
-            self._executing[key] = [start, _cpu_seconds(), rss, False, shared]
+            ts = self.worker.state.tasks.get(key)
+            run_id = getattr(ts, "run_id", None)
+            self._executing[key] = [start, _cpu_seconds(), rss, False, shared, run_id]
         elif start == "executing":
             state = self._executing.pop(key, None)
             if state is None:
@@ -203,6 +208,7 @@ class WorkerTelemetryPlugin(WorkerPlugin):
                     round(_cpu_seconds() - state[1], 6),
                     max(state[2], peak),
                     state[4],
+                    state[5],
                 ]
             )
 
@@ -223,7 +229,7 @@ class WorkerTelemetryPlugin(WorkerPlugin):
                     state[2] = rss
                 if not state[3]:
                     state[3] = True
-                    self._started.append([key, state[0]])
+                    self._started.append([key, state[0], state[5]])
         self.flush()
 
     def _take_sample(self) -> None:

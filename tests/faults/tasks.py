@@ -35,3 +35,12 @@ def tagged(round_: int, i: int) -> dict:
     """The same value in every process, but not the same pickle: a set of strings is
     pickled in its iteration order, which follows the process's hash seed."""
     return {"i": i, "tags": {f"tag-{k}" for k in range(16)}}
+
+
+def kill_own_worker() -> None:
+    """SIGKILL the worker process running this task, right after the task started: long
+    before its worker plugin's next report."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
