@@ -55,6 +55,9 @@ def test_a_key_released_and_submitted_again_is_a_second_execution(project_dir):
     # each execution's own spans nest under it
     started = {e["span_id"] for e in lines if e["event"] == "task_started"}
     assert set(work_parents(s.run_dir)) == started
+    # the plan's graph holds the task once
+    plan = orjson.loads((s.run_dir / "plan.json").read_bytes())
+    assert [node["key"] for node in plan["graph"]] == [key]
 
 
 def test_results_recomputed_after_their_worker_died_have_lines_of_their_own(project_dir):
