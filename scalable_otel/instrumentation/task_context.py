@@ -63,12 +63,10 @@ def execution_span_context(run_id: str, trace_id: int, key, dask_run_id: int) ->
     )
 
 
-def _dask_run_id(key) -> int | None:
+def _dask_run_id(dask_worker, key) -> int | None:
     """Dask's id of the execution of `key` this worker is running (None if unknown)."""
     try:
-        from distributed import get_worker
-
-        return get_worker().state.tasks[key].run_id
+        return dask_worker.get_worker().state.tasks[key].run_id
     except Exception:  # not in a worker's task, or a Dask without run ids
         return None
 
@@ -107,7 +105,7 @@ def _wrap_task_runner() -> None:
     def run_task_in_context(task, data, time_delay):
         run = _active.copy()
         key = getattr(dask_worker.thread_state, "key", None)
-        dask_run_id = _dask_run_id(key) if run and key is not None else None
+        dask_run_id = _dask_run_id(dask_worker, key) if run and key is not None else None
         if dask_run_id is None:
             return original(task, data, time_delay)
         context_ = execution_span_context(run["run_id"], run["trace_id"], key, dask_run_id)
