@@ -8,6 +8,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from scalable_otel import semconv as sc
+from scalable_otel.ids import execution_span_id
 from scalable_otel.recording import RunConfig, RunRecording
 from tests.conftest import events
 
@@ -144,3 +145,35 @@ def test_a_record_of_the_wrong_length_is_named_in_the_warning(recording, caplog)
         warning.getMessage()
     )
     assert rec.recorder.unhandled == 1
+
+
+def test_an_attempt_counts_from_its_dispatch_and_each_has_its_own_span(recording):
+    rec, exporter, run_dir = recording
+    key = "sim-6"
+    rec.handle(
+        [
+            ("submit", 101.0, key, "sim", ()),
+            # sent to worker 1, which dies before its plugin reports the start
+            ("processing", 101.0, key, W1, 11),
+            ("requeue", 101.1, key, "released", "handle-worker-cleanup-101.1", 11),
+            ("processing", 101.2, key, W0, 12),
+            # released for a reason Dask names no worker for, and sent out again
+            ("processing", 101.3, key, W0, 13),
+            ("done", 101.5, key, W0, 101.35, 101.45, 24, "float", 13),
+        ]
+    )
+    started = events(run_dir, event="task_started")
+    assert [(e["attempt"], e["reason"], e["worker"]) for e in started] == [
+        (1, None, W1),
+        (2, "retry", W0),
+        (3, "retry", W0),
+    ]
+    # an attempt never reported started began when the scheduler sent it out
+    assert [e["timestamp"][-10:] for e in started[:2]] == ["41.000000Z", "41.200000Z"]
+    ids = {execution_span_id(rec.recorder._run_id, key, n) for n in (11, 12, 13)}
+    assert {int(e["span_id"], 16) for e in started} == ids
+    (done,) = events(run_dir, event="task_completed")
+    assert (done["attempt"], done["reason"]) == (3, "retry")
+    (task,) = spans_named(exporter, "sim")
+    lost = [e for e in task.events if e.name == sc.EVENT_ATTEMPT_LOST]
+    assert [e.attributes["reason"] for e in lost] == ["worker lost", "rescheduled"]
