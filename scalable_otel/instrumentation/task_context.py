@@ -1,5 +1,6 @@
 """Trace context inside tasks: code running in a task on a worker that uses the plain
-OpenTelemetry API makes spans under that task's span, in the run's trace.
+OpenTelemetry API makes spans under the span of that execution of the task (its
+`execute` span, inside the task's span), in the run's trace.
 
 - **Ids known on both sides.** The span id of each execution of a task (its `execute`
   span) is derived from the run id, the task's key and Dask's id of that execution
