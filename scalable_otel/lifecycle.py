@@ -170,6 +170,8 @@ class Recorder:
         # finished tasks the scheduler still holds, which it may run again (a lost or
         # released result needed again, a failed task retried); dropped when forgotten
         self._held: dict = {}
+        # key -> when a held key became ready again: its new life begins when it is sent out
+        self._ready_again: dict = {}
         self._recent_errors: OrderedDict = OrderedDict()
         self._workers: dict = {}
         self._memory_restarts: dict = {}  # address -> RSS its nanny saw, until it is removed
@@ -304,6 +306,7 @@ class Recorder:
             name, args_json, component = described
         # a key this run ran before: the scheduler forgot it (or released it) in between
         held = self._held.pop(key, None)
+        self._ready_again.pop(key, None)
         if held is not None:
             used = held[3]
         else:
@@ -332,8 +335,11 @@ class Recorder:
         return task
 
     def _in_flight(self, t, key) -> _Task | None:
-        """The key's task in flight; or, for a finished key the scheduler runs again (its
-        result lost or released and needed again, or the failed task retried), a new one."""
+        """The key's task in flight; or, for a finished key the scheduler sends out again
+        (its result lost or released and needed again, or the failed task retried), a new
+        life of it, from when it became ready again. A key that became ready again but was
+        never sent out before the run ended (or it was forgotten) ran no execution: it has
+        no new life."""
         task = self._tasks.get(key)
         if task is not None:
             return task
@@ -342,12 +348,17 @@ class Recorder:
             return None  # not a task of this run
         name, described, status, used = held
         reason = sc.REASON_RECOMPUTE if status == sc.STATUS_COMPLETED else sc.REASON_RETRY
-        return self._begin(t, key, name, described, reason, used + 1)
+        ready = self._ready_again.pop(key, t)
+        task = self._begin(ready, key, name, described, reason, used + 1)
+        self._mark_ready(task, ready)
+        return task
 
     def _on_ready(self, t, key) -> None:
-        task = self._in_flight(t, key)
+        task = self._tasks.get(key)
         if task is not None:
             self._mark_ready(task, t)
+        elif key in self._held:
+            self._ready_again.setdefault(key, t)
 
     def _mark_ready(self, task: _Task, t) -> None:
         if task.ready is None:
@@ -580,6 +591,7 @@ class Recorder:
             self._end_cancelled(task, t, "released before it finished")
         else:
             self._held.pop(key, None)  # never run again unless submitted again
+            self._ready_again.pop(key, None)
 
     def _end_cancelled(self, task: _Task, t, reason: str) -> None:
         if task.exec_span is not None:
