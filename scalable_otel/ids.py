@@ -1,7 +1,9 @@
-"""Ids shared by the telemetry process and the workers: a Dask key as text, a task's span id.
+"""Ids shared by the telemetry process and the workers: a Dask key as text, the span id
+of one execution of a task.
 
-Both sides compute them from what they already know (the run id and the task's key),
-so nothing has to be sent for a span made inside a task to find its parent.
+Both sides compute them from what they already know (the run id, the task's key and
+Dask's own id of the execution), so nothing has to be sent for a span made inside a task
+to find its parent.
 """
 
 from __future__ import annotations
@@ -19,7 +21,18 @@ def key_str(key) -> str:
     return key if isinstance(key, str) else str(key)
 
 
-def task_span_id(run_id: str, key) -> int:
-    """The span id of a task's span: the same in the telemetry process and on workers."""
-    digest = hashlib.blake2b(f"{run_id}\0{key_str(key)}".encode(), digest_size=8).digest()
+def execution_span_id(run_id: str, key, dask_run_id: int) -> int:
+    """The span id of one execution of a task (its `execute` span): the same in the
+    telemetry process and on the worker that runs it.
+
+    `dask_run_id` is Dask's id of the execution: the scheduler gives a task a new one each
+    time it sends the task to a worker (`TaskState.run_id`, on the scheduler and on the
+    worker), so a key run twice in one run (retried, recomputed, submitted again) has a
+    distinct span for each execution.
+
+    >>> execution_span_id("run-x", "inc-1", 7) != execution_span_id("run-x", "inc-1", 8)
+    True
+    """
+    text = f"{run_id}\0{key_str(key)}\0{dask_run_id}"
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") or 1

@@ -3,9 +3,18 @@
 One `Recorder` per run, fed by the scheduler plugin's record deque (the record
 kinds and their fields are declared in `semconv.RECORDS`) and drained by its
 own thread every flush interval, so no OTel work runs on Dask's event loop.
-State is kept only for tasks in flight; a finished task leaves behind nothing
-but an entry in a small bounded map that late worker reports are matched
-against.
+State is kept for tasks in flight; a finished task leaves behind an entry in a
+small bounded map that late worker reports are matched against, and, while the
+scheduler still holds it, what a later execution of its key needs.
+
+Every execution is its own record. A task span covers one life of a key in the run:
+its first submission, a submission after the scheduler forgot it (`resubmit`), or a
+computation of a result the scheduler had already had (`recompute`; `retry` for a
+failed task retried by its client). Each attempt within it is an `execute` span whose id
+is derived from Dask's id of that execution, as workers derive it (`ids`). A task's
+final line is written the moment its span ends; the worker's measurement of an
+execution follows as its own `task_resources` line and as attributes of its execute
+span, which alone waits for it.
 """
 
 from __future__ import annotations
@@ -23,23 +32,15 @@ from opentelemetry.trace import NonRecordingSpan, Status, StatusCode
 from . import compat
 from . import semconv as sc
 from .args import DEFAULT_REDACTION, Redaction
-from .ids import key_str, task_span_id
+from .ids import execution_span_id, key_str
 from .rundir import resource_fields
 
 logger = logging.getLogger(__name__)
 
 _RECENT_LIMIT = 10_000
-_USAGE_WAIT_S = 5.0  # a worker's batch normally follows its task's end within 0.2 s
-
-
-def _measures(parked: tuple, address: str, stop: float) -> bool:
-    """Whether a worker's measurement is of the attempt that ended a parked task: it ran
-    on that attempt's worker and ended after that attempt began (an earlier attempt on
-    the same worker ended before)."""
-    _, _, _, worker, start = parked
-    if worker is not None and address != worker:
-        return False
-    return start is None or stop > start
+# How long an ended execute span waits for its worker's measurement (a worker's batch
+# normally follows its task's end within one flush interval; a dead worker's never comes).
+_USAGE_WAIT_S = 5.0
 
 
 # Fields of a record holding a Dask key, or a list of them: msgpack turns tuple keys into
@@ -85,6 +86,8 @@ def error_message(exception_text: str | None) -> str:
 
 
 class _Task:
+    """One life of a key in the run (one task span) and its current attempt."""
+
     __slots__ = (
         "span",
         "name",
@@ -92,21 +95,35 @@ class _Task:
         "submitted",
         "ready",
         "attempt",
+        "reason",
         "exec_span",
         "exec_start",
         "worker",
+        "run_id",
+        "dispatch",
+        "described",
     )
 
-    def __init__(self, span, name, key, submitted):
+    def __init__(self, span, name, key, submitted, attempt, reason, described):
         self.span = span
         self.name = name
         self.key = key
         self.submitted = submitted
         self.ready = None
-        self.attempt = 1
+        self.attempt = attempt  # counted over the key's executions in the run
+        self.reason = reason  # why the current attempt runs: None for the key's first
         self.exec_span = None
         self.exec_start = None
         self.worker = None
+        self.run_id = None  # Dask's id of the current attempt's execution
+        self.dispatch = None  # (t, worker, run_id): the scheduler sent the attempt there
+        self.described = described  # (args_json, component, dependency_keys)
+
+    def attempts_used(self) -> int:
+        """Attempts this key has used so far: the current one once it was sent out."""
+        if self.exec_span is not None or self.dispatch is not None:
+            return self.attempt
+        return self.attempt - 1
 
 
 class _Worker:
@@ -143,10 +160,19 @@ class Recorder:
         self._run_ctx = trace.set_span_in_context(run_span)
         self._on_sync_mark = on_sync
         self._tasks: dict = {}
-        # key -> (ended task, end time, deadline for its usage, worker, start of the attempt)
+        # (key, Dask run id) -> (ended execute span, its end, deadline for its measurement)
         self._parked: dict = {}
         self._descriptions: dict = {}
+        # key -> (name, task span context, attempts used): the last finished tasks
         self._recent: OrderedDict = OrderedDict()
+        # (key, Dask run id) -> (name, task span context, attempt): the last executions
+        self._executions: OrderedDict = OrderedDict()
+        # key -> (name, (args_json, component, dependency_keys), status, attempts used):
+        # finished tasks the scheduler still holds, which it may run again (a lost or
+        # released result needed again, a failed task retried); dropped when forgotten
+        self._held: dict = {}
+        # key -> when a held key became ready again: its new life begins when it is sent out
+        self._ready_again: dict = {}
         self._recent_errors: OrderedDict = OrderedDict()
         self._workers: dict = {}
         self._memory_restarts: dict = {}  # address -> RSS its nanny saw, until it is removed
@@ -328,6 +354,19 @@ class Recorder:
         args_json = component = None
         if described is not None:
             name, args_json, component = described
+        # a key this run ran before: the scheduler forgot it (or released it) in between
+        held = self._held.pop(key, None)
+        self._ready_again.pop(key, None)
+        if held is not None:
+            used = held[3]
+        else:
+            used = self._recent[key][2] if key in self._recent else None
+        reason = None if used is None else sc.REASON_RESUBMIT
+        self._begin(t, key, name, (args_json, component, dependency_keys), reason, (used or 0) + 1)
+
+    def _begin(self, t, key, name, described, reason, attempt) -> _Task:
+        """Start one life of `key` in the run: its task span (a distinct random id)."""
+        args_json, component, dependency_keys = described
         attrs = {sc.KIND: sc.KIND_TASK, sc.TASK_NAME: name, sc.TASK_KEY: key_str(key)}
         if component:
             attrs[sc.TASK_COMPONENT] = component
@@ -335,25 +374,68 @@ class Recorder:
             attrs[sc.TASK_DEPENDENCIES] = [key_str(d) for d in dependency_keys]
         if args_json is not None:
             attrs[sc.TASK_ARGS] = args_json
-        if self._ids is not None:
-            self._ids.next_span_id = task_span_id(self._run_id, key)
+        if reason:
+            attrs[sc.TASK_REASON] = reason
         span = self._tracer.start_span(
             name, context=self._run_ctx, start_time=_ns(t), attributes=attrs
         )
-        self._tasks[key] = _Task(span, name, key, t)
+        task = self._tasks[key] = _Task(span, name, key, t, attempt, reason, described)
         self.submitted += 1
         self._count(self._counts["submitted"], name)
+        return task
+
+    def _in_flight(self, t, key) -> _Task | None:
+        """The key's task in flight; or, for a finished key the scheduler sends out again
+        (its result lost or released and needed again, or the failed task retried), a new
+        life of it, from when it became ready again. A key that became ready again but was
+        never sent out before the run ended (or it was forgotten) ran no execution: it has
+        no new life."""
+        task = self._tasks.get(key)
+        if task is not None:
+            return task
+        held = self._held.pop(key, None)
+        if held is None:
+            return None  # not a task of this run
+        name, described, status, used = held
+        reason = sc.REASON_RECOMPUTE if status == sc.STATUS_COMPLETED else sc.REASON_RETRY
+        ready = self._ready_again.pop(key, t)
+        task = self._begin(ready, key, name, described, reason, used + 1)
+        self._mark_ready(task, ready)
+        return task
 
     def _on_ready(self, t, key) -> None:
         task = self._tasks.get(key)
-        if task is not None and task.ready is None:
+        if task is not None:
+            self._mark_ready(task, t)
+        elif key in self._held:
+            self._ready_again.setdefault(key, t)
+
+    def _mark_ready(self, task: _Task, t) -> None:
+        if task.ready is None:
             task.ready = t
             task.span.add_event("queued", {sc.TASK_ATTEMPT: task.attempt}, timestamp=_ns(t))
 
-    def _start_execution(self, task: _Task, start: float, worker: str | None) -> None:
+    def _on_processing(self, t, key, worker, run_id) -> None:
+        """The scheduler sent the task to a worker: the attempt counts from here, even if
+        the worker dies before it reports the start."""
+        task = self._in_flight(t, key)
+        if task is None:
+            return
+        self._mark_ready(task, t)
+        if task.exec_span is not None or task.dispatch is not None:
+            # sent out again without a record of the previous attempt's end (a release
+            # Dask gave no worker reason for): that attempt is over, and counted
+            self._lose_attempt(task, t, "rescheduled")
+            self._mark_ready(task, t)
+        task.dispatch = (t, worker, run_id)
+
+    def _start_execution(self, task: _Task, start: float, worker, run_id) -> None:
+        if run_id is None and task.dispatch is not None:
+            run_id = task.dispatch[2]
         queue_wait = max(0.0, start - (task.ready or task.submitted))
         task.exec_start = start
         task.worker = worker
+        task.run_id = run_id
         attrs = {
             sc.KIND: sc.KIND_EXECUTE,
             sc.TASK_NAME: task.name,
@@ -361,23 +443,40 @@ class Recorder:
             sc.TASK_ATTEMPT: task.attempt,
             sc.TASK_QUEUE_WAIT: round(queue_wait, 6),
         }
+        if task.reason:
+            attrs[sc.TASK_REASON] = task.reason
         if worker:
             attrs[sc.WORKER] = worker
+        if run_id is not None and self._ids is not None:
+            # the id the worker derives for the spans made inside this execution
+            self._ids.next_span_id = execution_span_id(self._run_id, task.key, run_id)
         task.exec_span = self._tracer.start_span(
             sc.SPAN_EXECUTE,
             context=trace.set_span_in_context(task.span),
             start_time=_ns(start),
             attributes=attrs,
         )
+        self._executions[(task.key, run_id)] = (
+            task.name,
+            task.span.get_span_context(),
+            task.attempt,
+        )
+        if len(self._executions) > _RECENT_LIMIT:
+            self._executions.popitem(last=False)
 
-    def _finish(self, task: _Task, t, worker, start, stop) -> tuple[float, float]:
-        """End the execution span; return (duration on the worker, queue wait)."""
+    def _finish(self, task: _Task, t, worker, start, stop, run_id) -> tuple[float, float]:
+        """Make sure the attempt's execute span exists; return (duration on the worker,
+        queue wait). An attempt never reported started began, as far as anyone knows, when
+        the scheduler sent it out."""
         if start is None:
-            start = task.exec_start if task.exec_start is not None else t
+            if task.exec_start is not None:
+                start = task.exec_start
+            else:
+                start = task.dispatch[0] if task.dispatch is not None else t
         if stop is None:
             stop = t
         if task.exec_span is None:
-            self._start_execution(task, start, worker)
+            self._start_execution(task, start, worker, run_id)
         elif worker and task.exec_span.is_recording():
             task.exec_span.set_attribute(sc.WORKER, worker)
         duration = max(0.0, stop - start)
@@ -398,49 +497,55 @@ class Recorder:
         )
         if worker:
             attrs[sc.WORKER] = worker
+        if task.reason:
+            attrs[sc.TASK_REASON] = task.reason
         task.span.set_attributes(attrs)
         if executed:
             attrs = {sc.M_TASK: task.name}
             self._m_duration.record(duration, attrs)
             self._m_queue.record(queue_wait, attrs)
 
-    def _remember(self, task: _Task) -> None:
-        self._recent[task.key] = (task.name, task.span.get_span_context())
+    def _remember(self, task: _Task, status: str) -> None:
+        used = task.attempts_used()
+        self._recent[task.key] = (task.name, task.span.get_span_context(), used)
+        self._recent.move_to_end(task.key)
         if len(self._recent) > _RECENT_LIMIT:
             self._recent.popitem(last=False)
+        if status != sc.STATUS_CANCELLED:
+            self._held[task.key] = (task.name, task.described, status, used)
 
-    def _on_done(self, t, key, worker, start, stop, nbytes, typename) -> None:
+    def _on_done(self, t, key, worker, start, stop, nbytes, typename, run_id) -> None:
         task = self._tasks.pop(key, None)
         if task is None:
             return
-        duration, queue_wait = self._finish(task, t, worker, start, stop)
-        task.exec_span.end(end_time=_ns(stop if stop is not None else t))
+        duration, queue_wait = self._finish(task, t, worker, start, stop, run_id)
+        self._park(task, _ns(stop if stop is not None else t))
         extra = {}
         if nbytes is not None:
             extra[sc.TASK_NBYTES] = int(nbytes)
         if typename:
             extra[sc.TASK_RESULT_TYPE] = str(typename)
         self._set_outcome(task, worker, duration, queue_wait, sc.STATUS_COMPLETED, extra=extra)
-        self._park(task, _ns(max(t, stop or t)), worker, start)
+        task.span.end(end_time=_ns(max(t, stop or t)))  # its task_completed line, at once
         self.completed += 1
         self._count(self._counts["completed"], task.name)
-        self._remember(task)
+        self._remember(task, sc.STATUS_COMPLETED)
 
-    def _on_error(self, t, key, worker, start, stop, exception_text, traceback_text) -> None:
+    def _on_error(
+        self, t, key, worker, start, stop, exception_text, traceback_text, run_id
+    ) -> None:
         task = self._tasks.pop(key, None)
         if task is None:
             return
         exception_text = self._redaction.scrub(exception_text)
         traceback_text = self._redaction.scrub(traceback_text)
         etype, message = error_type(exception_text), error_message(exception_text)
-        duration, queue_wait = self._finish(task, t, worker, start, stop)
+        duration, queue_wait = self._finish(task, t, worker, start, stop, run_id)
         status = Status(StatusCode.ERROR, f"{etype}: {message}")
         task.exec_span.set_status(status)
-        task.exec_span.end(end_time=_ns(stop if stop is not None else t))
+        self._park(task, _ns(stop if stop is not None else t))
         end = max(t, stop) if stop is not None else t  # worker clocks may run slightly ahead
-        self._fail(
-            task, end, etype, message, traceback_text or "", worker, duration, queue_wait, start
-        )
+        self._fail(task, end, etype, message, traceback_text or "", worker, duration, queue_wait)
 
     def _on_dep_error(self, t, key, blame_key, blame_name) -> None:
         task = self._tasks.pop(key, None)
@@ -465,7 +570,6 @@ class Recorder:
         worker,
         duration,
         queue_wait,
-        start=None,
         executed: bool = True,
     ):
         span = task.span
@@ -483,18 +587,15 @@ class Recorder:
             timestamp=_ns(t),
         )
         span.set_status(Status(StatusCode.ERROR, f"{etype}: {message}"))
-        if executed:
-            self._park(task, _ns(t), worker, start)
-        else:
-            span.end(end_time=_ns(t))
+        span.end(end_time=_ns(t))  # its task_failed line, at once
         self.failed += 1
         self._count(self._counts["failed"], task.name)
         self._recent_errors[task.key] = (etype, message)
         if len(self._recent_errors) > _RECENT_LIMIT:
             self._recent_errors.popitem(last=False)
-        self._remember(task)
+        self._remember(task, sc.STATUS_FAILED)
 
-    def _on_requeue(self, t, key, finish_state, stimulus_id) -> None:
+    def _on_requeue(self, t, key, finish_state, stimulus_id, run_id) -> None:
         """A task left a worker without a result: a retry, a lost worker, or a release."""
         task = self._tasks.get(key)
         if task is None:
@@ -507,12 +608,19 @@ class Recorder:
             reason = "worker lost"
         else:
             return  # released by the client: the task ends as cancelled when forgotten
-        task.ready = None
-        if task.exec_span is None and reason == "worker lost":
-            return  # never seen starting on the lost worker: not counted as an attempt
-        if task.exec_span is not None:
-            task.exec_span.set_status(Status(StatusCode.ERROR, f"attempt lost: {reason}"))
-            task.exec_span.end(end_time=_ns(t))
+        if task.exec_span is None and task.dispatch is None:
+            task.ready = None
+            return  # never sent to a worker, as far as the records say: not an attempt
+        self._lose_attempt(task, t, reason, run_id)
+
+    def _lose_attempt(self, task: _Task, t, reason: str, run_id=None) -> None:
+        """End the current attempt as lost (its span waits for its measurement) and count
+        it; the next attempt is a retry."""
+        if task.exec_span is None:  # never reported started: from when it was sent out
+            _, worker, dispatched_id = task.dispatch
+            self._start_execution(task, task.dispatch[0], worker, run_id or dispatched_id)
+        task.exec_span.set_status(Status(StatusCode.ERROR, f"attempt lost: {reason}"))
+        self._park(task, _ns(t))
         task.span.add_event(
             sc.EVENT_ATTEMPT_LOST,
             {
@@ -523,24 +631,32 @@ class Recorder:
             timestamp=_ns(t),
         )
         task.attempt += 1
-        task.exec_span = task.exec_start = task.worker = None
+        task.reason = sc.REASON_RETRY
+        task.ready = None
+        task.exec_span = task.exec_start = task.worker = task.run_id = task.dispatch = None
 
     def _on_forgotten(self, t, key) -> None:
         task = self._tasks.pop(key, None)
         if task is not None:
             self._end_cancelled(task, t, "released before it finished")
+        else:
+            self._held.pop(key, None)  # never run again unless submitted again
+            self._ready_again.pop(key, None)
 
     def _end_cancelled(self, task: _Task, t, reason: str) -> None:
         if task.exec_span is not None:
             task.exec_span.end(end_time=_ns(t))
         task.span.set_attribute(sc.TASK_STATUS, sc.STATUS_CANCELLED)
         task.span.set_attribute(sc.TASK_ATTEMPT, task.attempt)
+        if task.reason:
+            task.span.set_attribute(sc.TASK_REASON, task.reason)
         if task.worker:
             task.span.set_attribute(sc.WORKER, task.worker)
         task.span.set_status(Status(StatusCode.UNSET))
         task.span.add_event("cancelled", {"reason": reason}, timestamp=_ns(t))
         task.span.end(end_time=_ns(t))
         self.cancelled += 1
+        self._remember(task, sc.STATUS_CANCELLED)
 
     # --- worker records ---------------------------------------------------------------
     def _on_worker_added(
@@ -607,12 +723,18 @@ class Recorder:
             worker.closing = True
         if payload.get("lost"):
             self._worker_lost(address, payload["lost"])
-        for key, start in payload.get("started", ()):
+        for key, start, *run_id in payload.get("started", ()):
             task = self._tasks.get(_as_key(key))
-            if task is not None and task.exec_span is None:
-                self._start_execution(task, start, address)
-        for key, start, stop, cpu_s, peak, shared in payload.get("usage", ()):
-            self._task_usage(_as_key(key), address, name, start, stop, cpu_s, peak, shared)
+            run_id = run_id[0] if run_id else None
+            if task is None or task.exec_span is not None:
+                continue
+            dispatched = task.dispatch[2] if task.dispatch is not None else None
+            if run_id is not None and dispatched is not None and run_id < dispatched:
+                continue  # an earlier execution's report, later than its end
+            self._start_execution(task, start, address, run_id)
+        for key, start, stop, cpu_s, peak, shared, *run_id in payload.get("usage", ()):
+            run_id = run_id[0] if run_id else None
+            self._task_usage(_as_key(key), address, name, start, stop, cpu_s, peak, shared, run_id)
         for ts, cpu_percent, rss, mem_percent, limit in payload.get("samples", ()):
             attrs = {
                 "worker": address,
@@ -641,34 +763,39 @@ class Recorder:
                     logger.debug("scalable-otel: span from a task not exported", exc_info=True)
 
     def _context_of(self, key):
+        """(name, task span context, attempt) of the key's task in flight or last ended."""
         task = self._tasks.get(key)
         if task is not None:
-            return task.name, task.span.get_span_context()
-        return self._recent.get(key, (None, None))
+            return task.name, task.span.get_span_context(), task.attempt
+        return self._recent.get(key, (None, None, None))
 
-    def _park(self, task: _Task, end_ns: int, worker=None, start=None) -> None:
-        """Hold an ended task's span until its worker's measurement of it arrives.
+    def _park(self, task: _Task, end_ns: int) -> None:
+        """Hold the current attempt's ended execute span until its worker's measurement of
+        it arrives; the task's own span, and its line, never wait for it.
 
-        The worker sends what the task cost (CPU, peak memory) in its next batch,
-        after the scheduler has seen the task end; on the span the measurement
-        costs an attribute, where a separate event would cost as much as a span.
-        `worker` and `start` are those of the attempt that ended the task: an earlier
-        attempt's measurement, arriving late, must not be taken for it.
+        The worker sends what the execution cost (CPU, peak memory) in its next batch,
+        after the scheduler has seen it end; on the span the measurement costs an
+        attribute. Executions are told apart by Dask's run id: an earlier attempt's
+        measurement, arriving late, is never taken for a later one's.
         """
         deadline = time.monotonic() + _USAGE_WAIT_S
-        self._parked[task.key] = (task, end_ns, deadline, worker or None, start)
+        parked_key = (task.key, task.run_id)
+        earlier = self._parked.pop(parked_key, None)
+        if earlier is not None:  # never replaced while open
+            earlier[0].end(end_time=earlier[1])
+        self._parked[parked_key] = (task.exec_span, end_ns, deadline)
 
     def _end_parked(self, every: bool = False) -> None:
         """End the spans whose measurement is overdue (a lost worker), or all of them."""
         now = time.monotonic()
         while self._parked:
-            key, (task, end_ns, deadline, _, _) = next(iter(self._parked.items()))
+            key, (span, end_ns, deadline) = next(iter(self._parked.items()))
             if not every and deadline > now:
                 break
             del self._parked[key]
-            task.span.end(end_time=end_ns)
+            span.end(end_time=end_ns)
 
-    def _task_usage(self, key, address, name, start, stop, cpu_s, peak, shared) -> None:
+    def _task_usage(self, key, address, name, start, stop, cpu_s, peak, shared, run_id) -> None:
         wall = max(stop - start, 1e-9)
         usage = {
             sc.WORKER_NAME: name,
@@ -680,23 +807,23 @@ class Recorder:
         # too short a task for its CPU share to mean anything
         if wall >= 0.05:
             usage[sc.TASK_CPUS_USED] = round(cpu_s / wall, 3)
-        parked = self._parked.get(key)
-        if parked is not None and _measures(parked, address, stop):
-            del self._parked[key]
-            task, end_ns = parked[0], parked[1]
-            task.span.set_attributes(usage)
-            task.span.end(end_time=end_ns)
-            return
-        # an attempt that was retried, or a measurement later than its task's span
-        task_name, ctx = self._context_of(key)
+        parked = self._parked.pop((key, run_id), None) if run_id is not None else None
+        if parked is not None:
+            span, end_ns, _ = parked
+            span.set_attributes(usage)
+            span.end(end_time=end_ns)
+        execution = self._executions.get((key, run_id)) if run_id is not None else None
+        task_name, ctx, attempt = execution or self._context_of(key)
         if task_name is not None:
             line = {"task": task_name, "key": key_str(key), "worker": address}
+            if attempt is not None:
+                line["attempt"] = attempt
             line.update((k, v) for k, v in resource_fields(usage).items() if v is not None)
             self._emit(sc.TASK_RESOURCES, stop, line, ctx)
 
     def _on_cache(self, lookup: dict) -> None:
         key = _as_key(lookup.get("key"))
-        task_name, ctx = self._context_of(key) if key is not None else (None, None)
+        task_name, ctx, _ = self._context_of(key) if key is not None else (None, None, None)
         attrs = {k: v for k, v in lookup.items() if v is not None and k != "t"}
         if key is not None:
             attrs["key"] = key_str(key)

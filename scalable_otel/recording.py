@@ -208,6 +208,13 @@ class RunRecording:
             redaction=Redaction(values=config.redact_values or ()),
         )
 
+    def handle(self, records) -> None:
+        """Turn records into signals and write their lines now: a line waits for no more
+        than the batch that brought its event (one flush interval), so a kill of the
+        whole process group loses at most that."""
+        self.recorder.handle(records)
+        self.pipeline.writer.flush()
+
     def _span_from_task(self, record: dict) -> None:
         """A span made by user code inside a task, sent by its worker: to every exporter."""
         resource = self.pipeline.tracer_provider.resource
@@ -264,7 +271,7 @@ class InThreadRecording(_DriverSide):
 
     def _drain(self) -> None:
         with self._lock:
-            self._run.recorder.handle(_take_all(self._source, self.inbox))
+            self._run.handle(_take_all(self._source, self.inbox))
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
@@ -351,14 +358,20 @@ class ChildProcessRecording(_DriverSide):
         try:
             self._conn.send(message)
         except (OSError, ValueError) as exc:
+            if self._closing is None:  # else the close may have ended it itself
+                self._gone(exc)
             self._broken = True
-            if self._closing is None:
-                logger.warning(
-                    "scalable-otel: the telemetry process is gone (%s); the workflow "
-                    "goes on without telemetry",
-                    exc,
-                )
             raise BrokenPipeError(str(exc)) from exc
+
+    def _gone(self, exc: BaseException) -> None:
+        """The pipe to the telemetry process broke: one warning, telemetry off."""
+        if not self._broken:
+            self._broken = True
+            logger.warning(
+                "scalable-otel: the telemetry process is gone (%s); the workflow "
+                "goes on without telemetry",
+                type(exc).__name__,
+            )
 
     def _forward(self) -> None:
         records = _take_all(self._source, self.inbox)
@@ -411,8 +424,8 @@ class ChildProcessRecording(_DriverSide):
                 if remaining <= 0 or not self._conn.poll(remaining):
                     return None
                 message = self._conn.recv()
-            except (OSError, EOFError):
-                self._broken = True
+            except (OSError, EOFError) as exc:  # it died (no reply of ours ends it)
+                self._gone(exc)
                 return None
             if message[0] == expected:
                 return message
@@ -489,7 +502,7 @@ def serve(conn: Connection) -> None:
             try:
                 for description in message[1]:
                     recorder.describe(*description)
-                recorder.handle(message[2])
+                run.handle(message[2])
             except Exception as exc:  # a malformed batch: counted, the next one is handled
                 recorder._not_handled(message[:1], exc)
         elif message[0] == "close":

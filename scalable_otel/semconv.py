@@ -49,6 +49,7 @@ PROVIDER = "scalable.provider"
 TASK_NAME = "scalable.task.name"
 TASK_KEY = "scalable.task.key"
 TASK_ATTEMPT = "scalable.task.attempt"
+TASK_REASON = "scalable.task.reason"
 TASK_ARGS = "scalable.task.args"
 TASK_STATUS = "scalable.task.status"
 TASK_DURATION = "scalable.task.duration_s"
@@ -87,6 +88,11 @@ ERROR_TRACEBACK = "scalable.error.traceback"
 
 # --- span events ----------------------------------------------------------------
 EVENT_ATTEMPT_LOST = "attempt_lost"
+
+# --- why a task ran again (the `reason` field; none for a key's first execution) -----
+REASON_RETRY = "retry"  # its previous attempt raised with retries left, or its worker died
+REASON_RECOMPUTE = "recompute"  # its result was lost with a worker, or released, and needed again
+REASON_RESUBMIT = "resubmit"  # submitted again after the scheduler had forgotten it
 
 # --- task statuses ------------------------------------------------------------
 STATUS_COMPLETED = "completed"
@@ -185,6 +191,7 @@ class RecordKind(NamedTuple):
 
 RECORD_SUBMIT = "submit"
 RECORD_READY = "ready"
+RECORD_PROCESSING = "processing"
 RECORD_DONE = "done"
 RECORD_ERROR = "error"
 RECORD_DEP_ERROR = "dep_error"
@@ -213,15 +220,21 @@ RECORDS: dict[str, RecordKind] = {
     RECORD_READY: RecordKind(
         ("t", "key"),
         _SCHEDULER,
-        "The task may run: queued, processing or waiting for a worker.",
+        "The task may run: queued or waiting for a worker.",
+    ),
+    RECORD_PROCESSING: RecordKind(
+        ("t", "key", "worker", "run_id"),
+        _SCHEDULER,
+        "The scheduler sent the task to `worker` (ready, if it was not yet); `run_id` is "
+        "Dask's id of this execution.",
     ),
     RECORD_DONE: RecordKind(
-        ("t", "key", "worker", "start", "stop", "nbytes", "typename"),
+        ("t", "key", "worker", "start", "stop", "nbytes", "typename", "run_id"),
         _SCHEDULER,
         "The task's result is in memory; `start` and `stop` are the worker's compute times.",
     ),
     RECORD_ERROR: RecordKind(
-        ("t", "key", "worker", "start", "stop", "exception_text", "traceback_text"),
+        ("t", "key", "worker", "start", "stop", "exception_text", "traceback_text", "run_id"),
         _SCHEDULER,
         "The task raised (or every worker that ran it died).",
     ),
@@ -231,7 +244,7 @@ RECORDS: dict[str, RecordKind] = {
         "The task failed because a task it depends on failed; Dask blames `blame_key`.",
     ),
     RECORD_REQUEUE: RecordKind(
-        ("t", "key", "finish_state", "stimulus_id"),
+        ("t", "key", "finish_state", "stimulus_id", "run_id"),
         _SCHEDULER,
         "The task left its worker without a result: a retry, a lost worker or a release.",
     ),

@@ -692,8 +692,8 @@ class ScalableSession:
         # the writer's own lines: compact JSON, so the event's bytes are known
         submitted = f'"event":"{sc.TASK_SUBMITTED}"'.encode()
         for e in iter_lines(self.run_dir / TASKS, containing=submitted):
-            if e is None or e.get("event") != sc.TASK_SUBMITTED:
-                continue
+            if e is None or e.get("event") != sc.TASK_SUBMITTED or e.get("reason"):
+                continue  # a key's later lives (resubmitted, recomputed) are not new tasks
             entry = {
                 "key": e.get("key"),
                 "task": e.get("task"),

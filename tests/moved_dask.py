@@ -51,10 +51,10 @@ def failing_context() -> None:
     """Not Dask moving but scalable-otel failing: the task's span context cannot be made."""
     from scalable_otel.instrumentation import task_context
 
-    def task_span_context(*args, **kwargs):
+    def execution_span_context(*args, **kwargs):
         raise RuntimeError("no span context today")
 
-    task_context.task_span_context = task_span_context
+    task_context.execution_span_context = execution_span_context
 
 
 class MovedDask(WorkerPlugin):

@@ -8,6 +8,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from scalable_otel import semconv as sc
+from scalable_otel.ids import execution_span_id
 from scalable_otel.recording import RunConfig, RunRecording
 from tests.conftest import events
 
@@ -33,48 +34,63 @@ def recording(tmp_path):
     rec.finish(200.0, None)
 
 
-def usage(key, start, stop, cpu, peak, name):
-    return {"name": name, "usage": [(key, start, stop, cpu, peak, False)]}
+def usage(key, start, stop, cpu, peak, name, run_id):
+    return {"name": name, "usage": [(key, start, stop, cpu, peak, False, run_id)]}
+
+
+def spans_named(exporter, name):
+    return [s for s in exporter.get_finished_spans() if s.name == name]
 
 
 def test_a_late_measurement_of_a_retried_attempt_is_not_taken_for_the_last(recording):
     rec, exporter, run_dir = recording
     key = "sim-1"
-    rec.recorder.handle(
+    rec.handle(
         [
             ("submit", 101.0, key, "sim", ()),
-            ("ready", 101.0, key),
-            ("worker_batch", 101.1, W1, {"name": "1", "started": [(key, 101.0)]}),
-            ("requeue", 101.2, key, "released", "task-erred-1"),  # attempt 1 raised: retried
-            ("ready", 101.2, key),
-            ("done", 101.4, key, W0, 101.3, 101.35, 24, "float"),  # attempt 2, on worker 0
+            ("processing", 101.0, key, W1, 1),
+            ("worker_batch", 101.1, W1, {"name": "1", "started": [(key, 101.0, 1)]}),
+            ("requeue", 101.2, key, "waiting", "task-erred-1", 1),  # attempt 1 raised: retried
+            ("processing", 101.2, key, W0, 2),
+            ("done", 101.4, key, W0, 101.3, 101.35, 24, "float", 2),  # attempt 2, on worker 0
             # worker 1 measured attempt 1 and sends it only now
-            ("worker_batch", 101.5, W1, usage(key, 101.0, 101.12, 0.1, 300e6, "1")),
+            ("worker_batch", 101.5, W1, usage(key, 101.0, 101.12, 0.1, 300e6, "1", 1)),
         ]
     )
-    assert not [s for s in exporter.get_finished_spans() if s.name == "sim"]  # still waiting
-    rec.recorder.handle([("worker_batch", 101.6, W0, usage(key, 101.3, 101.35, 0.04, 200e6, "0"))])
-    (span,) = [s for s in exporter.get_finished_spans() if s.name == "sim"]
-    assert span.attributes[sc.WORKER] == W0
-    assert span.attributes[sc.WORKER_NAME] == "0"
-    assert span.attributes[sc.TASK_PEAK_MEMORY] == 200_000_000
+    # the task's line is written when its result is in, without waiting for a measurement
+    (task_span,) = spans_named(exporter, "sim")
+    (completed,) = events(run_dir, event="task_completed")
+    assert completed["attempt"] == 2 and completed["reason"] == "retry"
+    assert sc.TASK_PEAK_MEMORY not in task_span.attributes
+    # attempt 1's measurement is attempt 1's; attempt 2's span waits for its own
+    (first,) = spans_named(exporter, "execute")
+    assert first.attributes[sc.TASK_ATTEMPT] == 1 and first.attributes[sc.WORKER] == W1
+    assert first.attributes[sc.TASK_PEAK_MEMORY] == 300_000_000
+    rec.handle([("worker_batch", 101.6, W0, usage(key, 101.3, 101.35, 0.04, 200e6, "0", 2))])
+    first, second = spans_named(exporter, "execute")
+    assert second.attributes[sc.TASK_ATTEMPT] == 2 and second.attributes[sc.WORKER] == W0
+    assert second.attributes[sc.WORKER_NAME] == "0"
+    assert second.attributes[sc.TASK_PEAK_MEMORY] == 200_000_000
+    assert second.end_time == int(101.35e9)  # the execution's own end, not the measurement's
     rec.finish(102.0, None)
     lines = events(run_dir, "resources.jsonl", "task_resources")
     by_worker = {line["worker"]: line for line in lines}
     assert by_worker[W0]["worker_name"] == "0" and by_worker[W0]["wall_s"] == 0.05
     assert by_worker[W1]["worker_name"] == "1" and by_worker[W1]["wall_s"] == 0.12
+    assert (by_worker[W1]["attempt"], by_worker[W0]["attempt"]) == (1, 2)
+    assert {line["span_id"] for line in lines} == {completed["span_id"]}
 
 
 def test_an_earlier_attempt_on_the_same_worker_is_not_taken_for_the_last(recording):
     rec, exporter, run_dir = recording
     key = "sim-2"
-    rec.recorder.handle(
+    rec.handle(
         [
             ("submit", 101.0, key, "sim", ()),
-            ("ready", 101.0, key),
-            ("requeue", 101.2, key, "released", "task-erred-1"),
-            ("ready", 101.2, key),
-            ("done", 101.4, key, W0, 101.3, 101.35, 24, "float"),
+            ("processing", 101.0, key, W0, 1),
+            ("requeue", 101.2, key, "waiting", "task-erred-1", 1),
+            ("processing", 101.2, key, W0, 2),
+            ("done", 101.4, key, W0, 101.3, 101.35, 24, "float", 2),
             # one batch with both attempts' measurements, the earlier first
             (
                 "worker_batch",
@@ -83,16 +99,17 @@ def test_an_earlier_attempt_on_the_same_worker_is_not_taken_for_the_last(recordi
                 {
                     "name": "0",
                     "usage": [
-                        (key, 101.0, 101.1, 0.1, 300e6, False),
-                        (key, 101.3, 101.35, 0.04, 200e6, False),
+                        (key, 101.0, 101.1, 0.1, 300e6, False, 1),
+                        (key, 101.3, 101.35, 0.04, 200e6, False, 2),
                     ],
                 },
             ),
         ]
     )
-    (span,) = [s for s in exporter.get_finished_spans() if s.name == "sim"]
-    assert span.attributes[sc.TASK_PEAK_MEMORY] == 200_000_000
-    assert span.attributes[sc.TASK_WALL] == 0.05
+    by_attempt = {s.attributes[sc.TASK_ATTEMPT]: s for s in spans_named(exporter, "execute")}
+    assert by_attempt[1].attributes[sc.TASK_PEAK_MEMORY] == 300_000_000
+    assert by_attempt[2].attributes[sc.TASK_PEAK_MEMORY] == 200_000_000
+    assert by_attempt[2].attributes[sc.TASK_WALL] == 0.05
 
 
 def test_records_the_recorder_cannot_handle_are_counted_and_warned_about_once(recording, caplog):
@@ -106,7 +123,7 @@ def test_records_the_recorder_cannot_handle_are_counted_and_warned_about_once(re
             ("ready", 101.0),  # one field too few
             ("worker_batch", 101.1, W0, None),  # its handler raises on a payload of None
             ("submit", 101.2, "sim-4", "sim", ()),
-            ("done", 101.4, "sim-4", W0, 101.3, 101.35, 24, "float"),
+            ("done", 101.4, "sim-4", W0, 101.3, 101.35, 24, "float", 1),
         ]
     )
     recorder.handle([("no_such_kind", 101.5)])
@@ -124,7 +141,39 @@ def test_a_record_of_the_wrong_length_is_named_in_the_warning(recording, caplog)
     rec, exporter, run_dir = recording
     rec.recorder.handle([("done", 101.4, "sim-5", W0)])
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert "'done'" in warning.getMessage() and "3 fields where 7 are declared" in (
+    assert "'done'" in warning.getMessage() and "3 fields where 8 are declared" in (
         warning.getMessage()
     )
     assert rec.recorder.unhandled == 1
+
+
+def test_an_attempt_counts_from_its_dispatch_and_each_has_its_own_span(recording):
+    rec, exporter, run_dir = recording
+    key = "sim-6"
+    rec.handle(
+        [
+            ("submit", 101.0, key, "sim", ()),
+            # sent to worker 1, which dies before its plugin reports the start
+            ("processing", 101.0, key, W1, 11),
+            ("requeue", 101.1, key, "released", "handle-worker-cleanup-101.1", 11),
+            ("processing", 101.2, key, W0, 12),
+            # released for a reason Dask names no worker for, and sent out again
+            ("processing", 101.3, key, W0, 13),
+            ("done", 101.5, key, W0, 101.35, 101.45, 24, "float", 13),
+        ]
+    )
+    started = events(run_dir, event="task_started")
+    assert [(e["attempt"], e["reason"], e["worker"]) for e in started] == [
+        (1, None, W1),
+        (2, "retry", W0),
+        (3, "retry", W0),
+    ]
+    # an attempt never reported started began when the scheduler sent it out
+    assert [e["timestamp"][-10:] for e in started[:2]] == ["41.000000Z", "41.200000Z"]
+    ids = {execution_span_id(rec.recorder._run_id, key, n) for n in (11, 12, 13)}
+    assert {int(e["span_id"], 16) for e in started} == ids
+    (done,) = events(run_dir, event="task_completed")
+    assert (done["attempt"], done["reason"]) == (3, "retry")
+    (task,) = spans_named(exporter, "sim")
+    lost = [e for e in task.events if e.name == sc.EVENT_ATTEMPT_LOST]
+    assert [e.attributes["reason"] for e in lost] == ["worker lost", "rescheduled"]

@@ -62,10 +62,13 @@ def test_tasks_succeed_and_are_recorded_when_dask_moves(
     assert sorted(line["args"]["x"] for line in completed) == list(range(N_TASKS))
     assert run["telemetry_fallbacks"] == fallbacks
 
-    task_span = {line["args"]["x"]: line["span_id"] for line in completed}
+    # spans made in a task nest under its execution's span (its task_started line)
+    started = events(session.run_dir, event="task_started")
+    execution = {line["key"]: line["span_id"] for line in started}
+    execute_span = {line["args"]["x"]: execution[line["key"]] for line in completed}
     for x, (_, trace_id, parent) in enumerate(results):
         if context_kept:
-            assert (trace_id, parent) == (run["trace_id"], task_span[x])
+            assert (trace_id, parent) == (run["trace_id"], execute_span[x])
         else:
             assert trace_id != run["trace_id"] and parent is None
     if fallbacks:

@@ -65,13 +65,6 @@ def test_the_schema_document_lists_the_declared_records():
 def _scheduler():
     """Just enough of a Dask scheduler for the plugin's hooks."""
     dep = SimpleNamespace(key=("load", 0))
-    task = SimpleNamespace(
-        run_spec=object(),
-        state="released",
-        prefix=SimpleNamespace(name="sim"),
-        dependencies=[dep],
-        exception_blame=SimpleNamespace(key=("load", 0), prefix=SimpleNamespace(name="load")),
-    )
     worker = SimpleNamespace(
         address="tcp://127.0.0.1:40000",
         name=0,
@@ -79,6 +72,15 @@ def _scheduler():
         memory_limit=2**30,
         host="127.0.0.1",
         pid=4242,
+    )
+    task = SimpleNamespace(
+        run_spec=object(),
+        state="released",
+        prefix=SimpleNamespace(name="sim"),
+        dependencies=[dep],
+        exception_blame=SimpleNamespace(key=("load", 0), prefix=SimpleNamespace(name="load")),
+        processing_on=worker,
+        run_id=3,
     )
     return SimpleNamespace(tasks={("sim", 1): task}, workers={worker.address: worker})
 
@@ -92,7 +94,8 @@ def plugin_records() -> list:
     compute = {"startstops": [{"action": "compute", "start": 1.0, "stop": 2.0}]}
     plugin.add_worker(scheduler, address)
     plugin.update_graph(scheduler, tasks=[key])
-    plugin.transition(key, "waiting", "processing")
+    plugin.transition(key, "waiting", "queued")
+    plugin.transition(key, "queued", "processing")
     plugin.transition(key, "processing", "released", stimulus_id="task-erred-1")  # a retry
     plugin.transition(key, "processing", "memory", worker=address, nbytes=8, **compute)
     # the task ended above: the recorder takes these as records of an unknown task

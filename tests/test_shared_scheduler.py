@@ -174,9 +174,9 @@ def spans_named(run_dir: Path, name: str) -> list:
 
 def assert_task_spans_in_own_trace(run_dir: Path, traced_futures: dict) -> None:
     """The spans made inside the run's `traced` tasks ({x: future}), and no other, each
-    under its task's span in the run's trace."""
+    under its task's execution span (its task_started line) in the run's trace."""
     run = orjson.loads((run_dir / "run.json").read_bytes())
-    task_span = {e["key"]: e["span_id"] for e in events(run_dir, event=sc.TASK_COMPLETED)}
+    task_span = {e["key"]: e["span_id"] for e in events(run_dir, event=sc.TASK_STARTED)}
     solves = spans_named(run_dir, "solve")
     by_x = {next(a.value.int_value for a in s.attributes if a.key == "x"): s for s in solves}
     assert len(solves) == len(traced_futures) and set(by_x) == set(traced_futures)

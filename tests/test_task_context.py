@@ -1,5 +1,6 @@
 """Trace context inside tasks: spans made with the plain OpenTelemetry API in a task on
-a worker process nest under the task's span, in the run's trace; logs carry the ids."""
+a worker process nest under the span of the task's execution (its `execute` span, a child
+of the task's span), in the run's trace; logs carry the ids."""
 
 import json
 import logging
@@ -51,16 +52,27 @@ def traced_run(tmp_path_factory):
     return session, exporter.get_finished_spans(), logs
 
 
+def execution_spans(run_dir) -> dict:
+    """The span id of each task's execution (its only attempt), by the task's `x`, checked
+    to be a child of the task's span."""
+    completed = {line["key"]: line for line in events(run_dir, event="task_completed")}
+    spans = {}
+    for started in events(run_dir, event="task_started"):
+        task = completed[started["key"]]
+        assert started["parent_span_id"] == task["span_id"]
+        spans[task["args"]["x"]] = started["span_id"]
+    return spans
+
+
 def test_spans_made_in_tasks_nest_under_their_task_span(traced_run):
     session, spans, _ = traced_run
     run = json.loads((session.run_dir / "run.json").read_text())
-    completed = events(session.run_dir, event="task_completed")
-    task_span = {line["args"]["x"]: line["span_id"] for line in completed}
+    execution = execution_spans(session.run_dir)
     prepared = [s for s in spans if s.name == "prepare"]
     assert len(prepared) == 4
     for span in prepared:
         assert format(span.context.trace_id, "032x") == run["trace_id"]
-        assert format(span.parent.span_id, "016x") == task_span[span.attributes["x"]]
+        assert format(span.parent.span_id, "016x") == execution[span.attributes["x"]]
         assert [e.name for e in span.events] == ["prepared"]
         (solve,) = [
             s for s in spans if s.name == "solve" and s.parent.span_id == span.context.span_id
@@ -71,12 +83,10 @@ def test_spans_made_in_tasks_nest_under_their_task_span(traced_run):
 def test_logs_in_tasks_carry_the_trace_and_span_ids(traced_run):
     session, spans, logs = traced_run
     run = json.loads((session.run_dir / "run.json").read_text())
-    completed = {
-        line["args"]["x"]: line for line in events(session.run_dir, event="task_completed")
-    }
+    execution = execution_spans(session.run_dir)
     for x, captured in enumerate(logs):
         (outside, inside) = captured
-        assert outside == ("outside", run["trace_id"], completed[x]["span_id"])
+        assert outside == ("outside", run["trace_id"], execution[x])
         solve = next(
             s for s in spans
             if s.name == "solve" and format(s.context.trace_id, "032x") == run["trace_id"]
@@ -90,10 +100,7 @@ def test_spans_from_tasks_reach_the_run_directory(project_dir):
 
     with ScalableSession(target="local", n_workers=1, project="context") as session:
         session.gather(session.map(traced_work, range(2)))
-    task_span = {
-        line["args"]["x"]: line["span_id"]
-        for line in events(session.run_dir, event="task_completed")
-    }
+    task_span = execution_spans(session.run_dir)
     spans = [
         span
         for line in (session.run_dir / "traces.otlp.jsonl").read_bytes().splitlines()

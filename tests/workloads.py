@@ -102,3 +102,28 @@ def make_spans(n):
         with tracer.start_as_current_span(f"step-{i}"):
             pass
     return n
+
+
+def traced_inc(x):
+    """`inc`, with a span made inside the task through the plain OpenTelemetry API."""
+    from opentelemetry import trace
+
+    with trace.get_tracer("user.code").start_as_current_span("work", attributes={"x": x}):
+        return x + 1
+
+
+def fail_once(marker):
+    """Raise on the first call (no `marker` file yet), return on the next; each call makes
+    a span saying which it was."""
+    from pathlib import Path
+
+    from opentelemetry import trace
+
+    path = Path(marker)
+    first = not path.exists()
+    path.touch()
+    with trace.get_tracer("user.code").start_as_current_span("work", attributes={"first": first}):
+        pass
+    if first:
+        raise RuntimeError("the first attempt fails")
+    return "second"

@@ -30,7 +30,6 @@ from ..rundir import (
     TASKS,
     WORKERS,
     iso,
-    resource_fields,
 )
 
 logger = logging.getLogger(__name__)
@@ -250,6 +249,7 @@ class RunDirectorySpanProcessor(_RunDirectoryProcessor, SpanProcessor):
                 line.update(_task_fields(attrs))
                 line["args"] = _args(attrs)
                 line["dependencies"] = list(attrs.get(sc.TASK_DEPENDENCIES, ()))
+                line["reason"] = attrs.get(sc.TASK_REASON)
                 component = attrs.get(sc.TASK_COMPONENT)
                 if component:
                     line["component"] = component
@@ -260,6 +260,7 @@ class RunDirectorySpanProcessor(_RunDirectoryProcessor, SpanProcessor):
                 line.update(_task_fields(attrs))
                 line["worker"] = attrs.get(sc.WORKER)
                 line["attempt"] = attrs.get(sc.TASK_ATTEMPT)
+                line["reason"] = attrs.get(sc.TASK_REASON)
                 line["queue_wait_s"] = attrs.get(sc.TASK_QUEUE_WAIT)
                 line.update(_ids(span))
                 self._writer.append(TASKS, line)
@@ -303,6 +304,7 @@ class RunDirectorySpanProcessor(_RunDirectoryProcessor, SpanProcessor):
         line["args"] = _args(attrs)
         line["worker"] = attrs.get(sc.WORKER)
         line["attempt"] = attrs.get(sc.TASK_ATTEMPT)
+        line["reason"] = attrs.get(sc.TASK_REASON)
         line["duration_s"] = attrs.get(sc.TASK_DURATION)
         line["queue_wait_s"] = attrs.get(sc.TASK_QUEUE_WAIT)
         line["submitted_at"] = iso(span.start_time / 1e9)
@@ -310,13 +312,6 @@ class RunDirectorySpanProcessor(_RunDirectoryProcessor, SpanProcessor):
             line["nbytes"] = attrs.get(sc.TASK_NBYTES)
             line["result_type"] = attrs.get(sc.TASK_RESULT_TYPE)
         line.update(_ids(span))
-        if sc.TASK_CPU_SECONDS in attrs:
-            usage = _base(sc.TASK_RESOURCES, span.end_time, self._run_id)
-            usage.update(_task_fields(attrs))
-            usage["worker"] = line["worker"]
-            usage.update(resource_fields(attrs))
-            usage["trace_id"], usage["span_id"] = line["trace_id"], line["span_id"]
-            self._writer.append(RESOURCES, usage)
         if event == sc.TASK_FAILED or span.status.status_code is StatusCode.ERROR:
             failure = {
                 "error_type": attrs.get(sc.ERROR_TYPE),
@@ -331,6 +326,7 @@ class RunDirectorySpanProcessor(_RunDirectoryProcessor, SpanProcessor):
                 record.update(_task_fields(attrs))
                 record["worker"] = line["worker"]
                 record["attempt"] = line["attempt"]
+                record["reason"] = line["reason"]
                 record.update(failure)
                 record["traceback"] = attrs.get(sc.ERROR_TRACEBACK)
                 record.update(_ids(span))
@@ -366,6 +362,7 @@ class RunDirectoryLogProcessor(_RunDirectoryProcessor, LogRecordProcessor):
             line.update(_plain(record.attributes or {}))
             if record.event_name == sc.TASK_RESOURCES:
                 line.setdefault("cpus_used", None)  # attributes hold no nulls
+                line.setdefault("attempt", None)
             if record.trace_id:
                 line["trace_id"] = f"{record.trace_id:032x}"
                 line["span_id"] = f"{record.span_id:016x}"

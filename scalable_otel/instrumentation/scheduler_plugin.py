@@ -34,7 +34,7 @@ from .. import compat
 from .. import semconv as sc
 from ..queues import BoundedQueue
 
-_READY_STATES = frozenset({"processing", "queued", "no-worker"})
+_READY_STATES = frozenset({"queued", "no-worker"})
 _REQUEUE_STATES = frozenset({"released", "waiting"})
 # processing -> memory | erred: the record's kind and the two transition kwargs it keeps
 _OUTCOMES = {
@@ -233,24 +233,32 @@ class TaskRecordPlugin(SchedulerPlugin):
         deps = [d.key for d in ts.dependencies] if ts.dependencies else []
         append((sc.RECORD_SUBMIT, now, key, ts.prefix.name, deps))
         where = ts.state
-        if where in _READY_STATES:  # another run's task, already on its way
+        run_id = getattr(ts, "run_id", None)  # Dask's id of its current execution
+        if where == "processing":  # another run's task, already sent to a worker
+            self._ready.add(key)
+            self._processing.add(key)
+            worker = getattr(ts.processing_on, "address", None)
+            append((sc.RECORD_PROCESSING, now, key, worker, run_id))
+        elif where in _READY_STATES:  # another run's task, already on its way
             self._ready.add(key)
             append((sc.RECORD_READY, now, key))
-            if where == "processing":
-                self._processing.add(key)
         elif where == "memory":  # computed for another run: done at once, at no cost
             holder = next(iter(ts.who_has), None) if ts.who_has else None
             address = holder.address if holder is not None else None
-            append((sc.RECORD_DONE, now, key, address, None, None, ts.nbytes, ts.type))
+            append((sc.RECORD_DONE, now, key, address, None, None, ts.nbytes, ts.type, run_id))
         elif where == "erred":
             blame = ts.exception_blame
             if blame is None or blame is ts:
                 append(
                     (sc.RECORD_ERROR, now, key, None, None, None,
-                     ts.exception_text, ts.traceback_text)
+                     ts.exception_text, ts.traceback_text, run_id)
                 )  # fmt: skip
             else:
                 append((sc.RECORD_DEP_ERROR, now, key, blame.key, blame.prefix.name))
+
+    def _task(self, key):
+        """The scheduler's TaskState of `key`, or None."""
+        return self._scheduler.tasks.get(key) if self._scheduler is not None else None
 
     def transition(self, key, start, finish, *args, stimulus_id=None, **kwargs) -> None:
         if self._clients is not None and key not in self._keys:
@@ -260,6 +268,9 @@ class TaskRecordPlugin(SchedulerPlugin):
         if start == "processing":
             self._processing.discard(key)
             self._ready.discard(key)
+            # Dask's id of the execution that ends here (a new one each time the task is
+            # sent to a worker): the recorder tells a key's executions apart by it
+            run_id = getattr(self._task(key), "run_id", None)
             outcome = _OUTCOMES.get(finish)
             if outcome is not None:
                 kind, first, second = outcome
@@ -269,12 +280,22 @@ class TaskRecordPlugin(SchedulerPlugin):
                     first_value = _killed_worker_text(key, kwargs.get("worker"))
                 self.records.append(
                     (kind, time.time(), key, kwargs.get("worker"), t0, t1,
-                     first_value, kwargs.get(second))
+                     first_value, kwargs.get(second), run_id)
                 )  # fmt: skip
             elif finish in _REQUEUE_STATES:
                 self.records.append(
-                    (sc.RECORD_REQUEUE, time.time(), key, finish, stimulus_id or "")
+                    (sc.RECORD_REQUEUE, time.time(), key, finish, stimulus_id or "", run_id)
                 )
+            return
+        if finish == "processing":
+            # The start the scheduler knows: a worker killed before its plugin reported the
+            # start still cost the task an attempt (Dask counts it toward allowed-failures).
+            self._ready.add(key)
+            ts = self._task(key)
+            worker = getattr(getattr(ts, "processing_on", None), "address", None)
+            self.records.append(
+                (sc.RECORD_PROCESSING, time.time(), key, worker, getattr(ts, "run_id", None))
+            )
             return
         if finish in _READY_STATES:
             if key not in self._ready:

@@ -1,16 +1,21 @@
 """Trace context inside tasks: code running in a task on a worker that uses the plain
-OpenTelemetry API makes spans under that task's span, in the run's trace.
+OpenTelemetry API makes spans under the span of that execution of the task (its
+`execute` span, inside the task's span), in the run's trace.
 
-- **Ids known on both sides.** A task's span id is derived from the run id and the
-  task's key (`task_span_id`), and the run's trace id is chosen by the session before
-  anything starts. The telemetry process creates the task span with exactly that id,
-  and a worker computes it from the key of the task it is running, with nothing sent.
+- **Ids known on both sides.** The span id of each execution of a task (its `execute`
+  span) is derived from the run id, the task's key and Dask's id of that execution
+  (`execution_span_id`; the scheduler gives a task a new `run_id` each time it sends it
+  to a worker, and the worker's `TaskState` holds it), and the run's trace id is chosen
+  by the session before anything starts. The telemetry process creates the execute span
+  with exactly that id, and a worker computes it from the task it is running, with
+  nothing sent: a key run twice (retried, recomputed, submitted again) nests each
+  execution's spans under that execution.
 - **Context while the task runs.** Dask runs a task's function through
   `distributed.worker._run_task_simple`, after setting `thread_state.key`; it is
-  wrapped (once per worker process) to make the task's span the current span for the
-  duration, so `tracer.start_as_current_span(...)` inside the task nests under it. The
-  wrapper passes Dask's arguments through unchanged and catches its own failures: if a
-  Dask version renames that function or changes it, tasks run and are recorded as
+  wrapped (once per worker process) to make the execution's span the current span for
+  the duration, so `tracer.start_as_current_span(...)` inside the task nests under it.
+  The wrapper passes Dask's arguments through unchanged and catches its own failures:
+  if a Dask version renames that function or changes it, tasks run and are recorded as
   before, without the context, and `scalable_otel.compat` counts and warns.
 - **Where the spans go.** Unless the worker process already has a tracer provider of
   its own, one is set that hands each ended span to the run's worker plugin, which
@@ -37,7 +42,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from .. import compat
 from .. import semconv as sc
-from ..ids import task_span_id
+from ..ids import execution_span_id
 from ..span_records import span_record
 
 logger = logging.getLogger(__name__)
@@ -57,10 +62,11 @@ def add_task_end_hook(hook: Callable[[], None]) -> None:
             _task_end_hooks.append(hook)
 
 
-def task_span_context(run_id: str, trace_id: int, key) -> SpanContext:
+def execution_span_context(run_id: str, trace_id: int, key, dask_run_id: int) -> SpanContext:
+    """The context of one execution's span, as the telemetry process makes that span."""
     return SpanContext(
         trace_id=trace_id,
-        span_id=task_span_id(run_id, key),
+        span_id=execution_span_id(run_id, key, dask_run_id),
         is_remote=True,
         trace_flags=TraceFlags(TraceFlags.SAMPLED),
     )
@@ -73,6 +79,14 @@ def task_runs(worker, key) -> tuple:
         return tuple((annotations or {}).get(sc.RUNS_ANNOTATION) or ())
     except Exception:  # not a task of this worker, or a Dask with another layout
         return ()
+
+
+def _dask_run_id(dask_worker, key) -> int | None:
+    """Dask's id of the execution of `key` this worker is running (None if unknown)."""
+    try:
+        return dask_worker.get_worker().state.tasks[key].run_id
+    except Exception:  # not in a worker's task, or a Dask without run ids
+        return None
 
 
 def attach_run(run_id: str, trace_id: int, sink: Callable[[dict], None]) -> None:
@@ -149,7 +163,10 @@ def _enter_task(dask_worker) -> tuple[bool, object]:
         compat.fell_back(compat.RUN_TASK, exc)
         return False, None
     try:
-        span = NonRecordingSpan(task_span_context(run[0], run[1], key))
+        dask_run_id = _dask_run_id(dask_worker, key)
+        if dask_run_id is None:  # Dask names no execution: the task runs without context
+            raise LookupError("the worker's TaskState has no run_id")
+        span = NonRecordingSpan(execution_span_context(run[0], run[1], key, dask_run_id))
         return True, context.attach(trace.set_span_in_context(span))
     except Exception as exc:
         compat.fell_back(compat.RUN_TASK, exc)

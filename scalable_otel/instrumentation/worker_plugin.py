@@ -13,14 +13,16 @@ the process's CPU, but reports only its run's: those whose annotations name the 
 every run's. Cache lookups and spans made inside a task go to the task's runs.
 
 Batch payload: {"worker": address, "name": name,
-    "started": [[key, t], ...],
-    "usage": [[key, start, stop, cpu_s, peak_rss, shared], ...],
+    "started": [[key, t, run_id], ...],
+    "usage": [[key, start, stop, cpu_s, peak_rss, shared, run_id], ...],
     "samples": [[t, cpu_percent, rss, memory_percent, memory_limit], ...],
     "cache": [{...cache lookup...}, ...],
     "fallbacks": {compat name: count, ...},  # since the last batch (scalable_otel.compat)
     "closing": bool,
     "lost": [batches, spans]}  (running totals of this worker: batches it failed to send,
     spans made in tasks it dropped beyond _MAX_PENDING_SPANS; absent while both are 0)
+`run_id` is Dask's id of the execution (the worker's `TaskState.run_id`, given by the
+scheduler each time it sends the task), or None: it tells the executions of one key apart.
 """
 
 from __future__ import annotations
@@ -184,7 +186,8 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         self._memory = _Memory()
         self._exclusive_peak = worker.state.nthreads == 1 and self._memory.can_reset_peak
         # key -> [start, cpu at start, highest sampled RSS, start reported, ran beside another,
-        #         the run's task (else measured only to tell its neighbours they shared)]
+        #         the run's task (else measured only to tell its neighbours they shared),
+        #         Dask's run id of this execution]
         self._executing: dict = {}
         self._started: list = []
         self._usage: list = []
@@ -234,7 +237,17 @@ class WorkerTelemetryPlugin(WorkerPlugin):
                 state[4] = True
             # on the scheduler's clock, as Dask's own startstops are
             start = time.time() + self.worker.scheduler_delay
-            self._executing[key] = [start, _cpu_seconds(), rss, False, shared, self._is_ours(key)]
+            ts = self.worker.state.tasks.get(key)
+            run_id = getattr(ts, "run_id", None)
+            self._executing[key] = [
+                start,
+                _cpu_seconds(),
+                rss,
+                False,
+                shared,
+                self._is_ours(key),
+                run_id,
+            ]
         elif start == "executing":
             state = self._executing.pop(key, None)
             if state is None:
@@ -257,6 +270,7 @@ class WorkerTelemetryPlugin(WorkerPlugin):
                     round(_cpu_seconds() - state[1], 6),
                     max(state[2], peak),
                     state[4],
+                    state[6],
                 ]
             )
 
@@ -282,7 +296,7 @@ class WorkerTelemetryPlugin(WorkerPlugin):
                     state[2] = rss
                 if not state[3] and state[5]:
                     state[3] = True
-                    self._started.append([key, state[0]])
+                    self._started.append([key, state[0], state[6]])
         self.flush()
 
     def _take_sample(self) -> None:

@@ -25,9 +25,13 @@ def stream(session_or_client, args) -> list:
     from distributed import as_completed
 
     from tests import workloads
+    from tests.faults import tasks
 
+    function, extra = workloads.sleep_then, {}
+    if args.marks:  # each task says in this file when it ended
+        function, extra = tasks.sleep_and_mark, {"marks": args.marks}
     futures = session_or_client.map(
-        workloads.sleep_then, range(args.tasks), seconds=args.seconds, pure=False
+        function, range(args.tasks), seconds=args.seconds, pure=False, **extra
     )
     results = []
     for future in as_completed(futures):
@@ -132,6 +136,7 @@ def main(argv=None) -> None:
     parser.add_argument("--barrier", action="store_true", help="wait for a go to start")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--function", default="square")
+    parser.add_argument("--marks", help="a file each task appends `<time> <key>` to as it ends")
     args = parser.parse_args(argv)
     SCENARIOS[args.scenario](args)
 

@@ -1,8 +1,9 @@
 """Worker processes dying: SIGKILLed mid-task when Dask may not retry the task (the task
-fails with KilledWorker, the run goes on and is `failed`), restarted by their nanny for
-going over their memory limit (a crashed worker whose task runs again as attempt 2 on
-the new worker process, and the report counts the crash), and SIGKILLed while holding
-results that are then computed again (`lost_results`).
+fails with KilledWorker, the run goes on and is `failed`), killed right after each attempt
+started (before the worker reported the start: each death costs the task an attempt),
+restarted by their nanny for going over their memory limit (a crashed worker whose task
+runs again as attempt 2 on the new worker process, and the report counts the crash), and
+SIGKILLed while holding results that are then computed again (`lost_results`).
 
 A worker killed mid-task whose task Dask retries (as attempt 2, on another worker) is
 tests/test_workers_and_resources.py::
@@ -20,6 +21,7 @@ from distributed import KilledWorker
 from scalable_otel import ClusterOptions, ScalableSession
 from tests import workloads
 from tests.conftest import events, read_jsonl, wait_for
+from tests.executions import check_every_execution_recorded, executions
 from tests.faults import tasks
 from tests.faults.harness import scalable
 
@@ -67,6 +69,44 @@ def test_the_failure_line_says_the_worker_died(no_retries):
     (failure,) = read_jsonl(run_dir / "failures.jsonl")
     assert failure["error_type"] == "KilledWorker"
     assert "died" in failure["error_message"]
+
+
+@pytest.fixture(scope="module")
+def killed_at_start(tmp_path_factory):
+    """A task whose every attempt kills its worker as it starts, long before the worker's
+    plugin reports the start: Dask allows three such deaths and fails it at the fourth."""
+    project = tmp_path_factory.mktemp("killed-at-start")
+    with dask.config.set({"distributed.scheduler.allowed-failures": 3}):
+        with ScalableSession(
+            target="local",
+            n_workers=2,
+            threads_per_worker=1,
+            project="killed-at-start",
+            runs_dir=project / "runs",
+        ) as s:
+            future = s.submit(tasks.kill_own_worker)
+            with pytest.raises(KilledWorker):
+                s.gather(future)
+            after = s.gather(s.submit(workloads.inc, 1))  # the run goes on
+    return s.run_dir, future.key, after
+
+
+def test_each_worker_killed_right_after_a_start_costs_the_task_an_attempt(killed_at_start):
+    run_dir, key, after = killed_at_start
+    assert after == 2
+    lines = check_every_execution_recorded(run_dir)[key]
+    retry = "retry"
+    assert executions(lines, "task_started") == [(1, None), (2, retry), (3, retry), (4, retry)]
+    assert executions(lines, "task_failed") == [(4, retry)]
+    (failed,) = [e for e in lines if e["event"] == "task_failed"]
+    assert failed["error_type"] == "KilledWorker"
+    # each attempt is where a worker died
+    crashed = events(run_dir, "workers.jsonl", "worker_crashed")
+    assert len(crashed) == 4
+    started = [e["worker"] for e in lines if e["event"] == "task_started"]
+    assert sorted(started) == sorted(e["worker"] for e in crashed)
+    meta = orjson.loads((run_dir / "run.json").read_bytes())
+    assert (meta["tasks_failed"], meta["tasks_completed"]) == (1, 1)
 
 
 @pytest.fixture(scope="module")
