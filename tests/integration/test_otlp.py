@@ -39,8 +39,11 @@ def check_backend_has_the_run(backend, run_dir):
         span = spans[line["span_id"]]
         assert span["parent_span_id"] == run_span["span_id"] == line["parent_span_id"]
         assert span["name"] == line["task"]
+    # spans made inside a task nest under its execution's span, inside the task's span
     for span in (s for s in spans.values() if s["name"] == "prepare"):
-        assert spans[span["parent_span_id"]]["name"] == "traced_work"
+        execution = spans[span["parent_span_id"]]
+        assert execution["name"] == "execute"
+        assert spans[execution["parent_span_id"]]["name"] == "traced_work"
     ports = (f"127.0.0.1:{backend.port}/v1/traces", f"127.0.0.1:{backend.grpc_port} ")
     assert any(port in meta["exporters"]["otlp_traces"] for port in ports)
     assert meta["telemetry_spans_dropped"] == 0
