@@ -117,6 +117,8 @@ class _DriverSide:
         self._descriptions_dropped = 0
         self.descriptions_failed = 0
         self._warned: set = set()
+        # where the pipeline's exporters really are, once it is ready (None before)
+        self.exporters: dict | None = None
 
     @property
     def records_dropped(self) -> int:
@@ -282,6 +284,7 @@ class InThreadRecording(_DriverSide):
                 self._warn_once("loop", "scalable-otel: telemetry records lost (%s)", exc)
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
+        self.exporters = dict(self._run.pipeline.backends.where)
         return True
 
     def mark_closing(self) -> None:
@@ -341,8 +344,12 @@ class ChildProcessRecording(_DriverSide):
         return self._process.pid
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
-        """Wait until the child has built its pipeline, so its start-up is not the run's."""
-        return self._receive("ready", timeout) is not None
+        """Wait until the child has built its pipeline, so its start-up is not the run's;
+        `exporters` is then where its exporters really are (a port 0 made real)."""
+        ready = self._receive("ready", timeout)
+        if ready is not None and len(ready) > 1 and isinstance(ready[1], dict):
+            self.exporters = ready[1]
+        return ready is not None
 
     def describe(self, key, name: str, args_json: str | None, component=None) -> None:
         if len(self._descriptions) < RECORD_QUEUE_BOUND:
@@ -491,7 +498,7 @@ def serve(conn: Connection) -> None:
     message = conn.recv()
     config = RunConfig(**message[1])
     run = RunRecording(config, on_sync=lambda token: conn.send(("synced", token)))
-    conn.send(("ready",))
+    conn.send(("ready", dict(run.pipeline.backends.where)))
     recorder = run.recorder
     while True:
         try:

@@ -406,6 +406,9 @@ class ScalableSession:
             self._plugins_attached = True
             if not self._recording.wait_ready():
                 logger.warning("scalable-otel: the telemetry process did not start")
+            elif self._recording.exporters is not None:
+                # a scrape endpoint on port 0 has its real port now: say so while the run goes
+                self._write_run_json(sc.RUN_RUNNING)
         except Exception as exc:
             logger.warning(
                 "scalable-otel: telemetry not attached to Dask (%s); the workflow goes on", exc
@@ -645,7 +648,7 @@ class ScalableSession:
             "process_start_time": _PROCESS_START_TIME,
             "manifest_hash": self._manifest().hash,
             "trace_id": self.trace_id,
-            "exporters": self._exports.describe(),
+            "exporters": self._exporters(),
             "settings": {
                 "n_workers": self.n_workers,
                 "threads_per_worker": self.threads_per_worker,
@@ -654,6 +657,13 @@ class ScalableSession:
             },
             "versions": _versions(__version__),
         }
+
+    def _exporters(self) -> dict:
+        """Where the run's telemetry goes besides the run directory: as the pipeline built
+        it, once it is ready (a port 0 made real), else as the settings ask."""
+        recording = self._recording
+        live = getattr(recording, "exporters", None) if recording is not None else None
+        return dict(live) if live is not None else self._exports.describe()
 
     def _write_run_json(
         self, status: str, ended=None, summary: dict | None = None, heartbeat=None
