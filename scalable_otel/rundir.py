@@ -240,6 +240,13 @@ def parse_iso(value) -> float | None:
     >>> parse_iso("2026-05-20T03:52:00.500000Z")
     1779249120.5
     """
+    stamp = parse_datetime(value)
+    return None if stamp is None else stamp.timestamp()
+
+
+def parse_datetime(value) -> datetime | None:
+    """An aware datetime from an ISO 8601 timestamp or a datetime (naive ones are UTC),
+    or None for anything else: `parse_iso` without the float, for exact microseconds."""
     if isinstance(value, str):
         text = value.strip()
         if text.endswith(("Z", "z")):
@@ -250,9 +257,7 @@ def parse_iso(value) -> float | None:
             return None
     if not isinstance(value, datetime) or value != value:  # NaT is a datetime unequal to itself
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.timestamp()
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta, timezone
 
+from ...rundir import parse_datetime
 from ..facts import finite_number as number
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -31,18 +32,8 @@ def finite_sql(column: str) -> str:
 
 def epoch_us(value) -> int | None:
     """Epoch microseconds of an ISO 8601 timestamp (naive ones are UTC), else None."""
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"  # fromisoformat reads a Z only from Python 3.11
-    try:
-        stamp = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=timezone.utc)
-    return (stamp - _EPOCH) // _MICROSECOND
+    stamp = parse_datetime(value) if isinstance(value, str) else None
+    return None if stamp is None else (stamp - _EPOCH) // _MICROSECOND
 
 
 def utc(us: int | None) -> datetime | None:
