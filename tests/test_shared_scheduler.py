@@ -21,10 +21,10 @@ from distributed import Client, Event, wait
 
 from scalable_otel import ScalableSession
 from scalable_otel import semconv as sc
-from scalable_otel.exporters.otlp_json import decode_otlp_json
 from scalable_otel.rundir import list_runs
 from tests import workloads
 from tests.conftest import REPO, events, read_jsonl, wait_for
+from tests.executions import trace_spans
 
 DASK = Path(sys.executable).parent / "dask"
 
@@ -162,14 +162,7 @@ def assert_sees_every_worker(run_dir: Path, workers: set) -> None:
 
 
 def spans_named(run_dir: Path, name: str) -> list:
-    return [
-        span
-        for line in (run_dir / "traces.otlp.jsonl").read_bytes().splitlines()
-        for resource in decode_otlp_json(line).resource_spans
-        for scope in resource.scope_spans
-        for span in scope.spans
-        if span.name == name
-    ]
+    return [span for span in trace_spans(run_dir) if span.name == name]
 
 
 def assert_task_spans_in_own_trace(run_dir: Path, traced_futures: dict) -> None:
