@@ -118,7 +118,10 @@ def test_tutorial_step_6_advise_as_written(runs, demo_project):
     assert out[1] == f"  Current:           1 CPU, {format_memory(per_thread)} memory"
     assert out[2].startswith("  Recommended:       1 CPU, ")
     if cpus:
-        reason = f"95th percentile usage is {p95(cpus):.2f} CPUs and {memory} memory"
+        usage = p95(cpus)
+        # One decimal from one CPU up, as the tutorial's "1.8 CPUs"; two below it.
+        usage_text = f"{usage:.1f}" if usage >= 1 else f"{usage:.2f}"
+        reason = f"95th percentile usage is {usage_text} CPUs and {memory} memory"
     else:
         reason = f"95th percentile usage is {memory} memory"
     assert out[3].startswith(f"  Reason:            {reason}")
