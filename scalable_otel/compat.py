@@ -31,6 +31,7 @@ SPAN_ATTRIBUTES = "opentelemetry.sdk BoundedAttributes._dict"
 ACTIVE_SPAN_PROCESSOR = "opentelemetry.sdk TracerProvider._active_span_processor"
 PREFERRED_TEMPORALITY = "opentelemetry.sdk MetricExporter._preferred_temporality"
 SDK_LOGS = "opentelemetry.sdk._logs"
+READABLE_SPAN = "opentelemetry.sdk ReadableSpan._attributes, _events, _status, _end_time"
 SCALABLE_CACHE = "scalable.caching.Cache"
 WORKER_CLIENT_ID = "the id of a worker's own client (Worker._get_client: Client-worker-<uuid>)"
 
@@ -44,7 +45,8 @@ LOST = {
     SPAN_ATTRIBUTES: "attributes are copied (slower, same lines)",
     ACTIVE_SPAN_PROCESSOR: "forward_spans_to() forwards nothing",
     PREFERRED_TEMPORALITY: "OTLP metrics keep the SDK's default temporality",
-    SDK_LOGS: "no resources.jsonl or cache.jsonl lines",
+    SDK_LOGS: "log processors passed in get no resource samples, measurements or cache lookups",
+    READABLE_SPAN: "the recorder's spans reach exporters without what was set after their start",
     SCALABLE_CACHE: "the Scalable tool's cache lookups are not recorded",
     WORKER_CLIENT_ID: "a client a worker makes outside its tasks records a run of its own",
 }

@@ -25,9 +25,8 @@ import time
 from collections import OrderedDict
 
 import orjson
-from opentelemetry import trace
 from opentelemetry.metrics import Observation
-from opentelemetry.trace import NonRecordingSpan, Status, StatusCode
+from opentelemetry.trace import Status, StatusCode
 
 from . import compat
 from . import semconv as sc
@@ -141,23 +140,21 @@ class Recorder:
     def __init__(
         self,
         *,
-        tracer,
+        spans,
         meter,
-        event_logger,
-        run_span,
+        emit_event,
+        run_context,
         on_sync=None,
         run_id: str = "",
-        ids=None,
         span_out=None,
         redaction: Redaction = DEFAULT_REDACTION,
     ):
-        self._tracer = tracer
+        self._spans = spans  # recorded_spans.SpanSink: to the run's span processors
         self._redaction = redaction  # secrets cut out of error messages and tracebacks
         self._run_id = run_id
-        self._ids = ids  # PresetIds: a task span gets the id its workers derive from its key
         self._span_out = span_out  # spans made inside tasks, sent by workers
-        self._events = event_logger
-        self._run_ctx = trace.set_span_in_context(run_span)
+        self._emit_event = emit_event  # (event, time in ns, attributes, span context)
+        self._run_ctx = run_context
         self._on_sync_mark = on_sync
         self._tasks: dict = {}
         # (key, Dask run id) -> (ended execute span, its end, deadline for its measurement)
@@ -371,14 +368,12 @@ class Recorder:
         if component:
             attrs[sc.TASK_COMPONENT] = component
         if dependency_keys:
-            attrs[sc.TASK_DEPENDENCIES] = [key_str(d) for d in dependency_keys]
+            attrs[sc.TASK_DEPENDENCIES] = tuple(key_str(d) for d in dependency_keys)
         if args_json is not None:
             attrs[sc.TASK_ARGS] = args_json
         if reason:
             attrs[sc.TASK_REASON] = reason
-        span = self._tracer.start_span(
-            name, context=self._run_ctx, start_time=_ns(t), attributes=attrs
-        )
+        span = self._spans.start(name, parent=self._run_ctx, start_time=_ns(t), attributes=attrs)
         task = self._tasks[key] = _Task(span, name, key, t, attempt, reason, described)
         self.submitted += 1
         self._count(self._counts["submitted"], name)
@@ -447,14 +442,14 @@ class Recorder:
             attrs[sc.TASK_REASON] = task.reason
         if worker:
             attrs[sc.WORKER] = worker
-        if run_id is not None and self._ids is not None:
-            # the id the worker derives for the spans made inside this execution
-            self._ids.next_span_id = execution_span_id(self._run_id, task.key, run_id)
-        task.exec_span = self._tracer.start_span(
+        # the id the worker derives for the spans made inside this execution
+        span_id = execution_span_id(self._run_id, task.key, run_id) if run_id is not None else None
+        task.exec_span = self._spans.start(
             sc.SPAN_EXECUTE,
-            context=trace.set_span_in_context(task.span),
+            parent=task.span.get_span_context(),
             start_time=_ns(start),
             attributes=attrs,
+            span_id=span_id,
         )
         self._executions[(task.key, run_id)] = (
             task.name,
@@ -677,8 +672,8 @@ class Recorder:
         for key, value in (details or {}).items():  # e.g. the Slurm job id and its request
             if key in sc.WORKER_DETAILS and value is not None:
                 attrs[sc.WORKER_DETAILS[key]] = value
-        span = self._tracer.start_span(
-            sc.SPAN_WORKER, context=self._run_ctx, start_time=_ns(t), attributes=attrs
+        span = self._spans.start(
+            sc.SPAN_WORKER, parent=self._run_ctx, start_time=_ns(t), attributes=attrs
         )
         self._workers[address] = _Worker(span, str(name))
 
@@ -854,5 +849,4 @@ class Recorder:
         self.handle(records)
 
     def _emit(self, event: str, t: float, attrs: dict, span_ctx) -> None:
-        ctx = trace.set_span_in_context(NonRecordingSpan(span_ctx)) if span_ctx else None
-        self._events.emit(timestamp=_ns(t), context=ctx, event_name=event, attributes=attrs)
+        self._emit_event(event, _ns(t), attrs, span_ctx)

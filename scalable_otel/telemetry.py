@@ -15,12 +15,15 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
-from opentelemetry.metrics import Observation
+from opentelemetry import trace
+from opentelemetry.metrics import NoOpMeter, Observation
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import NonRecordingSpan
 
 from . import semconv as sc
 from .exporters.backends import CLOSE_WAIT_S, Backends, build_backends
@@ -31,6 +34,7 @@ from .exporters.jsonl import (
     WriteErrors,
 )
 from .exporters.settings import ExportSettings
+from .recorded_spans import SpanSink
 from .version import __version__
 
 logger = logging.getLogger(__name__)
@@ -46,25 +50,25 @@ def telemetry_disabled() -> bool:
 
 
 class PresetIds(RandomIdGenerator):
-    """Random ids, except where the recorder sets the next one: the run's trace id (the
-    session chose it, and workers know it) and task span ids (derived from task keys)."""
+    """Random ids, except the run's trace id: the session chose it, and workers know it."""
 
     def __init__(self, trace_id: int | None = None):
         self._trace_id = trace_id
-        self.next_span_id: int | None = None
 
     def generate_trace_id(self) -> int:
         trace_id, self._trace_id = self._trace_id, None
         return trace_id or super().generate_trace_id()
 
-    def generate_span_id(self) -> int:
-        span_id, self.next_span_id = self.next_span_id, None
-        return span_id or super().generate_span_id()
-
 
 @dataclass
 class Pipeline:
-    """The providers of one run, the run-directory writer and the other exporters."""
+    """The providers of one run, the run-directory writer and the other exporters.
+
+    The run's own span (made through `tracer()`) and the recorder's spans
+    (`recorded_spans.SpanSink`) go to the same `span_processors`, the run directory's
+    first. The recorder's events are written to the run directory by `emit_event`, and
+    made into SDK log records only when `log_processors` of the caller's are there to
+    read them; its metrics are recorded only when a reader will collect them."""
 
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
@@ -73,14 +77,44 @@ class Pipeline:
     ids: PresetIds
     backends: Backends
     span_processors: list
+    events: RunDirectoryLogProcessor
+    log_processors: list
+    metric_readers: list
 
     def tracer(self):
         return self.tracer_provider.get_tracer(sc.INSTRUMENTATION_SCOPE, __version__)
 
     def meter(self):
+        """The run's meter; a no-op one when no reader collects metrics."""
+        if not self.metric_readers:
+            return NoOpMeter(sc.INSTRUMENTATION_SCOPE, __version__)
         return self.meter_provider.get_meter(sc.INSTRUMENTATION_SCOPE, __version__)
 
-    def event_logger(self):
+    def span_sink(self, run_span) -> SpanSink:
+        """Where the recorder's spans go: the run's span processors, in the run span's
+        instrumentation scope (one scope in every exporter)."""
+        scope = getattr(run_span, "instrumentation_scope", None)
+        if scope is None:  # not a span of the SDK's (a sampler left it out)
+            scope = InstrumentationScope(sc.INSTRUMENTATION_SCOPE, __version__)
+        return SpanSink(self.span_processors, self.tracer_provider.resource, scope, self.ids)
+
+    def emit_event(self, event: str, ts_ns: int, attributes: dict, span_context=None) -> None:
+        """One event of the run (resource sample, task measurement, cache lookup): its
+        run-directory line, and a log record for the caller's log processors."""
+        trace_id = span_id = 0
+        if span_context is not None:
+            trace_id, span_id = span_context.trace_id, span_context.span_id
+        self.events.write_event(event, ts_ns, attributes, trace_id, span_id)
+        if self.log_processors:
+            ctx = None
+            if span_context is not None:
+                ctx = trace.set_span_in_context(NonRecordingSpan(span_context))
+            self._event_logger.emit(
+                timestamp=ts_ns, context=ctx, event_name=event, attributes=attributes
+            )
+
+    @functools.cached_property
+    def _event_logger(self):
         return self.logger_provider.get_logger(sc.INSTRUMENTATION_SCOPE, __version__)
 
     def export_span(self, span) -> None:
@@ -159,14 +193,21 @@ def build_pipeline(
     for processor in processors:
         tracer_provider.add_span_processor(processor)
     logger_provider = LoggerProvider(resource=resource)
-    logger_provider.add_log_record_processor(RunDirectoryLogProcessor(writer, run_id))
     for processor in log_processors:
         logger_provider.add_log_record_processor(processor)
-    meter_provider = MeterProvider(
-        resource=resource, metric_readers=[*backends.metric_readers, *metric_readers]
-    )
+    readers = [*backends.metric_readers, *metric_readers]
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     return Pipeline(
-        tracer_provider, meter_provider, logger_provider, writer, ids, backends, processors
+        tracer_provider,
+        meter_provider,
+        logger_provider,
+        writer,
+        ids,
+        backends,
+        processors,
+        events=RunDirectoryLogProcessor(writer, run_id),
+        log_processors=list(log_processors),
+        metric_readers=readers,
     )
 
 

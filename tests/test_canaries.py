@@ -235,6 +235,43 @@ def test_span_attributes_keep_a_plain_dict():
     )
 
 
+def test_readable_span_properties_read_the_fields_a_recorded_span_fills():
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext, Status, StatusCode
+
+    from scalable_otel.recorded_spans import SpanSink
+
+    ended = []
+
+    class Keep:
+        def on_start(self, span, parent_context=None):
+            pass
+
+        def on_end(self, span):
+            ended.append(span)
+
+    sink = SpanSink([Keep()], Resource.create({}), InstrumentationScope("canary"))
+    span = sink.start("s", parent=SpanContext(1, 2, False), start_time=10, attributes={"a": 1})
+    span.set_attribute("b", "x")
+    span.add_event("e", {"c": 2}, timestamp=11)
+    span.set_status(Status(StatusCode.ERROR, "why"))
+    span.end(end_time=12)
+    (done,) = ended
+    seen = (
+        dict(done.attributes),
+        [(e.name, dict(e.attributes), e.timestamp) for e in done.events],
+        (done.status.status_code, done.status.description),
+        (done.start_time, done.end_time),
+    )
+    assert seen == (
+        {"a": 1, "b": "x"},
+        [("e", {"c": 2}, 11)],
+        (StatusCode.ERROR, "why"),
+        (10, 12),
+    ), moved(compat.READABLE_SPAN, f"a ReadableSpan's properties read other fields: {seen}")
+
+
 def test_tracer_provider_active_span_processor_reaches_added_processors():
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor

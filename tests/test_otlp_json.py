@@ -348,14 +348,14 @@ def test_an_unwritable_file_never_raises_and_counts_lost_spans(tmp_path, caplog)
 def test_a_span_that_cannot_be_encoded_is_dropped_alone(tmp_path, monkeypatch):
     from scalable_otel.exporters import otlp_json
 
-    real = otlp_json.encode_otlp_json
+    real = otlp_json.encode_span
 
-    def picky(spans):
-        if any(s.name == "bad" for s in spans):
+    def picky(span):
+        if span.name == "bad":
             raise ValueError("cannot encode")
-        return real(spans)
+        return real(span)
 
-    monkeypatch.setattr(otlp_json, "encode_otlp_json", picky)
+    monkeypatch.setattr(otlp_json, "encode_span", picky)
     path = tmp_path / TRACES_FILE
     provider, processor, _ = pipeline(path)
     tracer = provider.get_tracer("t")

@@ -182,7 +182,9 @@ def _attributes(span) -> dict:
     lines a task, that was a fifth of the exporter's time. The mapping keeps a
     plain dict inside: read that where it is there, copy otherwise.
     """
-    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
+    inner = getattr(span, "_attributes", None)
+    if type(inner) is not dict:  # a RecordedSpan's is one
+        inner = getattr(inner, "_dict", None)
     return inner if isinstance(inner, dict) else dict(span.attributes or {})
 
 
@@ -350,27 +352,37 @@ def _worker_fields(attrs) -> dict:
 
 
 class RunDirectoryLogProcessor(_RunDirectoryProcessor, LogRecordProcessor):
-    """Writes resources.jsonl and cache.jsonl from OTel log events (by `event_name`)."""
+    """Writes resources.jsonl and cache.jsonl from OTel log events (by `event_name`).
+
+    The run's recorder calls `write_event` directly (the SDK's log record is built only
+    when other log processors are there to read it); `on_emit` writes the same line from
+    a log record of the SDK's."""
 
     def on_emit(self, log_record) -> None:
+        record = log_record.log_record
+        self.write_event(
+            record.event_name,
+            record.timestamp,
+            record.attributes or {},
+            record.trace_id,
+            record.span_id,
+        )
+
+    def write_event(self, event_name, ts_ns: int, attributes, trace_id=0, span_id=0) -> None:
+        """One event's line, in the file its name goes to (others are not written)."""
         try:
-            record = log_record.log_record
-            file = _LOG_EVENT_FILES.get(record.event_name)
+            file = _LOG_EVENT_FILES.get(event_name)
             if file is None:
                 return
-            line = _base(record.event_name, record.timestamp, self._run_id)
-            line.update(_plain(record.attributes or {}))
-            if record.event_name == sc.TASK_RESOURCES:
+            line = _base(event_name, ts_ns, self._run_id)
+            line.update(attributes)  # orjson writes a tuple as a list
+            if event_name == sc.TASK_RESOURCES:
                 line.setdefault("cpus_used", None)  # attributes hold no nulls
                 line.setdefault("attempt", None)
-            if record.trace_id:
-                line["trace_id"] = f"{record.trace_id:032x}"
-                line["span_id"] = f"{record.span_id:016x}"
+            if trace_id:
+                line["trace_id"] = _trace_hex(trace_id)
+                line["span_id"] = f"{span_id:016x}"
             self._writer.append(file, line)
         except Exception:
             self._writer.dropped += 1
             logger.debug("scalable-otel: log event not written", exc_info=True)
-
-
-def _plain(attrs) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 import math
 import os
@@ -29,7 +30,7 @@ import orjson
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from .jsonl import LineAppender, WriteErrors
 
@@ -117,10 +118,16 @@ def _attributes(attributes) -> list:
     # BoundedAttributes keeps a plain dict: iterating it skips the Mapping ABC's slow path
     plain = getattr(attributes, "_dict", None)
     for key, value in (plain if isinstance(plain, dict) else attributes or {}).items():
-        try:
-            out.append({"key": key, "value": _value(value)})
-        except TypeError:  # as the SDK's encoder does: skip what OTLP cannot carry
-            logger.debug("scalable-otel: attribute %r not encoded", key)
+        kind = type(value)  # the usual kinds first, without isinstance's subclass walk
+        if kind is str:
+            out.append({"key": key, "value": {"stringValue": value}})
+        elif kind is int:
+            out.append({"key": key, "value": {"intValue": str(value)}})
+        else:
+            try:
+                out.append({"key": key, "value": _value(value)})
+            except TypeError:  # as the SDK's encoder does: skip what OTLP cannot carry
+                logger.debug("scalable-otel: attribute %r not encoded", key)
     return out
 
 
@@ -130,33 +137,28 @@ def _flags(parent) -> int:
 
 def _span(span: ReadableSpan) -> dict:
     ctx = span.context
+    parent = span.parent
     out = {
-        "traceId": f"{ctx.trace_id:032x}",
+        "traceId": _trace_hex(ctx.trace_id),
         "spanId": f"{ctx.span_id:016x}",
         "name": span.name,
         "kind": _KINDS[span.kind],
         "startTimeUnixNano": str(span.start_time or 0),
         "endTimeUnixNano": str(span.end_time or 0),
-        "flags": _flags(span.parent),
+        "flags": _REMOTE_KNOWN | _REMOTE
+        if parent is not None and parent.is_remote
+        else _REMOTE_KNOWN,
     }
     if ctx.trace_state:
         out["traceState"] = ",".join(f"{k}={v}" for k, v in ctx.trace_state.items())
-    if span.parent is not None:
-        out["parentSpanId"] = f"{span.parent.span_id:016x}"
-    if span.attributes:
-        out["attributes"] = _attributes(span.attributes)
-    if span.events:
-        out["events"] = [
-            _without_zeros(
-                {
-                    "name": e.name,
-                    "timeUnixNano": str(e.timestamp),
-                    "attributes": _attributes(e.attributes),
-                    "droppedAttributesCount": e.dropped_attributes,
-                }
-            )
-            for e in span.events
-        ]
+    if parent is not None:
+        out["parentSpanId"] = f"{parent.span_id:016x}"
+    attributes = span.attributes
+    if attributes:
+        out["attributes"] = _attributes(attributes)
+    events = span.events
+    if events:
+        out["events"] = [_event(e) for e in events]
     if span.links:
         out["links"] = [
             _without_zeros(
@@ -170,8 +172,12 @@ def _span(span: ReadableSpan) -> dict:
             )
             for link in span.links
         ]
-    status = {"code": span.status.status_code.value, "message": span.status.description}
-    out["status"] = _without_zeros(status)
+    status = span.status
+    if status.status_code is StatusCode.UNSET and not status.description:
+        out["status"] = {}
+    else:
+        message = {"code": status.status_code.value, "message": status.description}
+        out["status"] = _without_zeros(message)
     for key, count in (
         ("droppedAttributesCount", span.dropped_attributes),
         ("droppedEventsCount", span.dropped_events),
@@ -180,6 +186,22 @@ def _span(span: ReadableSpan) -> dict:
         if count:
             out[key] = count
     return out
+
+
+def _event(event) -> dict:
+    out = {"name": event.name, "timeUnixNano": str(event.timestamp)}
+    if event.attributes:
+        out["attributes"] = _attributes(event.attributes)
+    if event.dropped_attributes:
+        out["droppedAttributesCount"] = event.dropped_attributes
+    if not out["name"]:
+        del out["name"]
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _trace_hex(trace_id: int) -> str:
+    return f"{trace_id:032x}"  # a run's spans share one trace: formatted once
 
 
 def _without_zeros(message: dict) -> dict:
@@ -197,6 +219,11 @@ def _scope(scope) -> dict:
     return out
 
 
+def encode_span(span: ReadableSpan) -> bytes:
+    """One span as OTLP/JSON (a `Span` message), to go inside a request's `spans`."""
+    return orjson.dumps(_span(span))
+
+
 def encode_otlp_json(spans: Sequence[ReadableSpan]) -> bytes:
     """One OTLP/JSON line (without its newline) holding `spans`, grouped as the SDK's
     `encode_spans` groups them (by resource, then instrumentation scope).
@@ -210,21 +237,39 @@ def encode_otlp_json(spans: Sequence[ReadableSpan]) -> bytes:
     for span in spans:
         resource, scope = span.resource, span.instrumentation_scope
         by_scope = grouped.setdefault(id(resource), (resource, {}))[1]
-        by_scope.setdefault(id(scope), (scope, []))[1].append(_span(span))
-    resource_spans = []
-    for resource, by_scope in grouped.values():
-        scope_spans = []
-        for scope, encoded in by_scope.values():
-            entry = {"scope": _scope(scope), "spans": encoded}
-            if scope is not None and scope.schema_url:
-                entry["schemaUrl"] = scope.schema_url
-            scope_spans.append(entry)
-        entry = {"resource": {"attributes": _attributes(resource.attributes)}}
-        entry["scopeSpans"] = scope_spans
-        if resource.schema_url:
-            entry["schemaUrl"] = resource.schema_url
-        resource_spans.append(entry)
-    return orjson.dumps({"resourceSpans": resource_spans})
+        by_scope.setdefault(id(scope), (scope, []))[1].append(encode_span(span))
+    return _request(
+        _resource_spans(resource, list(by_scope.values()))
+        for resource, by_scope in grouped.values()
+    )
+
+
+def _request(resource_spans) -> bytes:
+    """An `ExportTraceServiceRequest` of encoded `ResourceSpans` messages."""
+    return b'{"resourceSpans":[' + b",".join(resource_spans) + b"]}"
+
+
+def _resource_spans(resource, scopes) -> bytes:
+    """A `ResourceSpans` message of (scope, [encoded span]) pairs."""
+    parts = [
+        b'{"resource":',
+        orjson.dumps({"attributes": _attributes(resource.attributes)}),
+        b',"scopeSpans":[',
+        b",".join(_scope_spans(scope, spans) for scope, spans in scopes),
+        b"]",
+    ]
+    if resource.schema_url:
+        parts += [b',"schemaUrl":', orjson.dumps(resource.schema_url)]
+    parts.append(b"}")
+    return b"".join(parts)
+
+
+def _scope_spans(scope, spans: list[bytes]) -> bytes:
+    parts = [b'{"scope":', orjson.dumps(_scope(scope)), b',"spans":[', b",".join(spans), b"]"]
+    if scope is not None and scope.schema_url:
+        parts += [b',"schemaUrl":', orjson.dumps(scope.schema_url)]
+    parts.append(b"}")
+    return b"".join(parts)
 
 
 def _id_to_base64(value):
@@ -270,9 +315,10 @@ def decode_otlp_json(line: bytes | str) -> ExportTraceServiceRequest:
 class OtlpJsonSpanProcessor(SpanProcessor):
     """Appends every ended span to `path` as OTLP/JSON lines (see the module docstring).
 
-    `on_end` only queues the span; a background thread encodes the queued spans and
-    appends them every `flush_interval` seconds (and on `force_flush` and `shutdown`),
-    one line per at most `max_spans_per_line` spans, all lines of a flush in one
+    `on_end` encodes the span (while it is fresh in memory, and so that no span object
+    waits in a queue) and queues its bytes; a background thread appends the queued spans
+    every `flush_interval` seconds (and on `force_flush` and `shutdown`), one line per at
+    most `max_spans_per_line` spans of one resource and scope, all lines of a flush in one
     `os.write` on an O_APPEND descriptor (file mode 0600). A crash loses at most one
     interval of spans; a write cut short leaves one unreadable line, which the next
     write ends with a newline so it never merges with the line after it.
@@ -301,7 +347,10 @@ class OtlpJsonSpanProcessor(SpanProcessor):
         self.max_spans_per_line = max(1, int(max_spans_per_line))
         self.written = 0
         self.dropped = 0
-        self._buffer: list[ReadableSpan] = []
+        # (id of the resource, id of the scope) -> [resource, scope, [encoded span]]
+        self._pending: dict = {}
+        self._queued = 0
+        self._lost = False  # a span lost since the last flush (force_flush says so)
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._file = LineAppender(self.path)
@@ -323,11 +372,23 @@ class OtlpJsonSpanProcessor(SpanProcessor):
         try:
             if not span.context.trace_flags.sampled:
                 return
+            try:
+                data = encode_span(span)
+            except Exception:
+                self._count_dropped(1)
+                self._warn(f"a span could not be encoded for {self.path}; it is dropped")
+                return
+            resource, scope = span.resource, span.instrumentation_scope
             with self._lock:
-                if not self._stopped and len(self._buffer) < self.max_buffered:
-                    self._buffer.append(span)
+                if not self._stopped and self._queued < self.max_buffered:
+                    group = self._pending.get((id(resource), id(scope)))
+                    if group is None:
+                        group = self._pending[id(resource), id(scope)] = [resource, scope, []]
+                    group[2].append(data)
+                    self._queued += 1
                     return
                 self.dropped += 1
+                self._lost = True
                 stopped = self._stopped
             if not stopped:
                 self._warn(
@@ -368,47 +429,23 @@ class OtlpJsonSpanProcessor(SpanProcessor):
                 logger.debug("scalable-otel: OTLP/JSON flush failed", exc_info=True)
 
     def _flush(self) -> bool:
-        """Encode and append every queued span; False when some were lost."""
+        """Append every queued span; False when some were lost since the last flush."""
         with self._flush_lock:
             with self._lock:
-                spans, self._buffer = self._buffer, []
-            if not spans:
-                return True
-            total = len(spans)
+                pending, self._pending, self._queued = self._pending, {}, 0
+                lost, self._lost = self._lost, False
             lines: list[bytes] = []
-            encoded = 0
+            count = 0
             step = self.max_spans_per_line
-            for start in range(0, total, step):
-                line, count = self._encode(spans[start : start + step])
-                if line is not None:
-                    lines.append(line)
-                    encoded += count
-            del spans
+            for resource, scope, spans in pending.values():
+                for start in range(0, len(spans), step):
+                    chunk = spans[start : start + step]
+                    lines.append(_request([_resource_spans(resource, [(scope, chunk)])]))
+                    count += len(chunk)
+            del pending
             if not lines:
-                return False
-            return self._write(b"\n".join(lines) + b"\n", encoded) and encoded == total
-
-    def _encode(self, spans: list[ReadableSpan]) -> tuple[bytes | None, int]:
-        """One line of `spans` and how many it holds; a span that cannot be encoded is
-        dropped alone."""
-        try:
-            return encode_otlp_json(spans), len(spans)
-        except Exception:
-            good = []
-            for span in spans:
-                try:
-                    encode_otlp_json([span])
-                    good.append(span)
-                except Exception:
-                    self._count_dropped(1)
-                    self._warn(f"a span could not be encoded for {self.path}; it is dropped")
-            if not good:
-                return None, 0
-            try:
-                return encode_otlp_json(good), len(good)
-            except Exception:
-                self._count_dropped(len(good))
-                return None, 0
+                return not lost
+            return self._write(b"\n".join(lines) + b"\n", count) and not lost
 
     def _open(self) -> int | None:
         try:
@@ -420,14 +457,14 @@ class OtlpJsonSpanProcessor(SpanProcessor):
     def _write(self, data: bytes, count: int) -> bool:
         try:
             if self._open() is None:
-                self._count_dropped(count)
+                self._count_unwritten(count)
                 return False
             self._file.write(data)
             with self._lock:
                 self.written += count
             return True
         except OSError as exc:
-            self._count_dropped(count)
+            self._count_unwritten(count)
             self._write_failed("cannot write spans to", exc)
             return False
 
@@ -438,6 +475,13 @@ class OtlpJsonSpanProcessor(SpanProcessor):
             self._warn(f"{what} {self.path} ({exc.strerror or exc})")
 
     def _count_dropped(self, count: int) -> None:
+        """Spans lost before their flush: that flush reports it."""
+        with self._lock:
+            self.dropped += count
+            self._lost = True
+
+    def _count_unwritten(self, count: int) -> None:
+        """Spans a flush failed to write: that flush itself reports it."""
         with self._lock:
             self.dropped += count
 
