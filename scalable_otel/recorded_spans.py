@@ -122,11 +122,19 @@ class SpanSink:
         return None
 
 
+class _RecordedEvent(Event):
+    dropped_attributes = 0
+
+
 class RecordedSpan(trace_api.Span, ReadableSpan):
     """A span the recorder makes, read by span processors as the SDK's own spans are.
 
     Its attributes, events and status live in the fields `ReadableSpan`'s properties read
     (`tests/test_canaries.py` checks that they still do)."""
+
+    # nothing is dropped from a recorded span: said here, where the SDK's properties would
+    # ask whether its attributes are a bounded mapping, once per span and exporter
+    dropped_attributes = dropped_events = dropped_links = 0
 
     def __init__(self, sink: SpanSink, name, context, parent, start_time, attributes: dict):
         ReadableSpan.__init__(
@@ -166,7 +174,7 @@ class RecordedSpan(trace_api.Span, ReadableSpan):
     def add_event(self, name: str, attributes=None, timestamp: int | None = None) -> None:
         if self._end_time is None:
             cleaned = self._sink.clean(attributes) if attributes else {}
-            self._events.append(Event(name, cleaned, timestamp))
+            self._events.append(_RecordedEvent(name, cleaned, timestamp))
 
     def add_link(self, context, attributes=None) -> None:
         pass  # the recorder's spans have no links
