@@ -1,31 +1,49 @@
-"""Overhead of scalable-otel: the same Dask workflow with and without instrumentation.
+"""Overhead of scalable-otel: the same Dask workflow as plain Dask, in a `ScalableSession`,
+and inside `distributed.performance_report` (what a Dask user would use instead).
 
-Two workloads, each run as plain Dask and as a `ScalableSession`, interleaved
-(plain, instrumented, plain, instrumented, ...) for --rounds rounds:
+Each round runs the three arms on the same workload, each on a fresh cluster (2 worker
+processes, 1 thread each), in an order that changes from round to round (the six orders
+of three arms in turn), so that no arm always runs first or last:
 
-* noop:   --noop N tasks that return at once (Dask's own cost is ~1.7 ms a task
-          on a 2-core machine, so this shows the per-task cost of telemetry);
-* sleepy: --sleepy N tasks of time.sleep(0.005).
+* plain:   `Client.map` + `gather`, nothing else;
+* session: the same inside a `ScalableSession` (its scheduler and worker plugins, and its
+           telemetry process);
+* report:  plain Dask inside `distributed.performance_report(filename=...)`, the HTML
+           file written to a temporary directory.
 
-Every measurement gets a fresh cluster (2 worker processes, 1 thread each).
-Only submit + gather is timed; cluster start and session start/close are not
-(the session's close, which flushes telemetry, is printed separately). After
-each instrumented run the run directory's tasks.jsonl must hold N
-task_completed lines, so the telemetry was really recorded.
+Workloads are tasks of one length each: no-op (Dask's own cost, ~1.8 ms of wall time a
+task on a 2-core machine, so this shows the per-task cost of telemetry) and
+`time.sleep` of 1, 5, 10 or 100 ms, with task counts chosen so that each workload takes
+a similar time (8 to 11 s of plain Dask on 2 cores). By default no-op and 5 ms tasks;
+`--lengths` runs no-op, 1 ms, 10 ms and 100 ms tasks in one invocation.
+
+Only submit + gather is timed; cluster start, the session's start and close and the
+report's HTML are not (the session's close, which flushes telemetry, and the report's
+writing are printed separately). After each session run the run directory's tasks.jsonl
+must hold one task_completed line per task, so the telemetry was really recorded.
+
+CPU: the driver's, the workers' and the telemetry process's CPU seconds over the timed
+region, per task. With a LocalCluster the scheduler runs in the driver, so "driver,
+session - plain" is the scheduler plugin plus the session's own driver-side code (the
+thread that sends records to the telemetry process); "workers, session - plain" is the
+worker plugin and the trace context of tasks. Both are printed as the median over rounds
+of the same-round difference.
 
 Driver memory: a background thread samples the driver's RSS every 50 ms during
-the timed region (peak reported for both modes) and, every 250 ms, counts the
+the timed region (peak reported for each arm) and, every 250 ms, counts the
 finished futures; RSS at each 2,000 finished tasks gives the growth per 10,000
-tasks (least-squares slope, taken from the instrumented runs).
+tasks (least-squares slope, taken from the session runs).
 
-    python benchmarks/overhead.py            # defaults: 3 rounds, 10000 / 2000 tasks
-    python benchmarks/overhead.py --quick    # smoke run: 1 round, 1000 / 200 tasks
+    python benchmarks/overhead.py              # 5 rounds, no-op and 5 ms tasks
+    python benchmarks/overhead.py --lengths    # 5 rounds, no-op, 1 ms, 10 ms, 100 ms
+    python benchmarks/overhead.py --quick      # smoke run: 1 round, a fifth of the tasks
+    python benchmarks/overhead.py --only noop --rounds 9
     python benchmarks/overhead.py --profile --only noop --rounds 1  # needs yappi
-    python benchmarks/overhead.py --otlp     # also instrumented + OTLP export, per round
+    python benchmarks/overhead.py --otlp       # also session + OTLP export, per round
 
-With --otlp each round also runs the instrumented session exporting its spans and
-metrics over OTLP/HTTP to a sink on 127.0.0.1 (a separate process that accepts every
-request), and prints the ratio with OTLP against without, in the same round.
+With --otlp each round also runs the session exporting its spans and metrics over
+OTLP/HTTP to a sink on 127.0.0.1 (a separate process that accepts every request), after
+the three arms, and prints the ratio with OTLP against without, in the same round.
 """
 
 from __future__ import annotations
@@ -53,12 +71,47 @@ def noop(i):
     return i
 
 
-def sleepy(i):
+def sleep_1ms(i):
+    time.sleep(0.001)
+    return i
+
+
+def sleep_5ms(i):
     time.sleep(0.005)
     return i
 
 
-WORKLOADS = {"noop": noop, "sleepy": sleepy}
+def sleep_10ms(i):
+    time.sleep(0.01)
+    return i
+
+
+def sleep_100ms(i):
+    time.sleep(0.1)
+    return i
+
+
+# name -> (task, tasks per measurement): about 8-11 s of plain Dask each on 2 cores
+WORKLOADS = {
+    "noop": (noop, 6_000),
+    "1ms": (sleep_1ms, 4_000),
+    "5ms": (sleep_5ms, 2_400),
+    "10ms": (sleep_10ms, 1_500),
+    "100ms": (sleep_100ms, 160),
+}
+DEFAULT_WORKLOADS = ["noop", "5ms"]
+LENGTHS = ["noop", "1ms", "10ms", "100ms"]
+ARMS = ("plain", "session", "report")
+# the six orders of the three arms; the first three are rotations, so any 3 rounds put
+# each arm once in each place
+ORDERS = [
+    ("plain", "session", "report"),
+    ("session", "report", "plain"),
+    ("report", "plain", "session"),
+    ("plain", "report", "session"),
+    ("report", "session", "plain"),
+    ("session", "plain", "report"),
+]
 
 
 # --- driver memory sampler ---------------------------------------------------------------
@@ -250,7 +303,26 @@ def run_plain(fn, n: int) -> dict:
         return timed_map(client, fn, n, CpuMeter(client))
 
 
-def run_instrumented(fn, n: int, runs_dir: Path, profiler=None, otlp: str | None = None) -> dict:
+def run_report(fn, n: int, out_dir: Path) -> dict:
+    """Plain Dask inside `performance_report`: its task-stream plugin on the scheduler
+    records the run; the HTML (written on exit, like the session's close) is not timed."""
+    from distributed import performance_report
+
+    path = out_dir / f"report-{time.monotonic_ns()}.html"
+    with plain_client() as client:
+        report = performance_report(filename=str(path))
+        report.__enter__()
+        gc.collect()
+        measured = timed_map(client, fn, n, CpuMeter(client))
+        t_close = time.perf_counter()
+        report.__exit__(None, None, None)
+        close_s = time.perf_counter() - t_close
+    size = path.stat().st_size
+    path.unlink()
+    return dict(measured, close=close_s, report_bytes=size)
+
+
+def run_session(fn, n: int, runs_dir: Path, profiler=None, otlp: str | None = None) -> dict:
     from scalable_otel import ExportOptions, ScalableSession
 
     session = ScalableSession(
@@ -271,7 +343,7 @@ def run_instrumented(fn, n: int, runs_dir: Path, profiler=None, otlp: str | None
     close_s = time.perf_counter() - t_close
     if s.run_dir is None:
         raise SystemExit(
-            "instrumented run recorded nothing: telemetry is off "
+            "session run recorded nothing: telemetry is off "
             "(OTEL_SDK_DISABLED / SCALABLE_TELEMETRY?)"
         )
     completed = 0
@@ -320,45 +392,88 @@ class OtlpSink:
         self.process.wait()
 
 
+# --- summaries ---------------------------------------------------------------------------
+def med_range(values: list[float], fmt: str = "{:.3f}") -> str:
+    """'median (min..max)' of `values`."""
+    if not values:
+        return "n/a"
+    lo, hi = min(values), max(values)
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(lo)}..{fmt.format(hi)})"
+
+
+def ratios(rounds: list[dict], num: str, den: str) -> list[float]:
+    return [r[num]["time"] / r[den]["time"] for r in rounds]
+
+
+def cpu_delta_us(rounds: list[dict], arm: str, part: str, n: int) -> list[float]:
+    """Per round: CPU microseconds per task of `part` ("driver", "workers"), arm - plain."""
+    return [
+        1e6 * (getattr(r[arm]["cpu"], part) - getattr(r["plain"]["cpu"], part)) / n for r in rounds
+    ]
+
+
+def load_average() -> str:
+    try:
+        return "/".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
 # --- main --------------------------------------------------------------------------------
-def fmt_ratio(r):
-    return f"{r:.3f}" if r is not None else "n/a"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--noop", type=int, default=10_000, help="no-op tasks")
-    parser.add_argument("--sleepy", type=int, default=2_000, help="5 ms tasks")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
-        "--quick", action="store_true", help="smoke run: 1000 no-op and 200 5 ms tasks, 1 round"
+        "--lengths",
+        action="store_true",
+        help="tasks of each length: no-op, 1 ms, 10 ms and 100 ms (default: no-op and 5 ms)",
     )
     parser.add_argument(
         "--only",
-        choices=sorted(WORKLOADS),
+        choices=list(WORKLOADS),
         action="append",
         help="run only this workload (repeatable)",
     )
     parser.add_argument(
-        "--no-warmup", action="store_true", help="skip the untimed warm-up run of each mode"
+        "--tasks",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="tasks per measurement for a workload, e.g. --tasks noop=10000 (repeatable)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 round, a fifth of the tasks"
+    )
+    parser.add_argument(
+        "--no-warmup", action="store_true", help="skip the untimed warm-up run of each arm"
     )
     parser.add_argument(
         "--otlp",
         action="store_true",
-        help="also run instrumented with OTLP export to a local sink, each round",
+        help="also run the session with OTLP export to a local sink, each round",
     )
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="profile the driver's threads (yappi) in the instrumented no-op "
+        help="profile the driver's threads (yappi) in the session's no-op "
         "runs; this slows those runs, so ignore their ratio",
     )
     args = parser.parse_args()
+    workloads = args.only or (LENGTHS if args.lengths else DEFAULT_WORKLOADS)
+    sizes = {name: WORKLOADS[name][1] for name in workloads}
     if args.quick:
-        args.rounds, args.noop, args.sleepy = 1, 1000, 200
-    sizes = {"noop": args.noop, "sleepy": args.sleepy}
-    workloads = args.only or ["noop", "sleepy"]
+        args.rounds = 1
+        sizes = {name: max(10, n // 5) for name, n in sizes.items()}
+    for item in args.tasks:
+        name, _, count = item.partition("=")
+        if name not in WORKLOADS or not count.isdigit():
+            parser.error(f"--tasks {item}: expected NAME=N with NAME one of {list(WORKLOADS)}")
+        sizes[name] = int(count)
 
+    try:  # performance_report draws its HTML with bokeh
+        import bokeh  # noqa: F401
+    except ImportError:
+        raise SystemExit("the performance_report arm needs bokeh: pip install bokeh") from None
     import dask
     import distributed
     import opentelemetry.version
@@ -368,129 +483,166 @@ def main() -> int:
     print(
         f"python {sys.version.split()[0]}, dask {dask.__version__}, distributed "
         f"{distributed.__version__}, opentelemetry-sdk {opentelemetry.version.__version__}, "
-        f"scalable_otel {scalable_otel.__version__}, cpus {os.cpu_count()}"
+        f"scalable_otel {scalable_otel.__version__}, cpus {os.cpu_count()}, load average "
+        f"{load_average()}"
     )
     print(
-        f"rounds {args.rounds}, sizes {sizes}; fresh LocalCluster(2 procs x 1 thread) per "
-        "measurement; only submit+gather timed; order plain, instrumented per round"
+        f"rounds {args.rounds}, tasks {sizes}; fresh LocalCluster(2 procs x 1 thread) per "
+        "measurement; only submit+gather timed; arms plain, session, report in an order "
+        "that changes each round"
     )
     runs_root = Path(tempfile.mkdtemp(prefix="scalable-bench-"))
-    print(f"run directories under {runs_root}")
+    print(f"run directories and reports under {runs_root}")
 
-    if not args.no_warmup:  # imports, first-time costs of both modes
+    if not args.no_warmup:  # imports, first-time costs of every arm
         run_plain(noop, 200)
-        w = run_instrumented(noop, 200, runs_root)
+        run_report(noop, 200, runs_root)
+        w = run_session(noop, 200, runs_root)
         assert w["recorded"] == 200, w["recorded"]
 
     profiler = ThreadProfiler() if args.profile else None
     sink = OtlpSink().__enter__() if args.otlp else None
-    results = {name: {"plain": [], "instr": [], "otlp": []} for name in workloads}
-    for name in workloads:
-        fn, n = WORKLOADS[name], sizes[name]
-        for r in range(args.rounds):
-            p = run_plain(fn, n)
-            results[name]["plain"].append(p)
-            i = run_instrumented(
-                fn, n, runs_root, profiler if (name == "noop" and profiler) else None
-            )
-            results[name]["instr"].append(i)
-            ok = "ok" if i["recorded"] == n else f"MISSING {n - i['recorded']}"
+    results: dict[str, list[dict]] = {name: [] for name in workloads}
+    loads = [os.getloadavg()[0]]
+    all_ok = True
+    for r in range(args.rounds):
+        order = ORDERS[r % len(ORDERS)]
+        for name in workloads:
+            fn, n = WORKLOADS[name][0], sizes[name]
+            got: dict = {}
+            for arm in order:
+                if arm == "plain":
+                    got[arm] = run_plain(fn, n)
+                elif arm == "report":
+                    got[arm] = run_report(fn, n, runs_root)
+                else:
+                    prof = profiler if name == "noop" else None
+                    got[arm] = run_session(fn, n, runs_root, prof)
+            loads.append(os.getloadavg()[0])
+            p, s, rp = got["plain"], got["session"], got["report"]
+            ok = s["recorded"] == n
+            all_ok &= ok
             print(
-                f"  {name:6s} round {r + 1}: plain {p['time']:7.3f} s  instrumented "
-                f"{i['time']:7.3f} s  ratio {i['time'] / p['time']:.3f}  close "
-                f"{i['close']:.2f} s  peak MB {p['peak'] / MB:.0f}/{i['peak'] / MB:.0f}  "
-                f"task_completed {i['recorded']}/{n} {ok} ({i['status']})",
+                f"  {name:5s} round {r + 1} ({'>'.join(a[0] for a in order)}): plain "
+                f"{p['time']:6.2f} s  session {s['time']:6.2f} s ({s['time'] / p['time']:.3f})  "
+                f"report {rp['time']:6.2f} s ({rp['time'] / p['time']:.3f})  close session "
+                f"{s['close']:.2f} s, report {rp['close']:.2f} s  task_completed "
+                f"{s['recorded']}/{n} {'ok' if ok else 'MISSING'}  load {loads[-1]:.1f}",
                 flush=True,
             )
-            pc, ic = p["cpu"], i["cpu"]
+            c = {arm: got[arm]["cpu"] for arm in ARMS}
             print(
-                f"         CPU ms/task plain: driver {1e3 * pc.driver / n:.3f} workers "
-                f"{1e3 * pc.workers / n:.3f} | instrumented: driver {1e3 * ic.driver / n:.3f} "
-                f"workers {1e3 * ic.workers / n:.3f} telemetry process "
-                f"{1e3 * ic.telemetry_s / n:.3f}",
+                "        CPU us/task driver/workers: "
+                + "  ".join(
+                    f"{arm} {1e6 * c[arm].driver / n:.0f}/{1e6 * c[arm].workers / n:.0f}"
+                    for arm in ARMS
+                )
+                + f"  telemetry process {1e6 * c['session'].telemetry_s / n:.0f}",
                 flush=True,
             )
             if sink is not None:
-                o = run_instrumented(fn, n, runs_root, otlp=sink.url)
-                results[name]["otlp"].append(o)
+                o = run_session(fn, n, runs_root, otlp=sink.url)
+                got["otlp"] = o
                 print(
-                    f"         with OTLP {o['time']:7.3f} s  ratio to instrumented "
-                    f"{o['time'] / i['time']:.3f}, to plain {o['time'] / p['time']:.3f}  "
-                    f"telemetry process CPU ms/task {1e3 * o['cpu'].telemetry_s / n:.3f}  "
+                    f"        with OTLP {o['time']:6.2f} s  ratio to session "
+                    f"{o['time'] / s['time']:.3f}, to plain {o['time'] / p['time']:.3f}  "
+                    f"telemetry process CPU us/task {1e6 * o['cpu'].telemetry_s / n:.0f}  "
                     f"close {o['close']:.2f} s",
                     flush=True,
                 )
+            results[name].append(got)
 
-    print("\nRSS of the driver at each milestone of finished tasks (instrumented, MB):")
+    print("\nRSS of the driver at each milestone of finished tasks (session, MB):")
     growth = {}
     for name in workloads:
         n = sizes[name]
         step = max(1, min(2000, n // 5))
-        slopes_i, slopes_p = [], []
-        for r, i in enumerate(results[name]["instr"]):
-            ms = i["sampler"].milestones(step)
-            s = slope_per_10k(ms)
-            if s is not None:
-                slopes_i.append(s)
-            print(
-                f"  {name:6s} round {r + 1}: "
-                + "  ".join(f"{k}:{v / MB:.1f}" for k, v in ms)
-                + (f"  -> {s:+.2f} MB/10k" if s is not None else "")
-            )
-        for p in results[name]["plain"]:
-            s = slope_per_10k(p["sampler"].milestones(step))
-            if s is not None:
-                slopes_p.append(s)
-        growth[name] = (
-            statistics.median(slopes_i) if slopes_i else None,
-            statistics.median(slopes_p) if slopes_p else None,
+        slopes: dict[str, list[float]] = {arm: [] for arm in ARMS}
+        for r, got in enumerate(results[name]):
+            ms = got["session"]["sampler"].milestones(step)
+            print(f"  {name:5s} round {r + 1}: " + "  ".join(f"{k}:{v / MB:.1f}" for k, v in ms))
+            for arm in ARMS:
+                s = slope_per_10k(got[arm]["sampler"].milestones(step))
+                if s is not None:
+                    slopes[arm].append(s)
+        growth[name] = {arm: (statistics.median(v) if v else None) for arm, v in slopes.items()}
+
+    print(
+        f"\nWall time, median (min..max) over {args.rounds} rounds of the same-round ratio; "
+        f"load average over the run {min(loads):.1f}..{max(loads):.1f}"
+    )
+    print(
+        "workload      N  plain_s  session/plain          report/plain           "
+        "session/report         close_s session  report"
+    )
+    for name in workloads:
+        rounds = results[name]
+        print(
+            f"{name:6s} {sizes[name]:7d}  "
+            f"{statistics.median(g['plain']['time'] for g in rounds):7.2f}  "
+            f"{med_range(ratios(rounds, 'session', 'plain')):21s}  "
+            f"{med_range(ratios(rounds, 'report', 'plain')):21s}  "
+            f"{med_range(ratios(rounds, 'session', 'report')):21s}  "
+            f"{statistics.median(g['session']['close'] for g in rounds):7.2f}  "
+            f"{statistics.median(g['report']['close'] for g in rounds):7.2f}"
         )
 
     print(
-        "\nworkload       N  plain_s  instrumented_s  ratio(median)  ratio(min..max)  "
-        "close_s  driver_peak_MB plain/instr  peak_rise_MB plain/instr  "
-        "growth_MB_per_10k instr (plain)"
+        "\nCPU microseconds per task added to plain Dask, median (min..max) of the same-round "
+        "difference\n(driver = scheduler + client; for the session also its scheduler plugin "
+        "and record forwarding. workers = both worker processes; for the session its worker "
+        "plugin and task context)"
     )
-    all_ok = True
+    print(
+        "workload  session driver         session workers        report driver          "
+        "report workers         telemetry process"
+    )
     for name in workloads:
-        n = sizes[name]
-        ps = [x["time"] for x in results[name]["plain"]]
-        its = [x["time"] for x in results[name]["instr"]]
-        ratios = [b / a for a, b in zip(ps, its)]
-        closes = [x["close"] for x in results[name]["instr"]]
-        peak_p = max(x["peak"] for x in results[name]["plain"]) / MB
-        peak_i = max(x["peak"] for x in results[name]["instr"]) / MB
-        rise_p = statistics.median(x["rise"] for x in results[name]["plain"]) / MB
-        rise_i = statistics.median(x["rise"] for x in results[name]["instr"]) / MB
-        recorded = all(x["recorded"] == n for x in results[name]["instr"])
-        all_ok &= recorded
-        gi, gp = growth[name]
-        gtxt = (f"{gi:+.2f}" if gi is not None else "n/a") + (
-            f" ({gp:+.2f})" if gp is not None else " (n/a)"
-        )
+        rounds, n = results[name], sizes[name]
+        tele = [1e6 * g["session"]["cpu"].telemetry_s / n for g in rounds]
         print(
-            f"{name:8s} {n:6d}  {statistics.median(ps):7.3f}  {statistics.median(its):14.3f}  "
-            f"{statistics.median(ratios):13.3f}  {min(ratios):6.3f}..{max(ratios):<6.3f}  "
-            f"{statistics.median(closes):7.2f}  {peak_p:14.0f}/{peak_i:<5.0f}        "
-            f"{rise_p:10.1f}/{rise_i:<5.1f}          {gtxt}"
+            f"{name:6s}    "
+            + "  ".join(
+                f"{med_range(cpu_delta_us(rounds, arm, part, n), '{:+.0f}'):21s}"
+                for arm in ("session", "report")
+                for part in ("driver", "workers")
+            )
+            + f"  {med_range(tele, '{:.0f}')}"
+        )
+    if "noop" in workloads:
+        rounds, n = results["noop"], sizes["noop"]
+        d = statistics.median(cpu_delta_us(rounds, "session", "driver", n))
+        w = statistics.median(cpu_delta_us(rounds, "session", "workers", n))
+        print(
+            f"no-op tasks, session - plain: driver {d:+.1f} us/task (scheduler plugin and "
+            f"forwarding), workers {w:+.1f} us/task (worker plugin); target: each <= 20"
+        )
+
+    print(
+        "\nDriver memory, MB: peak of any round, median rise over the timed region, growth "
+        "per 10,000 finished tasks (median least-squares slope)"
+    )
+    for name in workloads:
+        rounds = results[name]
+        print(
+            f"  {name:5s} "
+            + "  ".join(
+                f"{arm} peak {max(g[arm]['peak'] for g in rounds) / MB:.0f} rise "
+                f"{statistics.median(g[arm]['rise'] for g in rounds) / MB:.1f} growth "
+                + (f"{growth[name][arm]:+.2f}" if growth[name][arm] is not None else "n/a")
+                for arm in ARMS
+            )
         )
     print(
         f"telemetry recorded: {'all task_completed lines present' if all_ok else 'MISSING LINES'}"
-        " (targets: ratio <= 1.05 noop, <= 1.02 sleepy)"
-    )
-    print(
-        "peak = max driver RSS in any round; peak_rise = median over rounds of (peak - RSS at "
-        "the start of the timed region);\ngrowth = median least-squares slope of RSS at each "
-        "milestone of finished tasks, x 10,000 (plain runs in parentheses)"
     )
     if sink is not None:
         sink.__exit__(None, None, None)
         for name in workloads:
-            pairs = zip(results[name]["instr"], results[name]["otlp"])
-            ratios = [o["time"] / i["time"] for i, o in pairs]
+            rounds = results[name]
             print(
-                f"OTLP export, {name}: instrumented+OTLP / instrumented, same round: median "
-                f"{statistics.median(ratios):.3f} ({min(ratios):.3f}..{max(ratios):.3f})"
+                f"OTLP export, {name}: session+OTLP / session, same round: "
+                f"{med_range(ratios(rounds, 'otlp', 'session'))}"
             )
     if profiler is not None:
         profiler.report()

@@ -81,14 +81,6 @@ def task_runs(worker, key) -> tuple:
         return ()
 
 
-def _dask_run_id(dask_worker, key) -> int | None:
-    """Dask's id of the execution of `key` this worker is running (None if unknown)."""
-    try:
-        return dask_worker.get_worker().state.tasks[key].run_id
-    except Exception:  # not in a worker's task, or a Dask without run ids
-        return None
-
-
 def attach_run(run_id: str, trace_id: int, sink: Callable[[dict], None]) -> None:
     """Give the tasks of `run_id` run in this process its context; ended spans in its
     trace go to `sink`."""
@@ -105,20 +97,20 @@ def detach_run(run_id: str) -> None:
         _active.pop(run_id, None)
 
 
-def _run_of_task(key) -> tuple | None:
-    """(run_id, trace_id) of the run a task of this worker runs for, or None."""
+def _run_of_task(dask_worker, key) -> tuple | None:
+    """(run_id, trace_id, Dask's id of this execution or None) of the run a task of this
+    worker runs for, or None. One look-up of the task's state: this runs for every task."""
     if not _active:
         return None
     try:
-        from distributed.worker import get_worker
-
-        runs = task_runs(get_worker(), key)
-    except Exception:
+        ts = dask_worker.get_worker().state.tasks[key]
+        runs = (ts.annotations or {}).get(sc.RUNS_ANNOTATION) or ()
+    except Exception:  # not in a worker's task, or a Dask with another layout
         return None
     for run_id in runs:
         attached = _active.get(run_id)
         if attached is not None:
-            return run_id, attached[0]
+            return run_id, attached[0], getattr(ts, "run_id", None)
     return None
 
 
@@ -156,17 +148,17 @@ def _enter_task(dask_worker) -> tuple[bool, object]:
     """(whether a run's task is starting, the context token to detach); never raises."""
     try:
         key = getattr(getattr(dask_worker, "thread_state", None), "key", None)
-        run = _run_of_task(key) if key is not None else None
+        run = _run_of_task(dask_worker, key) if key is not None else None
         if run is None:
             return False, None
     except Exception as exc:
         compat.fell_back(compat.RUN_TASK, exc)
         return False, None
     try:
-        dask_run_id = _dask_run_id(dask_worker, key)
+        run_id, trace_id, dask_run_id = run
         if dask_run_id is None:  # Dask names no execution: the task runs without context
             raise LookupError("the worker's TaskState has no run_id")
-        span = NonRecordingSpan(execution_span_context(run[0], run[1], key, dask_run_id))
+        span = NonRecordingSpan(execution_span_context(run_id, trace_id, key, dask_run_id))
         return True, context.attach(trace.set_span_in_context(span))
     except Exception as exc:
         compat.fell_back(compat.RUN_TASK, exc)

@@ -175,8 +175,15 @@ class WorkerTelemetryPlugin(WorkerPlugin):
     def name(self) -> str:
         return sc.per_run(sc.WORKER_PLUGIN_NAME, self.run_id)
 
-    def _is_ours(self, key) -> bool:
-        return self.run_id is None or self.run_id in task_context.task_runs(self.worker, key)
+    def _owns(self, ts) -> bool:
+        """Whether the worker's TaskState `ts` is a task of this plugin's run (its
+        annotations name the run, as `task_context.task_runs` reads them)."""
+        if self.run_id is None:
+            return True
+        try:
+            return self.run_id in ((ts.annotations or {}).get(sc.RUNS_ANNOTATION) or ())
+        except Exception:  # no such task here, or a Dask with another layout
+            return False
 
     def setup(self, worker) -> None:
         from tornado.ioloop import PeriodicCallback
@@ -238,15 +245,14 @@ class WorkerTelemetryPlugin(WorkerPlugin):
             # on the scheduler's clock, as Dask's own startstops are
             start = time.time() + self.worker.scheduler_delay
             ts = self.worker.state.tasks.get(key)
-            run_id = getattr(ts, "run_id", None)
             self._executing[key] = [
                 start,
                 _cpu_seconds(),
                 rss,
                 False,
                 shared,
-                self._is_ours(key),
-                run_id,
+                self._owns(ts),
+                getattr(ts, "run_id", None),
             ]
         elif start == "executing":
             state = self._executing.pop(key, None)
