@@ -177,3 +177,45 @@ def test_an_attempt_counts_from_its_dispatch_and_each_has_its_own_span(recording
     (task,) = spans_named(exporter, "sim")
     lost = [e for e in task.events if e.name == sc.EVENT_ATTEMPT_LOST]
     assert [e.attributes["reason"] for e in lost] == ["worker lost", "rescheduled"]
+
+
+def test_a_sampler_that_drops_every_span_leaves_the_run_directory_whole(tmp_path, monkeypatch):
+    """Sampling decides what tracing backends get, never what the run directory holds."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    exporter = InMemorySpanExporter()
+    config = RunConfig(
+        run_dir=str(tmp_path),
+        run_id="run-20260520T035200Z-unit-a1b2c3d4",
+        project="unit",
+        target="local",
+        provider="local",
+        started=100.0,
+        flush_interval=0.05,
+        exports={"otlp_json_file": True},
+    )
+    rec = RunRecording(config, span_processors=[SimpleSpanProcessor(exporter)])
+    rec.handle(
+        [
+            ("worker_added", 100.0, W0, "0", 1, 2**30, "h", 1, None),
+            ("submit", 101.0, "sim-1", "sim", ()),
+            ("processing", 101.0, "sim-1", W0, 1),
+            ("done", 101.4, "sim-1", W0, 101.3, 101.35, 24, "float", 1),
+            ("worker_batch", 101.5, W0, usage("sim-1", 101.3, 101.35, 0.01, 1e6, "0", 1)),
+        ]
+    )
+    summary = rec.finish(102.0, None)
+    assert summary["tasks_completed"] == 1
+    assert [e["event"] for e in events(tmp_path)] == [
+        "task_submitted",
+        "task_started",
+        "task_completed",
+    ]
+    assert [e["event"] for e in events(tmp_path, "resources.jsonl")] == ["task_resources"]
+    assert [e["event"] for e in events(tmp_path, "workers.jsonl")] == [
+        "worker_added",
+        "worker_removed",
+    ]
+    assert exporter.get_finished_spans() == ()  # the exporter checks the flag, as the SDK's do
+    assert (tmp_path / "traces.otlp.jsonl").read_bytes() == b""
