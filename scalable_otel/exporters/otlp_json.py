@@ -123,6 +123,8 @@ def _attributes(attributes) -> list:
             out.append({"key": key, "value": {"stringValue": value}})
         elif kind is int:
             out.append({"key": key, "value": {"intValue": str(value)}})
+        elif kind is float and math.isfinite(value):
+            out.append({"key": key, "value": {"doubleValue": value}})
         else:
             try:
                 out.append({"key": key, "value": _value(value)})
