@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from . import cache
 from . import semconv as sc
 from .args import Redaction
-from .exporters.columnar import write_columnar_copy
+from .exporters.columnar import write_columnar_copy_soon
 from .exporters.settings import ExportOptions, ExportSettings, SettingsError, export_settings
 from .instrumentation.scheduler_plugin import sync_scheduler_plugin
 from .manifest import SLURM_JOB_ENV, Manifest, choose_target
@@ -289,6 +289,8 @@ class ScalableSession:
         # seconds spent in each part of the last close (last_records, dask, telemetry,
         # plan, run_json, columnar): what a benchmark prints
         self.close_split: dict[str, float] = {}
+        # the process writing the run's columnar copy after the close (a large run), if any
+        self._columnar_copy = None
 
     @classmethod
     def from_yaml(
@@ -645,10 +647,7 @@ class ScalableSession:
             )
             return
         with _timed(split, "columnar"):
-            try:
-                write_columnar_copy(self.run_dir)
-            except Exception:
-                logger.debug("scalable-otel: no columnar copy of the run", exc_info=True)
+            self._columnar_copy = write_columnar_copy_soon(self.run_dir)
 
     # --- run directory content ----------------------------------------------------------
     def _manifest(self) -> Manifest:
