@@ -541,11 +541,19 @@ class ScalableSession:
 
         split = self.close_split = {}
         recording = self._recording
+        token = None  # the sync mark the recorder is still to reach
         if recording is not None:
             with _timed(split, "last_records"):
                 try:
                     if self._plugins_attached:
-                        self._last_records(recording, left)
+                        token = self._mark_last_records(left)
+                    # A scheduler of another process forwards its records through the
+                    # client: they must arrive before the client closes. One in this process
+                    # put them in the recorder's queue already, so the telemetry process
+                    # works through them while Dask closes, and the mark is awaited after.
+                    if token is not None and self.cluster is None:
+                        self._await_last_records(recording, token, left)
+                        token = None
                 except Exception:
                     logger.debug("scalable-otel: final worker flush failed", exc_info=True)
                 recording.mark_closing()
@@ -564,21 +572,34 @@ class ScalableSession:
                     self.cluster.close()
         finally:
             if recording is not None:
+                if token is not None:
+                    with _timed(split, "last_records"):
+                        self._await_last_records(recording, token, left)
                 self._finish_telemetry(status, timeout=left())
 
-    def _last_records(self, recording, left) -> None:
-        """Have the workers send what they hold and wait until the scheduler's records up
-        to now reached the recorder; half the time left at most, the rest is the close's."""
+    def _mark_last_records(self, left) -> str | None:
+        """Have the workers send what they hold, then put a sync mark after the scheduler's
+        records up to now; half the time left at most for each. The mark's token, or None."""
         worker_plugin = sc.per_run(sc.WORKER_PLUGIN_NAME, self.run_id)
         if not _within(left() / 2, self.client.run, _worker_flush, name=worker_plugin):
-            return
+            return None
         time.sleep(0.05)  # let the workers' batches reach the scheduler
         token = uuid.uuid4().hex
         scheduler = self.client.run_on_scheduler
         plugin = sc.per_run(sc.SCHEDULER_PLUGIN_NAME, self.run_id)
         if not _within(left() / 2, scheduler, sync_scheduler_plugin, token=token, name=plugin):
+            return None
+        return token
+
+    def _await_last_records(self, recording, token: str, left) -> None:
+        """Wait until the recorder reached the mark `token`: half the time left at most,
+        the rest is the close's."""
+        try:
+            arrived = recording.sync(token, timeout=left() / 2)
+        except Exception:
+            logger.debug("scalable-otel: final sync failed", exc_info=True)
             return
-        if not recording.sync(token, timeout=left() / 2):
+        if not arrived:
             logger.warning(
                 "scalable-otel: the last records from the scheduler did "
                 "not arrive in time; the run directory may miss them"
