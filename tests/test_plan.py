@@ -16,7 +16,10 @@ MANIFEST = Manifest.from_dict(
         "version": 1,
         "project": {"name": "p"},
         "targets": {"local": {"provider": "local"}},
-        "components": {"sim": {"cpus": 4, "memory": "16G"}, "gpu": {"cpus": 1, "memory": "2G", "gpus": 2}},
+        "components": {
+            "sim": {"cpus": 4, "memory": "16G"},
+            "gpu": {"cpus": 1, "memory": "2G", "gpus": 2},
+        },
         "tasks": {"run_simulation": {"component": "sim"}},
     }
 )
