@@ -130,9 +130,16 @@ class PlanGraph:
                 raise
 
     def _restart(self) -> None:
-        if self._spool is not None:
-            self._spool.close()
-        self._spool, self._offset, self.entries, self._broken = None, 0, 0, False
+        self._drop_spool()
+        self._offset, self.entries, self._broken = 0, 0, False
+
+    def _drop_spool(self) -> None:
+        spool, self._spool = self._spool, None
+        if spool is not None:
+            try:
+                spool.close()
+            except OSError:  # its buffer not flushed (a full disk): dropped anyway
+                pass
 
     def _catch_up(self, final: bool) -> int:
         if self._spool is None:
@@ -180,6 +187,4 @@ class PlanGraph:
         """Stop following and drop the spool."""
         self.stop()
         with self._lock:
-            if self._spool is not None:
-                self._spool.close()
-                self._spool = None
+            self._drop_spool()

@@ -152,3 +152,26 @@ def test_the_session_close_reads_only_what_the_run_wrote_since_the_graph_caught_
     plan = orjson.loads((s.run_dir / "plan.json").read_bytes())
     assert len(plan["graph"]) == 20
     assert {e["task"] for e in plan["graph"]} == {"sleep_then"}
+
+
+def test_a_full_disk_under_the_spool_fails_the_write_but_never_the_close(tmp_path):
+    import errno
+
+    import pytest
+
+    (tmp_path / "tasks.jsonl").write_bytes(submitted("a-1"))
+    graph = PlanGraph(tmp_path, MANIFEST, HEADER)
+    graph.catch_up()
+
+    class FullDisk:
+        def __getattr__(self, name):
+            def fail(*args):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            return fail
+
+    graph._spool = FullDisk()  # a buffered spool whose last flush meets a full disk
+    with pytest.raises(OSError):
+        graph.write()  # plan.json keeps its first version; the session says so in its log
+    graph.close()
+    assert not (tmp_path / "plan.json").exists()
