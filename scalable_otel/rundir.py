@@ -466,6 +466,34 @@ def _holding(data: bytes, needle: bytes, end: int) -> Iterator[dict | None]:
         at = data.find(needle, stop, end)
 
 
+def blocks_holding(
+    path: Path, needle: bytes, offset: int = 0, final: bool = True, *, block: int = 4 << 20
+) -> Iterator[tuple[int, list[dict | None]]]:
+    """The lines holding `needle` of a JSONL file from byte `offset` on (a line start),
+    parsed as `iter_lines` does, a block at a time: `(offset after the block's lines,
+    [line, ...])`. A last line with no newline is left for a later call (it may still be
+    being written) unless `final`; a file that is not there has no lines."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with f:
+        f.seek(offset)
+        tail = b""
+        while True:
+            chunk = f.read(block)
+            if not chunk:
+                break
+            data = tail + chunk
+            whole = data.rfind(b"\n") + 1
+            if whole:
+                offset += whole
+                yield offset, list(_holding(data, needle, whole))
+            tail = data[whole:]
+        if final and tail:
+            yield offset + len(tail), list(_holding(tail, needle, len(tail)))
+
+
 def read_lines(path: Path) -> tuple[list[dict], int]:
     """Parsed lines and the number of blank-free lines that did not parse (torn or corrupt)."""
     records, bad = [], 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import logging
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 from . import cache
 from . import semconv as sc
 from .args import Redaction
-from .exporters.columnar import write_columnar_copy
+from .exporters.columnar import write_columnar_copy_soon
 from .exporters.settings import ExportOptions, ExportSettings, SettingsError, export_settings
 from .instrumentation.scheduler_plugin import sync_scheduler_plugin
 from .manifest import SLURM_JOB_ENV, Manifest, choose_target
@@ -29,12 +30,11 @@ from .options import (
     check_option,
     moved_keyword_error,
 )
+from .plan import PlanGraph, plan_header
 from .recording import ChildProcessRecording, Heartbeat, InThreadRecording, RunConfig
 from .rundir import (
     PLAN_JSON,
-    TASKS,
     RunDirectory,
-    iter_lines,
     new_run_id,
     run_json,
     runs_dir,
@@ -126,6 +126,16 @@ def _within(seconds: float, fn, *args, **kwargs) -> bool:
     if outcome[0] is not None:
         raise outcome[0]
     return True
+
+
+@contextlib.contextmanager
+def _timed(split: dict, part: str):
+    """Add the seconds the block takes to `split[part]` (the close's parts, for benchmarks)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        split[part] = split.get(part, 0.0) + time.perf_counter() - t0
 
 
 def _worker_flush(dask_worker, name: str = sc.WORKER_PLUGIN_NAME) -> None:
@@ -273,8 +283,14 @@ class ScalableSession:
         self._heartbeat: Heartbeat | None = None
         self._plugins_attached = False  # the session's plugins are on the cluster
         self._rundir: RunDirectory | None = None
+        self._plan_graph: PlanGraph | None = None  # plan.json's graph, kept up during the run
         self._attached = False  # set by attach(): the client is the caller's, never closed here
         self._cache_sink = None  # where this run takes the driver's cache lookups
+        # seconds spent in each part of the last close (last_records, dask, telemetry,
+        # plan, run_json, columnar): what a benchmark prints
+        self.close_split: dict[str, float] = {}
+        # the process writing the run's columnar copy after the close (a large run), if any
+        self._columnar_copy = None
 
     @classmethod
     def from_yaml(
@@ -438,7 +454,8 @@ class ScalableSession:
             manifest_path = self.run_dir / "manifest.yaml"
             manifest_path.touch(mode=0o600)
             manifest_path.write_text(self._manifest().to_yaml())
-            write_json_atomic(self.run_dir / PLAN_JSON, self._plan(graph=None))
+            header = self._plan_header()
+            write_json_atomic(self.run_dir / PLAN_JSON, header)
             config = RunConfig(
                 run_dir=str(self.run_dir),
                 run_id=self.run_id,
@@ -466,6 +483,8 @@ class ScalableSession:
             self._heartbeat = Heartbeat(
                 lambda now: self._write_run_json(sc.RUN_RUNNING, heartbeat=now)
             )
+            self._plan_graph = PlanGraph(self.run_dir, self._manifest(), header)
+            self._plan_graph.follow()
         except Exception as exc:
             logger.warning(
                 "scalable-otel: telemetry is off for this run (%s); the workflow goes on", exc
@@ -520,43 +539,67 @@ class ScalableSession:
         def left() -> float:
             return max(0.0, deadline - time.monotonic())
 
+        split = self.close_split = {}
         recording = self._recording
+        token = None  # the sync mark the recorder is still to reach
         if recording is not None:
-            try:
-                if self._plugins_attached:
-                    self._last_records(recording, left)
-            except Exception:
-                logger.debug("scalable-otel: final worker flush failed", exc_info=True)
-            recording.mark_closing()
-            cache.clear_driver_sink(self._cache_sink)
-        try:
-            if self.cluster is None and recording is not None:
+            with _timed(split, "last_records"):
                 try:
-                    if not _within(left(), self._detach_from_cluster):
-                        logger.debug("scalable-otel: plugins not unregistered in time")
+                    if self._plugins_attached:
+                        token = self._mark_last_records(left)
+                    # A scheduler of another process forwards its records through the
+                    # client: they must arrive before the client closes. One in this process
+                    # put them in the recorder's queue already, so the telemetry process
+                    # works through them while Dask closes, and the mark is awaited after.
+                    if token is not None and self.cluster is None:
+                        self._await_last_records(recording, token, left)
+                        token = None
                 except Exception:
-                    logger.debug("scalable-otel: plugins not unregistered", exc_info=True)
-            if self.client is not None and not self._attached:
-                self.client.close()
-            if self.cluster is not None:
-                self.cluster.close()
+                    logger.debug("scalable-otel: final worker flush failed", exc_info=True)
+                recording.mark_closing()
+                cache.clear_driver_sink(self._cache_sink)
+        try:
+            with _timed(split, "dask"):
+                if self.cluster is None and recording is not None:
+                    try:
+                        if not _within(left(), self._detach_from_cluster):
+                            logger.debug("scalable-otel: plugins not unregistered in time")
+                    except Exception:
+                        logger.debug("scalable-otel: plugins not unregistered", exc_info=True)
+                if self.client is not None and not self._attached:
+                    self.client.close()
+                if self.cluster is not None:
+                    self.cluster.close()
         finally:
             if recording is not None:
+                if token is not None:
+                    with _timed(split, "last_records"):
+                        self._await_last_records(recording, token, left)
                 self._finish_telemetry(status, timeout=left())
 
-    def _last_records(self, recording, left) -> None:
-        """Have the workers send what they hold and wait until the scheduler's records up
-        to now reached the recorder; half the time left at most, the rest is the close's."""
+    def _mark_last_records(self, left) -> str | None:
+        """Have the workers send what they hold, then put a sync mark after the scheduler's
+        records up to now; half the time left at most for each. The mark's token, or None."""
         worker_plugin = sc.per_run(sc.WORKER_PLUGIN_NAME, self.run_id)
         if not _within(left() / 2, self.client.run, _worker_flush, name=worker_plugin):
-            return
+            return None
         time.sleep(0.05)  # let the workers' batches reach the scheduler
         token = uuid.uuid4().hex
         scheduler = self.client.run_on_scheduler
         plugin = sc.per_run(sc.SCHEDULER_PLUGIN_NAME, self.run_id)
         if not _within(left() / 2, scheduler, sync_scheduler_plugin, token=token, name=plugin):
+            return None
+        return token
+
+    def _await_last_records(self, recording, token: str, left) -> None:
+        """Wait until the recorder reached the mark `token`: half the time left at most,
+        the rest is the close's."""
+        try:
+            arrived = recording.sync(token, timeout=left() / 2)
+        except Exception:
+            logger.debug("scalable-otel: final sync failed", exc_info=True)
             return
-        if not recording.sync(token, timeout=left() / 2):
+        if not arrived:
             logger.warning(
                 "scalable-otel: the last records from the scheduler did "
                 "not arrive in time; the run directory may miss them"
@@ -574,6 +617,8 @@ class ScalableSession:
         try:
             self._end_telemetry(status, timeout)
         except Exception as exc:
+            if self._plan_graph is not None:
+                self._plan_graph.close()
             self._recording = None
             logger.warning(
                 "scalable-otel: the run's telemetry did not finish (%s); the workflow goes on",
@@ -589,7 +634,9 @@ class ScalableSession:
         recording = self._recording
         if timeout is None:
             timeout = self.recording_options.close_timeout
-        summary = recording.close(ended, status, timeout=timeout)
+        split = self.close_split
+        with _timed(split, "telemetry"):
+            summary = recording.close(ended, status, timeout=timeout)
         self._recording = None
         if summary is None:
             logger.warning(
@@ -600,12 +647,16 @@ class ScalableSession:
             summary = {"status": status or sc.RUN_COMPLETED, "telemetry_lost": True}
         summary.update(recording.driver_counts())
         self.status = summary["status"]
+        with _timed(split, "plan"):
+            try:
+                self._plan_graph.write()
+            except Exception:
+                logger.debug("scalable-otel: plan.json not rewritten", exc_info=True)
+            finally:
+                self._plan_graph.close()
         try:
-            write_json_atomic(self.run_dir / PLAN_JSON, self._plan(graph=self._graph()))
-        except Exception:
-            logger.debug("scalable-otel: plan.json not rewritten", exc_info=True)
-        try:
-            self._write_run_json(self.status, ended, summary)
+            with _timed(split, "run_json"):
+                self._write_run_json(self.status, ended, summary)
         except OSError as exc:  # a full or read-only disk must not fail a finished workflow
             # one warning a run: the telemetry process gave it if its own writes failed
             warned = summary.get("telemetry_write_error")
@@ -616,10 +667,8 @@ class ScalableSession:
                 exc.strerror or exc,
             )
             return
-        try:
-            write_columnar_copy(self.run_dir)
-        except Exception:
-            logger.debug("scalable-otel: no columnar copy of the run", exc_info=True)
+        with _timed(split, "columnar"):
+            self._columnar_copy = write_columnar_copy_soon(self.run_dir)
 
     # --- run directory content ----------------------------------------------------------
     def _manifest(self) -> Manifest:
@@ -677,44 +726,10 @@ class ScalableSession:
         )
         self._rundir.write_run_json(data)
 
-    def _plan(self, graph: list | None) -> dict:
-        manifest = self._manifest()
-        tasks = {name: manifest.task_resources(name) for name in (manifest.data.get("tasks") or {})}
-        plan = {
-            "schema_version": sc.SCHEMA_VERSION,
-            "run_id": self.run_id,
-            "target": self.target,
-            "provider": self.provider,
-            "manifest_hash": manifest.hash,
-            "tasks": tasks,
-        }
-        if graph is not None:
-            plan["graph"] = graph
-        return plan
-
-    def _graph(self) -> list:
-        """The submitted task graph, read back from tasks.jsonl (nothing kept in memory);
-        a task carries its `component` and requested `resources`: the component it was
-        submitted with (the Scalable tool's `tag=`), else the one the manifest gives its name."""
-        manifest = self._manifest()
-        requests = manifest.task_requests()
-        graph = []
-        # the writer's own lines: compact JSON, so the event's bytes are known
-        submitted = f'"event":"{sc.TASK_SUBMITTED}"'.encode()
-        for e in iter_lines(self.run_dir / TASKS, containing=submitted):
-            if e is None or e.get("event") != sc.TASK_SUBMITTED or e.get("reason"):
-                continue  # a key's later lives (resubmitted, recomputed) are not new tasks
-            entry = {
-                "key": e.get("key"),
-                "task": e.get("task"),
-                "dependencies": e.get("dependencies", []),
-            }
-            if e.get("component"):
-                entry.update(manifest.component_request(e["component"]))
-            else:
-                entry.update(requests.get(e.get("task"), {}))
-            graph.append(entry)
-        return graph
+    def _plan_header(self) -> dict:
+        return plan_header(
+            self._manifest(), run_id=self.run_id, target=self.target, provider=self.provider
+        )
 
     # --- Dask API ---------------------------------------------------------------------------
     def submit(self, fn, *args, key=None, pure: bool = True, **kwargs):
