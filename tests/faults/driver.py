@@ -9,6 +9,7 @@ task whose result it has, and `{"results": [...]}` at the end.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -126,6 +127,11 @@ SCENARIOS = {
 
 
 def main(argv=None) -> None:
+    # A driver stands for a program run from a terminal, where Ctrl-C raises
+    # KeyboardInterrupt: so it is here too, even when the tests were started in the
+    # background of a shell without job control, which leaves SIGINT ignored in every
+    # process it starts (and Python then installs no handler of its own).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser()
     parser.add_argument("scenario", choices=list(SCENARIOS))
     parser.add_argument("--tasks", type=int, default=400)
