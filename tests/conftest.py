@@ -82,3 +82,19 @@ def instrumentor():
     yield instrumentor
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
+
+
+def unit_run_config(run_dir, **fields):
+    """The `RunConfig` of a run recorded straight from records in a unit test."""
+    from scalable_otel.recording import RunConfig
+
+    defaults = dict(
+        run_dir=str(run_dir),
+        run_id="run-20260520T035200Z-unit-a1b2c3d4",
+        project="unit",
+        target="local",
+        provider="local",
+        started=100.0,
+        flush_interval=0.05,
+    )
+    return RunConfig(**{**defaults, **fields})

@@ -9,8 +9,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from scalable_otel import semconv as sc
 from scalable_otel.ids import execution_span_id
-from scalable_otel.recording import RunConfig, RunRecording
-from tests.conftest import events
+from scalable_otel.recording import RunRecording
+from tests.conftest import events, unit_run_config
 
 W0, W1 = "tcp://127.0.0.1:40000", "tcp://127.0.0.1:40001"
 
@@ -18,16 +18,7 @@ W0, W1 = "tcp://127.0.0.1:40000", "tcp://127.0.0.1:40001"
 @pytest.fixture
 def recording(tmp_path):
     exporter = InMemorySpanExporter()
-    config = RunConfig(
-        run_dir=str(tmp_path),
-        run_id="run-20260520T035200Z-unit-a1b2c3d4",
-        project="unit",
-        target="local",
-        provider="local",
-        started=100.0,
-        flush_interval=0.05,
-    )
-    rec = RunRecording(config, span_processors=[SimpleSpanProcessor(exporter)])
+    rec = RunRecording(unit_run_config(tmp_path), span_processors=[SimpleSpanProcessor(exporter)])
     for address, name in ((W0, "0"), (W1, "1")):
         rec.recorder.handle([("worker_added", 100.0, address, name, 1, 2**30, "h", 1, None)])
     yield rec, exporter, tmp_path
@@ -181,20 +172,9 @@ def test_an_attempt_counts_from_its_dispatch_and_each_has_its_own_span(recording
 
 def test_a_sampler_that_drops_every_span_leaves_the_run_directory_whole(tmp_path, monkeypatch):
     """Sampling decides what tracing backends get, never what the run directory holds."""
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
     exporter = InMemorySpanExporter()
-    config = RunConfig(
-        run_dir=str(tmp_path),
-        run_id="run-20260520T035200Z-unit-a1b2c3d4",
-        project="unit",
-        target="local",
-        provider="local",
-        started=100.0,
-        flush_interval=0.05,
-        exports={"otlp_json_file": True},
-    )
+    config = unit_run_config(tmp_path, exports={"otlp_json_file": True})
     rec = RunRecording(config, span_processors=[SimpleSpanProcessor(exporter)])
     rec.handle(
         [

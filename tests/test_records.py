@@ -16,9 +16,9 @@ from scalable_otel import ScalableSession, cacheable
 from scalable_otel import semconv as sc
 from scalable_otel.instrumentation.scheduler_plugin import TaskRecordPlugin
 from scalable_otel.lifecycle import Recorder
-from scalable_otel.recording import RunConfig, RunRecording
+from scalable_otel.recording import RunRecording
 from tests import workloads
-from tests.conftest import events, wait_for
+from tests.conftest import events, unit_run_config, wait_for
 
 SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "telemetry-schema.md"
 TABLE_BEGIN = "<!-- records table: made from scalable_otel.semconv.RECORDS -->"
@@ -121,16 +121,7 @@ def test_the_scheduler_plugin_makes_each_of_its_records_as_declared():
 
 @pytest.fixture
 def recording(tmp_path):
-    config = RunConfig(
-        run_dir=str(tmp_path),
-        run_id="run-20260520T035200Z-unit-a1b2c3d4",
-        project="unit",
-        target="local",
-        provider="local",
-        started=0.5,
-        flush_interval=0.05,
-    )
-    return RunRecording(config)
+    return RunRecording(unit_run_config(tmp_path, started=0.5))
 
 
 def test_the_recorder_handles_every_record_the_plugin_makes(recording):
