@@ -8,6 +8,7 @@ to find its parent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 
@@ -36,3 +37,10 @@ def execution_span_id(run_id: str, key, dask_run_id: int) -> int:
     text = f"{run_id}\0{key_str(key)}\0{dask_run_id}"
     digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") or 1
+
+
+@functools.lru_cache(maxsize=16)
+def trace_hex(trace_id: int) -> str:
+    """A trace id as 32 hex digits; a run's spans share one trace, so it is formatted once
+    and not on every line or span."""
+    return f"{trace_id:032x}"

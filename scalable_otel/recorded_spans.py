@@ -85,6 +85,8 @@ class SpanSink:
         return span
 
     def ended(self, span: ReadableSpan) -> None:
+        """An ended span (the recorder's, or one made in a task on a worker), to every
+        span processor."""
         for processor in self.processors:
             try:
                 processor.on_end(span)

@@ -199,8 +199,9 @@ class RunRecording:
         meter = self.pipeline.meter()
         if meter_provider is not None:  # the caller's: the run's metrics recorded there too
             meter = mirrored_meter(meter, meter_provider, lambda: self.finished)
+        self.spans = self.pipeline.span_sink(self.run_span)
         self.recorder = Recorder(
-            spans=self.pipeline.span_sink(self.run_span),
+            spans=self.spans,
             meter=meter,
             emit_event=self.pipeline.emit_event,
             run_context=self.run_span.get_span_context(),
@@ -226,7 +227,7 @@ class RunRecording:
     def _span_from_task(self, record: dict) -> None:
         """A span made by user code inside a task, sent by its worker: to every exporter."""
         resource = self.pipeline.tracer_provider.resource
-        self.pipeline.export_span(readable_span(record, resource))
+        self.spans.ended(readable_span(record, resource))
 
     def finish(self, now: float, status: str | None) -> dict:
         """End every open span, flush every exporter; the run's figures for run.json."""

@@ -117,14 +117,6 @@ class Pipeline:
     def _event_logger(self):
         return self.logger_provider.get_logger(sc.INSTRUMENTATION_SCOPE, __version__)
 
-    def export_span(self, span) -> None:
-        """An ended span made elsewhere (in a task on a worker), to every span processor."""
-        for processor in self.span_processors:
-            try:
-                processor.on_end(span)
-            except Exception:
-                logger.debug("scalable-otel: a span processor failed", exc_info=True)
-
     def shutdown(self) -> None:
         """Flush every exporter (a failed backend is not waited for), then close the files."""
         self.backends.closing()

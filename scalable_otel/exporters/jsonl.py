@@ -10,7 +10,6 @@ which appends them from a background thread every flush interval, so a
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
@@ -22,6 +21,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 
 from .. import semconv as sc
+from ..ids import trace_hex
 from ..rundir import (
     CACHE,
     FAILURES,
@@ -188,15 +188,10 @@ def _attributes(span) -> dict:
     return inner if isinstance(inner, dict) else dict(span.attributes or {})
 
 
-@functools.lru_cache(maxsize=16)
-def _trace_hex(trace_id: int) -> str:
-    return f"{trace_id:032x}"  # one trace per run: formatted once, not on every line
-
-
 def _add_ids(line: dict, span: ReadableSpan) -> None:
     """The span's trace, span and parent span ids, in hex, added to `line`."""
     ctx = span.get_span_context()
-    line["trace_id"] = _trace_hex(ctx.trace_id)
+    line["trace_id"] = trace_hex(ctx.trace_id)
     line["span_id"] = f"{ctx.span_id:016x}"
     parent = span.parent
     if parent is not None:
@@ -389,7 +384,7 @@ class RunDirectoryLogProcessor(_RunDirectoryProcessor, LogRecordProcessor):
                 line.setdefault("cpus_used", None)  # attributes hold no nulls
                 line.setdefault("attempt", None)
             if trace_id:
-                line["trace_id"] = _trace_hex(trace_id)
+                line["trace_id"] = trace_hex(trace_id)
                 line["span_id"] = f"{span_id:016x}"
             self._writer.append(file, line)
         except Exception:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import logging
 import math
 import os
@@ -32,6 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
+from ..ids import trace_hex
 from .jsonl import LineAppender, WriteErrors
 
 __all__ = [
@@ -141,7 +141,7 @@ def _span(span: ReadableSpan) -> dict:
     ctx = span.context
     parent = span.parent
     out = {
-        "traceId": _trace_hex(ctx.trace_id),
+        "traceId": trace_hex(ctx.trace_id),
         "spanId": f"{ctx.span_id:016x}",
         "name": span.name,
         "kind": _KINDS[span.kind],
@@ -199,11 +199,6 @@ def _event(event) -> dict:
     if not out["name"]:
         del out["name"]
     return out
-
-
-@functools.lru_cache(maxsize=16)
-def _trace_hex(trace_id: int) -> str:
-    return f"{trace_id:032x}"  # a run's spans share one trace: formatted once
 
 
 def _without_zeros(message: dict) -> dict:
