@@ -202,7 +202,9 @@ def test_a_regression_fails_the_trends_gate(timing):
     assert "Regression: sleep_then" in result.stdout
     without = cli("trends", "--runs-dir", str(root))
     assert without.exit_code == 0  # the same verdict, no gate asked for
-    one_task = cli("trends", "--runs-dir", str(root), "--task", "sleep_then", "--fail-on-regression")
+    one_task = cli(
+        "trends", "--runs-dir", str(root), "--task", "sleep_then", "--fail-on-regression"
+    )
     assert one_task.exit_code == 3
 
 

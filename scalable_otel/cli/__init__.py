@@ -4,8 +4,8 @@ comes from a function of `scalable_otel.analysis`, so a notebook gets the same.
 Exit codes (docs/reliability.md, "Exit codes"): 0 done; 2 a mistake the user can fix (a
 bad argument, no such run, a file that cannot be read or written, a value that cannot be
 used), always one line on stderr; 3 a CI gate failed (`report --compare --fail-if-slower`,
-`trends --fail-on-regression`), with one line on stderr after the answer; 130 Ctrl-C; 1 only an error nobody foresaw, a bug,
-which keeps its traceback so that it can be reported.
+`trends --fail-on-regression`), one line on stderr after the answer; 130 Ctrl-C; 1 only
+an error nobody foresaw, a bug, which keeps its traceback so that it can be reported.
 """
 
 from __future__ import annotations

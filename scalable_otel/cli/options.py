@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -46,6 +47,13 @@ def to_json(data) -> str:
 #: The exit code of a CI gate that failed (`report --compare --fail-if-slower`,
 #: `trends --fail-on-regression`); docs/reliability.md, "Exit codes".
 GATE_FAILED = 3
+
+
+def percent(ctx, param, value: float | None) -> float | None:
+    """A click callback: a percentage must be a finite number (FloatRange lets NaN by)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number.", ctx, param)
+    return value
 
 
 def fail_gate(reason: str) -> None:

@@ -11,6 +11,7 @@ from .options import (
     fail_gate,
     format_markdown_option,
     output_option,
+    percent,
     runs_dir_option,
 )
 
@@ -39,6 +40,7 @@ from .options import (
     "fail_pct",
     type=click.FloatRange(min=0),
     metavar="PCT",
+    callback=percent,
     help=f"With --compare: exit with code {GATE_FAILED} when the verdict is that B's task "
     "executions are slower by PCT percent or more (cache hits never count).",
 )
