@@ -153,3 +153,19 @@ def test_the_slowdown_weighs_each_tested_task_by_a_s_execution_time():
     ]
     assert executions_change_pct(rows) == pytest.approx((300.0 - 4.0) / 4.0)
     assert executions_change_pct(rows[2:]) is None
+
+
+def test_faster_executions_stay_faster_and_the_cache_is_said_apart(tmp_path):
+    a = make_run(tmp_path, A_ID, [("sim", d, f"a{i:015x}") for i, d in enumerate(EXECUTED)])
+    # B runs every task in half the time, and its cache serves 5 more (1 ms lookups)
+    ran = [("sim", d / 2, f"b{i:015x}") for i, d in enumerate(EXECUTED)]
+    hits = [("sim", 0.001, f"c{i:015x}") for i in range(5)]
+    b = make_run(tmp_path, B_ID, ran + hits, [(span, "hit", 1.0) for *_, span in hits])
+    verdict = compare(a, b)["verdict"]
+    assert verdict["verdict"] == verdict["executions_verdict"] == "faster"
+    assert verdict["executions_change_pct"] == pytest.approx(-50.0)
+    assert verdict["text"] == (
+        "B is faster: sim (100% of A's task time) ran faster beyond the spread of durations. "
+        "The cache served 0 of A's tasks (saved 0.000s) and 5 of B's (saved 5.0s); they are "
+        "left out of the durations compared."
+    )
