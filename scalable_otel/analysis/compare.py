@@ -3,13 +3,14 @@ and a verdict on whether the second run is faster that looks at the spread of ta
 durations, not at one number.
 
 The verdict, per task name present in both runs: a Mann-Whitney U test of the two
-samples of completed-task durations (two-sided, normal approximation with tie
-correction). A task is `faster` or `slower` when p < 0.01 and its median moved by at
-least 5%; with fewer than 5 tasks on either side there are too few samples to say.
-The run verdict weighs each task by its share of busy time in run A: B is faster when
-tasks holding at least half of A's busy time got faster and those that got slower hold
-under a tenth of it (and the reverse for slower); at least a tenth moving each way is
-`mixed`; otherwise there is no clear difference, whatever the wall-clock durations say.
+samples of executions' durations (completed tasks not served from the cache; two-sided,
+normal approximation with tie correction). A task is `faster` or `slower` when p < 0.01
+and its median moved by at least 5%; with fewer than 5 executions on either side there
+are too few samples to say. The run verdict weighs each task by its share of execution
+time in run A: B is faster when tasks holding at least half of it got faster and those
+that got slower hold under a tenth of it (and the reverse for slower); at least a tenth
+moving each way is `mixed`; otherwise there is no clear difference, whatever the
+wall-clock durations say.
 
 Tasks served from the cache (`facts.served_from_cache`) are left out of those statistics:
 their `duration_s` is a lookup, not an execution. Each task name and the run say how many
