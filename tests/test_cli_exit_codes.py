@@ -36,9 +36,13 @@ def families(run: str, root: Path, out: Path) -> dict[str, list[str]]:
     return {
         "report": ["report", run, *where],
         "report --compare": ["report", "--compare", run, run, *where],
+        "report --compare --fail-if-slower": ["report", "--compare", run, run, *where]
+        + ["--fail-if-slower", "10", "--format", "markdown"],
         "report --html": ["report", run, "--html", str(out / "report.html"), *where],
         "runs": ["runs", *where],
         "trends": ["trends", *where],
+        "trends --fail-on-regression": ["trends", "--fail-on-regression", *where]
+        + ["--format", "markdown"],
         "advise": ["advise", "--all", *where],
         "export --parquet": ["export", "--parquet", run, "--out", str(out / "parquet"), *where],
         "export --otlp": ["export", "--otlp", run, "--endpoint", CLOSED_PORT, *where],
@@ -99,6 +103,30 @@ def bad_arguments(run: str, root: Path, out: Path) -> dict[str, tuple[list[str],
         "report --html": (["report", run, "--html", str(out / "a-folder"), *where], "directory"),
         "runs": (["runs", "--limit", "0", *where], "--limit"),
         "trends": (["trends", "--last", "0", *where], "--last"),
+        "trends --fail-on-regression": (
+            ["trends", "--fail-on-regression=yes", *where],
+            "does not take a value",
+        ),
+        "report --compare --fail-if-slower": (
+            ["report", "--compare", run, run, "--fail-if-slower", "-5", *where],
+            "-5.0 is not in the range x>=0",
+        ),
+        "report --fail-if-slower not a number": (
+            ["report", "--compare", run, run, "--fail-if-slower", "ten", *where],
+            "'ten' is not a valid float",
+        ),
+        "report --fail-if-slower nan": (
+            ["report", "--compare", run, run, "--fail-if-slower", "nan", *where],
+            "nan is not a finite number",
+        ),
+        "report --fail-if-slower without --compare": (
+            ["report", run, "--fail-if-slower", "10", *where],
+            "--fail-if-slower needs --compare",
+        ),
+        "report --format markdown": (
+            ["report", run, "--format", "markdown", *where],
+            "--format markdown is for --compare",
+        ),
         "advise": (["advise", *where], "give --task NAME or --all"),
         "export --parquet": (["export", "--parquet", "--otlp", run, *where], "one format"),
         # a ValueError of the URL parser: was exit code 1

@@ -5,7 +5,15 @@ from __future__ import annotations
 import click
 
 from ..errors import ScalableError
-from .options import emit, format_option, output_option, runs_dir_option
+from .options import (
+    GATE_FAILED,
+    emit,
+    fail_gate,
+    format_markdown_option,
+    output_option,
+    percent,
+    runs_dir_option,
+)
 
 
 @click.command()
@@ -13,7 +21,7 @@ from .options import emit, format_option, output_option, runs_dir_option
 @click.option("--last", "--latest", "last", is_flag=True, help="The most recent run.")
 @click.option("--run-id", help="A run id, or a unique prefix of one.")
 @runs_dir_option
-@format_option
+@format_markdown_option
 @output_option
 @click.option(
     "--compare",
@@ -27,11 +35,25 @@ from .options import emit, format_option, output_option, runs_dir_option
     type=click.Path(dir_okay=False, writable=True),
     help="Also write a self-contained HTML report (timeline, resources, durations) here.",
 )
-def report(run, last, run_id, runs_dir, fmt, output, compare, html_file) -> None:
+@click.option(
+    "--fail-if-slower",
+    "fail_pct",
+    type=click.FloatRange(min=0),
+    metavar="PCT",
+    callback=percent,
+    help=f"With --compare: exit with code {GATE_FAILED} when the verdict is that B's task "
+    "executions are slower by PCT percent or more (cache hits never count).",
+)
+def report(run, last, run_id, runs_dir, fmt, output, compare, html_file, fail_pct) -> None:
     """Summarize a run: tasks, durations, workers, cache, cost.
 
     RUN is a run id, a unique prefix of one, or a run directory; the default is the
     most recent run.
+
+    With --compare A B, tasks served from the cache are left out of the duration
+    statistics and counted apart. --fail-if-slower PCT makes it a CI gate: exit
+    code 3 and one line on stderr when B's executions are slower (beyond the
+    noise) by PCT percent or more.
 
     \b
     Examples:
@@ -39,6 +61,7 @@ def report(run, last, run_id, runs_dir, fmt, output, compare, html_file) -> None
         scalable report run-20260520T035200Z-demeter-lulcc-a1b2c3d4
         scalable report --run-id run-2026 --format json
         scalable report --compare run-abc123 run-def456
+        scalable report --compare run-abc123 run-def456 --fail-if-slower 10 --format markdown
         scalable report --last --html report.html
     """
     from ..analysis import load_run
@@ -47,12 +70,19 @@ def report(run, last, run_id, runs_dir, fmt, output, compare, html_file) -> None
         if run is not None or run_id is not None or last:
             raise ScalableError("--compare takes its two runs itself: drop RUN, --run-id, --last")
         from ..analysis.compare import compare as compare_runs
-        from ..analysis.compare import format_compare
+        from ..analysis.compare import format_compare, format_compare_markdown, gate
 
         a, b = (load_run(spec, runs_dir, inside_root=True) for spec in compare)
         result = compare_runs(a, b)
-        emit(result, format_compare(result), fmt, output)
+        emit(result, format_compare(result), fmt, output, format_compare_markdown(result))
+        reason = None if fail_pct is None else gate(result, fail_pct)
+        if reason:
+            fail_gate(reason)
         return
+    if fail_pct is not None:
+        raise ScalableError("--fail-if-slower needs --compare A B")
+    if fmt == "markdown":
+        raise ScalableError("--format markdown is for --compare A B; use text or json")
     if run is not None and run_id is not None:
         raise ScalableError("give the run once: as RUN or as --run-id")
     spec = run if run is not None else run_id  # an empty one is an error, not the last run
