@@ -145,10 +145,8 @@ class _Busy:
     the busy time inside any window takes two bisections."""
 
     def __init__(self, executions: list[Execution], threads: int | None):
-        edges = sorted(
-            [(e.start, 1) for e in executions] + [(e.end, -1) for e in executions],
-            key=lambda edge: (edge[0], edge[1]),  # an end before a start at the same time
-        )
+        # at the same time, an end (-1) sorts before a start (+1)
+        edges = sorted([(e.start, 1) for e in executions] + [(e.end, -1) for e in executions])
         if not threads:  # no worker_added line: as many as ever ran at once
             level = threads = 0
             for _, delta in edges:
@@ -230,14 +228,16 @@ def critical_path(run: Run, graph: RunGraph | None = None) -> CriticalPath:
     busy = {w: _Busy(execs, graph.threads.get(w)) for w, execs in by_worker.items()}
     on_worker = {w: _Ended(execs) for w, execs in by_worker.items()}
     anywhere = _Ended(ran)
-    completed: dict[str, _Ended] = {}
     attempts: dict[str, list[Execution]] = {}
     for e in ran:
         attempts.setdefault(e.key, []).append(e)
-    for key, execs in attempts.items():
-        done = [e for e in execs if e.status == "completed"]
-        if done:
-            completed[key] = _Ended(done)
+    completed: dict[str, _Ended] = {}
+
+    def used(key: str, link: Execution) -> Execution | None:
+        # the completed attempt of `key` whose result `link` used
+        if key not in completed:
+            completed[key] = _Ended([e for e in attempts.get(key, ()) if e.status == "completed"])
+        return completed[key].last_before(link.start + DEPENDENCY_SKEW_S, link)
 
     path = CriticalPath(True, wall_s=run_end - run_start)
     links: list[Link] = []
@@ -246,8 +246,7 @@ def critical_path(run: Run, graph: RunGraph | None = None) -> CriticalPath:
     while link is not None:
         dep = None
         for name in link.dependencies:
-            found = completed.get(name)
-            found = found and found.last_before(link.start + DEPENDENCY_SKEW_S, link)
+            found = used(name, link)
             if found is not None and (dep is None or found.end > dep.end):
                 dep = found
         known = [x for x in (link.ready, link.submitted, dep and dep.end) if x is not None]

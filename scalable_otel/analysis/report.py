@@ -126,8 +126,12 @@ def run_cost(run: Run, workers: list[dict], run_end: float | None) -> dict:
         return {"usd": None, "provider": run.meta.get("provider") or "local", "error": str(exc)}
 
 
-def report(run: Run) -> dict:
+def report(run: Run, *, critical_path: bool = False) -> dict:
     """The figures of the run report as a dict (the CLI formats it; notebooks use it as is).
+
+    With `critical_path`, it also holds the run's critical path
+    (`analysis.critical_path.critical_path(run).to_dict()`) under `critical_path`: left
+    out by default, since it reads every task event (seconds on a run of a million).
 
     >>> summary = report(load_run(last=True))                       # doctest: +SKIP
     >>> summary["tasks"]["avg_duration_s"], summary["workers"]["utilization"]  # doctest: +SKIP
@@ -165,7 +169,7 @@ def report(run: Run) -> dict:
     figures = worker_figures(workers, run_end)
     busy = float(busy or 0.0)
     provider = meta.get("provider") or "local"
-    return {
+    summary = {
         "run_id": run.run_id,
         "target": meta.get("target"),
         "provider": provider,
@@ -199,6 +203,11 @@ def report(run: Run) -> dict:
         "skipped_lines": skipped,
         "notes": _notes(run),
     }
+    if critical_path:
+        from .critical_path import critical_path as find_path
+
+        summary["critical_path"] = find_path(run).to_dict()
+    return summary
 
 
 def _notes(run: Run) -> list[str]:
@@ -282,4 +291,8 @@ def format_report(summary: dict) -> str:
         notes.append(f"skipped unreadable lines ({parts})")
     if notes:
         lines += [""] + [f"Note: {note}" for note in notes]
+    if "critical_path" in summary:
+        from .critical_path import format_critical_path
+
+        lines += ["", format_critical_path(summary["critical_path"])]
     return "\n".join(lines)

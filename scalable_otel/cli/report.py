@@ -27,7 +27,13 @@ from .options import emit, format_option, output_option, runs_dir_option
     type=click.Path(dir_okay=False, writable=True),
     help="Also write a self-contained HTML report (timeline, resources, durations) here.",
 )
-def report(run, last, run_id, runs_dir, fmt, output, compare, html_file) -> None:
+@click.option(
+    "--critical-path",
+    "critical",
+    is_flag=True,
+    help="Add the critical path: the chain of tasks that set the run's duration.",
+)
+def report(run, last, run_id, runs_dir, fmt, output, compare, html_file, critical) -> None:
     """Summarize a run: tasks, durations, workers, cache, cost.
 
     RUN is a run id, a unique prefix of one, or a run directory; the default is the
@@ -40,12 +46,15 @@ def report(run, last, run_id, runs_dir, fmt, output, compare, html_file) -> None
         scalable report --run-id run-2026 --format json
         scalable report --compare run-abc123 run-def456
         scalable report --last --html report.html
+        scalable report --last --critical-path
     """
     from ..analysis import load_run
 
     if compare:
         if run is not None or run_id is not None or last:
             raise ScalableError("--compare takes its two runs itself: drop RUN, --run-id, --last")
+        if critical:
+            raise ScalableError("--critical-path is of one run: drop --compare, or name one run")
         from ..analysis.compare import compare as compare_runs
         from ..analysis.compare import format_compare
 
@@ -60,7 +69,7 @@ def report(run, last, run_id, runs_dir, fmt, output, compare, html_file) -> None
     from ..analysis.report import format_report
     from ..analysis.report import report as make_report
 
-    summary = make_report(loaded)
+    summary = make_report(loaded, critical_path=critical)
     emit(summary, format_report(summary), fmt, output)
     if html_file:
         from ..analysis.html import write_html_report
