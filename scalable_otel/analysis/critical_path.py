@@ -10,8 +10,8 @@ worker) and goes back one link at a time. A link's predecessor is whichever ende
   ``worker``;
 - its submission, when the key was submitted after both of those ended (a graph the
   client sent later, after waiting for results): the predecessor is then the attempt
-  that ended last, anywhere, before the submission, and the time from its end to the
-  submission is the client's (``client``).
+  that ended last, anywhere, before the submission (within ``DEPENDENCY_SKEW_S``), and
+  the time from its end to the submission is the client's (``client``).
 
 The walk stops at a link with none of these (its submission starts its wait).
 
@@ -44,6 +44,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from dataclasses import asdict, dataclass, field
 
+from ..rundir import TASKS, parse_iso
 from .graph import Execution, RunGraph, run_graph
 from .load import Run
 
@@ -219,8 +220,9 @@ def critical_path(run: Run, graph: RunGraph | None = None) -> CriticalPath:
         return CriticalPath(False, "no task ran on a worker")
 
     run_start, run_end = graph.run_start, graph.run_end
-    if run_end is None:  # a live or crashed run: up to its last task event
-        run_end = max(max(e.end for e in ran), *(e.submitted or 0.0 for e in graph.executions))
+    if run_end is None:  # a live or crashed run: up to its last task event, as its report
+        (last,) = run.file(TASKS, ["timestamp"]).query("SELECT max(timestamp) FROM {t}")[0]
+        run_end = max(parse_iso(last) or 0.0, max(e.end for e in ran))
     if run_start is None:
         run_start = min(e.submitted or e.start for e in ran)
 
@@ -263,10 +265,11 @@ def critical_path(run: Run, graph: RunGraph | None = None) -> CriticalPath:
         client = 0.0
         submitted = link.submitted
         if submitted is not None and (window is None or submitted > window + DEPENDENCY_SKEW_S):
-            previous = anywhere.last_before(submitted, link)
+            # a result can reach the client before the worker-clock end of its compute
+            previous = anywhere.last_before(submitted + DEPENDENCY_SKEW_S, link)
             linked_by = "client" if previous is not None else None
-            client = submitted - previous.end if previous is not None else 0.0
-            window = submitted
+            client = max(0.0, submitted - previous.end) if previous is not None else 0.0
+            window = max(submitted, previous.end) if previous is not None else submitted
         if window is None:
             window = link.ready if link.ready is not None else link.start
         gap = max(0.0, link.start - window)
