@@ -21,17 +21,23 @@ submission, for the first link and for ``client`` links) to its own end, split i
 - ``execution_s``: its ``duration_s`` (Dask's compute interval on the worker);
 - ``dependency_wait_s``: waiting for dependencies, data transfer and dispatch (the
   part of the gap before its start not counted below);
-- worker wait inside the gap: the part during which every thread of its worker was
-  busy (with attempts off the path);
+- the part of the gap during which every thread of its worker was busy (with attempts
+  off the path; with the rest, the summary's ``waiting_s``);
 - ``lost_s``: earlier attempts of the same key (lost or failed) inside the gap.
 
-A link's own ``worker_wait_s`` is its whole wait for a free worker: the part of [ready,
+Everything not on a link (session start and graph submission before the first,
+gathering results and closing after the last) is ``else_s``, so the summary's
+``execution_s``, ``waiting_s``, ``lost_s``, ``client_s`` and ``else_s`` add up to the
+wall time. (Clock skew can make consecutive links overlap by a few milliseconds, which
+takes that much from ``else_s``.)
+
+A link's ``worker_wait_s`` is its whole wait for a free worker: the part of [ready,
 start] during which all its worker's threads were busy. For a ``worker`` link that time
-is mostly its predecessor's execution, already counted on the path; the summary's
-``worker_held_s`` sums that overlap (execution on the path that kept the next link
-waiting for its worker). Everything not on a link (session start and graph submission
-before the first, gathering results and closing after the last) is ``else_s``, so
-execution, waiting, lost attempts, client and else add up to the wall time.
+is mostly its predecessor's execution, already counted on the path. The summary's
+``worker_wait_s`` is the time on the path during which the next link was ready but
+queued for its worker: the overlap of each ``worker`` link's wait with its
+predecessor's execution, plus the worker waits inside gaps. It overlaps
+``execution_s``: it is how much of the path exists because workers were full.
 
 Clocks: a task's ready time (the scheduler's) can precede its dependency's computed end
 (the worker's compute interval) by some 10 ms, so a link is taken to be ready no earlier
@@ -87,18 +93,24 @@ class CriticalPath:
     links: list[Link] = field(default_factory=list)
     wall_s: float | None = None
     execution_s: float = 0.0
-    worker_wait_s: float = 0.0
     dependency_wait_s: float = 0.0
+    gap_worker_wait_s: float = 0.0  # waits for a full worker between links
     lost_s: float = 0.0
     client_s: float = 0.0
     before_s: float = 0.0
     after_s: float = 0.0
-    worker_held_s: float = 0.0
+    held_s: float = 0.0  # executions on the path the next link queued behind
 
     @property
     def waiting_s(self) -> float:
         """Waiting between links: for dependencies, transfer, dispatch and workers."""
-        return self.worker_wait_s + self.dependency_wait_s
+        return self.gap_worker_wait_s + self.dependency_wait_s
+
+    @property
+    def worker_wait_s(self) -> float:
+        """Time on the path during which the next link was queued for its worker
+        (overlaps `execution_s`; see the module's docstring)."""
+        return self.held_s + self.gap_worker_wait_s
 
     @property
     def else_s(self) -> float:
@@ -128,14 +140,13 @@ class CriticalPath:
             "wall_s": self.wall_s,
             "execution_s": self.execution_s,
             "waiting_s": self.waiting_s,
-            "worker_wait_s": self.worker_wait_s,
             "dependency_wait_s": self.dependency_wait_s,
             "lost_s": self.lost_s,
             "client_s": self.client_s,
             "else_s": self.else_s,
             "before_s": self.before_s,
             "after_s": self.after_s,
-            "worker_held_s": self.worker_held_s,
+            "worker_wait_s": self.worker_wait_s,
             "shares": self.shares(),
         }
         return out
@@ -300,12 +311,12 @@ def critical_path(run: Run, graph: RunGraph | None = None) -> CriticalPath:
             )
         )
         path.execution_s += link.duration_s or 0.0
-        path.worker_wait_s += in_gap
+        path.gap_worker_wait_s += in_gap
         path.dependency_wait_s += gap - lost - in_gap
         path.lost_s += lost
         path.client_s += client
         if linked_by == "worker":
-            path.worker_held_s += _overlap(previous.start, previous.end, ready, link.start)
+            path.held_s += _overlap(previous.start, previous.end, ready, link.start)
         if previous is None:
             path.before_s = max(0.0, window - run_start)
         link = previous
@@ -368,16 +379,16 @@ def summary_line(summary: dict) -> str:
         f"Critical path: {tasks} task{'s' if tasks != 1 else ''}, "
         f"{seconds(summary['execution_s'])} of {seconds(summary['wall_s'])} wall "
         f"({100 * (shares['execution'] or 0):.0f}%) executing, "
-        f"{part('waiting', summary['waiting_s'])} waiting for dependencies and workers"
+        f"{part('waiting', summary['waiting_s'])} waiting between tasks"
     )
     if summary["lost_s"]:
         text += f", {part('lost', summary['lost_s'])} in lost attempts"
     if summary["client_s"]:
         text += f", {part('client', summary['client_s'])} in the client between graphs"
     text += f", {part('else', summary['else_s'])} before the first task and after the last"
-    if summary["worker_held_s"]:
+    if summary["worker_wait_s"]:
         text += (
-            f"; {seconds(summary['worker_held_s'])} of the execution kept the next task "
-            "waiting for its worker"
+            f"; tasks on it waited {seconds(summary['worker_wait_s'])} for a busy worker "
+            "(mostly while the task before them ran)"
         )
     return text
