@@ -288,7 +288,7 @@ def critical_path(run: Run, graph: RunGraph | None = None) -> CriticalPath:
         earlier = [
             e for e in attempts[link.key] if e.attempt < link.attempt and e.status != "completed"
         ]
-        lost = min(gap, sum(_overlap(e.start, e.end, window, link.start) for e in earlier))
+        lost = min(gap, sum((_overlap(e.start, e.end, window, link.start) for e in earlier), 0.0))
         in_gap = min(in_gap, gap - lost)
         links.append(
             Link(
