@@ -216,11 +216,17 @@ def test_a_beta_run_has_no_path(tmp_path):
     assert critical_path(run).reason == "the Scalable 2.0 beta recorded no task starts"
 
 
-def test_report_json_has_the_path_only_when_asked(tmp_path):
-    from scalable_otel.analysis import report
+def test_the_html_page_leaves_the_path_out_of_very_large_runs_unless_given(tmp_path):
+    from scalable_otel.analysis.html.critical import (
+        MAX_PATH_ATTEMPTS,
+        critical_figure,
+        critical_section,
+    )
 
     tasks = [submitted(0, "x-1"), started(0, "x-1", A), completed(1, "x-1", A, 1.0)]
     run = run_dir(tmp_path, tasks=tasks)
-    assert "critical_path" not in report(run)
-    path = report(run, critical_path=True)["critical_path"]
-    assert path == critical_path(run).to_dict()
+    path = critical_path(run).to_dict()
+    assert critical_figure(run, {}, 1) == path
+    assert critical_figure(run, {}, MAX_PATH_ATTEMPTS + 1) is None
+    assert critical_figure(run, {"critical_path": path}, MAX_PATH_ATTEMPTS + 1) == path
+    assert "scalable report --critical-path --html" in critical_section(None, None)

@@ -126,12 +126,8 @@ def run_cost(run: Run, workers: list[dict], run_end: float | None) -> dict:
         return {"usd": None, "provider": run.meta.get("provider") or "local", "error": str(exc)}
 
 
-def report(run: Run, *, critical_path: bool = False) -> dict:
+def report(run: Run) -> dict:
     """The figures of the run report as a dict (the CLI formats it; notebooks use it as is).
-
-    With `critical_path`, it also holds the run's critical path
-    (`analysis.critical_path.critical_path(run).to_dict()`) under `critical_path`: left
-    out by default, since it reads every task event (seconds on a run of a million).
 
     >>> summary = report(load_run(last=True))                       # doctest: +SKIP
     >>> summary["tasks"]["avg_duration_s"], summary["workers"]["utilization"]  # doctest: +SKIP
@@ -169,7 +165,7 @@ def report(run: Run, *, critical_path: bool = False) -> dict:
     figures = worker_figures(workers, run_end)
     busy = float(busy or 0.0)
     provider = meta.get("provider") or "local"
-    summary = {
+    return {
         "run_id": run.run_id,
         "target": meta.get("target"),
         "provider": provider,
@@ -203,11 +199,6 @@ def report(run: Run, *, critical_path: bool = False) -> dict:
         "skipped_lines": skipped,
         "notes": _notes(run),
     }
-    if critical_path:
-        from .critical_path import critical_path as find_path
-
-        summary["critical_path"] = find_path(run).to_dict()
-    return summary
 
 
 def _notes(run: Run) -> list[str]:
@@ -291,8 +282,4 @@ def format_report(summary: dict) -> str:
         notes.append(f"skipped unreadable lines ({parts})")
     if notes:
         lines += [""] + [f"Note: {note}" for note in notes]
-    if "critical_path" in summary:
-        from .critical_path import format_critical_path
-
-        lines += ["", format_critical_path(summary["critical_path"])]
     return "\n".join(lines)

@@ -69,8 +69,14 @@ def report(run, last, run_id, runs_dir, fmt, output, compare, html_file, critica
     from ..analysis.report import format_report
     from ..analysis.report import report as make_report
 
-    summary = make_report(loaded, critical_path=critical)
-    emit(summary, format_report(summary), fmt, output)
+    summary = make_report(loaded)
+    text = format_report(summary)
+    if critical:
+        from ..analysis.critical_path import critical_path, format_critical_path
+
+        summary["critical_path"] = critical_path(loaded).to_dict()
+        text += "\n\n" + format_critical_path(summary["critical_path"])
+    emit(summary, text, fmt, output)
     if html_file:
         from ..analysis.html import write_html_report
 

@@ -2,8 +2,9 @@
 
 The path is `analysis.critical_path.critical_path(run)`, as `scalable report
 --critical-path` prints it. It reads every task event, so for a run of more than
-`MAX_PATH_ATTEMPTS` attempts the page leaves it out unless the caller's run report
-already holds it (`report(run, critical_path=True)`, what `--critical-path --html` passes).
+`MAX_PATH_ATTEMPTS` attempts the page leaves it out unless the run report passed in
+already holds it under `critical_path` (what `scalable report --critical-path --html`
+passes).
 """
 
 from __future__ import annotations
