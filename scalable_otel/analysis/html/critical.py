@@ -14,7 +14,8 @@ import html
 from ..critical_path import critical_path, summary_line
 from ..report import seconds
 
-MAX_PATH_ATTEMPTS = 100_000
+# as many as the timeline draws (figures.MAX_BARS): up to it, every link has its bar
+MAX_PATH_ATTEMPTS = 20_000
 
 
 def critical_figure(run, summary: dict, total_attempts: int) -> dict | None:
