@@ -39,6 +39,7 @@ def families(run: str, root: Path, out: Path) -> dict[str, list[str]]:
         "report --compare --fail-if-slower": ["report", "--compare", run, run, *where]
         + ["--fail-if-slower", "10", "--format", "markdown"],
         "report --html": ["report", run, "--html", str(out / "report.html"), *where],
+        "report --critical-path": ["report", run, "--critical-path", *where],
         "runs": ["runs", *where],
         "trends": ["trends", *where],
         "trends --fail-on-regression": ["trends", "--fail-on-regression", *where]
@@ -101,6 +102,10 @@ def bad_arguments(run: str, root: Path, out: Path) -> dict[str, tuple[list[str],
         "report": (["report", run, "--format", "xml", *where], "'xml' is not one of"),
         "report --compare": (["report", run, "--compare", run, run, *where], "drop RUN"),
         "report --html": (["report", run, "--html", str(out / "a-folder"), *where], "directory"),
+        "report --critical-path": (
+            ["report", "--critical-path", "--compare", run, run, *where],
+            "--critical-path is of one run",
+        ),
         "runs": (["runs", "--limit", "0", *where], "--limit"),
         "trends": (["trends", "--last", "0", *where], "--last"),
         "trends --fail-on-regression": (

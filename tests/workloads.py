@@ -127,3 +127,10 @@ def fail_once(marker):
     if first:
         raise RuntimeError("the first attempt fails")
     return "second"
+
+
+def touch(path, x):
+    """Create the file `path` (the release `hold_until` waits for), then return `x`."""
+    with open(path, "a"):
+        pass
+    return x

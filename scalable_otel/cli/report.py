@@ -44,7 +44,15 @@ from .options import (
     help=f"With --compare: exit with code {GATE_FAILED} when the verdict is that B's task "
     "executions are slower by PCT percent or more (cache hits never count).",
 )
-def report(run, last, run_id, runs_dir, fmt, output, compare, html_file, fail_pct) -> None:
+@click.option(
+    "--critical-path",
+    "critical",
+    is_flag=True,
+    help="Add the critical path: the chain of tasks that set the run's duration.",
+)
+def report(
+    run, last, run_id, runs_dir, fmt, output, compare, html_file, fail_pct, critical
+) -> None:
     """Summarize a run: tasks, durations, workers, cache, cost.
 
     RUN is a run id, a unique prefix of one, or a run directory; the default is the
@@ -63,12 +71,15 @@ def report(run, last, run_id, runs_dir, fmt, output, compare, html_file, fail_pc
         scalable report --compare run-abc123 run-def456
         scalable report --compare run-abc123 run-def456 --fail-if-slower 10 --format markdown
         scalable report --last --html report.html
+        scalable report --last --critical-path
     """
     from ..analysis import load_run
 
     if compare:
         if run is not None or run_id is not None or last:
             raise ScalableError("--compare takes its two runs itself: drop RUN, --run-id, --last")
+        if critical:
+            raise ScalableError("--critical-path is of one run: drop --compare, or name one run")
         from ..analysis.compare import compare as compare_runs
         from ..analysis.compare import format_compare, format_compare_markdown, gate
 
@@ -91,7 +102,13 @@ def report(run, last, run_id, runs_dir, fmt, output, compare, html_file, fail_pc
     from ..analysis.report import report as make_report
 
     summary = make_report(loaded)
-    emit(summary, format_report(summary), fmt, output)
+    text = format_report(summary)
+    if critical:
+        from ..analysis.critical_path import critical_path, format_critical_path
+
+        summary["critical_path"] = critical_path(loaded).to_dict()
+        text += "\n\n" + format_critical_path(summary["critical_path"])
+    emit(summary, text, fmt, output)
     if html_file:
         from ..analysis.html import write_html_report
 
