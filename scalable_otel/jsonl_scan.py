@@ -66,6 +66,8 @@ def connection():
     con = getattr(_local, "con", None)
     if con is None:
         con = _local.con = duckdb.connect(":memory:")
+        # timestamps without an offset are UTC, as `rundir.parse_iso` reads them
+        con.execute("SET TimeZone = 'UTC'")
     return con
 
 

@@ -82,3 +82,28 @@ def test_a_real_run_s_graph(project_dir):
         assert execution.submitted <= execution.start <= execution.end
     assert final["a"].start < final["b"].start
     assert graph.threads == dict.fromkeys(graph.threads, 1) and len(graph.threads) == 2
+
+
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York"])
+def test_timestamps_with_an_offset_or_none_read_as_the_line_reader_reads_them(
+    tmp_path, monkeypatch, tz
+):
+    import threading
+
+    monkeypatch.setenv("TZ", tz)
+    start = stamp(2)  # ...Z
+    tasks = [
+        line("task_submitted", 1, "x-1", dependencies=[]),
+        {**line("task_started", 2, "x-1", A), "timestamp": start[:-1]},  # no offset: UTC
+        {**line("task_started", 3, "x-1", A, 2), "timestamp": start[:-1] + "+01:00"},
+    ]
+    result: list = []
+    # a fresh thread: a fresh DuckDB connection, made under this TZ
+    thread = threading.Thread(
+        target=lambda: result.append(run_graph(run_dir(tmp_path, tasks=tasks)))
+    )
+    thread.start()
+    thread.join()
+    by_attempt = {e.attempt: e for e in result[0].executions}
+    assert by_attempt[1].start == parse_iso(start[:-1]) == at(2)
+    assert by_attempt[2].start == parse_iso(start[:-1] + "+01:00") == at(2) - 3600

@@ -74,9 +74,7 @@ class _NeverCloses:
         await asyncio.Event().wait()
 
 
-def test_a_cluster_that_never_closes_does_not_keep_the_run_from_ending(
-    project_dir, caplog
-):
+def test_a_cluster_that_never_closes_does_not_keep_the_run_from_ending(project_dir, caplog):
     from distributed.diagnostics.plugin import SchedulerPlugin
 
     from scalable_otel import RecordingOptions

@@ -29,12 +29,45 @@ _FINAL = {
     sc.TASK_CANCELLED: "cancelled",
 }
 
-_LINES = f"""
-SELECT event, key, task, attempt, worker, timestamp, duration_s, queue_wait_s, dependencies
-FROM {{t}}
-WHERE event IN ('{sc.TASK_SUBMITTED}', '{sc.TASK_STARTED}', '{sc.TASK_COMPLETED}',
-                '{sc.TASK_FAILED}', '{sc.TASK_CANCELLED}')
-  AND key IS NOT NULL
+_FINAL_EVENTS = "', '".join(_FINAL)
+
+# One row per attempt (key and attempt number), with the life it belongs to: the key's
+# last `task_submitted` line before the attempt's first line, in file order.
+_ATTEMPTS = f"""
+WITH lines AS MATERIALIZED (
+    SELECT row_number() OVER () AS n, event, key, task, attempt, worker,
+           epoch(try_cast(timestamp AS TIMESTAMPTZ)) AS moment, duration_s, queue_wait_s,
+           dependencies
+    FROM {{t}}
+    WHERE event IN ('{sc.TASK_SUBMITTED}', '{sc.TASK_STARTED}', '{_FINAL_EVENTS}')
+      AND key IS NOT NULL
+),
+lives AS (
+    SELECT key, n, moment, dependencies FROM lines WHERE event = '{sc.TASK_SUBMITTED}'
+),
+attempts AS (
+    SELECT key, attempt, min(n) AS first_n, arg_min(task, n) AS task,
+           arg_max(worker, n) FILTER (WHERE worker IS NOT NULL) AS worker,
+           arg_max(moment, n) FILTER (WHERE event = '{sc.TASK_STARTED}') AS started_at,
+           arg_max(queue_wait_s, n) FILTER (WHERE event = '{sc.TASK_STARTED}') AS started_wait,
+           arg_max(event, n) FILTER (WHERE event IN ('{_FINAL_EVENTS}')) AS final_event,
+           arg_max(moment, n) FILTER (WHERE event IN ('{_FINAL_EVENTS}')) AS final_at,
+           arg_max(duration_s, n) FILTER (WHERE event IN ('{_FINAL_EVENTS}')) AS duration_s,
+           arg_max(queue_wait_s, n) FILTER (WHERE event IN ('{_FINAL_EVENTS}')) AS final_wait
+    FROM lines
+    WHERE event <> '{sc.TASK_SUBMITTED}' AND attempt IS NOT NULL
+    GROUP BY key, attempt
+),
+placed AS (
+    SELECT a.key, a.attempt, max(l.n) AS life
+    FROM attempts a JOIN lives l ON a.key = l.key AND l.n <= a.first_n
+    GROUP BY a.key, a.attempt
+)
+SELECT a.key, a.task, a.attempt, a.worker, a.started_at, a.started_wait, a.final_event,
+       a.final_at, a.duration_s, a.final_wait, l.moment, l.dependencies
+FROM attempts a
+LEFT JOIN placed p ON a.key = p.key AND a.attempt = p.attempt
+LEFT JOIN lives l ON l.n = p.life
 """
 
 
@@ -95,64 +128,41 @@ class RunGraph:
         return sum(self.threads.values())
 
 
-@dataclass
-class _Attempt:
-    key: str
-    task: str | None
-    attempt: int
-    submitted: float | None
-    dependencies: tuple[str, ...]
-    worker: str | None = None
-    start: float | None = None
-    ready: float | None = None
-    status: str = "lost"
-    duration_s: float | None = None
-
-
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) else None
-
-
 def run_graph(run: Run) -> RunGraph:
     """The executed graph of `run` (see the module's docstring)."""
     rows = run.file(
         TASKS,
         ["event", "key", "task", "attempt", "worker", "timestamp", "duration_s", "queue_wait_s"],
         extra={"dependencies": "VARCHAR[]"},
-    ).query(_LINES)
-    lives: dict[str, tuple[float | None, tuple[str, ...]]] = {}
-    attempts: dict[tuple[str, int], _Attempt] = {}
-
-    def attempt_of(key, task, number) -> _Attempt:
-        found = attempts.get((key, number))
-        if found is None:
-            submitted, deps = lives.get(key, (None, ()))
-            found = attempts[(key, number)] = _Attempt(key, task, number, submitted, deps)
-        return found
-
-    for event, key, task, number, worker, stamp, duration, wait, deps in rows:
-        when = parse_iso(stamp)
-        if event == sc.TASK_SUBMITTED:
-            lives[key] = (when, tuple(d for d in deps or () if isinstance(d, str)))
-            continue
-        if number is None:
-            continue
-        attempt = attempt_of(key, task, int(number))
-        attempt.worker = worker or attempt.worker
-        if event == sc.TASK_STARTED:
-            attempt.start = when
-            if when is not None and _number(wait) is not None:
-                attempt.ready = when - wait
-            continue
-        attempt.status = _FINAL[event]
-        attempt.duration_s = _number(duration)
-        if attempt.start is None and when is not None and attempt.duration_s is not None:
-            if attempt.worker:  # ran, but its start line is missing: from its end back
-                attempt.start = when - attempt.duration_s
-        if attempt.ready is None and attempt.start is not None and _number(wait) is not None:
-            attempt.ready = attempt.start - wait
-
-    executions = [_execution(a, attempts) for a in attempts.values()]
+    ).query(_ATTEMPTS)
+    attempts: dict[tuple[str, int], list] = {}
+    for row in rows:
+        key, task, number, worker, started, started_wait, final, final_at, duration = row[:9]
+        final_wait, submitted, deps = row[9:]
+        start, ready = started, None
+        if start is None and worker and final_at is not None and duration is not None:
+            start = final_at - duration  # ran, but its start line is missing: from its end back
+        wait = started_wait if started is not None and started_wait is not None else final_wait
+        if start is not None and wait is not None:
+            ready = start - wait
+        attempts[(key, number)] = [
+            key,
+            task,
+            number,
+            worker,
+            _FINAL.get(final, "lost"),
+            submitted,
+            ready,
+            start,
+            None if start is None or duration is None else start + duration,
+            duration,
+            tuple(d for d in deps or () if isinstance(d, str)),
+        ]
+    for (key, number), fields in attempts.items():
+        if fields[4] == "lost" and fields[8] is None:  # it ended when the next became ready
+            later = attempts.get((key, number + 1))
+            fields[8] = later[6] if later is not None else None
+    executions = [Execution(*fields) for fields in attempts.values()]
     executions.sort(key=lambda e: (e.start is None, e.start or 0.0, e.key, e.attempt))
     meta = run.meta
     return RunGraph(
@@ -160,28 +170,6 @@ def run_graph(run: Run) -> RunGraph:
         threads=_threads(run),
         run_start=parse_iso(meta.get("start_time")),
         run_end=parse_iso(meta.get("end_time")),
-    )
-
-
-def _execution(attempt: _Attempt, attempts: dict[tuple[str, int], _Attempt]) -> Execution:
-    end = None
-    if attempt.start is not None and attempt.duration_s is not None:
-        end = attempt.start + attempt.duration_s
-    elif attempt.status == "lost":
-        later = attempts.get((attempt.key, attempt.attempt + 1))
-        end = later.ready if later is not None else None
-    return Execution(
-        key=attempt.key,
-        task=attempt.task,
-        attempt=attempt.attempt,
-        worker=attempt.worker,
-        status=attempt.status,
-        submitted=attempt.submitted,
-        ready=attempt.ready,
-        start=attempt.start,
-        end=end,
-        duration_s=attempt.duration_s,
-        dependencies=attempt.dependencies,
     )
 
 
