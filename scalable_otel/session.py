@@ -71,6 +71,15 @@ def _process_start_time() -> float | None:
 
 _PROCESS_START_TIME = _process_start_time()
 
+
+def usable_cpus() -> int | None:
+    """CPUs this process may run on (its affinity, else the host's count): run.json's
+    `host_cpus`, which the what-if replay caps CPU-bound work of local workers at."""
+    try:
+        return len(os.sched_getaffinity(0)) or None
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
 TARGET_ENV = "SCALABLE_TARGET"
 _STARTABLE = ("local", "slurm")  # providers whose cluster a session starts itself
 _ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
@@ -695,6 +704,7 @@ class ScalableSession:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "process_start_time": _PROCESS_START_TIME,
+            "host_cpus": usable_cpus(),
             "manifest_hash": self._manifest().hash,
             "trace_id": self.trace_id,
             "exporters": self._exporters(),
