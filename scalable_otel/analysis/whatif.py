@@ -43,7 +43,6 @@ from __future__ import annotations
 import heapq
 import math
 import statistics
-from bisect import bisect_right
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -150,30 +149,45 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
-def _latencies(chosen: list[Execution], slots: int) -> dict[str, float]:
-    """Start latency, dependency latency and turnaround, measured on the recorded run."""
-    ends = {e.key: e.end for e in chosen}
-    starts = sorted(e.start for e in chosen)
-    finishes = sorted(e.end for e in chosen)
-    by_worker: dict[str | None, list[float]] = {}
+def _previous_ends(chosen: list[Execution], threads: dict[str, int]) -> dict[str, float]:
+    """Per key, when the thread it ran on last finished a task before it (none for a
+    thread's first task): each worker's executions laid on its threads in start order."""
+    previous: dict[str, float] = {}
+    by_worker: dict[str | None, list[Execution]] = {}
     for e in chosen:
-        by_worker.setdefault(e.worker, []).append(e.end)
-    for values in by_worker.values():
-        values.sort()
+        by_worker.setdefault(e.worker, []).append(e)
+    for worker, executions in by_worker.items():
+        lanes: list[float] = []  # each thread's last end
+        for e in sorted(executions, key=lambda e: (e.start, e.key)):
+            idle = [i for i, end in enumerate(lanes) if end <= e.start + _EPS]
+            if idle:
+                lane = max(idle, key=lambda i: lanes[i])  # the thread that just freed
+                previous[e.key] = lanes[lane]
+                lanes[lane] = e.end
+            elif len(lanes) < threads.get(worker, 1):
+                lanes.append(e.end)
+            else:  # more at once than its threads (a clock step): the earliest to end
+                lane = min(range(len(lanes)), key=lambda i: lanes[i])
+                previous[e.key] = lanes[lane]
+                lanes[lane] = max(lanes[lane], e.end)
+    return previous
+
+
+def _latencies(chosen: list[Execution], threads: dict[str, int]) -> dict[str, float]:
+    """Start latency, dependency latency and turnaround, measured on the recorded run: a
+    task whose thread was idle when it could start measures a latency, one whose thread
+    was still busy then measures the turnaround from that thread's previous task."""
+    ends = {e.key: e.end for e in chosen}
+    previous = _previous_ends(chosen, threads)
     root, dependent, turnaround = [], [], []
     for e in chosen:
         done = [ends[d] for d in e.dependencies if d in ends]
-        available = max([e.submitted or e.start, *done])
-        # running at `available`: started at or before it, not yet ended
-        others = bisect_right(starts, available) - bisect_right(finishes, available)
-        others -= e.start <= available < e.end  # itself, if it had started by then
-        if others < slots:
+        available = max([e.submitted if e.submitted is not None else e.start, *done])
+        before = previous.get(e.key)
+        if before is None or before <= available:
             (dependent if done else root).append(max(0.0, e.start - available))
         else:
-            mine = by_worker.get(e.worker, [])
-            before = bisect_right(mine, e.start + _EPS)
-            if before:
-                turnaround.append(max(0.0, e.start - mine[before - 1]))
+            turnaround.append(max(0.0, e.start - before))
     return {
         "start_latency_s": round(_median(root), 6),
         "dependency_latency_s": round(_median(dependent), 6),
@@ -329,7 +343,7 @@ def whatif(
     real = run.meta.get("duration_s")
     real = float(real) if isinstance(real, (int, float)) and real > 0 else run_end - run_start
 
-    latencies = _latencies(chosen, real_workers * real_threads)
+    latencies = _latencies(chosen, graph.threads)
     shares = _cpu_shares(run)
     host_cpus = run.meta.get("host_cpus")
     host_cpus = host_cpus if isinstance(host_cpus, int) and host_cpus > 0 else None
