@@ -33,28 +33,34 @@ from scalable_otel.analysis.whatif import whatif  # noqa: E402
 LOCK = "/tmp/scalable-bench.lock"
 
 
-def _work(seconds: float, cpu: bool) -> None:
+def calibrate() -> float:
+    start = time.perf_counter()
+    for _ in range(2_000_000):
+        pass
+    return 2_000_000 / (time.perf_counter() - start)
+
+
+def _work(seconds: float, cpu: float) -> None:
     if not cpu:
         time.sleep(seconds)
         return
-    end = time.perf_counter() + seconds  # wall time: a shared core makes it do less work
-    while time.perf_counter() < end:
+    for _ in range(int(seconds * cpu)):  # a fixed amount of work: a shared core takes longer
         pass
 
 
-def simulate(member: int, seconds: float, cpu: bool = False) -> float:
+def simulate(member: int, seconds: float, cpu: float = 0.0) -> float:
     """One ensemble member."""
     _work(seconds, cpu)
     return member * seconds
 
 
-def summarize(*values: float, seconds: float = 0.5, cpu: bool = False) -> float:
+def summarize(*values: float, seconds: float = 0.5, cpu: float = 0.0) -> float:
     """One group's reduction."""
     _work(seconds, cpu)
     return sum(values)
 
 
-def combine(*values: float, seconds: float = 0.3, cpu: bool = False) -> float:
+def combine(*values: float, seconds: float = 0.3, cpu: float = 0.0) -> float:
     _work(seconds, cpu)
     return sum(values)
 
@@ -65,10 +71,9 @@ def durations(members: int, seed: int = 14) -> list[float]:
     return [round(rng.uniform(0.3, 2.5), 2) for _ in range(members)]
 
 
-def run_workflow(
-    runs_dir: Path, workers: int, members: int, group: int, cpu: bool = False
-) -> Path:
-    """One run of the ensemble with `workers` workers of one thread; its run directory."""
+def run_workflow(runs_dir: Path, workers: int, members: int, group: int, cpu: float = 0.0) -> Path:
+    """One run of the ensemble with `workers` workers of one thread; its run directory.
+    `cpu`: 0 to sleep, else the loop iterations per second of work to burn instead."""
     with ScalableSession(
         "local",
         n_workers=workers,
@@ -168,9 +173,9 @@ def main() -> None:
     else:
         with open(LOCK, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            speed = calibrate() if args.cpu else 0.0
             runs = {
-                n: run_workflow(runs_dir, n, args.members, args.group, args.cpu)
-                for n in args.workers
+                n: run_workflow(runs_dir, n, args.members, args.group, speed) for n in args.workers
             }
     rows = validate(runs)
     print(f"runs in {runs_dir}")

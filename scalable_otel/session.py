@@ -80,6 +80,7 @@ def usable_cpus() -> int | None:
     except (AttributeError, OSError):
         return os.cpu_count()
 
+
 TARGET_ENV = "SCALABLE_TARGET"
 _STARTABLE = ("local", "slurm")  # providers whose cluster a session starts itself
 _ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")

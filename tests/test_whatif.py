@@ -9,9 +9,11 @@ from click.testing import CliRunner
 
 from scalable_otel import ScalableSession
 from scalable_otel.analysis import load_run
+from scalable_otel.analysis.graph import Execution
 from scalable_otel.analysis.whatif import (
     WhatIfError,
     _Node,
+    _uncontended,
     format_whatif,
     headline,
     simulate,
@@ -108,6 +110,25 @@ def test_processor_sharing_caps_cpu_bound_tasks_at_the_cores():
     assert simulate(nodes(1.0), 4, latencies, cores=2) == pytest.approx(2.0)
     assert simulate(nodes(0.0), 4, latencies, cores=2) == pytest.approx(1.0)  # sleeping
     assert simulate(nodes(1.0), 1, latencies, cores=2) == pytest.approx(4.0)
+
+
+def test_durations_measured_on_oversubscribed_cores_are_taken_back_to_a_core_each():
+    # 4 tasks at once on 2 cores, each 1 CPU second over 2 s of wall time; a sleeping task
+    def execution(key):
+        return Execution(key, "t", 1, "w", "completed", 0.0, 0.0, 0.0, 2.0, 2.0, ())
+
+    chosen = [execution(f"t{i}") for i in range(4)] + [execution("nap")]
+    shares = {(f"t{i}", 1): (1.0, 2.0) for i in range(4)} | {("nap", 1): (0.01, 2.0)}
+    own = _uncontended(chosen, shares, cores=2)
+    assert own["t0"] == pytest.approx((1.0, 1.0))
+    assert own["nap"] == pytest.approx((2.0, 0.005))
+    assert _uncontended(chosen, shares, cores=None)["t0"] == pytest.approx((2.0, 0.5))
+
+
+def test_run_json_records_the_hosts_cpus(runs):
+    from scalable_otel.session import usable_cpus
+
+    assert runs["chain"].meta["host_cpus"] == usable_cpus() >= 1
 
 
 def test_bad_settings_are_errors(runs):

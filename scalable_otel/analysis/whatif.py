@@ -43,6 +43,7 @@ from __future__ import annotations
 import heapq
 import math
 import statistics
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -57,6 +58,8 @@ from .report import run_cost, worker_figures
 NO_CHANGE_PERCENT = 5.0
 #: Tasks spending at least this share of their time on CPU are called CPU-bound.
 CPU_BOUND_SHARE = 0.5
+#: A task with at least this share of its time on CPU competes for the host's cores.
+CPU_USING_SHARE = 0.15
 _EPS = 1e-9
 
 
@@ -94,6 +97,8 @@ class WhatIf:
     replay_error_percent: float
     unlimited_duration_s: float
     makespan_s: float
+    replay_makespan_s: float
+    real_makespan_s: float
     before_s: float
     after_s: float
     latencies: dict[str, float]
@@ -280,23 +285,64 @@ def _check(workers, threads_per_worker, faster, known: set[str]) -> dict[str, fl
     return checked
 
 
-def _nodes(chosen: list[Execution], shares: dict, faster: dict[str, float]) -> list[_Node]:
+def _uncontended(
+    chosen: list[Execution], shares: dict, cores: int | None
+) -> dict[str, tuple[float, float]]:
+    """Per key, its duration and CPU share had it had a core of its own.
+
+    A task's CPU seconds `c` do not grow when it waits for a core, its wall time does: run
+    with `n` CPU-using tasks at once on `cores` cores (n > cores), it got `rho = cores / n`
+    of a core, and took `d = d0 - c + c / rho`. `n` is averaged over the task's life; a
+    task counts as CPU-using when its measured share is `CPU_USING_SHARE` or more.
+    """
+    own: dict[str, tuple[float, float]] = {}
+    using = []
+    for e in chosen:
+        c, wall = shares.get((e.key, e.attempt), (0.0, 0.0))
+        d = max(0.0, e.duration_s)
+        c = min(c, d) if wall else 0.0
+        own[e.key] = (d, c)
+        if d > 0 and c / d >= CPU_USING_SHARE:
+            using.append(e)
+    if cores and using:
+        changes = sorted([(e.start, 1) for e in using] + [(e.end, -1) for e in using])
+        times, area, levels = [], [], []  # at each change: the integral so far, the level after
+        for when, step in changes:
+            total = area[-1] + levels[-1] * (when - times[-1]) if times else 0.0
+            times.append(when)
+            area.append(total)
+            levels.append((levels[-1] if levels else 0) + step)
+
+        def integral(t: float) -> float:  # of the number of CPU-using tasks running
+            i = bisect_right(times, t) - 1
+            return area[i] + levels[i] * (t - times[i]) if i >= 0 else 0.0
+
+        for e in using:
+            d, c = own[e.key]
+            n = (integral(e.end) - integral(e.start)) / d
+            if n > cores:
+                own[e.key] = (max(c, d - c * (n / cores - 1)), c)
+    return {key: (d, c / d if d > 0 else 0.0) for key, (d, c) in own.items()}
+
+
+def _nodes(
+    chosen: list[Execution], own: dict[str, tuple[float, float]], faster: dict[str, float]
+) -> list[_Node]:
     first = min(e.submitted if e.submitted is not None else e.start for e in chosen)
     index = {e.key: i for i, e in enumerate(chosen)}
     nodes = []
     for e in chosen:
         submitted = e.submitted if e.submitted is not None else e.start
-        duration = max(0.0, e.duration_s) / faster.get(e.task, 1.0)
-        cpu, wall = shares.get((e.key, e.attempt), (0.0, 0.0))
+        duration, cpu = own[e.key]
         nodes.append(
             _Node(
                 key=e.key,
                 task=e.task,
-                duration=duration,
+                duration=duration / faster.get(e.task, 1.0),
                 release=submitted - first,
                 deps=[index[d] for d in dict.fromkeys(e.dependencies) if d in index],
                 priority=(submitted, e.start, e.key),
-                cpu=min(1.0, cpu / wall) if wall else 0.0,
+                cpu=min(1.0, cpu),
             )
         )
     return nodes
@@ -325,7 +371,9 @@ def whatif(
     graph = run_graph(run)
     chosen = _chosen(graph)
     if not chosen:
-        raise WhatIfError(f"{run.run_id} recorded no task that started and ended: nothing to replay")
+        raise WhatIfError(
+            f"{run.run_id} recorded no task that started and ended: nothing to replay"
+        )
     faster = _check(workers, threads_per_worker, faster, {e.task for e in chosen if e.task})
 
     worker_lines = run.lines(rundir.WORKERS)
@@ -348,16 +396,18 @@ def whatif(
     host_cpus = run.meta.get("host_cpus")
     host_cpus = host_cpus if isinstance(host_cpus, int) and host_cpus > 0 else None
     cores = host_cpus if host_cpus and run.meta.get("provider", "local") == "local" else None
-    measured = [shares[(e.key, e.attempt)] for e in chosen if (e.key, e.attempt) in shares]
-    wall = sum(w for _, w in measured)
-    cpu_share = round(sum(c for c, _ in measured) / wall, 3) if wall > 0 else None
+    own = _uncontended(chosen, shares, cores)
+    measured = [own[e.key] for e in chosen if (e.key, e.attempt) in shares]
+    wall = sum(d for d, _ in measured)
+    cpu_share = round(sum(d * f for d, f in measured) / wall, 3) if wall > 0 else None
 
     def replay(slots: int, speedups: dict[str, float]) -> float:
-        return simulate(_nodes(chosen, shares, speedups), slots, latencies, cores)
+        return simulate(_nodes(chosen, own, speedups), slots, latencies, cores)
 
     predicted = before + replay(workers * threads_per_worker, faster) + after
     makespan = predicted - before - after
-    as_was = before + replay(real_workers * real_threads, {}) + after
+    replay_makespan = replay(real_workers * real_threads, {})
+    as_was = before + replay_makespan + after
     unlimited = before + replay(len(chosen), faster) + after
 
     cost = run_cost(run, worker_lines, graph.run_end)
@@ -380,6 +430,8 @@ def whatif(
         replay_error_percent=round(100 * (as_was - real) / real, 2),
         unlimited_duration_s=round(unlimited, 6),
         makespan_s=round(makespan, 6),
+        replay_makespan_s=round(replay_makespan, 6),
+        real_makespan_s=round(last_end - first, 6),
         before_s=round(before, 6),
         after_s=round(after, 6),
         latencies=latencies,
@@ -449,7 +501,8 @@ def _s(value: float) -> str:
 
 
 def _pct(value: float) -> str:
-    return f"{value:+.0f}%".replace("-", "\u2212")
+    text = f"{value:+.1f}%" if abs(value) < 1 else f"{value:+.0f}%"
+    return text.replace("-", "\u2212")
 
 
 def _setup(workers: int, threads: int) -> str:
@@ -474,12 +527,16 @@ def what(result: WhatIf) -> str:
 def headline(result: WhatIf) -> str:
     """`Real duration 12.4s (2 workers × 1 thread); replay of the run as it was: 12.1s
     (−2%); with 4 workers × 1 thread: 6.8s (−45%)`."""
-    return (
+    text = (
         f"Real duration {_s(result.real_duration_s)} "
         f"({_setup(result.real_workers, result.real_threads_per_worker)}); "
         f"replay of the run as it was: {_s(result.replay_duration_s)} "
-        f"({_pct(result.replay_error_percent)}); "
-        f"{what(result)}: {_s(result.predicted_duration_s)} "
+        f"({_pct(result.replay_error_percent)})"
+    )
+    if what(result) == "as it was":
+        return text
+    return (
+        f"{text}; {what(result)}: {_s(result.predicted_duration_s)} "
         f"({_pct(result.predicted_change_percent)})"
     )
 
@@ -488,6 +545,10 @@ def format_whatif(result: WhatIf) -> str:
     """The headline, then the bound with unlimited workers, worker-hours, the model's
     assumptions and notes."""
     lines = [f"What-if replay of {result.run_id}:", "  " + headline(result)]
+    lines.append(
+        f"  Task phase (first submission to last task end): real {_s(result.real_makespan_s)}, "
+        f"replayed {_s(result.replay_makespan_s)}, predicted {_s(result.makespan_s)}"
+    )
     lines.append(f"  With unlimited workers: {_s(result.unlimited_duration_s)} (dependencies)")
     hours = result.worker_hours
     if hours["real"] is not None and hours["predicted"] is not None:

@@ -45,9 +45,11 @@ def advise(task, all_tasks, target, workers, run, runs_dir, fmt, output) -> None
         raise ScalableError("give --task NAME or --all, not both")
     texts, data = [], {}
     if task or all_tasks:
-        advice = advise_all(runs_dir, target=target) if all_tasks else [
-            make_advice(task, runs_dir, target=target)
-        ]
+        advice = (
+            advise_all(runs_dir, target=target)
+            if all_tasks
+            else [make_advice(task, runs_dir, target=target)]
+        )
         texts += [format_advice(a) for a in advice]
         data["tasks"] = [a.to_dict() for a in advice]
     if workers is not None:
