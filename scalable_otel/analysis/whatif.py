@@ -468,8 +468,13 @@ def _explain(result: WhatIf, cores: int | None, not_replayed: int) -> None:
         f"submission, {result.after_s:.1f}s after the last task",
     ]
     if cores:
+        spent = (
+            f"; tasks spent {result.cpu_share:.0%} of their time on CPU"
+            if (result.cpu_share is not None)
+            else ""
+        )
         result.assumptions.append(
-            f"CPU-heavy tasks share the host's {cores} cores (processor sharing)"
+            f"tasks share the host's {cores} cores for their CPU time (processor sharing){spent}"
         )
     slots = result.workers * result.threads_per_worker
     cpu_bound = result.cpu_share is not None and result.cpu_share >= CPU_BOUND_SHARE
@@ -549,7 +554,9 @@ def format_whatif(result: WhatIf) -> str:
         f"  Task phase (first submission to last task end): real {_s(result.real_makespan_s)}, "
         f"replayed {_s(result.replay_makespan_s)}, predicted {_s(result.makespan_s)}"
     )
-    lines.append(f"  With unlimited workers: {_s(result.unlimited_duration_s)} (dependencies)")
+    lines.append(
+        f"  With unlimited workers: {_s(result.unlimited_duration_s)} (the chain of dependencies)"
+    )
     hours = result.worker_hours
     if hours["real"] is not None and hours["predicted"] is not None:
         lines.append(
