@@ -184,3 +184,16 @@ def test_a_beta_run_has_nothing_to_replay(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: ") and "beta run" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_html_report_shows_the_same_replay(runs, tmp_path):
+    from scalable_otel.analysis.html import write_html_report
+    from scalable_otel.analysis.whatif import more_workers, scenarios
+
+    run = runs["independent"]
+    page = write_html_report(run, tmp_path / "report.html").read_text()
+    section = page[page.index('<section id="whatif-section">') :]
+    results = scenarios(run)
+    assert [r.workers for r in results] == [1, 2, 4]
+    assert "1 (as it was)" in section
+    assert more_workers(results[-1]) in section

@@ -56,6 +56,9 @@ from .report import run_cost, worker_figures
 
 #: A prediction within this share of the real duration is "about the same" (advise).
 NO_CHANGE_PERCENT = 5.0
+#: Runs of more tasks get no what-if table on the HTML page, which must stay quick for
+#: runs of a million task events (`scalable whatif` still answers).
+HTML_MAX_TASKS = 20_000
 #: Tasks spending at least this share of their time on CPU are called CPU-bound.
 CPU_BOUND_SHARE = 0.5
 #: A task with at least this share of its time on CPU competes for the host's cores.
@@ -348,6 +351,120 @@ def _nodes(
     return nodes
 
 
+class Replay:
+    """A run read once for what-ifs: `predict` replays it with other settings."""
+
+    def __init__(self, run: Run):
+        if run.is_beta:
+            raise WhatIfError(
+                f"{run.run_id} is a Scalable 2.0 beta run: it recorded no task starts on "
+                "workers, so there is nothing to replay"
+            )
+        graph = run_graph(run)
+        chosen = _chosen(graph)
+        if not chosen:
+            raise WhatIfError(
+                f"{run.run_id} recorded no task that started and ended: nothing to replay"
+            )
+        self.run, self.chosen = run, chosen
+        self.not_replayed = len(graph.executions) - len(chosen)
+        self.tasks = {e.task for e in chosen if e.task}
+        worker_lines = run.lines(rundir.WORKERS)
+        self.real_workers = max(1, worker_figures(worker_lines, graph.run_end)["peak"])
+        counted = Counter(graph.threads.values())
+        self.real_threads = counted.most_common(1)[0][0] if counted else 1
+
+        self.first = min(e.submitted if e.submitted is not None else e.start for e in chosen)
+        self.last_end = max(e.end for e in chosen)
+        run_start = graph.run_start if graph.run_start is not None else self.first
+        run_end = graph.run_end if graph.run_end is not None else self.last_end
+        self.before = max(0.0, self.first - run_start)
+        self.after = max(0.0, run_end - self.last_end)
+        real = run.meta.get("duration_s")
+        self.real = (
+            float(real) if isinstance(real, (int, float)) and real > 0 else run_end - run_start
+        )
+
+        self.latencies = _latencies(chosen, graph.threads)
+        shares = _cpu_shares(run)
+        host_cpus = run.meta.get("host_cpus")
+        self.host_cpus = host_cpus if isinstance(host_cpus, int) and host_cpus > 0 else None
+        local = run.meta.get("provider", "local") == "local"
+        self.cores = self.host_cpus if self.host_cpus and local else None
+        self.own = _uncontended(chosen, shares, self.cores)
+        measured = [self.own[e.key] for e in chosen if (e.key, e.attempt) in shares]
+        wall = sum(d for d, _ in measured)
+        self.cpu_share = round(sum(d * f for d, f in measured) / wall, 3) if wall > 0 else None
+        self.cost = run_cost(run, worker_lines, graph.run_end)
+        self.replay_makespan = self.makespan(self.real_workers * self.real_threads, {})
+
+    def makespan(self, slots: int, faster: dict[str, float]) -> float:
+        """First submission to last task end, replayed on `slots` threads."""
+        nodes = _nodes(self.chosen, self.own, faster)
+        return simulate(nodes, slots, self.latencies, self.cores)
+
+    def predict(
+        self,
+        workers: int | None = None,
+        threads_per_worker: int | None = None,
+        faster: dict[str, float] | None = None,
+    ) -> WhatIf:
+        """The what-if with these settings (defaults: the run's own)."""
+        faster = _check(workers, threads_per_worker, faster, self.tasks)
+        workers = workers or self.real_workers
+        threads_per_worker = threads_per_worker or self.real_threads
+        fixed = self.before + self.after
+        makespan = self.makespan(workers * threads_per_worker, faster)
+        predicted = makespan + fixed
+        as_was = self.replay_makespan + fixed
+        unlimited = self.makespan(len(self.chosen), faster) + fixed
+        real = self.real
+        basis = self.cost.get("basis") or {}
+        scale = (workers * threads_per_worker * predicted) / (
+            self.real_workers * self.real_threads * as_was
+        )
+        real_hours, real_usd = basis.get("worker_hours"), self.cost.get("usd")
+        result = WhatIf(
+            run_id=self.run.run_id,
+            tasks=len(self.chosen),
+            real_duration_s=round(real, 6),
+            real_workers=self.real_workers,
+            real_threads_per_worker=self.real_threads,
+            workers=workers,
+            threads_per_worker=threads_per_worker,
+            faster=faster,
+            predicted_duration_s=round(predicted, 6),
+            predicted_change_percent=round(100 * (predicted - real) / real, 2),
+            replay_duration_s=round(as_was, 6),
+            replay_error_percent=round(100 * (as_was - real) / real, 2),
+            unlimited_duration_s=round(unlimited, 6),
+            makespan_s=round(makespan, 6),
+            replay_makespan_s=round(self.replay_makespan, 6),
+            real_makespan_s=round(self.last_end - self.first, 6),
+            before_s=round(self.before, 6),
+            after_s=round(self.after, 6),
+            latencies=self.latencies,
+            host_cpus=self.host_cpus,
+            cpu_share=self.cpu_share,
+            cpu_limited=bool(
+                self.cores
+                and self.cpu_share is not None
+                and self.cpu_share >= CPU_BOUND_SHARE
+                and workers * threads_per_worker > self.cores
+            ),
+            worker_hours={
+                "real": real_hours,
+                "predicted": round(real_hours * scale, 9) if real_hours is not None else None,
+            },
+            cost_usd={
+                "real": real_usd,
+                "predicted": round(real_usd * scale, 6) if real_usd is not None else None,
+            },
+        )
+        _explain(result, self.cores, self.not_replayed)
+        return result
+
+
 def whatif(
     run: Run,
     workers: int | None = None,
@@ -363,97 +480,17 @@ def whatif(
     >>> result.predicted_duration_s, result.replay_error_percent    # doctest: +SKIP
     (6.8, -2.1)
     """
-    if run.is_beta:
-        raise WhatIfError(
-            f"{run.run_id} is a Scalable 2.0 beta run: it recorded no task starts on workers, "
-            "so there is nothing to replay"
-        )
-    graph = run_graph(run)
-    chosen = _chosen(graph)
-    if not chosen:
-        raise WhatIfError(
-            f"{run.run_id} recorded no task that started and ended: nothing to replay"
-        )
-    faster = _check(workers, threads_per_worker, faster, {e.task for e in chosen if e.task})
+    return Replay(run).predict(workers, threads_per_worker, faster)
 
-    worker_lines = run.lines(rundir.WORKERS)
-    real_workers = max(1, worker_figures(worker_lines, graph.run_end)["peak"])
-    counted = Counter(graph.threads.values())
-    real_threads = counted.most_common(1)[0][0] if counted else 1
-    workers = workers or real_workers
-    threads_per_worker = threads_per_worker or real_threads
 
-    first = min(e.submitted if e.submitted is not None else e.start for e in chosen)
-    last_end = max(e.end for e in chosen)
-    run_start = graph.run_start if graph.run_start is not None else first
-    run_end = graph.run_end if graph.run_end is not None else last_end
-    before, after = max(0.0, first - run_start), max(0.0, run_end - last_end)
-    real = run.meta.get("duration_s")
-    real = float(real) if isinstance(real, (int, float)) and real > 0 else run_end - run_start
-
-    latencies = _latencies(chosen, graph.threads)
-    shares = _cpu_shares(run)
-    host_cpus = run.meta.get("host_cpus")
-    host_cpus = host_cpus if isinstance(host_cpus, int) and host_cpus > 0 else None
-    cores = host_cpus if host_cpus and run.meta.get("provider", "local") == "local" else None
-    own = _uncontended(chosen, shares, cores)
-    measured = [own[e.key] for e in chosen if (e.key, e.attempt) in shares]
-    wall = sum(d for d, _ in measured)
-    cpu_share = round(sum(d * f for d, f in measured) / wall, 3) if wall > 0 else None
-
-    def replay(slots: int, speedups: dict[str, float]) -> float:
-        return simulate(_nodes(chosen, own, speedups), slots, latencies, cores)
-
-    predicted = before + replay(workers * threads_per_worker, faster) + after
-    makespan = predicted - before - after
-    replay_makespan = replay(real_workers * real_threads, {})
-    as_was = before + replay_makespan + after
-    unlimited = before + replay(len(chosen), faster) + after
-
-    cost = run_cost(run, worker_lines, graph.run_end)
-    basis = cost.get("basis") or {}
-    scale = (workers * threads_per_worker * predicted) / (real_workers * real_threads * as_was)
-    real_hours, real_usd = basis.get("worker_hours"), cost.get("usd")
-
-    result = WhatIf(
-        run_id=run.run_id,
-        tasks=len(chosen),
-        real_duration_s=round(real, 6),
-        real_workers=real_workers,
-        real_threads_per_worker=real_threads,
-        workers=workers,
-        threads_per_worker=threads_per_worker,
-        faster=faster,
-        predicted_duration_s=round(predicted, 6),
-        predicted_change_percent=round(100 * (predicted - real) / real, 2),
-        replay_duration_s=round(as_was, 6),
-        replay_error_percent=round(100 * (as_was - real) / real, 2),
-        unlimited_duration_s=round(unlimited, 6),
-        makespan_s=round(makespan, 6),
-        replay_makespan_s=round(replay_makespan, 6),
-        real_makespan_s=round(last_end - first, 6),
-        before_s=round(before, 6),
-        after_s=round(after, 6),
-        latencies=latencies,
-        host_cpus=host_cpus,
-        cpu_share=cpu_share,
-        cpu_limited=bool(
-            cores
-            and cpu_share is not None
-            and cpu_share >= CPU_BOUND_SHARE
-            and workers * threads_per_worker > cores
-        ),
-        worker_hours={
-            "real": real_hours,
-            "predicted": round(real_hours * scale, 9) if real_hours is not None else None,
-        },
-        cost_usd={
-            "real": real_usd,
-            "predicted": round(real_usd * scale, 6) if real_usd is not None else None,
-        },
+def scenarios(run: Run) -> list[WhatIf]:
+    """What-ifs of 1 worker, the run's own workers, and 2 and 4 times as many (the HTML
+    page's table), from one reading of the run."""
+    replay = Replay(run)
+    counts = dict.fromkeys(
+        [1, replay.real_workers, 2 * replay.real_workers, 4 * replay.real_workers]
     )
-    _explain(result, cores, len(graph.executions) - len(chosen))
-    return result
+    return [replay.predict(workers=n) for n in counts]
 
 
 def _explain(result: WhatIf, cores: int | None, not_replayed: int) -> None:
