@@ -14,7 +14,8 @@ The model, from the run's own records (`graph.run_graph` and resources.jsonl):
    submission of tasks without dependencies that found a thread free; `dependency_latency_s`:
    the median of start minus the last dependency's end of tasks with dependencies that found
    a thread free (dispatch plus moving the dependencies' results); `turnaround_s`: the median
-   of start minus the previous end on the same worker of tasks that waited for a thread.
+   of start minus the previous end on the same thread of tasks that waited for one (each
+   worker's executions are laid on its threads in start order).
 4. **Scheduler.** Slots = workers x threads per worker. When a slot is free, the ready task
    submitted first starts (ties in the order the run started them): Dask runs futures
    first-submitted first (its graph `generation`), and a graph's own order is the one the
@@ -22,7 +23,9 @@ The model, from the run's own records (`graph.run_graph` and resources.jsonl):
 5. **CPU.** With the host's cores known (run.json's `host_cpus`, for a `local` run whose
    workers share the session's host), a task's CPU share is its `cpu_seconds / wall_s`
    (task_resources); while the running tasks ask for more cores than the host has, their
-   CPU parts progress at cores/demand (processor sharing) and the rest at full speed.
+   CPU parts progress at cores/demand (processor sharing) and the rest at full speed. A
+   task measured while more CPU-using tasks ran than the host has cores is first taken
+   back to a core of its own (`_uncontended`).
 6. **Duration.** The replay's makespan (first submission to last end) plus the run's time
    outside task execution as recorded: session start to first submission, last task end
    to run end.
@@ -33,9 +36,9 @@ prediction: its difference from the real duration is the model's own error on th
 What the model does not know: memory limits and spilling, work stealing and data
 locality (a dependency costs the same on any worker), workers starting later than others
 or dying, a client that waits for results before submitting more (replayed at the same
-moments), and a worker startup that takes longer with more workers (the time before the
-first submission is kept as recorded). Durations measured while the host's cores were
-oversubscribed include that contention.
+moments), a worker startup that takes longer with more workers (the time before the
+first submission is kept as recorded), and the load of other processes on the host (a
+task that got part of a core because of them is replayed as if that were its need).
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from .graph import Execution, RunGraph, run_graph
 from .load import Run
 from .report import run_cost, worker_figures
 
-#: A prediction within this share of the real duration is "about the same" (advise).
+#: A prediction within this share of the replay as it was is "about the same" (advise).
 NO_CHANGE_PERCENT = 5.0
 #: Runs of more tasks get no what-if table on the HTML page, which must stay quick for
 #: runs of a million task events (`scalable whatif` still answers).
@@ -384,6 +387,8 @@ class Replay:
         self.real = (
             float(real) if isinstance(real, (int, float)) and real > 0 else run_end - run_start
         )
+        if not (math.isfinite(self.real) and self.real > 0):
+            raise WhatIfError(f"{run.run_id} has no duration to compare a replay with")
 
         self.latencies = _latencies(chosen, graph.threads)
         shares = _cpu_shares(run)
@@ -420,10 +425,15 @@ class Replay:
         unlimited = self.makespan(len(self.chosen), faster) + fixed
         real = self.real
         basis = self.cost.get("basis") or {}
-        scale = (workers * threads_per_worker * predicted) / (
-            self.real_workers * self.real_threads * as_was
+        scale = (
+            (workers * threads_per_worker * predicted)
+            / (self.real_workers * self.real_threads * as_was)
+            if as_was > 0
+            else None
         )
         real_hours, real_usd = basis.get("worker_hours"), self.cost.get("usd")
+        if scale is None:
+            real_hours = real_usd = None
         result = WhatIf(
             run_id=self.run.run_id,
             tasks=len(self.chosen),
