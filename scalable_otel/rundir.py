@@ -76,6 +76,7 @@ RUN_JSON_FIELDS: dict[str, tuple[type, ...]] = {
     "host": _TEXT,
     "pid": _INTEGER,
     "process_start_time": _NUMBER,
+    "host_cpus": _INTEGER,
     "manifest_hash": _TEXT,
     "tasks_submitted": _INTEGER,
     "tasks_completed": _INTEGER,
@@ -156,12 +157,14 @@ def run_json(
     versions: dict,
     summary: dict | None = None,
     heartbeat: float | None = None,
+    host_cpus: int | None = None,
 ) -> dict:
     """run.json's content from what the session knows: `ended` is None while the run goes
     on; `summary` is the recorder's report of the run's end (None before it, or when the
     telemetry process never gave one). A count the summary does not give is null, never 0:
     readers then count the run's lines (`analysis.facts`). `heartbeat` is the last time
     the run was known alive (`heartbeat_time`; default: its end, else its start).
+    `host_cpus` is the number of CPUs the session's process may use on its host.
 
     >>> meta = run_json(run_id="run-x", project="p", status="running", started=0.0,
     ...     ended=None, target="local", provider="local", host="h", pid=1,
@@ -185,6 +188,7 @@ def run_json(
         "host": host,
         "pid": pid,
         "process_start_time": process_start_time,
+        "host_cpus": host_cpus,
         "manifest_hash": manifest_hash,
     }
     data.update({name: summary.get(name) for name in SUMMARY_FIELDS})

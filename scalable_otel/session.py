@@ -72,6 +72,16 @@ def _process_start_time() -> float | None:
 
 _PROCESS_START_TIME = _process_start_time()
 
+
+def usable_cpus() -> int | None:
+    """CPUs this process may run on (its affinity, else the host's count): run.json's
+    `host_cpus`, which the what-if replay caps CPU-bound work of local workers at."""
+    try:
+        return len(os.sched_getaffinity(0)) or None
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
 TARGET_ENV = "SCALABLE_TARGET"
 # The share of what is left of the close's deadline that the Dask close of a cluster the
 # session started may take (at least CLUSTER_CLOSE_MIN_S): the rest is for the run's
@@ -714,6 +724,7 @@ class ScalableSession:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "process_start_time": _PROCESS_START_TIME,
+            "host_cpus": usable_cpus(),
             "manifest_hash": self._manifest().hash,
             "trace_id": self.trace_id,
             "exporters": self._exporters(),

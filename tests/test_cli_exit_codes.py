@@ -45,6 +45,7 @@ def families(run: str, root: Path, out: Path) -> dict[str, list[str]]:
         "trends --fail-on-regression": ["trends", "--fail-on-regression", *where]
         + ["--format", "markdown"],
         "advise": ["advise", "--all", *where],
+        "whatif": ["whatif", run, "--workers", "4", *where],
         "export --parquet": ["export", "--parquet", run, "--out", str(out / "parquet"), *where],
         "export --otlp": ["export", "--otlp", run, "--endpoint", CLOSED_PORT, *where],
     }
@@ -133,6 +134,11 @@ def bad_arguments(run: str, root: Path, out: Path) -> dict[str, tuple[list[str],
             "--format markdown is for --compare",
         ),
         "advise": (["advise", *where], "give --task NAME or --all"),
+        "whatif": (["whatif", run, "--workers", "0", *where], "workers must be 1 or more"),
+        "whatif --faster": (["whatif", run, "--faster", "no_such_task=2", *where], "no task"),
+        "whatif --faster 0": (["whatif", run, "--faster", "run_simulation=0", *where], "above 0"),
+        "whatif --faster -1": (["whatif", run, "--faster", "run_simulation=-1", *where], "above 0"),
+        "whatif --faster x": (["whatif", run, "--faster", "run_simulation", *where], "TASK=FACTOR"),
         "export --parquet": (["export", "--parquet", "--otlp", run, *where], "one format"),
         # a ValueError of the URL parser: was exit code 1
         "export --otlp": (["export", "--otlp", run, "--endpoint", "http://[::1", *where], "IPv6"),

@@ -83,9 +83,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import advise, demo, export, history, report
+    from . import advise, demo, export, history, report, whatif
 
-    for module in (demo, report, history, advise, export):
+    for module in (demo, report, history, advise, whatif, export):
         for command in module.COMMANDS:
             main.add_command(command)
 

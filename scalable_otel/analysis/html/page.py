@@ -266,6 +266,47 @@ def _cache_section(fig: dict) -> str:
     return "\n".join(out)
 
 
+def _whatif_section(run, fig: dict) -> str:
+    """Predicted durations with other numbers of workers (`analysis.whatif.scenarios`)."""
+    from ...errors import ScalableError
+    from ..whatif import HTML_MAX_TASKS, more_workers, scenarios
+
+    out = ['<section id="whatif-section"><h2>What if</h2>']
+    submitted = fig["counts"].get("submitted") or 0
+    try:
+        if submitted > HTML_MAX_TASKS:
+            raise ScalableError(
+                f"not computed for runs of more than {HTML_MAX_TASKS:,} tasks "
+                "(run `scalable whatif`)"
+            )
+        results = scenarios(run)
+    except (ScalableError, OSError) as exc:
+        out.append(f'<p class="empty">{_e(exc)}</p></section>')
+        return "".join(out)
+    first = results[0]
+    out.append(
+        f'<p class="hint">The run\'s graph and measured durations replayed with other '
+        f"workers (model: <code>scalable whatif --help</code>, docs/analysis.md). Real "
+        f"duration {_fmt_seconds(first.real_duration_s)}; the replay of the run as it was "
+        f"gives {_fmt_seconds(first.replay_duration_s)} "
+        f"({first.replay_error_percent:+.1f}%): the model's error on this run.</p>"
+        "<table><thead><tr><th>workers</th><th>threads each</th><th>predicted</th>"
+        "<th>against real</th><th>worker-hours</th></tr></thead><tbody>"
+    )
+    for r in results:
+        hours = r.worker_hours["predicted"]
+        out.append(
+            f"<tr><td>{r.workers}{' (as it was)' if r.workers == r.real_workers else ''}</td>"
+            f"<td>{r.threads_per_worker}</td><td>{_fmt_seconds(r.predicted_duration_s)}</td>"
+            f"<td>{round(r.predicted_change_percent) + 0:+d}%</td>"
+            f"<td>{'' if hours is None else f'{hours:.4g}'}</td></tr>"
+        )
+    out.append(f'</tbody></table><p class="note">{_e(more_workers(results[-1]))}</p>')
+    out += [f'<p class="note">{_e(note)}</p>' for note in results[-1].notes]
+    out.append("</section>")
+    return "".join(out)
+
+
 def _timeline_note(fig: dict) -> str:
     total, drawn = fig["total_attempts"], len(fig["drawn"])
     if drawn >= total:
@@ -320,7 +361,8 @@ def html_report(run, *, max_bars: int = MAX_BARS, summary: dict | None = None) -
         '<nav><a href="#timeline-section">Timeline</a><a href="#resources-section">'
         'CPU &amp; memory</a><a href="#critical-path-section">Critical path</a>'
         '<a href="#durations-section">Durations</a>'
-        '<a href="#failures-section">Failures</a><a href="#cache-section">Cache</a></nav>',
+        '<a href="#failures-section">Failures</a><a href="#cache-section">Cache</a>'
+        '<a href="#whatif-section">What if</a></nav>',
         '<noscript><p class="note">The charts need JavaScript; the tables below do not.'
         "</p></noscript>",
         '<section id="timeline-section"><div class="section-head"><h2>Timeline</h2>'
@@ -345,6 +387,7 @@ def html_report(run, *, max_bars: int = MAX_BARS, summary: dict | None = None) -
         "</section>",
         _failures_section(fig),
         _cache_section(fig),
+        _whatif_section(run, fig),
         f"<footer>scalable-otel {_e(__version__)} · {_e(run.path)}</footer>",
         f'<script type="application/json" id="run-data">{json_for_script(payload(fig))}</script>',
         f"<script>{script}</script>",
