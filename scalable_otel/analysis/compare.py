@@ -19,6 +19,7 @@ import math
 from .. import semconv as sc
 from ..rundir import TASKS
 from .columns import query_files
+from .energy import format_carbon, format_kwh
 from .load import Run
 from .report import report, seconds
 
@@ -166,14 +167,16 @@ def _change(a, b) -> dict:
     return {"a": a, "b": b, "change": change, "change_pct": 100.0 * change / a if a else None}
 
 
-def compare(a: Run, b: Run) -> dict:
+def compare(a: Run, b: Run, energy_options: dict | None = None) -> dict:
     """Run B against run A: figures with changes, per-task duration changes, a verdict.
+
+    `energy_options`: the energy constants the command line gives (`energy.run_energy`).
 
     >>> result = compare(load_run("run-abc123"), load_run("run-def456"))  # doctest: +SKIP
     >>> result["verdict"]["verdict"]                                     # doctest: +SKIP
     'faster'
     """
-    ra, rb = report(a), report(b)
+    ra, rb = report(a, energy_options), report(b, energy_options)
     figures = {
         "duration_s": _change(ra["duration_s"], rb["duration_s"]),
         "tasks_submitted": _change(ra["tasks"]["submitted"], rb["tasks"]["submitted"]),
@@ -184,6 +187,8 @@ def compare(a: Run, b: Run) -> dict:
         "utilization": _change(ra["workers"]["utilization"], rb["workers"]["utilization"]),
         "cache_hit_rate": _change(ra["cache"]["hit_rate"], rb["cache"]["hit_rate"]),
         "cost_usd": _change(ra["cost"]["usd"], rb["cost"]["usd"]),
+        "energy_kwh": _change(ra["energy"]["kwh"], rb["energy"]["kwh"]),
+        "carbon_g": _change(ra["energy"]["carbon_g"], rb["energy"]["carbon_g"]),
     }
     fields = ["event", "task", "duration_s"]
     files = {"a": a.file(TASKS, fields), "b": b.file(TASKS, fields)}
@@ -210,6 +215,10 @@ def _fmt(kind: str, value) -> str:
         return f"{100 * value:.0f}%"
     if kind == "$":
         return f"${value:.2f}"
+    if kind == "kWh":
+        return format_kwh(value)
+    if kind == "g":
+        return format_carbon(value)
     return str(value)
 
 
@@ -224,6 +233,9 @@ def _fmt_change(kind: str, figure: dict) -> str:
         return f"{sign}{seconds(abs(change))} {_pct(figure['change_pct'])}".rstrip()
     if kind == "$":
         return f"{change:+.2f}"
+    if kind in ("kWh", "g"):
+        shown = format_kwh(abs(change)) if kind == "kWh" else format_carbon(abs(change))
+        return f"{'+' if change >= 0 else '-'}{shown} {_pct(figure['change_pct'])}".rstrip()
     return f"{change:+d} {_pct(figure['change_pct'])}".rstrip()
 
 
@@ -237,6 +249,8 @@ ROWS = [
     ("Avg utilization", "utilization", "%"),
     ("Cache hit rate", "cache_hit_rate", "%"),
     ("Estimated cost", "cost_usd", "$"),
+    ("Energy", "energy_kwh", "kWh"),
+    ("Carbon", "carbon_g", "g"),
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import ScalableError
-from .options import emit, format_option, output_option, runs_dir_option
+from .options import emit, energy_options, format_option, output_option, runs_dir_option
 
 
 @click.command()
@@ -15,7 +15,8 @@ from .options import emit, format_option, output_option, runs_dir_option
 @runs_dir_option
 @format_option
 @output_option
-def advise(task, all_tasks, target, runs_dir, fmt, output) -> None:
+@energy_options
+def advise(task, all_tasks, target, runs_dir, fmt, output, energy) -> None:
     """Recommend CPUs and memory for a task from its measured use over past runs.
 
     \b
@@ -29,9 +30,9 @@ def advise(task, all_tasks, target, runs_dir, fmt, output) -> None:
     if bool(task) == bool(all_tasks):
         raise ScalableError("give --task NAME or --all")
     if all_tasks:
-        advice = advise_all(runs_dir, target=target)
+        advice = advise_all(runs_dir, target=target, energy_options=energy)
     else:
-        advice = [make_advice(task, runs_dir, target=target)]
+        advice = [make_advice(task, runs_dir, target=target, energy_options=energy)]
     text = "\n\n".join(format_advice(a) for a in advice)
     data = [a.to_dict() for a in advice]
     emit(data if all_tasks else data[0], text, fmt, output)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import emit, format_option, output_option, runs_dir_option
+from .options import emit, energy_options, format_option, output_option, runs_dir_option
 
 
 @click.command()
@@ -32,8 +32,9 @@ def runs(runs_dir, limit, fmt, output) -> None:
 @runs_dir_option
 @format_option
 @output_option
-def trends(task, last_n, runs_dir, fmt, output) -> None:
-    """Durations, utilization and cache hit rate over the runs; flags regressions.
+@energy_options
+def trends(task, last_n, runs_dir, fmt, output, energy) -> None:
+    """Durations, utilization, cache hit rate and energy over the runs; flags regressions.
 
     A task regresses when its durations in the latest runs lie outside its
     spread in the runs before; the run where it started is named.
@@ -46,7 +47,7 @@ def trends(task, last_n, runs_dir, fmt, output) -> None:
     from ..analysis.trends import format_trends
     from ..analysis.trends import trends as make_trends
 
-    result = make_trends(runs_dir, task=task, last=last_n)
+    result = make_trends(runs_dir, task=task, last=last_n, energy_options=energy)
     emit(result.to_dict(), format_trends(result), fmt, output)
 
 

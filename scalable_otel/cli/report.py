@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import ScalableError
-from .options import emit, format_option, output_option, runs_dir_option
+from .options import emit, energy_options, format_option, output_option, runs_dir_option
 
 
 @click.command()
@@ -27,8 +27,9 @@ from .options import emit, format_option, output_option, runs_dir_option
     type=click.Path(dir_okay=False, writable=True),
     help="Also write a self-contained HTML report (timeline, resources, durations) here.",
 )
-def report(run, last, run_id, runs_dir, fmt, output, compare, html_file) -> None:
-    """Summarize a run: tasks, durations, workers, cache, cost.
+@energy_options
+def report(run, last, run_id, runs_dir, fmt, output, compare, html_file, energy) -> None:
+    """Summarize a run: tasks, durations, workers, cache, cost, energy and carbon.
 
     RUN is a run id, a unique prefix of one, or a run directory; the default is the
     most recent run.
@@ -40,6 +41,7 @@ def report(run, last, run_id, runs_dir, fmt, output, compare, html_file) -> None
         scalable report --run-id run-2026 --format json
         scalable report --compare run-abc123 run-def456
         scalable report --last --html report.html
+        scalable report --last --pue 1.2 --carbon-intensity 180
     """
     from ..analysis import load_run
 
@@ -50,7 +52,7 @@ def report(run, last, run_id, runs_dir, fmt, output, compare, html_file) -> None
         from ..analysis.compare import format_compare
 
         a, b = (load_run(spec, runs_dir, inside_root=True) for spec in compare)
-        result = compare_runs(a, b)
+        result = compare_runs(a, b, energy_options=energy)
         emit(result, format_compare(result), fmt, output)
         return
     if run is not None and run_id is not None:
@@ -60,7 +62,7 @@ def report(run, last, run_id, runs_dir, fmt, output, compare, html_file) -> None
     from ..analysis.report import format_report
     from ..analysis.report import report as make_report
 
-    summary = make_report(loaded)
+    summary = make_report(loaded, energy_options=energy)
     emit(summary, format_report(summary), fmt, output)
     if html_file:
         from ..analysis.html import write_html_report
