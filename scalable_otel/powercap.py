@@ -87,12 +87,19 @@ def counter_delta(previous: int, value: int, max_range: int) -> int:
 
     A reading below the previous one is a wrap when it fell by more than half the range
     (the counter went past `max_range` and restarted at 0); a smaller fall is a reading
-    that arrived out of order, which adds nothing.
+    that arrived out of order, which adds nothing. So is a rise of more than half the
+    range (a reading from before a wrap, ordered after one from after it: at a real
+    counter's range, 262 kJ or more, half of it within a sampling interval is no power
+    a host draws).
 
     >>> counter_delta(100, 250, 1000), counter_delta(900, 50, 1000), counter_delta(900, 880, 1000)
     (150, 150, 0)
+    >>> counter_delta(50, 900, 1000)
+    0
     """
     if value >= previous:
+        if max_range and value - previous > max_range / 2:
+            return 0
         return value - previous
     if max_range and previous - value > max_range / 2:
         return max_range - previous + value
@@ -124,7 +131,7 @@ class CounterTotals:
             max_range = (ranges or {}).get(zone)
             max_range = max_range if isinstance(max_range, int) and max_range > 0 else 0
             delta = counter_delta(previous, value, max_range)
-            if delta or value >= previous:
+            if delta or value == previous:
                 self._last[(host, zone)] = value
             zones_uj[zone] += delta
             added += delta

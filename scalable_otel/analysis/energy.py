@@ -96,11 +96,7 @@ def energy_constants(run: Run, options: dict | None = None) -> dict:
 
 
 def _figure(joules: float, c: dict) -> dict:
-    return {
-        "joules": round(joules, 3),
-        "kwh": round(em.kwh(joules), 9),
-        "carbon_g": round(em.carbon_g(joules, c), 6),
-    }
+    return {"joules": joules, "kwh": em.kwh(joules), "carbon_g": em.carbon_g(joules, c)}
 
 
 def _estimate(run: Run, workers: list[dict], run_end, c: dict) -> tuple[dict, dict]:
@@ -131,8 +127,8 @@ def _estimate(run: Run, workers: list[dict], run_end, c: dict) -> tuple[dict, di
         cpu_j += em.energy_j(uptime, busy, 0.0, c)
         memory_j += em.energy_j(uptime, 0.0, held, c)
     figure = _figure(cpu_j + memory_j, c)
-    figure["cpu_kwh"] = round(em.kwh(cpu_j), 9)
-    figure["memory_kwh"] = round(em.kwh(memory_j), 9)
+    figure["cpu_kwh"] = em.kwh(cpu_j)
+    figure["memory_kwh"] = em.kwh(memory_j)
     basis = {
         "workers": len(uptimes),
         "worker_hours": round(worker_s / 3600, 9),
@@ -158,7 +154,7 @@ def _measured(run: Run, c: dict) -> dict | None:
     measured = sorted(h for h, n in totals.readings.items() if n >= 2)
     joules = sum(totals.host_uj(h) for h in measured) / 1e6 * c[em.PUE]
     figure = _figure(joules, c)
-    figure["hosts"] = {h: round(totals.host_uj(h) / 1e6, 6) for h in measured}  # J, before PUE
+    figure["hosts"] = {h: totals.host_uj(h) / 1e6 for h in measured}  # J, before PUE
     figure["zones"] = sorted({z for h in measured for z in totals.uj.get(h, {})})
     figure["unmeasured_hosts"] = [h for h in hosts if h not in measured]
     return figure
@@ -232,7 +228,7 @@ def allocation_saving(current_memory: float | None, recommended_memory: float | 
     Returns `{"wh", "carbon_g"}`.
 
     >>> allocation_saving(16 * 2**30, 8 * 2**30, em.constants())["wh"]   # 8 GB x 0.3725 W x 1.67
-    4.9766
+    4.97664
     """
     if current_memory is None or recommended_memory is None:
         return None
@@ -251,13 +247,13 @@ def format_kwh(kwh: float | None) -> str:
     return f"{kwh * 1e6:.3g} mWh"
 
 
-def format_carbon(grams: float | None) -> str:
-    """`199 g CO2e`, `1.2 kg CO2e`, `0.034 g CO2e`."""
+def format_carbon(grams: float | None, suffix: str = " CO2e") -> str:
+    """`199 g CO2e`, `1.2 kg CO2e`, `0.034 g CO2e` (`suffix=""` in a CO2e column)."""
     if grams is None:
         return "n/a"
     if abs(grams) >= 1000:
-        return f"{grams / 1000:.3g} kg CO2e"
-    return f"{grams:.3g} g CO2e"
+        return f"{grams / 1000:.3g} kg{suffix}"
+    return f"{grams:.3g} g{suffix}"
 
 
 def format_energy(energy: dict) -> str:

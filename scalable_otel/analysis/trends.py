@@ -410,7 +410,7 @@ def format_trends(history: Trends) -> str:
             _pct(r.utilization),
             _pct(r.cache_hit_rate),
             "-" if r.energy_kwh is None else format_kwh(r.energy_kwh),
-            "-" if r.carbon_g is None else format_carbon(r.carbon_g),
+            "-" if r.carbon_g is None else format_carbon(r.carbon_g, ""),
         ]
         for r in history.runs
     ]
