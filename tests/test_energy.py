@@ -338,7 +338,7 @@ def test_compare_trends_and_html_show_the_same_figures(runs, tmp_path):
     assert compared["figures"]["carbon_g"]["b"] == eb["carbon_g"]
     text = invoke("report", "--compare", a, b, "--runs-dir", root)
     assert any(line.startswith("Energy ") for line in text.splitlines())
-    assert any(line.startswith("Carbon ") for line in text.splitlines())
+    assert any(line.startswith("Carbon (CO2e) ") for line in text.splitlines())
 
     history = orjson.loads(invoke("trends", "--runs-dir", root, "--format", "json"))
     assert [(r["energy_kwh"], r["energy_method"]) for r in history["runs"]] == [
@@ -367,3 +367,21 @@ def test_advise_says_what_the_recommendation_saves(runs):
     (line,) = [x for x in text.splitlines() if x.startswith("  Energy:")]
     saved_wh = held_less * 0.3725 * 2
     assert f"saves {saved_wh:.3g} Wh" in line and "PUE 2," in line
+
+
+def test_a_bad_constant_in_a_runs_manifest_costs_the_figure_not_the_report(runs, tmp_path):
+    import shutil
+
+    import yaml
+
+    copy = tmp_path / runs["a"].name
+    shutil.copytree(runs["a"], copy)
+    manifest = yaml.safe_load((copy / "manifest.yaml").read_text())
+    manifest["targets"]["local"]["energy"]["pue"] = 0.5
+    (copy / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    summary = report(load_run(copy))
+    assert summary["energy"]["kwh"] is None
+    assert summary["energy"]["error"] == (
+        "target 'local': energy.pue must be a ratio, 1 or more, not 0.5"
+    )
+    assert "Energy:         unknown (target 'local': energy.pue" in format_report(summary)

@@ -648,10 +648,7 @@ def _rates_line(advice: Advice) -> str:
 def _energy_line(advice: Advice) -> str:
     c = advice.energy_constants
     wh, grams = advice.energy_saved_wh_per_task_hour, advice.carbon_saved_g_per_task_hour
-    how = (
-        f"memory held x {c[MEMORY_POWER]:g} W/GB x PUE {c[PUE]:g}, "
-        f"{c[CARBON_INTENSITY]:g} g CO2e/kWh; Green Algorithms"
-    )
+    how = f"memory at {c[MEMORY_POWER]:g} W/GB, PUE {c[PUE]:g}, {c[CARBON_INTENSITY]:g} g/kWh"
     if abs(wh) < 1e-9:
         return f"no saving: the recommendation holds as much memory ({how})"
     verb = "saves" if wh > 0 else "costs"

@@ -218,7 +218,7 @@ def _fmt(kind: str, value) -> str:
     if kind == "kWh":
         return format_kwh(value)
     if kind == "g":
-        return format_carbon(value)
+        return format_carbon(value, "")
     return str(value)
 
 
@@ -234,7 +234,7 @@ def _fmt_change(kind: str, figure: dict) -> str:
     if kind == "$":
         return f"{change:+.2f}"
     if kind in ("kWh", "g"):
-        shown = format_kwh(abs(change)) if kind == "kWh" else format_carbon(abs(change))
+        shown = format_kwh(abs(change)) if kind == "kWh" else format_carbon(abs(change), "")
         return f"{'+' if change >= 0 else '-'}{shown} {_pct(figure['change_pct'])}".rstrip()
     return f"{change:+d} {_pct(figure['change_pct'])}".rstrip()
 
@@ -250,7 +250,7 @@ ROWS = [
     ("Cache hit rate", "cache_hit_rate", "%"),
     ("Estimated cost", "cost_usd", "$"),
     ("Energy", "energy_kwh", "kWh"),
-    ("Carbon", "carbon_g", "g"),
+    ("Carbon (CO2e)", "carbon_g", "g"),
 ]
 
 
