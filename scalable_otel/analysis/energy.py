@@ -111,7 +111,10 @@ def _estimate(run: Run, workers: list[dict], run_end, c: dict) -> tuple[dict, di
         if uptime is None:
             continue
         nthreads = finite_number(added.get("nthreads")) or 1.0
-        busy_s, span_s, first, first_cpu, mean_rss = sampled.get(added.get("worker"), (None,) * 5)
+        address = added.get("worker")
+        busy_s, span_s, first, first_cpu, mean_rss = sampled.get(
+            address if isinstance(address, str) else None, (None,) * 5
+        )
         start = parse_iso(added.get("timestamp"))
         if first is not None and first_cpu is not None and start is not None and first > start:
             busy_s = (busy_s or 0.0) + first_cpu / 100 * (first - start)
