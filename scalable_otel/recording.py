@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from opentelemetry.trace import Status, StatusCode
 from . import energy_model
 from . import semconv as sc
 from .args import Redaction
+from .children import child_env
 from .exporters.settings import ExportSettings
 from .lifecycle import Recorder
 from .queues import RECORD_QUEUE_BOUND, BoundedQueue
@@ -340,13 +340,10 @@ class ChildProcessRecording(_DriverSide):
         self._broken = False
         self._closing: tuple | None = None
         ours, theirs = socket.socketpair()
-        env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
             [sys.executable, "-m", "scalable_otel._recorder_main", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
-            env=env,
+            env=child_env(),
             stdin=subprocess.DEVNULL,
         )
         theirs.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import functools
@@ -72,6 +73,11 @@ def _process_start_time() -> float | None:
 _PROCESS_START_TIME = _process_start_time()
 
 TARGET_ENV = "SCALABLE_TARGET"
+# The share of what is left of the close's deadline that the Dask close of a cluster the
+# session started may take (at least CLUSTER_CLOSE_MIN_S): the rest is for the run's
+# last records and its telemetry process, which take a fraction of a second when healthy.
+CLUSTER_CLOSE_SHARE = 0.75
+CLUSTER_CLOSE_MIN_S = 1.0
 _STARTABLE = ("local", "slurm")  # providers whose cluster a session starts itself
 _ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
 
@@ -572,13 +578,26 @@ class ScalableSession:
                 if self.client is not None and not self._attached:
                     self.client.close()
                 if self.cluster is not None:
-                    self.cluster.close()
+                    self._close_cluster(max(left() * CLUSTER_CLOSE_SHARE, CLUSTER_CLOSE_MIN_S))
         finally:
             if recording is not None:
                 if token is not None:
                     with _timed(split, "last_records"):
                         self._await_last_records(recording, token, left)
                 self._finish_telemetry(status, timeout=left())
+
+    def _close_cluster(self, timeout: float) -> None:
+        """Close the cluster this session started, waiting for it at most `timeout` seconds:
+        a nanny that restarts a worker as the cluster closes can wait forever (seen with
+        distributed 2024.12 after workers were killed), and the run must still end."""
+        try:
+            self.cluster.close(timeout=timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            logger.warning(
+                "scalable-otel: the Dask cluster did not close within %.0f s; "
+                "the run ends without waiting for it",
+                timeout,
+            )
 
     def _mark_last_records(self, left) -> str | None:
         """Have the workers send what they hold, then put a sync mark after the scheduler's

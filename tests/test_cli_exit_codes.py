@@ -36,9 +36,14 @@ def families(run: str, root: Path, out: Path) -> dict[str, list[str]]:
     return {
         "report": ["report", run, *where],
         "report --compare": ["report", "--compare", run, run, *where],
+        "report --compare --fail-if-slower": ["report", "--compare", run, run, *where]
+        + ["--fail-if-slower", "10", "--format", "markdown"],
         "report --html": ["report", run, "--html", str(out / "report.html"), *where],
+        "report --critical-path": ["report", run, "--critical-path", *where],
         "runs": ["runs", *where],
         "trends": ["trends", *where],
+        "trends --fail-on-regression": ["trends", "--fail-on-regression", *where]
+        + ["--format", "markdown"],
         "advise": ["advise", "--all", *where],
         "export --parquet": ["export", "--parquet", run, "--out", str(out / "parquet"), *where],
         "export --otlp": ["export", "--otlp", run, "--endpoint", CLOSED_PORT, *where],
@@ -97,8 +102,36 @@ def bad_arguments(run: str, root: Path, out: Path) -> dict[str, tuple[list[str],
         "report": (["report", run, "--format", "xml", *where], "'xml' is not one of"),
         "report --compare": (["report", run, "--compare", run, run, *where], "drop RUN"),
         "report --html": (["report", run, "--html", str(out / "a-folder"), *where], "directory"),
+        "report --critical-path": (
+            ["report", "--critical-path", "--compare", run, run, *where],
+            "--critical-path is of one run",
+        ),
         "runs": (["runs", "--limit", "0", *where], "--limit"),
         "trends": (["trends", "--last", "0", *where], "--last"),
+        "trends --fail-on-regression": (
+            ["trends", "--fail-on-regression=yes", *where],
+            "does not take a value",
+        ),
+        "report --compare --fail-if-slower": (
+            ["report", "--compare", run, run, "--fail-if-slower", "-5", *where],
+            "-5.0 is not in the range x>=0",
+        ),
+        "report --fail-if-slower not a number": (
+            ["report", "--compare", run, run, "--fail-if-slower", "ten", *where],
+            "'ten' is not a valid float",
+        ),
+        "report --fail-if-slower nan": (
+            ["report", "--compare", run, run, "--fail-if-slower", "nan", *where],
+            "nan is not a finite number",
+        ),
+        "report --fail-if-slower without --compare": (
+            ["report", run, "--fail-if-slower", "10", *where],
+            "--fail-if-slower needs --compare",
+        ),
+        "report --format markdown": (
+            ["report", run, "--format", "markdown", *where],
+            "--format markdown is for --compare",
+        ),
         "advise": (["advise", *where], "give --task NAME or --all"),
         # energy constants out of range: checked before any run is read
         "report --pue": (["report", run, "--pue", "0.5", *where], "--pue must be a ratio"),

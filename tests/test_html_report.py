@@ -16,6 +16,7 @@ import pytest
 
 from scalable_otel import ScalableSession
 from scalable_otel.analysis import load_run
+from scalable_otel.analysis.critical_path import critical_path
 from scalable_otel.analysis.html import MAX_BARS, html_report, write_html_report
 from tests import workloads
 from tests.conftest import read_jsonl
@@ -229,6 +230,13 @@ def test_report_of_a_real_run_draws_every_attempt_in_chromium(real_run, tmp_path
     assert len(dom.with_class("fail-mark", "path")) == len(failed)
     by_task = Counter(b["data-task"] for b in bars)
     assert by_task == Counter(task_of.values())
+
+    # the critical path: its attempts outlined, a row per link in its table
+    path = {(link.key, link.attempt) for link in critical_path(load_run(real_run)).links}
+    outlined = {(b["data-key"], int(b["data-attempt"])) for b in bars if "critical" in b["class"]}
+    assert path and outlined == path & set(drawn)
+    assert dom.by_id("timeline")["data-critical-bars"] == str(len(outlined))
+    assert len(dom.with_class("critical-link", "tr")) == len(path)
 
     # CPU and memory: a line per worker that sent samples, in each chart
     workers = {e["worker"] for e in samples}
@@ -452,7 +460,9 @@ def test_empty_and_unfinished_runs_render(tmp_path):
 
     dom, requests, console = render(unfinished, tmp_path)
     bars = {b["data-key"]: b["class"].split() for b in dom.with_class("task-bar", "rect")}
-    assert bars == {"done-1": ["task-bar", "completed"], "run-2": ["task-bar", "unfinished"]}
+    # the one attempt that ended is the whole critical path
+    done = ["task-bar", "completed", "critical"]
+    assert bars == {"done-1": done, "run-2": ["task-bar", "unfinished"]}
     assert dom.by_id("resources")["data-drawn-workers"] == "0"  # a sample with no figures
     assert dom.by_id("durations")["data-drawn-task-names"] == "1"
     assert_offline(dom, requests, console)

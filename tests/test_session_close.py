@@ -60,3 +60,35 @@ def test_a_remote_scheduler_s_last_records_arrive_before_the_client_closes(proje
             s.client.close = spied_client_close
     assert calls == ["sync", "client"]
     assert len(events(s.run_dir, event="task_completed")) == 20
+
+
+class _NeverCloses:
+    """A scheduler plugin whose close never returns: the scheduler, and so the cluster's
+    close, waits for it forever."""
+
+    name = "never-closes"
+
+    async def close(self) -> None:
+        import asyncio
+
+        await asyncio.Event().wait()
+
+
+def test_a_cluster_that_never_closes_does_not_keep_the_run_from_ending(project_dir, caplog):
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    from scalable_otel import RecordingOptions
+
+    plugin = type("NeverCloses", (_NeverCloses, SchedulerPlugin), {})()
+    with ScalableSession(
+        target="local",
+        n_workers=1,
+        project="close-hangs",
+        recording=RecordingOptions(close_timeout=6.0),
+    ) as s:
+        s.client.register_plugin(plugin)
+        assert s.gather(s.map(workloads.inc, range(5))) == [1, 2, 3, 4, 5]
+    assert "did not close within" in caplog.text
+    run = orjson.loads((s.run_dir / "run.json").read_bytes())
+    assert run["status"] == "completed" and run["tasks_completed"] == 5
+    assert len(events(s.run_dir, event="task_completed")) == 5

@@ -8,12 +8,15 @@ import sys
 import orjson
 import pytest
 
+from scalable_otel.analysis import load_run
+from scalable_otel.analysis.compare import compare
 from scalable_otel.analysis.trends import (
     OK,
     REGRESSION,
     TOO_LITTLE_HISTORY,
     UnknownTask,
     format_trends,
+    format_trends_markdown,
     trends,
 )
 from scalable_otel.errors import RunNotFound, ScalableError
@@ -327,3 +330,44 @@ def test_real_runs_agree_with_run_json(demo_project):
     assert sims.runs[1].durations < len(ran)  # the second took most from the cache
     with pytest.raises(UnknownTask, match="run_simulation"):
         trends(root, task="no_such_task")
+
+
+def test_trends_as_markdown_exact(tmp_path):
+    ids = []
+    for i in range(4):
+        factor = 1.5 if i == 3 else 1.0 + 0.01 * i
+        ids.append(make_run(tmp_path, i, {"sim|x": _scaled(STEADY, factor)}))
+    text = format_trends_markdown(trends(tmp_path))
+    lines = text.splitlines()
+    assert lines[:3] == [
+        "### Trends: 1 regression over 4 runs (all tasks)",
+        "",
+        f"- Regression: sim\\|x median 4.0s → 6.0s (+49%) since {ids[3]}; "
+        "baseline spread 4.0–4.0s over 2 runs",
+    ]
+    assert lines[4:6] == [
+        "| Run | Start (UTC) | Status | Duration | Done | Failed | Median | P90 | Util "
+        "| Cache hit |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    assert lines[6] == (
+        f"| {ids[0]} | 2026-01-01 00:00:00 | completed | 10.0s | 5 | 0 | 4.0s | 4.2s | 200% | - |"
+    )
+    assert lines[-1] == (f"| sim\\|x | regression | 4 | 4.0s | 6.0s | +49% | {ids[3]} |")
+
+
+def test_trends_and_compare_leave_out_the_same_cache_served_tasks(demo_project):
+    root = demo_project / ".scalable" / "runs"
+    first, second = list_runs(root)
+    history = {r.run_id: r for r in trends(root, task="run_simulation").runs}
+    (row,) = [
+        r
+        for r in compare(load_run(first), load_run(second))["tasks"]
+        if r["task"] == "run_simulation"
+    ]
+    assert (row["n_a"], row["n_b"]) == (
+        history[first.name].durations,
+        history[second.name].durations,
+    )
+    assert row["cached_b"] == row["completed_b"] - row["n_b"] > 0
+    assert row["median_a_s"] == pytest.approx(history[first.name].median_s)

@@ -129,6 +129,13 @@ def fail_once(marker):
     return "second"
 
 
+def touch(path, x):
+    """Create the file `path` (the release `hold_until` waits for), then return `x`."""
+    with open(path, "a"):
+        pass
+    return x
+
+
 def add_energy(counter, microjoules, max_range):
     """Advance a powercap-style `energy_uj` file by `microjoules`, wrapping at `max_range`
     as the kernel's counter does. Workers of one host share the file: a lock orders the

@@ -11,6 +11,14 @@ run.json, lost telemetry, a null or damaged count) the count is the number of li
 that event in tasks.jsonl. Cache lookups, hits and misses are always counted in
 cache.jsonl.
 
+**Served from the cache.** A task attempt was served from the cache when its span (the
+`span_id` that its `task_completed` line and the `cache_lookup` lines made inside it
+share) has a lookup whose `result` is `hit` and none whose result is `miss`: its
+`duration_s` is then a lookup, not the task's work. A miss on the same span means the
+task computed something itself, so it counts as an execution. Its `saved_s` is the sum
+of its hits' `saved_s`. `served_from_cache` is that rule as SQL; trends and comparisons
+both leave those attempts out of their duration statistics through it.
+
 **Numbers.** `finite_number` reads a field that should hold a number: an int or a float,
 or text that is one (`"1.5"`, as DuckDB casts it), as a finite float. Anything else is
 None: booleans, NaN, infinities, numbers beyond a double (`1e999`, a 400-digit integer),
@@ -35,6 +43,7 @@ __all__ = [
     "counts_are_final",
     "final_count",
     "finite_number",
+    "served_from_cache",
     "size_bytes",
     "task_counts",
 ]
@@ -103,3 +112,21 @@ def task_counts(meta: Mapping, status: str, events: Mapping[str, int]) -> dict[s
         final = final_count(meta, status, field)
         counts[name] = final if final is not None else int(events.get(event) or 0)
     return counts
+
+
+def served_from_cache(cache: str = "{c}") -> str:
+    """SQL for the task attempts served from the cache (see the module docstring): one row
+    per `span_id` with the time its hits saved, `saved_s`, from the cache.jsonl relation
+    named by the placeholder `cache` (`query_files` fills it in).
+
+    >>> print(served_from_cache("{cb}").split("FROM")[1].split()[0])
+    {cb}
+    """
+    return f"""
+    SELECT span_id, coalesce(sum(saved_s) FILTER (WHERE result = 'hit'), 0.0) AS saved_s
+    FROM {cache}
+    WHERE event = '{sc.CACHE_LOOKUP}' AND span_id IS NOT NULL
+    GROUP BY span_id
+    HAVING count(*) FILTER (WHERE result = 'hit') > 0
+       AND count(*) FILTER (WHERE result = 'miss') = 0
+    """

@@ -6,7 +6,8 @@ p90 duration of completed tasks (of one task name when `task` is given), worker
 utilization and cache hit rate.
 
 - Durations are `duration_s` of `task_completed` lines, leaving out tasks served from
-  the cache (a `cache_lookup` hit and no miss on the task's span): their duration is a
+  the cache (`facts.served_from_cache`: a `cache_lookup` hit and no miss on the task's
+  span): their duration is a
   lookup, not the task's work, and would make any later uncached run look like a
   regression. The cache column shows them instead.
 - Utilization and the task counts are those of `scalable report`: busy time (durations
@@ -51,11 +52,21 @@ from ..rundir import CACHE, TASKS, WORKERS, list_runs, parse_iso, parse_run_name
 from ..rundir import runs_dir as default_runs_dir
 from .columns import SKIPPED, RunFile, query_files
 from .energy import format_carbon, format_kwh, run_energy
-from .facts import finite_number
+from .facts import finite_number, served_from_cache
 from .load import Run, read_meta
+from .markdown import cell, table
 from .report import CACHE_FIGURES, seconds, worker_figures
 
-__all__ = ["RunTrend", "TaskTrend", "Trends", "UnknownTask", "format_trends", "trends"]
+__all__ = [
+    "RunTrend",
+    "TaskTrend",
+    "Trends",
+    "UnknownTask",
+    "format_trends",
+    "format_trends_markdown",
+    "regression_line",
+    "trends",
+]
 
 MIN_RUNS = 3
 RECENT_RUNS = 3
@@ -166,14 +177,10 @@ def _start_from_name(path: Path) -> str | None:
     return f"{s[0:4]}-{s[4:6]}-{s[6:8]}T{s[9:11]}:{s[11:13]}:{s[13:15]}Z"
 
 
-# Durations of completed tasks per task name, leaving out tasks whose result came from
-# the cache (a hit and no miss on the task's span), each list sorted.
+# Durations of completed tasks per task name, leaving out tasks served from the cache
+# (`facts.served_from_cache`), each list sorted.
 _DURATIONS = f"""
-WITH cached AS (
-    SELECT span_id FROM {{c}} WHERE result = 'hit' AND span_id IS NOT NULL
-    EXCEPT
-    SELECT span_id FROM {{c}} WHERE result = 'miss' AND span_id IS NOT NULL
-)
+WITH cached AS ({served_from_cache("{c}")})
 SELECT task, list(duration_s ORDER BY duration_s)
 FROM {{t}}
 WHERE event = '{sc.TASK_COMPLETED}' AND task IS NOT NULL AND duration_s IS NOT NULL
@@ -203,7 +210,7 @@ def _read_run(path: Path, task: str | None, energy_options: dict | None = None) 
             skipped[name] = bad + source.skipped_before
 
     tasks = run.file(TASKS, ["timestamp", "event", "task", "span_id", "duration_s"])
-    cache = run.file(CACHE, ["event", "span_id", "result"])
+    cache = run.file(CACHE, ["event", "span_id", "result", "saved_s"])
     completed, failed, busy, last_stamp, names, bad = tasks.query(_TASK_FIGURES)[0]
     count_skipped(TASKS, tasks, bad)
     lookups, hits, bad = cache.query(CACHE_FIGURES)[0]
@@ -378,13 +385,48 @@ def _span(low: float, high: float) -> str:
     return f"{left}–{right}"
 
 
-def _regression_line(t: TaskTrend) -> str:
+def regression_line(t: TaskTrend) -> str:
+    """One regression in a line: `Regression: sim median 4.0s → 6.0s (+50%) since ...`."""
     return (
         f"Regression: {t.task} median {seconds(t.baseline_median_s)} → "
         f"{seconds(t.recent_median_s)} ({t.change_pct:+.0f}%) since {t.since_run}; "
         f"baseline spread {_span(t.baseline_low_s, t.baseline_high_s)} "
         f"over {t.baseline_runs} runs"
     )
+
+
+def _cells(r: RunTrend) -> list[str]:
+    return [
+        r.run_id,
+        _start(r.start_time),
+        r.status,
+        "-" if r.duration_s is None else seconds(r.duration_s),
+        str(r.tasks_completed),
+        str(r.tasks_failed),
+        "-" if r.median_s is None else seconds(r.median_s),
+        "-" if r.p90_s is None else seconds(r.p90_s),
+        _pct(r.utilization),
+        _pct(r.cache_hit_rate),
+        "-" if r.energy_kwh is None else format_kwh(r.energy_kwh),
+        "-" if r.carbon_g is None else format_carbon(r.carbon_g, ""),
+    ]
+
+
+def _verdict_lines(history: Trends) -> list[str]:
+    """The regressions, else why there are none, and the tasks with too little history."""
+    lines = [regression_line(t) for t in history.regressions]
+    fine = [t.task for t in history.tasks if t.verdict == OK]
+    short = [t for t in history.tasks if t.verdict == TOO_LITTLE_HISTORY]
+    if not lines:
+        if fine:
+            noun = "task within its" if len(fine) == 1 else "tasks within their"
+            lines.append(f"No regressions: {len(fine)} {noun} baseline spread ({', '.join(fine)})")
+        else:
+            lines.append("No regressions: too little history to check any task")
+    if short:
+        named = ", ".join(f"{t.task} ({t.runs} run{'s' if t.runs != 1 else ''})" for t in short)
+        lines.append(f"Too little history: {named}; {MIN_RUNS} runs with a task are needed")
+    return lines
 
 
 def format_trends(history: Trends) -> str:
@@ -397,23 +439,7 @@ def format_trends(history: Trends) -> str:
     No regressions: 4 tasks within their baseline spread (mean_chunk, random, ...)
     """
     scope = f"task {history.task}" if history.task else "all tasks"
-    rows = [
-        [
-            r.run_id,
-            _start(r.start_time),
-            r.status,
-            "-" if r.duration_s is None else seconds(r.duration_s),
-            str(r.tasks_completed),
-            str(r.tasks_failed),
-            "-" if r.median_s is None else seconds(r.median_s),
-            "-" if r.p90_s is None else seconds(r.p90_s),
-            _pct(r.utilization),
-            _pct(r.cache_hit_rate),
-            "-" if r.energy_kwh is None else format_kwh(r.energy_kwh),
-            "-" if r.carbon_g is None else format_carbon(r.carbon_g, ""),
-        ]
-        for r in history.runs
-    ]
+    rows = [_cells(r) for r in history.runs]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, (h, _) in enumerate(_COLUMNS)]
 
     def line(cells: list[str]) -> str:
@@ -432,17 +458,32 @@ def format_trends(history: Trends) -> str:
         *(line(row) for row in rows),
         "",
     ]
-    regressions = history.regressions
-    fine = [t.task for t in history.tasks if t.verdict == OK]
-    short = [t for t in history.tasks if t.verdict == TOO_LITTLE_HISTORY]
-    lines += [_regression_line(t) for t in regressions]
-    if not regressions:
-        if fine:
-            noun = "task within its" if len(fine) == 1 else "tasks within their"
-            lines.append(f"No regressions: {len(fine)} {noun} baseline spread ({', '.join(fine)})")
-        else:
-            lines.append("No regressions: too little history to check any task")
-    if short:
-        named = ", ".join(f"{t.task} ({t.runs} run{'s' if t.runs != 1 else ''})" for t in short)
-        lines.append(f"Too little history: {named}; {MIN_RUNS} runs with a task are needed")
+    lines += _verdict_lines(history)
+    return "\n".join(lines)
+
+
+def format_trends_markdown(history: Trends) -> str:
+    """The verdicts, then the runs and the regression check of each task as GitHub-flavoured
+    markdown tables, for a pull-request comment or `$GITHUB_STEP_SUMMARY`."""
+    scope = f"task {history.task}" if history.task else "all tasks"
+    found = len(history.regressions)
+    title = f"{found} regression{'s' if found != 1 else ''}" if found else "no regressions"
+    lines = [f"### Trends: {title} over {len(history.runs)} runs ({cell(scope)})", ""]
+    lines += [f"- {cell(line)}" for line in _verdict_lines(history)]
+    lines.append("")
+    lines += table([h for h, _ in _COLUMNS], [r for _, r in _COLUMNS], map(_cells, history.runs))
+    checks = [
+        [
+            t.task,
+            t.verdict,
+            t.runs,
+            "-" if t.baseline_median_s is None else seconds(t.baseline_median_s),
+            "-" if t.recent_median_s is None else seconds(t.recent_median_s),
+            "-" if t.change_pct is None else f"{t.change_pct:+.0f}%",
+            t.since_run or "-",
+        ]
+        for t in history.tasks
+    ]
+    headers = ["Task", "Verdict", "Runs", "Baseline median", "Recent median", "Change", "Since"]
+    lines += ["", *table(headers, [False, False, True, True, True, True, False], checks)]
     return "\n".join(lines)

@@ -3,8 +3,9 @@ comes from a function of `scalable_otel.analysis`, so a notebook gets the same.
 
 Exit codes (docs/reliability.md, "Exit codes"): 0 done; 2 a mistake the user can fix (a
 bad argument, no such run, a file that cannot be read or written, a value that cannot be
-used), always one line on stderr; 130 Ctrl-C; 1 only an error nobody foresaw, a bug,
-which keeps its traceback so that it can be reported.
+used), always one line on stderr; 3 a CI gate failed (`report --compare --fail-if-slower`,
+`trends --fail-on-regression`), one line on stderr after the answer; 130 Ctrl-C; 1 only
+an error nobody foresaw, a bug, which keeps its traceback so that it can be reported.
 """
 
 from __future__ import annotations
@@ -72,7 +73,13 @@ class _Group(click.Group):
 @click.group(cls=_Group)
 @click.version_option(package_name="scalable-otel")
 def main() -> None:
-    """Telemetry for Dask task workflows: reports, history and advice from .scalable/runs/."""
+    """Telemetry for Dask task workflows: reports, history and advice from .scalable/runs/.
+
+    \b
+    Exit codes: 0 done; 2 a mistake to fix (one line on stderr); 3 a CI gate failed
+    (report --compare --fail-if-slower, trends --fail-on-regression); 130 Ctrl-C;
+    1 a bug in scalable-otel (with its traceback).
+    """
 
 
 def _register() -> None:

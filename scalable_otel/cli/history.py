@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import click
 
-from .options import emit, energy_options, format_option, output_option, runs_dir_option
+from .options import (
+    GATE_FAILED,
+    emit,
+    energy_options,
+    fail_gate,
+    format_markdown_option,
+    format_option,
+    output_option,
+    runs_dir_option,
+)
 
 
 @click.command()
@@ -30,25 +39,35 @@ def runs(runs_dir, limit, fmt, output) -> None:
 @click.option("--task", help="One task name (default: all tasks).")
 @click.option("--last", "last_n", type=click.IntRange(min=1), help="Only the N most recent runs.")
 @runs_dir_option
-@format_option
+@format_markdown_option
 @output_option
+@click.option(
+    "--fail-on-regression",
+    is_flag=True,
+    help=f"Exit with code {GATE_FAILED} when a task (the --task one, if given) regressed.",
+)
 @energy_options
-def trends(task, last_n, runs_dir, fmt, output, energy) -> None:
+def trends(task, last_n, runs_dir, fmt, output, fail_on_regression, energy) -> None:
     """Durations, utilization, cache hit rate and energy over the runs; flags regressions.
 
     A task regresses when its durations in the latest runs lie outside its
-    spread in the runs before; the run where it started is named.
+    spread in the runs before; the run where it started is named. Tasks served
+    from the cache are left out of the durations. --fail-on-regression makes it
+    a CI gate: exit code 3 and one line on stderr on a regression.
 
     \b
     Examples:
         scalable trends
         scalable trends --task run_simulation --last 20
+        scalable trends --last 20 --fail-on-regression --format markdown
     """
-    from ..analysis.trends import format_trends
+    from ..analysis.trends import format_trends, format_trends_markdown, regression_line
     from ..analysis.trends import trends as make_trends
 
     result = make_trends(runs_dir, task=task, last=last_n, energy_options=energy)
-    emit(result.to_dict(), format_trends(result), fmt, output)
+    emit(result.to_dict(), format_trends(result), fmt, output, format_trends_markdown(result))
+    if fail_on_regression and result.regressions:
+        fail_gate("; ".join(regression_line(t) for t in result.regressions))
 
 
 COMMANDS = [runs, trends]

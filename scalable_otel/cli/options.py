@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 import click
@@ -20,6 +21,15 @@ format_option = click.option(
     default="text",
     show_default=True,
     help="Text for people, JSON for programs.",
+)
+format_markdown_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="Text for people, JSON for programs, markdown (a GitHub table) for a pull-request "
+    "comment or $GITHUB_STEP_SUMMARY.",
 )
 output_option = click.option(
     "--output",
@@ -61,9 +71,28 @@ def to_json(data) -> str:
     ).decode()
 
 
-def emit(data, text: str, fmt: str, output: str | None) -> None:
-    """Print the result, or write it to `output` and say where."""
-    content = to_json(data) if fmt == "json" else text
+#: The exit code of a CI gate that failed (`report --compare --fail-if-slower`,
+#: `trends --fail-on-regression`); docs/reliability.md, "Exit codes".
+GATE_FAILED = 3
+
+
+def percent(ctx, param, value: float | None) -> float | None:
+    """A click callback: a percentage must be a finite number (FloatRange lets NaN by)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number.", ctx, param)
+    return value
+
+
+def fail_gate(reason: str) -> None:
+    """End the command with `GATE_FAILED`, saying why on one line of stderr."""
+    click.echo(f"Gate failed: {reason}", err=True)
+    click.get_current_context().exit(GATE_FAILED)
+
+
+def emit(data, text: str, fmt: str, output: str | None, markdown: str | None = None) -> None:
+    """Print the result, or write it to `output` and say where. `markdown` is the
+    result as markdown, for the commands that offer `--format markdown`."""
+    content = to_json(data) if fmt == "json" else markdown if fmt == "markdown" else text
     if output:
         Path(output).write_text(content + "\n")
         click.echo(f"Written to {output}")

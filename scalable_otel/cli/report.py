@@ -5,7 +5,16 @@ from __future__ import annotations
 import click
 
 from ..errors import ScalableError
-from .options import emit, energy_options, format_option, output_option, runs_dir_option
+from .options import (
+    GATE_FAILED,
+    emit,
+    energy_options,
+    fail_gate,
+    format_markdown_option,
+    output_option,
+    percent,
+    runs_dir_option,
+)
 
 
 @click.command()
@@ -13,7 +22,7 @@ from .options import emit, energy_options, format_option, output_option, runs_di
 @click.option("--last", "--latest", "last", is_flag=True, help="The most recent run.")
 @click.option("--run-id", help="A run id, or a unique prefix of one.")
 @runs_dir_option
-@format_option
+@format_markdown_option
 @output_option
 @click.option(
     "--compare",
@@ -27,12 +36,34 @@ from .options import emit, energy_options, format_option, output_option, runs_di
     type=click.Path(dir_okay=False, writable=True),
     help="Also write a self-contained HTML report (timeline, resources, durations) here.",
 )
+@click.option(
+    "--fail-if-slower",
+    "fail_pct",
+    type=click.FloatRange(min=0),
+    metavar="PCT",
+    callback=percent,
+    help=f"With --compare: exit with code {GATE_FAILED} when the verdict is that B's task "
+    "executions are slower by PCT percent or more (cache hits never count).",
+)
+@click.option(
+    "--critical-path",
+    "critical",
+    is_flag=True,
+    help="Add the critical path: the chain of tasks that set the run's duration.",
+)
 @energy_options
-def report(run, last, run_id, runs_dir, fmt, output, compare, html_file, energy) -> None:
+def report(
+    run, last, run_id, runs_dir, fmt, output, compare, html_file, fail_pct, critical, energy
+) -> None:
     """Summarize a run: tasks, durations, workers, cache, cost, energy and carbon.
 
     RUN is a run id, a unique prefix of one, or a run directory; the default is the
     most recent run.
+
+    With --compare A B, tasks served from the cache are left out of the duration
+    statistics and counted apart. --fail-if-slower PCT makes it a CI gate: exit
+    code 3 and one line on stderr when B's executions are slower (beyond the
+    noise) by PCT percent or more.
 
     \b
     Examples:
@@ -40,7 +71,9 @@ def report(run, last, run_id, runs_dir, fmt, output, compare, html_file, energy)
         scalable report run-20260520T035200Z-demeter-lulcc-a1b2c3d4
         scalable report --run-id run-2026 --format json
         scalable report --compare run-abc123 run-def456
+        scalable report --compare run-abc123 run-def456 --fail-if-slower 10 --format markdown
         scalable report --last --html report.html
+        scalable report --last --critical-path
         scalable report --last --pue 1.2 --carbon-intensity 180
     """
     from ..analysis import load_run
@@ -48,13 +81,22 @@ def report(run, last, run_id, runs_dir, fmt, output, compare, html_file, energy)
     if compare:
         if run is not None or run_id is not None or last:
             raise ScalableError("--compare takes its two runs itself: drop RUN, --run-id, --last")
+        if critical:
+            raise ScalableError("--critical-path is of one run: drop --compare, or name one run")
         from ..analysis.compare import compare as compare_runs
-        from ..analysis.compare import format_compare
+        from ..analysis.compare import format_compare, format_compare_markdown, gate
 
         a, b = (load_run(spec, runs_dir, inside_root=True) for spec in compare)
         result = compare_runs(a, b, energy_options=energy)
-        emit(result, format_compare(result), fmt, output)
+        emit(result, format_compare(result), fmt, output, format_compare_markdown(result))
+        reason = None if fail_pct is None else gate(result, fail_pct)
+        if reason:
+            fail_gate(reason)
         return
+    if fail_pct is not None:
+        raise ScalableError("--fail-if-slower needs --compare A B")
+    if fmt == "markdown":
+        raise ScalableError("--format markdown is for --compare A B; use text or json")
     if run is not None and run_id is not None:
         raise ScalableError("give the run once: as RUN or as --run-id")
     spec = run if run is not None else run_id  # an empty one is an error, not the last run
@@ -63,7 +105,13 @@ def report(run, last, run_id, runs_dir, fmt, output, compare, html_file, energy)
     from ..analysis.report import report as make_report
 
     summary = make_report(loaded, energy_options=energy)
-    emit(summary, format_report(summary), fmt, output)
+    text = format_report(summary)
+    if critical:
+        from ..analysis.critical_path import critical_path, format_critical_path
+
+        summary["critical_path"] = critical_path(loaded).to_dict()
+        text += "\n\n" + format_critical_path(summary["critical_path"])
+    emit(summary, text, fmt, output)
     if html_file:
         from ..analysis.html import write_html_report
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import orjson
 
+from ..children import child_env
 from ..jsonl_scan import FIELDS, JsonlScan, connection
 from ..rundir import columnar_copy_paths, replaced_atomically
 
@@ -64,12 +65,9 @@ def write_columnar_copy_soon(run_dir: str | os.PathLike) -> subprocess.Popen | N
         if sum(path.stat().st_size for path in sources) < BACKGROUND_MIN_BYTES:
             write_columnar_copy(run_dir)
             return None
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         process = subprocess.Popen(
             [sys.executable, "-m", __name__, str(run_dir), str(COPY_MIN_BYTES)],
-            env=env,
+            env=child_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -14,7 +14,6 @@ import os
 import signal
 
 import dask
-import distributed
 import orjson
 import pytest
 from distributed import KilledWorker
@@ -72,16 +71,8 @@ def test_the_failure_line_says_the_worker_died(no_retries):
     assert "died" in failure["error_message"]
 
 
-# With distributed 2024.12 (the oldest supported) the session's cluster close can hang
-# after a task killed four workers as they started: plain Dask closes, so the cause is
-# ours, and not found yet. The recording itself is checked on the newest Dask.
-_CLOSE_HANGS_HERE = tuple(int(p) for p in distributed.__version__.split(".")[:2]) < (2025, 1)
-
-
 @pytest.fixture(scope="module")
 def killed_at_start(tmp_path_factory):
-    if _CLOSE_HANGS_HERE:
-        pytest.skip(f"distributed {distributed.__version__}: the close can hang (see above)")
     """A task whose every attempt kills its worker as it starts, long before the worker's
     plugin reports the start: Dask allows three such deaths and fails it at the fourth."""
     project = tmp_path_factory.mktemp("killed-at-start")

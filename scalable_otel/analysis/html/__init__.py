@@ -35,6 +35,11 @@ What the page shows:
   worker, attempt, times, duration, queue wait, arguments and error. When drawn, the
   timeline element gets ``data-drawn-tasks="<number of bars>"``. The matching is data
   (``attempts``), tested without a browser.
+- **Critical path**: the chain of attempts that set the run's duration
+  (`analysis.critical_path`): its summary line and a row per link; its bars on the
+  timeline get the class ``critical`` and are joined by dashed lines, and the timeline
+  element gets ``data-critical-bars`` (how many were drawn). Left out for runs of more
+  than ``MAX_PATH_ATTEMPTS`` (20,000) attempts unless the report passed in holds it.
 - **Worker CPU and memory**: ``cpu_percent`` and ``memory_bytes`` of the
   ``resource_sample`` lines, one line per worker, on the same time axis as the timeline.
   Drag across any time chart to zoom all of them; double-click to zoom out.

@@ -25,6 +25,7 @@ from ..load import Run, load_run
 from ..report import report
 from .attempts import FAILED, Attempts, assign_lanes
 from .common import cut, epoch_us, finite_sql, integer, number, seconds, text, utc
+from .critical import critical_figure, path_bars
 from .durations import task_stats
 from .failures import failures
 from .resources import series, time_bounds
@@ -80,12 +81,15 @@ def figures(run, max_bars: int = MAX_BARS, *, summary: dict | None = None) -> di
     drawn), `workers` (the timeline's rows), `stats` (per task name), `resources` (CPU
     and memory series per worker row), `failures` (the earliest rows) and
     `failures_total`, `cache`, `energy` (the run report's: `energy.run_energy`),
-    `skipped_lines`.
+    `skipped_lines`, `critical_path` (`html.critical`).
     """
     if not hasattr(run, "meta"):
         run = load_run(run)
+    summary = report(run) if summary is None else summary
     with _one_thread():
-        return _figures(run, max_bars, report(run) if summary is None else summary)
+        fig = _figures(run, max_bars, summary)
+    fig["critical_path"] = critical_figure(run, summary, fig["total_attempts"])
+    return fig
 
 
 @contextlib.contextmanager
@@ -318,6 +322,7 @@ def payload(fig: dict, max_task_names: int = MAX_TASK_NAMES) -> dict:
         ],
         "durations_hidden": max(0, len([s for s in stats if s["n"]]) - len(shown)),
         "resources": fig["resources"],
+        "critical": path_bars(fig.get("critical_path")),
     }
 
 

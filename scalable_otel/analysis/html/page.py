@@ -21,6 +21,7 @@ from ...rundir import make_private_dirs, replaced_atomically
 from ...version import __version__
 from ..energy import format_energy
 from .common import epoch_us, integer, number, utc
+from .critical import critical_section
 from .figures import MAX_BARS, MAX_TASK_NAMES, figures, payload
 
 _STATUS_CLASSES = {*sc.RUN_ENDED, sc.RUN_RUNNING, sc.RUN_CRASHED}
@@ -320,7 +321,8 @@ def html_report(run, *, max_bars: int = MAX_BARS, summary: dict | None = None) -
         f"<style>{asset('report.css')}</style></head><body>",
         _header(run, fig),
         '<nav><a href="#timeline-section">Timeline</a><a href="#resources-section">'
-        'CPU &amp; memory</a><a href="#durations-section">Durations</a>'
+        'CPU &amp; memory</a><a href="#critical-path-section">Critical path</a>'
+        '<a href="#durations-section">Durations</a>'
         '<a href="#failures-section">Failures</a><a href="#cache-section">Cache</a></nav>',
         '<noscript><p class="note">The charts need JavaScript; the tables below do not.'
         "</p></noscript>",
@@ -337,6 +339,7 @@ def html_report(run, *, max_bars: int = MAX_BARS, summary: dict | None = None) -
         "Reset zoom</button></div>",
         '<p class="hint">From each worker\'s resource samples. CPU is in percent of one core.</p>',
         '<div id="resources" class="chart"></div></section>',
+        critical_section(fig["critical_path"], fig["start_us"]),
         '<section id="durations-section"><h2>Task durations</h2>',
         '<p class="hint">Execution time on the worker of each attempt that ran (completed or '
         "raised): whiskers at min and max, box at the quartiles, line at the median.</p>",

@@ -288,11 +288,19 @@
     var g = el("g", {"class": "bars", "clip-path": clipRef}, svg);
     var marks = el("g", {"class": "marks", "clip-path": clipRef}, svg);
     var drawn = 0;
+    // the critical path's attempts: their place on the path, by key and attempt
+    var onPath = {}, pathAt = [];
+    (data.critical || []).forEach(function (link, j) { onPath[link[0] + "\u0000" + link[1]] = j; });
     for (var i = 0; i < n; i++) {
       var w = bars.w[i], status = bars.status[i];
       var x0 = sx(bars.start[i]), x1 = sx(bars.end[i]);
       var yy = rowY[w] + bars.lane[i] * laneH;
       var cls = "task-bar " + status;
+      var step = onPath[bars.key[i] + "\u0000" + bars.attempt[i]];
+      if (step !== undefined) {
+        cls += " critical";
+        pathAt[step] = [x0, x1, yy + laneH / 2];
+      }
       var rect = el("rect", {
         "class": cls, x: x0.toFixed(2), y: yy + (laneH > 4 ? 1 : 0),
         width: Math.max(1, x1 - x0).toFixed(2), height: Math.max(1, laneH - (laneH > 4 ? 2 : 0)),
@@ -317,6 +325,19 @@
       }
       drawn++;
     }
+    // a line from each link's end to the next link's start
+    var links = el("g", {"class": "critical-links", "clip-path": clipRef}, svg);
+    var highlighted = 0;
+    for (var j = 0; j < pathAt.length; j++) {
+      if (!pathAt[j]) { continue; }
+      highlighted++;
+      var next = pathAt[j + 1];
+      if (next) {
+        el("path", {"class": "critical-link", d: "M" + pathAt[j][1].toFixed(1) + "," +
+          pathAt[j][2].toFixed(1) + "L" + next[0].toFixed(1) + "," + next[2].toFixed(1)}, links);
+      }
+    }
+    box.setAttribute("data-critical-bars", String(highlighted));
     box.setAttribute("data-drawn-tasks", String(drawn));
     box.setAttribute("data-busy-workers", String(busyWorkers));
     zoomable(svg, left, plotW, top - 4, height - bottom + 4);
