@@ -347,11 +347,12 @@ def test_trends_as_markdown_exact(tmp_path):
     ]
     assert lines[4:6] == [
         "| Run | Start (UTC) | Status | Duration | Done | Failed | Median | P90 | Util "
-        "| Cache hit |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| Cache hit | Energy | CO2e |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    assert lines[6] == (
-        f"| {ids[0]} | 2026-01-01 00:00:00 | completed | 10.0s | 5 | 0 | 4.0s | 4.2s | 200% | - |"
+    assert lines[6] == (  # 10 s x 1 thread x 12 W x PUE 1.67 = 200.4 J, at 475 g/kWh
+        f"| {ids[0]} | 2026-01-01 00:00:00 | completed | 10.0s | 5 | 0 | 4.0s | 4.2s | 200% | - "
+        "| 55.7 mWh | 0.0264 g |"
     )
     assert lines[-1] == (f"| sim\\|x | regression | 4 | 4.0s | 6.0s | +49% | {ids[3]} |")
 
