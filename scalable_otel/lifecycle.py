@@ -29,9 +29,11 @@ from opentelemetry.metrics import Observation
 from opentelemetry.trace import Status, StatusCode
 
 from . import compat
+from . import energy_model as em
 from . import semconv as sc
 from .args import DEFAULT_REDACTION, Redaction
 from .ids import execution_span_id, key_str
+from .powercap import CounterTotals
 from .rundir import resource_fields
 
 logger = logging.getLogger(__name__)
@@ -148,6 +150,7 @@ class Recorder:
         run_id: str = "",
         span_out=None,
         redaction: Redaction = DEFAULT_REDACTION,
+        energy: dict | None = None,
     ):
         self._spans = spans  # recorded_spans.SpanSink: to the run's span processors
         self._redaction = redaction  # secrets cut out of error messages and tracebacks
@@ -186,6 +189,12 @@ class Recorder:
         # address -> (batches it failed to send, spans made in tasks it dropped), as its
         # latest batch says: running totals, so a lost batch loses no count
         self._worker_losses: dict = {}
+        # energy so far (the metrics): the constants, each worker's last sample time, the
+        # hosts' RAPL counters, and joules by (method, attribute key, worker or host)
+        self._energy_constants = energy or em.constants()
+        self._last_sample: dict = {}
+        self._rapl = CounterTotals()
+        self._joules: dict = {}
         # kind -> (its handler, the length of its records)
         self._handlers = {
             kind: (getattr(self, "_on_" + kind), len(spec.fields) + 1)
@@ -231,6 +240,41 @@ class Recorder:
         self._m_worker_mem = meter.create_gauge(
             sc.METRIC_WORKER_MEMORY, unit="By", description="Worker process resident memory"
         )
+        intensity = self._energy_constants[em.CARBON_INTENSITY]
+        for name, unit, scale, description in (
+            (sc.METRIC_ENERGY, "J", 1.0, "Energy, PUE included: estimated or measured"),
+            (sc.METRIC_CARBON, "g", intensity / em.J_PER_KWH, "Carbon emissions (CO2e)"),
+        ):
+            meter.create_observable_counter(
+                name, [self._observe_energy(scale)], unit=unit, description=description
+            )
+
+    def _observe_energy(self, scale: float):
+        def callback(options):
+            return [
+                Observation(joules * scale, {sc.M_METHOD: method, key: value})
+                for (method, key, value), joules in list(self._joules.items())
+            ]
+
+        return callback
+
+    def _sample_energy(self, address, name, ts, cpu_percent, rss, limit, host, rapl) -> None:
+        """Add a sample's energy to the metrics: the Green Algorithms estimate of the worker
+        since its previous sample, and what its host's RAPL counters add (host-wide, so
+        several workers of one host count it once)."""
+        c = self._energy_constants
+        previous = self._last_sample.get(address)
+        self._last_sample[address] = ts
+        if previous is not None and ts > previous:
+            held = limit if limit > 0 else rss
+            joules = em.energy_j(ts - previous, cpu_percent / 100.0, held, c)
+            key = (sc.ENERGY_ESTIMATED, sc.M_WORKER, name)
+            self._joules[key] = self._joules.get(key, 0.0) + joules
+        if rapl and host:
+            zones, energy, ranges = rapl
+            added = self._rapl.add(host, dict(zip(zones, energy)), dict(zip(zones, ranges)))
+            key = (sc.ENERGY_MEASURED, sc.M_HOST, host)
+            self._joules[key] = self._joules.get(key, 0.0) + added / 1e6 * c[em.PUE]
 
     @staticmethod
     def _observe(counts: dict, label: str):
@@ -730,7 +774,8 @@ class Recorder:
         for key, start, stop, cpu_s, peak, shared, *run_id in payload.get("usage", ()):
             run_id = run_id[0] if run_id else None
             self._task_usage(_as_key(key), address, name, start, stop, cpu_s, peak, shared, run_id)
-        for ts, cpu_percent, rss, mem_percent, limit in payload.get("samples", ()):
+        for ts, cpu_percent, rss, mem_percent, limit, *more in payload.get("samples", ()):
+            host, rapl = (more + [None, None])[:2]  # absent from an older worker plugin
             attrs = {
                 "worker": address,
                 "worker_name": name,
@@ -738,8 +783,12 @@ class Recorder:
                 "memory_bytes": int(rss),
                 "memory_percent": mem_percent,
                 "memory_limit": int(limit),
+                "host": str(host or ""),
             }
+            if rapl:
+                attrs["energy_zones"], attrs["energy_uj"], attrs["energy_range_uj"] = rapl
             self._emit(sc.RESOURCE_SAMPLE, ts, attrs, None)
+            self._sample_energy(address, name, ts, cpu_percent, int(rss), int(limit), host, rapl)
             self._m_worker_cpu.set(cpu_percent / 100.0, {sc.M_WORKER: name})
             self._m_worker_mem.set(int(rss), {sc.M_WORKER: name})
         for lookup in payload.get("cache", ()):

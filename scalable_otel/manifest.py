@@ -37,6 +37,10 @@ bytes, found '16 gigs'``):
   - ``address``: ``address`` a scheduler address (``tcp://host:8786``), unless the
     target's name is one.
 
+  ``energy:`` (any provider): the constants of the energy estimate, checked by
+  `energy_model.constants` (numbers: ``pue`` >= 1, the others >= 0; ``processor_tdp_w``
+  with ``processor_cores``).
+
   Other keys of a target (``cost:``, checked by `analysis.cost`; options of a provider
   this package does not run yet) are left to whoever reads them.
 - ``components``: optional; a mapping of names to mappings with ``cpus`` (a finite number > 0)
@@ -76,6 +80,7 @@ from pathlib import Path
 import orjson
 import yaml
 
+from . import energy_model
 from .errors import shown
 
 MANIFEST_ENV = "SCALABLE_MANIFEST"
@@ -275,6 +280,11 @@ class _Checker:
                 expected += f" (the target's name {name!r} is not one)"
             self.fail(_key(path, "provider"), expected, settings.get("provider", _MISSING))
         provider = provider.strip().lower()
+        if "energy" in settings:
+            try:
+                energy_model.constants(settings["energy"])
+            except energy_model.EnergyError as exc:
+                raise ManifestError(f"{self.source}: {path}: {exc}") from None
         if provider == "local":
             self.local(path, settings)
         elif provider == "slurm":

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from opentelemetry.trace import Status, StatusCode
 
+from . import energy_model
 from . import semconv as sc
 from .args import Redaction
 from .children import child_env
@@ -66,6 +67,17 @@ class RunConfig:
     # rundir.run_json's keywords but status, ended, summary and heartbeat: the child
     # writes run.json as crashed with them when the session's process dies
     run_json: dict | None = None
+    # the target's `energy:` settings (energy_model.constants) for the energy metrics
+    energy: dict | None = None
+
+
+def _energy_constants(settings: dict | None) -> dict:
+    """The energy metrics' constants; a setting the manifest check let through that is
+    still unusable falls back to the defaults (telemetry never fails the run)."""
+    try:
+        return energy_model.constants(settings)
+    except energy_model.EnergyError:
+        return energy_model.constants()
 
 
 def _take_all(*queues: deque) -> list:
@@ -209,6 +221,7 @@ class RunRecording:
             run_id=config.run_id,
             span_out=self._span_from_task,
             redaction=Redaction(values=config.redact_values or ()),
+            energy=_energy_constants(config.energy),
         )
 
     def handle(self, records) -> None:

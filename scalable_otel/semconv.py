@@ -123,12 +123,18 @@ METRIC_WORKER_CPU = "scalable.worker.cpu.utilization"
 METRIC_WORKER_MEMORY = "scalable.worker.memory.usage"
 METRIC_CACHE_HITS = "scalable.cache.hits"
 METRIC_CACHE_MISSES = "scalable.cache.misses"
+METRIC_ENERGY = "scalable.energy"
+METRIC_CARBON = "scalable.carbon"
 
 # Metric attribute keys: all of bounded cardinality (no keys, no run ids).
 M_TASK = "task"
 M_WORKER = "worker"
 M_STATUS = "status"
 M_FUNCTION = "function"
+M_METHOD = "method"  # of an energy figure: estimated or measured
+M_HOST = "host"
+ENERGY_ESTIMATED = "estimated"
+ENERGY_MEASURED = "measured"
 
 # Second-scale histogram boundaries: the SDK's defaults are made for milliseconds.
 SECONDS_BUCKETS = (

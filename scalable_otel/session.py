@@ -484,6 +484,9 @@ class ScalableSession:
                 exports=self._exports.to_dict(),
                 redact_values=self.redaction.value_patterns(),
                 run_json=self._run_json_kwargs(),
+                energy=self.settings.get("energy")
+                if isinstance(self.settings.get("energy"), dict)
+                else None,
             )
             processors = {
                 **self.pipeline_options.as_kwargs(),

@@ -155,8 +155,12 @@ def test_tutorial_example_exact(tmp_path):
         "  Confidence:        high (100 tasks over 3 runs)\n"
         f"  Current from:      manifest: component 'sim' (plan.json of {last.name})\n"
         "  Cost rates:        $0 at local rates, so the saving is $0; the % weighs CPU and "
-        "memory at reference rates ($0.04048/CPU-hour, $0.004445/GB-hour)"
+        "memory at reference rates ($0.04048/CPU-hour, $0.004445/GB-hour)\n"
+        # Green Algorithms: 8G less held x 0.3725 W/GB x PUE 1.67 = 4.98 W; x 475 g/kWh
+        "  Energy:            saves 4.98 Wh, 2.36 g CO2e per task-hour "
+        "(memory at 0.3725 W/GB, PUE 1.67, 475 g/kWh)"
     )
+    assert advice.energy_saved_wh_per_task_hour == pytest.approx(8 * 0.3725 * 1.67)
     data = advice.to_dict()
     json.dumps(data)  # JSON-ready
     assert data["current"] == "4 CPUs, 16G memory"

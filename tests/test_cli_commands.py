@@ -12,7 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from scalable_otel.analysis import load_run
 from scalable_otel.analysis.advise import format_memory
+from scalable_otel.analysis.energy import format_carbon, format_kwh, run_energy
 from scalable_otel.cli import main
 from scalable_otel.rundir import list_runs
 
@@ -55,7 +57,8 @@ def test_trends_table(runs):
     out = result.output.splitlines()
     assert out[0] == "Trends: 2 runs in .scalable/runs (task durations: all tasks)"
     header = out[2].split()
-    assert header[:3] == ["Run", "Start", "(UTC)"] and header[-2:] == ["Cache", "hit"]
+    assert header[:3] == ["Run", "Start", "(UTC)"]
+    assert header[-4:] == ["Cache", "hit", "Energy", "CO2e"]
     for row, run, hits in zip(out[3:5], runs, ["0%", "93%"]):
         meta = json.loads((run / "run.json").read_text())
         durations = uncached_durations(run)
@@ -68,7 +71,10 @@ def test_trends_table(runs):
             str(meta["tasks_failed"]),
         ]
         assert cells[7] == secs(statistics.median(durations))
-        assert cells[-1] == hits
+        assert cells[-5] == hits
+        energy = run_energy(load_run(run))  # the report's figure
+        shown = f"{format_kwh(energy['kwh'])} {format_carbon(energy['carbon_g'], '')}"
+        assert cells[-4:] == shown.split()
     # two runs: not enough history to call anything a regression
     assert out[6] == "No regressions: too little history to check any task"
     assert out[7].startswith("Too little history: ")

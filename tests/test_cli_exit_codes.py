@@ -139,6 +139,21 @@ def bad_arguments(run: str, root: Path, out: Path) -> dict[str, tuple[list[str],
         "whatif --faster 0": (["whatif", run, "--faster", "run_simulation=0", *where], "above 0"),
         "whatif --faster -1": (["whatif", run, "--faster", "run_simulation=-1", *where], "above 0"),
         "whatif --faster x": (["whatif", run, "--faster", "run_simulation", *where], "TASK=FACTOR"),
+        # energy constants out of range: checked before any run is read
+        "report --pue": (["report", run, "--pue", "0.5", *where], "--pue must be a ratio"),
+        "report --compare --power-per-core": (
+            ["report", "--compare", run, run, "--power-per-core", "-1", *where],
+            "--power-per-core must be a number of watts, 0 or more, not -1.0",
+        ),
+        "trends --carbon-intensity": (
+            ["trends", "--carbon-intensity", "nan", *where],
+            "--carbon-intensity must be a number of grams CO2e per kWh",
+        ),
+        "advise --pue": (["advise", "--all", "--pue", "inf", *where], "--pue must be"),
+        "report --carbon-intensity": (
+            ["report", run, "--carbon-intensity", "lots", *where],
+            "'lots' is not a valid float",
+        ),
         "export --parquet": (["export", "--parquet", "--otlp", run, *where], "one format"),
         # a ValueError of the URL parser: was exit code 1
         "export --otlp": (["export", "--otlp", run, "--endpoint", "http://[::1", *where], "IPv6"),

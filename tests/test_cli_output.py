@@ -29,6 +29,37 @@ def secs(value):
     return f"{value:.3f}s" if abs(value) >= 0.001 or value == 0 else f"{value * 1e6:.0f}µs"
 
 
+def expected_energy(run: Path) -> str:
+    """The Green Algorithms estimate (no RAPL counter on this machine), by the method:
+    per worker, uptime x (busy cores x 12 W + memory limit GB x 0.3725 W) x PUE 1.67, busy
+    cores being the time-weighted cpu_percent / 100 of its samples, each covering the time
+    since the previous sample (the first: since the worker was added)."""
+    workers = lines(run / "workers.jsonl")
+    samples = [r for r in lines(run / "resources.jsonl") if r["event"] == "resource_sample"]
+    joules = 0.0
+    for added in (w for w in workers if w["event"] == "worker_added"):
+        (end,) = [
+            w for w in workers if w["event"] != "worker_added" and w["span_id"] == added["span_id"]
+        ]
+        previous, busy_s, span_s = epoch(added["timestamp"]), 0.0, 0.0
+        for sample in sorted(
+            (x for x in samples if x["worker"] == added["worker"]), key=lambda x: x["timestamp"]
+        ):
+            dt = epoch(sample["timestamp"]) - previous
+            previous = epoch(sample["timestamp"])
+            if dt > 0:
+                busy_s, span_s = busy_s + sample["cpu_percent"] / 100 * dt, span_s + dt
+        busy = busy_s / span_s if span_s else added["nthreads"]
+        watts = busy * 12 + added["memory_limit"] / 2**30 * 0.3725
+        joules += end["uptime_s"] * watts * 1.67
+    kwh, grams = joules / 3.6e6, joules / 3.6e6 * 475
+    shown = f"{kwh * 1e3:.3g} Wh" if kwh >= 1e-3 else f"{kwh * 1e6:.3g} mWh"
+    return (
+        f"Energy:         {shown}, {grams:.3g} g CO2e "
+        "(estimated (Green Algorithms); PUE 1.67, 475 g/kWh, 12 W/core)"
+    )
+
+
 def expected_report(run: Path, first_run: bool) -> str:
     """The report, from run.json and the JSONL files, by the tutorial's definitions."""
     meta = json.loads((run / "run.json").read_text())
@@ -76,6 +107,7 @@ def expected_report(run: Path, first_run: bool) -> str:
             f"  Misses:   {len(cache) - hits}",
             "",
             "Estimated Cost: $0.00 (local provider)",
+            expected_energy(run),
             "",
         ]
     )

@@ -195,13 +195,15 @@ def test_format_trends_exact(tmp_path):
             f"Trends: 3 runs in {tmp_path} (task durations: all tasks)",
             "",
             "Run                                 Start (UTC)          Status     Duration"
-            "  Done  Failed  Median   P90  Util  Cache hit",
+            "  Done  Failed  Median   P90  Util  Cache hit    Energy      CO2e",
+            # Green Algorithms with no samples: each thread busy, 12 W x 1.67 PUE x uptime,
+            # 475 g/kWh: 10 s x 1 thread = 200.4 J; 12 s x 2 = 481 J; 100 s x 1 = 2004 J
             f"{ids[0]}  2026-01-01 00:00:00  completed     10.0s     3       0    2.0s  2.8s"
-            "   60%        25%",
+            "   60%        25%  55.7 mWh  0.0264 g",
             f"{ids[1]}  2026-01-01 00:01:00  failed        12.0s     3       1    2.0s  2.8s"
-            "   27%          -",
+            "   27%          -   134 mWh  0.0635 g",
             f"{ids[2]}  2026-01-01 00:02:00  completed    100.0s     4       0    3.0s  3.7s"
-            "   10%          -",
+            "   10%          -   557 mWh   0.264 g",
             "",
             f"Regression: sim median 2.0s → 3.0s (+50%) since {ids[2]}; "
             "baseline spread 2.0–2.0s over 2 runs",
@@ -211,6 +213,8 @@ def test_format_trends_exact(tmp_path):
     data = history.to_dict()
     assert data["runs"][1]["utilization"] == pytest.approx(6.5 / 24)
     assert data["runs"][0]["cache_hit_rate"] == 0.25
+    assert data["runs"][0]["energy_kwh"] == pytest.approx(200.4 / 3.6e6)
+    assert data["runs"][0]["energy_method"] == "estimated (Green Algorithms)"
     assert data["regressions"][0]["since_run"] == ids[2]
     orjson.dumps(data)  # JSON-ready
 
@@ -343,11 +347,12 @@ def test_trends_as_markdown_exact(tmp_path):
     ]
     assert lines[4:6] == [
         "| Run | Start (UTC) | Status | Duration | Done | Failed | Median | P90 | Util "
-        "| Cache hit |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| Cache hit | Energy | CO2e |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    assert lines[6] == (
-        f"| {ids[0]} | 2026-01-01 00:00:00 | completed | 10.0s | 5 | 0 | 4.0s | 4.2s | 200% | - |"
+    assert lines[6] == (  # 10 s x 1 thread x 12 W x PUE 1.67 = 200.4 J, at 475 g/kWh
+        f"| {ids[0]} | 2026-01-01 00:00:00 | completed | 10.0s | 5 | 0 | 4.0s | 4.2s | 200% | - "
+        "| 55.7 mWh | 0.0264 g |"
     )
     assert lines[-1] == (f"| sim\\|x | regression | 4 | 4.0s | 6.0s | +49% | {ids[3]} |")
 

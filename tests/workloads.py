@@ -134,3 +134,21 @@ def touch(path, x):
     with open(path, "a"):
         pass
     return x
+
+
+def add_energy(counter, microjoules, max_range):
+    """Advance a powercap-style `energy_uj` file by `microjoules`, wrapping at `max_range`
+    as the kernel's counter does. Workers of one host share the file: a lock orders the
+    writers, and a rename lets a reader see the old value or the new, never an empty file
+    (as a read of the kernel's counter never is)."""
+    import fcntl
+    import os
+
+    with open(f"{counter}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with open(counter) as f:
+            value = (int(f.read().strip()) + microjoules) % max_range
+        with open(f"{counter}.new", "w") as f:
+            f.write(f"{value}\n")
+        os.replace(f"{counter}.new", counter)
+    return value

@@ -43,6 +43,10 @@ Method, for one task name:
    or unknown, CPU and memory are weighed with `cost.REFERENCE_RATES` so the % still means
    something, and the dollar saving is $0 (or unknown). If the recommendation exceeds the
    current allocation, the task is under-provisioned and the advice says what to increase.
+9. **Energy.** What one task-hour at the recommended memory saves against the current
+   (`energy.allocation_saving`: memory held x 0.3725 W/GB x PUE, the Green Algorithms
+   method, with the reference run's target's `energy:` constants or the command line's),
+   and its carbon. CPU energy follows CPU time, which a request does not change.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from pathlib import Path
 
 from .. import rundir
 from .. import semconv as sc
+from ..energy_model import CARBON_INTENSITY, MEMORY_POWER, PUE, EnergyError
 from ..errors import RunNotFound, ScalableError, shown
 from .columns import SKIPPED
 from .cost import (
@@ -64,6 +69,7 @@ from .cost import (
     rates_known,
     resource_cost,
 )
+from .energy import allocation_saving, energy_constants, format_carbon, format_kwh
 from .facts import finite_number, size_bytes
 from .load import Run, read_meta
 
@@ -216,6 +222,10 @@ class Advice:
     reason: str = ""
     notes: list[str] = field(default_factory=list)
     reference_run: str | None = None
+    # `energy.allocation_saving` of the recommendation, per task-hour, and its constants
+    energy_saved_wh_per_task_hour: float | None = None
+    carbon_saved_g_per_task_hour: float | None = None
+    energy_constants: dict = field(default_factory=dict)
 
     @property
     def can_advise(self) -> bool:
@@ -415,7 +425,13 @@ def _known_error(task: str, base: Path, runs: list[_Run], target: str | None) ->
     )
 
 
-def _advise(task: str, base: Path, runs: list[_Run], target: str | None) -> Advice:
+def _advise(
+    task: str,
+    base: Path,
+    runs: list[_Run],
+    target: str | None,
+    energy_options: dict | None = None,
+) -> Advice:
     with_task = [run for run in runs if run.obs.get(task)]
     reference = with_task[-1] if with_task else None
     if reference is None:  # a task the manifest names but no run has measured yet
@@ -533,6 +549,16 @@ def _advise(task: str, base: Path, runs: list[_Run], target: str | None) -> Advi
         now_usd = resource_cost(current_cpus, current_memory, 1.0, rates)
         then_usd = resource_cost(advice.recommended_cpus, rec_memory, 1.0, rates)
         advice.savings_usd_per_task_hour = round(now_usd - then_usd, 9)
+    try:
+        constants = energy_constants(reference.run, energy_options)
+    except EnergyError as exc:  # a bad constant in the manifest costs the figure only
+        notes.append(f"no energy figure: {exc}")
+        return advice
+    advice.energy_constants = constants
+    saving = allocation_saving(current_memory, advice.recommended_memory_bytes, constants)
+    if saving is not None:
+        advice.energy_saved_wh_per_task_hour = saving["wh"]
+        advice.carbon_saved_g_per_task_hour = saving["carbon_g"]
     return advice
 
 
@@ -542,8 +568,11 @@ def advise(
     runs_dir: str | os.PathLike | None = None,
     target: str | None = None,
     history: int | None = None,
+    energy_options: dict | None = None,
 ) -> Advice:
     """The resource recommendation for `task` from the run history (method: module docstring).
+
+    `energy_options`: the command line's energy constants (`energy.energy_constants`).
 
     `runs_dir` defaults to $SCALABLE_RUNS_DIR, else ./.scalable/runs; `target` keeps only the
     runs of that target; `history` only the last N runs (of that target). Raises
@@ -557,16 +586,19 @@ def advise(
       ...
     """
     base, runs = _history(runs_dir, target, history, task)
-    return _advise(task, base, runs, target)
+    return _advise(task, base, runs, target, energy_options)
 
 
 def advise_all(
-    runs_dir: str | os.PathLike | None = None, target: str | None = None, history: int | None = None
+    runs_dir: str | os.PathLike | None = None,
+    target: str | None = None,
+    history: int | None = None,
+    energy_options: dict | None = None,
 ) -> list[Advice]:
     """`advise` for every task name measured in the history, sorted by name."""
     base, runs = _history(runs_dir, target, history)
     names = sorted({name for run in runs for name in run.obs})
-    return [_advise(name, base, runs, target) for name in names]
+    return [_advise(name, base, runs, target, energy_options) for name in names]
 
 
 def _line(label: str, text: str) -> str:
@@ -613,6 +645,17 @@ def _rates_line(advice: Advice) -> str:
     return text
 
 
+def _energy_line(advice: Advice) -> str:
+    c = advice.energy_constants
+    wh, grams = advice.energy_saved_wh_per_task_hour, advice.carbon_saved_g_per_task_hour
+    how = f"memory at {c[MEMORY_POWER]:g} W/GB, PUE {c[PUE]:g}, {c[CARBON_INTENSITY]:g} g/kWh"
+    if abs(wh) < 1e-9:
+        return f"no saving: the recommendation holds as much memory ({how})"
+    verb = "saves" if wh > 0 else "costs"
+    shown = format_kwh(abs(wh) / 1000)
+    return f"{verb} {shown}, {format_carbon(abs(grams))} per task-hour ({how})"
+
+
 def format_advice(advice: Advice) -> str:
     """The advice as the tutorial prints it, then confidence, sources and notes.
 
@@ -650,5 +693,7 @@ def format_advice(advice: Advice) -> str:
     ]
     if advice.can_advise:
         lines.append(_line("Cost rates", _rates_line(advice)))
+        if advice.energy_saved_wh_per_task_hour is not None:
+            lines.append(_line("Energy", _energy_line(advice)))
     lines += [_line("Note", note) for note in advice.notes]
     return "\n".join(lines)

@@ -40,6 +40,19 @@ from ..rundir import CACHE, TASKS, columnar_copy_paths
 
 SKIPPED = "count(*) FILTER (WHERE event IS NULL)"
 
+# A line's time in epoch microseconds; NULL when it is no time. A time without a zone is
+# UTC (as `rundir.parse_iso` reads it), not DuckDB's session time zone. Integers, because
+# epoch seconds as doubles lose the last microsecond digit.
+_ZONED = r"([zZ]|[+-]\d\d(:?\d\d)?)$"
+
+
+def epoch_us_sql(column: str = "timestamp") -> str:
+    """SQL for `column` (ISO 8601 text) as epoch microseconds, NULL if it is no time."""
+    return (
+        f"epoch_us(try_cast(CASE WHEN regexp_matches({column}, '{_ZONED}') THEN {column} "
+        f"ELSE {column} || '+00:00' END AS TIMESTAMPTZ))"
+    )
+
 
 class RunFile(JsonlScan):
     """One JSONL file of a run, to query with SQL in which `{t}` stands for its rows.

@@ -33,6 +33,7 @@ import math
 from .. import semconv as sc
 from ..rundir import CACHE, TASKS
 from .columns import query_files
+from .energy import format_carbon, format_kwh
 from .facts import served_from_cache
 from .load import Run
 from .markdown import cell, table
@@ -317,14 +318,16 @@ def _change(a, b) -> dict:
     return {"a": a, "b": b, "change": change, "change_pct": 100.0 * change / a if a else None}
 
 
-def compare(a: Run, b: Run) -> dict:
+def compare(a: Run, b: Run, energy_options: dict | None = None) -> dict:
     """Run B against run A: figures with changes, per-task duration changes, a verdict.
+
+    `energy_options`: the energy constants the command line gives (`energy.run_energy`).
 
     >>> result = compare(load_run("run-abc123"), load_run("run-def456"))  # doctest: +SKIP
     >>> result["verdict"]["verdict"]                                     # doctest: +SKIP
     'faster'
     """
-    ra, rb = report(a), report(b)
+    ra, rb = report(a, energy_options), report(b, energy_options)
     figures = {
         "duration_s": _change(ra["duration_s"], rb["duration_s"]),
         "tasks_submitted": _change(ra["tasks"]["submitted"], rb["tasks"]["submitted"]),
@@ -335,6 +338,8 @@ def compare(a: Run, b: Run) -> dict:
         "utilization": _change(ra["workers"]["utilization"], rb["workers"]["utilization"]),
         "cache_hit_rate": _change(ra["cache"]["hit_rate"], rb["cache"]["hit_rate"]),
         "cost_usd": _change(ra["cost"]["usd"], rb["cost"]["usd"]),
+        "energy_kwh": _change(ra["energy"]["kwh"], rb["energy"]["kwh"]),
+        "carbon_g": _change(ra["energy"]["carbon_g"], rb["energy"]["carbon_g"]),
     }
     fields = ["event", "task", "span_id", "duration_s"]
     lookups = ["event", "span_id", "result", "saved_s"]
@@ -367,6 +372,10 @@ def _fmt(kind: str, value) -> str:
         return f"{100 * value:.0f}%"
     if kind == "$":
         return f"${value:.2f}"
+    if kind == "kWh":
+        return format_kwh(value)
+    if kind == "g":
+        return format_carbon(value, "")
     return str(value)
 
 
@@ -381,6 +390,9 @@ def _fmt_change(kind: str, figure: dict) -> str:
         return f"{sign}{seconds(abs(change))} {_pct(figure['change_pct'])}".rstrip()
     if kind == "$":
         return f"{change:+.2f}"
+    if kind in ("kWh", "g"):
+        shown = format_kwh(abs(change)) if kind == "kWh" else format_carbon(abs(change), "")
+        return f"{'+' if change >= 0 else '-'}{shown} {_pct(figure['change_pct'])}".rstrip()
     return f"{change:+d} {_pct(figure['change_pct'])}".rstrip()
 
 
@@ -396,6 +408,8 @@ ROWS = [
     ("Tasks from cache", "tasks_from_cache", "n"),
     ("Time cache saved", "cache_saved_s", "s"),
     ("Estimated cost", "cost_usd", "$"),
+    ("Energy", "energy_kwh", "kWh"),
+    ("Carbon (CO2e)", "carbon_g", "g"),
 ]
 
 

@@ -168,7 +168,8 @@ def _records(workers) -> list[dict]:
     return [w for w in workers or () if isinstance(w, dict)]
 
 
-def _target_settings(meta: dict, manifest) -> dict | None:
+def target_settings(meta: dict, manifest) -> dict | None:
+    """The settings of the run's target in `manifest` (a `Manifest` or its dict), or None."""
     data = getattr(manifest, "data", manifest)  # a Manifest or its dict
     if not isinstance(data, dict):
         return None
@@ -201,6 +202,32 @@ def _worker_spans(rows: list[dict]) -> list[tuple[dict, dict | None]]:
     return spans
 
 
+def worker_uptimes(meta: dict, workers, *, last_seen=None) -> tuple[list, dict]:
+    """Each worker's `worker_added` line and its uptime in seconds (None when it cannot be
+    told), and `{"open_workers", "billed_until"}`: the rule `estimate_run_cost` states for
+    a worker without an end line. `workers` as `estimate_run_cost` takes them."""
+    rows = _records(workers)
+    run_end = parse_iso(meta.get("end_time"))
+    billed_until = "end_time" if run_end is not None else None
+    if run_end is None:
+        seen = [parse_iso(r.get("timestamp")) for r in rows] + [parse_iso(last_seen)]
+        seen = [s for s in seen if s is not None]
+        run_end = max(seen) if seen else None
+        billed_until = "last timestamp seen" if run_end is not None else None
+    uptimes = []
+    open_workers = 0
+    for added, end in _worker_spans(rows):
+        start = parse_iso(added.get("timestamp"))
+        uptime = finite_number(end.get("uptime_s")) if end is not None else None
+        if uptime is None:
+            stop = parse_iso(end.get("timestamp")) if end is not None else run_end
+            if end is None:
+                open_workers += 1
+            uptime = None if start is None or stop is None else max(0.0, stop - start)
+        uptimes.append((added, uptime))
+    return uptimes, {"open_workers": open_workers, "billed_until": billed_until}
+
+
 def estimate_run_cost(
     meta: dict,
     workers: pd.DataFrame | list[dict],
@@ -230,29 +257,14 @@ def estimate_run_cost(
     0.0
     """
     rates = rates_for(
-        meta.get("provider") or "local", _target_settings(meta, manifest), target=meta.get("target")
+        meta.get("provider") or "local", target_settings(meta, manifest), target=meta.get("target")
     )
-    rows = _records(workers)
-    spans = _worker_spans(rows)
-    run_end = parse_iso(meta.get("end_time"))
-    billed_until = "end_time" if run_end is not None else None
-    if run_end is None:
-        seen = [parse_iso(r.get("timestamp")) for r in rows] + [parse_iso(last_seen)]
-        seen = [s for s in seen if s is not None]
-        run_end = max(seen) if seen else None
-        billed_until = "last timestamp seen" if run_end is not None else None
+    uptimes, ends = worker_uptimes(meta, workers, last_seen=last_seen)
     core_s = memory_gb_s = worker_s = 0.0
-    open_workers = no_limit = 0
-    for added, end in spans:
-        start = parse_iso(added.get("timestamp"))
-        uptime = finite_number(end.get("uptime_s")) if end is not None else None
+    no_limit = 0
+    for added, uptime in uptimes:
         if uptime is None:
-            stop = parse_iso(end.get("timestamp")) if end is not None else run_end
-            if end is None:
-                open_workers += 1
-            if start is None or stop is None:
-                continue
-            uptime = max(0.0, stop - start)
+            continue
         nthreads = finite_number(added.get("nthreads")) or 1.0
         memory_limit = finite_number(added.get("memory_limit")) or 0.0
         if memory_limit <= 0:
@@ -260,6 +272,7 @@ def estimate_run_cost(
         worker_s += uptime
         core_s += uptime * nthreads
         memory_gb_s += uptime * memory_limit / GB
+    spans, open_workers, billed_until = uptimes, ends["open_workers"], ends["billed_until"]
     basis = {
         "core_hours": round(core_s / 3600, 9),
         "memory_gb_hours": round(memory_gb_s / 3600, 9),

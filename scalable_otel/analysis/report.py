@@ -12,6 +12,7 @@ import orjson
 from .. import semconv as sc
 from ..rundir import CACHE, TASKS, WORKERS, list_runs, parse_iso
 from .columns import SKIPPED
+from .energy import format_energy, run_energy
 from .facts import final_count
 from .load import Run, read_meta, silent_since
 
@@ -126,8 +127,10 @@ def run_cost(run: Run, workers: list[dict], run_end: float | None) -> dict:
         return {"usd": None, "provider": run.meta.get("provider") or "local", "error": str(exc)}
 
 
-def report(run: Run) -> dict:
+def report(run: Run, energy_options: dict | None = None) -> dict:
     """The figures of the run report as a dict (the CLI formats it; notebooks use it as is).
+
+    `energy_options`: the energy constants the command line gives (`energy.run_energy`).
 
     >>> summary = report(load_run(last=True))                       # doctest: +SKIP
     >>> summary["tasks"]["avg_duration_s"], summary["workers"]["utilization"]  # doctest: +SKIP
@@ -196,6 +199,7 @@ def report(run: Run) -> dict:
             "first_run": hits == 0 and not _had_prior_cache(run),
         },
         "cost": run_cost(run, workers, run_end),
+        "energy": run_energy(run, workers, run_end, energy_options),
         "skipped_lines": skipped,
         "notes": _notes(run),
     }
@@ -274,6 +278,7 @@ def format_report(summary: dict) -> str:
         f"  Misses:   {cache['misses']}",
         "",
         f"Estimated Cost: {format_cost(summary['cost'])}",
+        f"Energy:         {format_energy(summary['energy'])}",
     ]
     skipped = summary.get("skipped_lines") or {}
     notes = list(summary.get("notes") or [])

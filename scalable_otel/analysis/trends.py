@@ -17,6 +17,8 @@ utilization and cache hit rate.
   of `facts`, the same for every reader).
 - Cache hit rate: hits / lookups in cache.jsonl (as `scalable report` counts them), None
   without lookups.
+- Energy and CO2e: `scalable report`'s (`energy.run_energy`: measured by RAPL where every
+  host was, else estimated by the Green Algorithms method).
 - A run whose run.json is missing or corrupt is `unknown`; a `running` run whose process
   is gone is `crashed`. Both are shown with what their files hold.
 
@@ -49,6 +51,7 @@ from ..errors import RunNotFound, ScalableError, shown
 from ..rundir import CACHE, TASKS, WORKERS, list_runs, parse_iso, parse_run_name
 from ..rundir import runs_dir as default_runs_dir
 from .columns import SKIPPED, RunFile, query_files
+from .energy import format_carbon, format_kwh, run_energy
 from .facts import finite_number, served_from_cache
 from .load import Run, read_meta
 from .markdown import cell, table
@@ -98,6 +101,9 @@ class RunTrend:
     cache_hit_rate: float | None
     skipped_lines: dict[str, int] = field(default_factory=dict)
     cache_hits: int = 0
+    energy_kwh: float | None = None  # `energy.run_energy`: measured or estimated
+    carbon_g: float | None = None
+    energy_method: str | None = None
 
 
 @dataclass
@@ -194,7 +200,7 @@ FROM {{t}}
 """
 
 
-def _read_run(path: Path, task: str | None) -> _RunData:
+def _read_run(path: Path, task: str | None, energy_options: dict | None = None) -> _RunData:
     run = Run(path, read_meta(path))
     meta, status = run.meta, run.status
     skipped: dict[str, int] = {}
@@ -231,6 +237,7 @@ def _read_run(path: Path, task: str | None) -> _RunData:
     if duration is None and run_end is not None and started is not None:
         duration = max(0.0, run_end - started)  # a live or crashed run: up to its last event
     capacity = worker_figures(workers, run_end)["capacity_s"]
+    energy = run_energy(run, workers, run_end, energy_options)
 
     if task is None:
         chosen = [d for values in durations.values() for d in values]
@@ -252,6 +259,9 @@ def _read_run(path: Path, task: str | None) -> _RunData:
         cache_hit_rate=hits / lookups if lookups else None,
         skipped_lines=skipped,
         cache_hits=hits,
+        energy_kwh=energy["kwh"],
+        carbon_g=energy["carbon_g"],
+        energy_method=energy["method"],
     )
     return _RunData(trend, durations, names)
 
@@ -304,10 +314,11 @@ def trends(
     runs_root: str | os.PathLike | None = None,
     task: str | None = None,
     last: int | None = None,
+    energy_options: dict | None = None,
 ) -> Trends:
     """The figures of each run under `runs_root` (default: the runs directory) in start
     order, the last `last` of them when given, and a regression check per task name (only
-    `task` when given).
+    `task` when given). `energy_options`: the command line's energy constants.
 
     >>> history = trends(task="run_simulation", last=10)            # doctest: +SKIP
     >>> [(r.run_id, r.median_s) for r in history.runs]              # doctest: +SKIP
@@ -323,7 +334,7 @@ def trends(
         raise RunNotFound(f"no runs in {root}: run a workflow first (or pass --runs-dir)")
     if last is not None:
         paths = paths[-last:]
-    data = [_read_run(path, task) for path in paths]
+    data = [_read_run(path, task, energy_options) for path in paths]
     known = set().union(*(d.names for d in data))
     if task is not None and task not in known:
         listed = ", ".join(sorted(map(shown, known))) or "none"
@@ -353,6 +364,8 @@ _COLUMNS = (  # header, right-aligned
     ("P90", True),
     ("Util", True),
     ("Cache hit", True),
+    ("Energy", True),
+    ("CO2e", True),
 )
 
 
@@ -394,6 +407,8 @@ def _cells(r: RunTrend) -> list[str]:
         "-" if r.p90_s is None else seconds(r.p90_s),
         _pct(r.utilization),
         _pct(r.cache_hit_rate),
+        "-" if r.energy_kwh is None else format_kwh(r.energy_kwh),
+        "-" if r.carbon_g is None else format_carbon(r.carbon_g, ""),
     ]
 
 

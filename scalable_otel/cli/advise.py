@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from ..errors import ScalableError
-from .options import emit, format_option, output_option, runs_dir_option
+from .options import emit, energy_options, format_option, output_option, runs_dir_option
 
 
 @click.command()
@@ -22,7 +22,8 @@ from .options import emit, format_option, output_option, runs_dir_option
 @runs_dir_option
 @format_option
 @output_option
-def advise(task, all_tasks, target, workers, run, runs_dir, fmt, output) -> None:
+@energy_options
+def advise(task, all_tasks, target, workers, run, runs_dir, fmt, output, energy) -> None:
     """Recommend CPUs and memory for a task from its measured use over past runs; with
     --workers, say whether more workers would shorten a run or only cost more (from a
     what-if replay of the run: see `scalable whatif`).
@@ -46,9 +47,9 @@ def advise(task, all_tasks, target, workers, run, runs_dir, fmt, output) -> None
     texts, data = [], {}
     if task or all_tasks:
         advice = (
-            advise_all(runs_dir, target=target)
+            advise_all(runs_dir, target=target, energy_options=energy)
             if all_tasks
-            else [make_advice(task, runs_dir, target=target)]
+            else [make_advice(task, runs_dir, target=target, energy_options=energy)]
         )
         texts += [format_advice(a) for a in advice]
         data["tasks"] = [a.to_dict() for a in advice]

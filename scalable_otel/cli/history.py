@@ -7,6 +7,7 @@ import click
 from .options import (
     GATE_FAILED,
     emit,
+    energy_options,
     fail_gate,
     format_markdown_option,
     format_option,
@@ -45,8 +46,9 @@ def runs(runs_dir, limit, fmt, output) -> None:
     is_flag=True,
     help=f"Exit with code {GATE_FAILED} when a task (the --task one, if given) regressed.",
 )
-def trends(task, last_n, runs_dir, fmt, output, fail_on_regression) -> None:
-    """Durations, utilization and cache hit rate over the runs; flags regressions.
+@energy_options
+def trends(task, last_n, runs_dir, fmt, output, fail_on_regression, energy) -> None:
+    """Durations, utilization, cache hit rate and energy over the runs; flags regressions.
 
     A task regresses when its durations in the latest runs lie outside its
     spread in the runs before; the run where it started is named. Tasks served
@@ -62,7 +64,7 @@ def trends(task, last_n, runs_dir, fmt, output, fail_on_regression) -> None:
     from ..analysis.trends import format_trends, format_trends_markdown, regression_line
     from ..analysis.trends import trends as make_trends
 
-    result = make_trends(runs_dir, task=task, last=last_n)
+    result = make_trends(runs_dir, task=task, last=last_n, energy_options=energy)
     emit(result.to_dict(), format_trends(result), fmt, output, format_trends_markdown(result))
     if fail_on_regression and result.regressions:
         fail_gate("; ".join(regression_line(t) for t in result.regressions))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -35,6 +36,32 @@ output_option = click.option(
     type=click.Path(dir_okay=False, writable=True),
     help="Write to this file instead of the terminal.",
 )
+
+
+def energy_options(command):
+    """`--power-per-core`, `--pue` and `--carbon-intensity`: the energy estimate's constants,
+    passed to the command as `energy`, a dict for `analysis.energy` (checked here: a bad
+    one is a one-line error before any run is read)."""
+    from ..energy_model import CARBON_INTENSITY, OPTION_NAMES, POWER_PER_CORE, PUE, constants
+
+    helps = {
+        POWER_PER_CORE: "Watts per CPU core for the energy estimate (default: the target's "
+        "energy: in the manifest, else 12, Green Algorithms' average).",
+        PUE: "Power usage effectiveness of the data centre (default: the manifest's, else "
+        "1.67, the world average).",
+        CARBON_INTENSITY: "Grams CO2e per kWh of the electricity (default: the manifest's, "
+        "else 475, the world average).",
+    }
+    for key in (CARBON_INTENSITY, PUE, POWER_PER_CORE):
+        command = click.option(OPTION_NAMES[key], key, type=float, help=helps[key])(command)
+
+    def wrapped(*args, **kwargs):
+        energy = {key: kwargs.pop(key) for key in OPTION_NAMES}
+        constants(options=energy)
+        return command_fn(*args, energy=energy, **kwargs)
+
+    command_fn = command
+    return functools.update_wrapper(wrapped, command)
 
 
 def to_json(data) -> str:

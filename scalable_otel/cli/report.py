@@ -8,6 +8,7 @@ from ..errors import ScalableError
 from .options import (
     GATE_FAILED,
     emit,
+    energy_options,
     fail_gate,
     format_markdown_option,
     output_option,
@@ -50,10 +51,11 @@ from .options import (
     is_flag=True,
     help="Add the critical path: the chain of tasks that set the run's duration.",
 )
+@energy_options
 def report(
-    run, last, run_id, runs_dir, fmt, output, compare, html_file, fail_pct, critical
+    run, last, run_id, runs_dir, fmt, output, compare, html_file, fail_pct, critical, energy
 ) -> None:
-    """Summarize a run: tasks, durations, workers, cache, cost.
+    """Summarize a run: tasks, durations, workers, cache, cost, energy and carbon.
 
     RUN is a run id, a unique prefix of one, or a run directory; the default is the
     most recent run.
@@ -72,6 +74,7 @@ def report(
         scalable report --compare run-abc123 run-def456 --fail-if-slower 10 --format markdown
         scalable report --last --html report.html
         scalable report --last --critical-path
+        scalable report --last --pue 1.2 --carbon-intensity 180
     """
     from ..analysis import load_run
 
@@ -84,7 +87,7 @@ def report(
         from ..analysis.compare import format_compare, format_compare_markdown, gate
 
         a, b = (load_run(spec, runs_dir, inside_root=True) for spec in compare)
-        result = compare_runs(a, b)
+        result = compare_runs(a, b, energy_options=energy)
         emit(result, format_compare(result), fmt, output, format_compare_markdown(result))
         reason = None if fail_pct is None else gate(result, fail_pct)
         if reason:
@@ -101,7 +104,7 @@ def report(
     from ..analysis.report import format_report
     from ..analysis.report import report as make_report
 
-    summary = make_report(loaded)
+    summary = make_report(loaded, energy_options=energy)
     text = format_report(summary)
     if critical:
         from ..analysis.critical_path import critical_path, format_critical_path

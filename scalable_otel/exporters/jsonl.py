@@ -383,6 +383,9 @@ class RunDirectoryLogProcessor(_RunDirectoryProcessor, LogRecordProcessor):
             if event_name == sc.TASK_RESOURCES:
                 line.setdefault("cpus_used", None)  # attributes hold no nulls
                 line.setdefault("attempt", None)
+            elif event_name == sc.RESOURCE_SAMPLE:
+                for name in ("energy_zones", "energy_uj", "energy_range_uj"):
+                    line.setdefault(name, None)  # no readable RAPL counter
             if trace_id:
                 line["trace_id"] = trace_hex(trace_id)
                 line["span_id"] = f"{span_id:016x}"

@@ -15,12 +15,14 @@ every run's. Cache lookups and spans made inside a task go to the task's runs.
 Batch payload: {"worker": address, "name": name,
     "started": [[key, t, run_id], ...],
     "usage": [[key, start, stop, cpu_s, peak_rss, shared, run_id], ...],
-    "samples": [[t, cpu_percent, rss, memory_percent, memory_limit], ...],
+    "samples": [[t, cpu_percent, rss, memory_percent, memory_limit, host, rapl], ...],
     "cache": [{...cache lookup...}, ...],
     "fallbacks": {compat name: count, ...},  # since the last batch (scalable_otel.compat)
     "closing": bool,
     "lost": [batches, spans]}  (running totals of this worker: batches it failed to send,
     spans made in tasks it dropped beyond _MAX_PENDING_SPANS; absent while both are 0)
+`host` is the host's name; `rapl` its powercap counters `[zones, energy_uj, max_range_uj]`
+(three lists, `scalable_otel.powercap`), or None where none can be read.
 `run_id` is Dask's id of the execution (the worker's `TaskState.run_id`, given by the
 scheduler each time it sends the task), or None: it tells the executions of one key apart.
 """
@@ -28,12 +30,13 @@ scheduler each time it sends the task), or None: it tells the executions of one 
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from .. import compat
+from .. import compat, powercap
 from .. import semconv as sc
 from ..args import Redaction
 from ..span_records import scrubbed
@@ -204,6 +207,8 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         self._batches_lost = 0
         self._spans_dropped = 0
         self._last_cpu = (time.time(), _cpu_seconds())
+        self._host = socket.gethostname()
+        self._rapl_zones = powercap.zones()  # looked up once; read at every sample
         self._redaction = Redaction(values=self.redact_values or ())
         self._unscrub_logs = scrub_worker_logs(self._redaction)
         from .. import cache
@@ -327,7 +332,19 @@ class WorkerTelemetryPlugin(WorkerPlugin):
             import psutil
 
             share = rss / psutil.virtual_memory().total
-        return [now + self.worker.scheduler_delay, cpu_percent, rss, round(100.0 * share, 2), limit]
+        rapl = powercap.read_counters(self._rapl_zones) if self._rapl_zones else None
+        if rapl is not None:
+            zones = sorted(rapl[0])
+            rapl = [zones, [rapl[0][z] for z in zones], [rapl[1][z] for z in zones]]
+        return [
+            now + self.worker.scheduler_delay,
+            cpu_percent,
+            rss,
+            round(100.0 * share, 2),
+            limit,
+            self._host,
+            rapl,
+        ]
 
     def flush(self, closing: bool = False) -> None:
         """Send what was seen since the last flush to the scheduler."""

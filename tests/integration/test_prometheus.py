@@ -64,6 +64,8 @@ SCALABLE_SERIES = {
     "scalable_worker_memory_usage_bytes",
     "scalable_cache_hits_total",
     "scalable_cache_misses_total",
+    "scalable_energy_joules_total",
+    "scalable_carbon_grams_total",
 }
 
 

@@ -6,23 +6,11 @@ import math
 from datetime import datetime, timedelta, timezone
 
 from ...rundir import parse_datetime
+from ..columns import epoch_us_sql  # noqa: F401 (the figures import it from here)
 from ..facts import finite_number as number
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
-
-# A line's time in epoch microseconds; NULL when it is no time. A time without a zone is
-# UTC (as `rundir.parse_iso` reads it), not DuckDB's session time zone. Integers, because
-# epoch seconds as doubles lose the last microsecond digit.
-_ZONED = r"([zZ]|[+-]\d\d(:?\d\d)?)$"
-
-
-def epoch_us_sql(column: str = "timestamp") -> str:
-    """SQL for `column` (ISO 8601 text) as epoch microseconds, NULL if it is no time."""
-    return (
-        f"epoch_us(try_cast(CASE WHEN regexp_matches({column}, '{_ZONED}') THEN {column} "
-        f"ELSE {column} || '+00:00' END AS TIMESTAMPTZ))"
-    )
 
 
 def finite_sql(column: str) -> str:

@@ -80,7 +80,8 @@ def figures(run, max_bars: int = MAX_BARS, *, summary: dict | None = None) -> di
     error), `busy` (per worker row, busy threads per time bin, when not every attempt is
     drawn), `workers` (the timeline's rows), `stats` (per task name), `resources` (CPU
     and memory series per worker row), `failures` (the earliest rows) and
-    `failures_total`, `cache`, `skipped_lines`, `critical_path` (`html.critical`).
+    `failures_total`, `cache`, `energy` (the run report's: `energy.run_energy`),
+    `skipped_lines`, `critical_path` (`html.critical`).
     """
     if not hasattr(run, "meta"):
         run = load_run(run)
@@ -150,6 +151,7 @@ def _figures(run: Run, max_bars: int, summary: dict) -> dict:
         "failures": failure_rows,
         "failures_total": failures_total,
         "cache": _cache(run, summary["cache"]),
+        "energy": summary.get("energy"),
         "skipped_lines": skipped,
     }
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from ... import semconv as sc
 from ...rundir import make_private_dirs, replaced_atomically
 from ...version import __version__
+from ..energy import format_energy
 from .common import epoch_us, integer, number, utc
 from .critical import critical_section
 from .figures import MAX_BARS, MAX_TASK_NAMES, figures, payload
@@ -127,6 +128,8 @@ def _header(run, fig: dict) -> str:
         ("End", _fmt_time(utc(epoch_us(meta.get("end_time"))))),
         ("Duration", duration_text),
     ]
+    if fig.get("energy"):
+        facts.append(("Energy", format_energy(fig["energy"])))
     out = [
         '<header class="page-header">',
         '<div class="title-row"><h1>Run report</h1>',
