@@ -230,3 +230,20 @@ def test_the_html_page_leaves_the_path_out_of_very_large_runs_unless_given(tmp_p
     assert critical_figure(run, {}, MAX_PATH_ATTEMPTS + 1) is None
     assert critical_figure(run, {"critical_path": path}, MAX_PATH_ATTEMPTS + 1) == path
     assert "scalable report --critical-path --html" in critical_section(None, None)
+
+
+def test_a_client_link_survives_a_worker_clock_offset_beyond_the_skew_allowed(tmp_path):
+    # Dask's estimate of the worker's clock offset put x's end 0.12 s after the client sent
+    # y, which it did only after x's result came back (seen with distributed 2024.12)
+    tasks = [
+        submitted(1, "x-1"),
+        started(2.11, "x-1", A, wait=1.11),
+        completed(2.12, "x-1", A, 0.01, wait=1.11),
+        submitted(2.0, "y-1"),
+        started(2.13, "y-1", A, wait=0.01),
+        completed(2.63, "y-1", A, 0.5, wait=0.01),
+    ]
+    path = critical_path(run_dir(tmp_path, tasks=tasks))
+    assert [(link.key, link.linked_by) for link in path.links] == [("x-1", None), ("y-1", "client")]
+    assert path.client_s == 0.0
+    check_summary(path)

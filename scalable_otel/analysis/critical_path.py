@@ -198,14 +198,18 @@ class _Ended:
         self.items = sorted(executions, key=lambda e: (e.end, e.start))
         self.ends = [e.end for e in self.items]
 
-    def last_before(self, when: float, link: Execution) -> Execution | None:
-        """The execution that ended last at or before `when` and started before `link`."""
+    def last_before(
+        self, when: float, link: Execution, submitted_before: float | None = None
+    ) -> Execution | None:
+        """The execution that ended last at or before `when` and started before `link`
+        (and, with `submitted_before`, was submitted before that time)."""
         i = bisect_right(self.ends, when)
         while i > 0:
             i -= 1
             found = self.items[i]
             if found.start < link.start and found is not link:
-                return found
+                if submitted_before is None or (found.submitted or 0.0) < submitted_before:
+                    return found
         return None
 
 
@@ -278,6 +282,12 @@ def critical_path(run: Run, graph: RunGraph | None = None) -> CriticalPath:
         if submitted is not None and (window is None or submitted > window + DEPENDENCY_SKEW_S):
             # a result can reach the client before the worker-clock end of its compute
             previous = anywhere.last_before(submitted + DEPENDENCY_SKEW_S, link)
+            if previous is None:
+                # Dask's estimate of a worker's clock offset can be off by more than the
+                # skew allowed (100-160 ms seen with distributed 2024.12 on a loaded
+                # host): then the attempt submitted before this one that ended last
+                # before it started is the one the client waited for.
+                previous = anywhere.last_before(link.start, link, submitted_before=submitted)
             linked_by = "client" if previous is not None else None
             client = max(0.0, submitted - previous.end) if previous is not None else 0.0
             window = max(submitted, previous.end) if previous is not None else submitted
