@@ -24,6 +24,8 @@ from pathlib import Path
 
 import orjson
 
+from . import semconv as sc
+from .cache_index import CacheIndex, argument_tokens
 from .rundir import make_private_dirs
 
 logger = logging.getLogger(__name__)
@@ -85,26 +87,32 @@ def report_lookup(
     lookup_s: float,
     saved_s: float | None,
     compute_s: float | None,
+    miss_reason: str | None = None,
+    miss_arguments: list[str] | None = None,
 ) -> None:
     """Send one cache lookup to the run of this process, if any: inside a Dask task to the
-    worker's run (with the task's key), elsewhere to the client's session."""
+    worker's run (with the task's key), elsewhere to the client's session. A miss may say
+    why (`semconv.CACHE_MISS_REASONS`) and, for `arguments`, which arguments differed."""
     task_key, worker = _current_task()
     sink = _worker_sink if worker is not None else _driver_sink
     if sink is None:
         return
-    sink(
-        {
-            "t": time.time(),
-            "function": function,
-            "cache_key": cache_key,
-            "result": result,
-            "lookup_s": lookup_s,
-            "saved_s": saved_s,
-            "compute_s": compute_s,
-            "key": task_key,
-            "worker": worker,
-        }
-    )
+    record = {
+        "t": time.time(),
+        "function": function,
+        "cache_key": cache_key,
+        "result": result,
+        "lookup_s": lookup_s,
+        "saved_s": saved_s,
+        "compute_s": compute_s,
+        "key": task_key,
+        "worker": worker,
+    }
+    if miss_reason is not None:
+        record["miss_reason"] = miss_reason
+        if miss_arguments is not None:
+            record["miss_arguments"] = list(miss_arguments)
+    sink(record)
 
 
 def _current_task():
@@ -164,24 +172,58 @@ class CacheStore:
     def _digest(self, signed: bytes) -> bytes:
         return hmac.new(self._secret(), signed, hashlib.sha256).hexdigest().encode()
 
+    def read(self, key: str):
+        """(state, value, header): state `hit` for a verified entry, `absent` when there
+        is no entry file, `corrupt` when it is there and cannot be used (unreadable,
+        failing verification, or not unpickling)."""
+        try:
+            data = self.path(key).read_bytes()
+        except FileNotFoundError:
+            return ABSENT, None, None
+        except OSError as exc:
+            logger.warning("scalable-otel: cache entry %s unreadable (%s); recomputing", key, exc)
+            return CORRUPT, None, None
+        signed = self._verified(data)
+        if signed is None:
+            logger.warning("scalable-otel: cache entry %s failed verification; recomputing", key)
+            return CORRUPT, None, None
+        try:
+            head, payload = signed.split(b"\n", 1)
+            return HIT, pickle.loads(payload), orjson.loads(head)
+        except Exception as exc:  # signed by us, yet not loadable: a class gone, say
+            logger.warning("scalable-otel: cache entry %s not loadable (%s); recomputing", key, exc)
+            return CORRUPT, None, None
+
     def load(self, key: str):
         """(True, value, header) for a verified entry, else (False, None, None)."""
-        try:
-            digest, signed = self.path(key).read_bytes().split(b"\n", 1)
-        except (OSError, ValueError):
-            return False, None, None
-        if not hmac.compare_digest(digest, self._digest(signed)):
-            logger.warning("scalable-otel: cache entry %s failed verification; recomputing", key)
-            return False, None, None
-        head, payload = signed.split(b"\n", 1)
-        return True, pickle.loads(payload), orjson.loads(head)
+        state, value, header = self.read(key)
+        return (True, value, header) if state == HIT else (False, None, None)
 
     def save(self, key: str, value, header: dict) -> None:
-        path = self.path(key)
-        make_private_dirs(path.parent)
         payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        signed = orjson.dumps(header) + b"\n" + payload  # the header is signed too
-        _write_atomic(path, self._digest(signed) + b"\n" + signed)
+        self.write_signed(self.path(key), orjson.dumps(header) + b"\n" + payload)
+
+    def write_signed(self, path: Path, data: bytes) -> None:
+        """`<hmac hex>\\n<data>` to `path`, replaced in one step (the header of an entry is
+        signed with its pickle)."""
+        make_private_dirs(path.parent)
+        _write_atomic(path, self._digest(data) + b"\n" + data)
+
+    def read_signed(self, path: Path) -> bytes | None:
+        """The data of a file `write_signed` wrote, or None (missing, or not verified)."""
+        try:
+            return self._verified(path.read_bytes())
+        except OSError:
+            return None
+
+    def _verified(self, data: bytes) -> bytes | None:
+        digest, sep, signed = data.partition(b"\n")
+        if not sep or not hmac.compare_digest(digest, self._digest(signed)):
+            return None
+        return signed
+
+
+HIT, ABSENT, CORRUPT = "hit", "absent", "corrupt"
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -222,20 +264,22 @@ class CacheableFunction:
         try:
             key = self.cache_key(args, kwargs)
             store = CacheStore(self._root())
-            hit, value, header = store.load(key)
+            state, value, header = store.read(key)
         except Exception as exc:  # an unreadable cache is a miss, never a failure
             logger.debug("scalable-otel: cache lookup failed: %s", exc)
-            key, store, hit, value, header = None, None, False, None, None
-        lookup_s = time.perf_counter() - t0
-        if hit:
+            key, store, state, value, header = None, None, None, None, None
+        if state == HIT:
+            lookup_s = time.perf_counter() - t0
             compute_s = float(header.get("compute_s") or 0.0)
             self._report(key, "hit", lookup_s, max(0.0, compute_s - lookup_s), compute_s)
             return value
+        reason, differing, tokens = self._why(store, key, state, args, kwargs)
+        lookup_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         try:
             value = self.fn(*args, **kwargs)
         except BaseException:
-            self._report(key, "miss", lookup_s, 0.0, time.perf_counter() - t1)
+            self._report(key, "miss", lookup_s, 0.0, time.perf_counter() - t1, reason, differing)
             raise
         compute_s = time.perf_counter() - t1
         if store is not None:
@@ -245,12 +289,35 @@ class CacheableFunction:
                     value,
                     {"function": self.name, "compute_s": compute_s, "created": time.time()},
                 )
+                if tokens is None:
+                    tokens = argument_tokens(self.fn, args, kwargs)
+                self._index(store).add(key, self._fingerprint, tokens)
             except Exception as exc:
                 logger.warning("scalable-otel: result of %s not cached: %s", self.name, exc)
-        self._report(key, "miss", lookup_s, 0.0, compute_s)
+        self._report(key, "miss", lookup_s, 0.0, compute_s, reason, differing)
         return value
 
-    def _report(self, cache_key, result, lookup_s, saved_s, compute_s) -> None:
+    def _index(self, store: CacheStore) -> CacheIndex:
+        return CacheIndex(store, f"{self.__module__}.{self.__qualname__}")
+
+    def _why(self, store, key, state, args, kwargs):
+        """(miss reason, differing argument names, argument tokens) of a miss; reasons
+        are None when the lookup itself failed."""
+        if state == CORRUPT:
+            return sc.CACHE_MISS_CORRUPT, None, None
+        if state != ABSENT:
+            return None, None, None
+        try:
+            tokens = argument_tokens(self.fn, args, kwargs)
+            reason, differing = self._index(store).why(key, self._fingerprint, tokens)
+            return reason, differing, tokens
+        except Exception as exc:
+            logger.debug("scalable-otel: cannot tell why %s missed: %s", self.name, exc)
+            return None, None, None
+
+    def _report(
+        self, cache_key, result, lookup_s, saved_s, compute_s, reason=None, differing=None
+    ) -> None:
         report_lookup(
             self.name,
             cache_key,
@@ -258,6 +325,8 @@ class CacheableFunction:
             round(lookup_s, 6),
             round(saved_s, 6),
             round(compute_s, 6),
+            reason,
+            differing,
         )
 
     def __dask_tokenize__(self):

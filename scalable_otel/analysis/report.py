@@ -11,6 +11,7 @@ import orjson
 
 from .. import semconv as sc
 from ..rundir import CACHE, TASKS, WORKERS, list_runs, parse_iso
+from .cache_misses import format_miss_reasons, miss_reasons
 from .columns import SKIPPED
 from .facts import final_count
 from .load import Run, read_meta, silent_since
@@ -150,6 +151,7 @@ def report(run: Run) -> dict:
     lookups, hits, bad = cache.query(CACHE_FIGURES)[0]
     if bad + cache.skipped_before:
         skipped[CACHE] = bad + cache.skipped_before
+    why = miss_reasons(run) if lookups > hits else {"reasons": {}, "arguments": {}}
     workers = run.lines(WORKERS)
     if run.skipped_lines.get(WORKERS):
         skipped[WORKERS] = run.skipped_lines[WORKERS]
@@ -194,6 +196,8 @@ def report(run: Run) -> dict:
             "misses": lookups - hits,
             "hit_rate": hits / lookups if lookups else None,
             "first_run": hits == 0 and not _had_prior_cache(run),
+            "miss_reasons": why["reasons"],
+            "miss_arguments": why["arguments"],
         },
         "cost": run_cost(run, workers, run_end),
         "skipped_lines": skipped,
@@ -222,6 +226,17 @@ def format_cost(cost: dict) -> str:
     if cost.get("usd") is None:
         return f"unknown ({cost['provider']} provider: no rate set)"
     return f"${cost['usd']:.2f} ({cost['provider']} provider)"
+
+
+def _reasons(cache: dict) -> str:
+    """` (first 8, arguments 3: years)` after the misses, when they say more than the
+    hits line (a first run's misses are all `first`) and more than `unknown`."""
+    reasons = dict(cache.get("miss_reasons") or {})
+    if set(reasons) <= {sc.CACHE_MISS_UNKNOWN} or (
+        set(reasons) == {sc.CACHE_MISS_FIRST} and cache.get("first_run")
+    ):
+        return ""
+    return f" ({format_miss_reasons(reasons, cache.get('miss_arguments') or {})})"
 
 
 def format_report(summary: dict) -> str:
@@ -271,7 +286,7 @@ def format_report(summary: dict) -> str:
         "Cache:",
         f"  Lookups:  {cache['lookups']}",
         f"  Hits:     {hits}",
-        f"  Misses:   {cache['misses']}",
+        f"  Misses:   {cache['misses']}" + _reasons(cache),
         "",
         f"Estimated Cost: {format_cost(summary['cost'])}",
     ]
