@@ -39,17 +39,20 @@ _worker_sink = None
 _worker_cache_dir: str | None = None
 _driver_sink = None
 _driver_cache_dir: str | None = None
+# When each sink was set (its run began here): a miss compares with what was stored before.
+_worker_since: float | None = None
+_driver_since: float | None = None
 
 
 def set_worker_sink(sink, cache_dir: str | None) -> None:
-    global _worker_sink, _worker_cache_dir
-    _worker_sink, _worker_cache_dir = sink, cache_dir
+    global _worker_sink, _worker_cache_dir, _worker_since
+    _worker_sink, _worker_cache_dir, _worker_since = sink, cache_dir, time.time()
     _watch_other_caches(sink)
 
 
 def set_driver_sink(sink, cache_dir: str | None) -> None:
-    global _driver_sink, _driver_cache_dir
-    _driver_sink, _driver_cache_dir = sink, cache_dir
+    global _driver_sink, _driver_cache_dir, _driver_since
+    _driver_sink, _driver_cache_dir, _driver_since = sink, cache_dir, time.time()
     _watch_other_caches(sink)
 
 
@@ -113,6 +116,14 @@ def report_lookup(
         if miss_arguments is not None:
             record["miss_arguments"] = list(miss_arguments)
     sink(record)
+
+
+def _run_began() -> float | None:
+    """When the run that receives this process's lookups began here; None when no run
+    receives them (a miss's reason would go nowhere)."""
+    _, worker = _current_task()
+    sink, since = (_worker_sink, _worker_since) if worker else (_driver_sink, _driver_since)
+    return since if sink is not None else None
 
 
 def _current_task():
@@ -305,11 +316,12 @@ class CacheableFunction:
         are None when the lookup itself failed."""
         if state == CORRUPT:
             return sc.CACHE_MISS_CORRUPT, None, None
-        if state != ABSENT:
+        since = _run_began()
+        if state != ABSENT or since is None:
             return None, None, None
         try:
             tokens = argument_tokens(self.fn, args, kwargs)
-            reason, differing = self._index(store).why(key, self._fingerprint, tokens)
+            reason, differing = self._index(store).why(key, self._fingerprint, tokens, since)
             return reason, differing, tokens
         except Exception as exc:
             logger.debug("scalable-otel: cannot tell why %s missed: %s", self.name, exc)

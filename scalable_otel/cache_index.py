@@ -5,21 +5,24 @@ folder of the function's own::
 
     <cache root>/index/<function folder>/<arguments token>.<cache key>.idx
 
-signed like an entry, holding the entry's code fingerprint and one Dask token per
-argument (the call bound to the function's signature, defaults applied). One file per
-entry, written whole under a temporary name and renamed: processes storing at once
-never rewrite a shared file. On a miss whose entry file is absent, the folder tells why:
+signed like an entry, holding the entry's key, its code fingerprint, when it was first
+stored (`created`, Unix seconds) and one Dask token per argument (the call bound to the
+function's signature, defaults applied). One file per entry, written whole under a
+temporary name and renamed: processes storing at once never rewrite a shared file. On
+a miss whose entry file is absent, the folder tells why:
 
-- no index file: `first`, the function never stored an entry here;
 - this key's own index file: `evicted`, the entry was stored and its file is gone;
 - an index file of the same arguments and other code: `code`;
-- otherwise `arguments`, naming the arguments that differ from the nearest entry (the
-  fewest differing arguments, an entry of the same code preferred).
+- no index file written before the run began: `first`, the function never stored an
+  entry here (before this run: a sweep's first run is all `first`);
+- otherwise `arguments`, naming the arguments that differ from the nearest entry stored
+  before the run (the fewest differing arguments, an entry of the same code preferred).
 
-The first three come from the folder's listing, whatever its size. The nearest entry is
-sought among at most `MAX_SCANNED` index files (read and verified one by one): beyond
-that, it is the nearest of those, and `miss_arguments` may name more arguments than the
-nearest of all would. Index files that fail verification are ignored.
+`evicted` and `code` are exact whatever the folder's size (a file's existence, and the
+folder's listing). `first` and `arguments` look at `MAX_SCANNED` index files at most
+(any of them: the listing's order): beyond that, an entry stored before the run may go
+unseen (a `first` that should be `arguments`), and `miss_arguments` may name more
+arguments than the nearest of all would. Index files that fail verification are ignored.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import time
 from pathlib import Path
 
 import orjson
@@ -78,9 +82,13 @@ class CacheIndex:
         return self.folder / f"{_arguments_token(tokens)}.{key}{_SUFFIX}"
 
     def add(self, key: str, code: str, tokens: dict[str, str]) -> None:
-        """Record that `key` was stored by `code` for a call of these argument tokens."""
-        data = orjson.dumps({"key": key, "code": code, "args": tokens})
-        self.store.write_signed(self._path(key, tokens), data)
+        """Record that `key` was stored by `code` for a call of these argument tokens (an
+        index file already there is kept: its time says since when the entry is known)."""
+        path = self._path(key, tokens)
+        if self.store.read_signed(path) is not None:
+            return
+        data = orjson.dumps({"key": key, "code": code, "args": tokens, "created": time.time()})
+        self.store.write_signed(path, data)
 
     def _read(self, name: str) -> dict | None:
         data = self.store.read_signed(self.folder / name)
@@ -94,33 +102,53 @@ class CacheIndex:
             return None
         return record
 
-    def why(self, key: str, code: str, tokens: dict[str, str]) -> tuple[str, list[str] | None]:
+    def _stored_before(self, names: list[str], since: float | None):
+        """The index records of up to `MAX_SCANNED` of `names` that were written before
+        `since` (all of them when it is None)."""
+        for name in names[:MAX_SCANNED]:
+            if since is not None:
+                try:
+                    # surely written since (a file's time is coarse: keep a margin); no read
+                    if os.stat(self.folder / name).st_mtime > since + 1.0:
+                        continue
+                except OSError:
+                    continue
+            record = self._read(name)
+            if record is None:
+                continue
+            created = record.get("created")
+            if since is None or (isinstance(created, (int, float)) and created < since):
+                yield record
+
+    def why(
+        self, key: str, code: str, tokens: dict[str, str], since: float | None = None
+    ) -> tuple[str, list[str] | None]:
         """Why `key` (of this code and these argument tokens) has no entry file:
-        (reason, the differing argument names for `arguments`, else None)."""
+        (reason, the differing argument names for `arguments`, else None).
+
+        `since` is when the run began: entries stored from then on (earlier calls of the
+        same run) are not what the call could have found, so a sweep's first run is all
+        `first`, and a later run's `arguments` compare with what earlier runs stored.
+        """
+        own = self._path(key, tokens)
+        if own.exists() and self._read(own.name) is not None:
+            return sc.CACHE_MISS_EVICTED, None
         try:
             names = [n for n in os.listdir(self.folder) if n.endswith(_SUFFIX)]
         except (FileNotFoundError, NotADirectoryError):
             names = []
-        if not names:
-            return sc.CACHE_MISS_FIRST, None
-        own = self._path(key, tokens).name
-        if own in names and self._read(own) is not None:
-            return sc.CACHE_MISS_EVICTED, None
-        same_arguments = own.split(".", 1)[0] + "."
+        same_arguments = own.name.split(".", 1)[0] + "."
         for name in names:
-            if name.startswith(same_arguments) and name != own:
+            if name.startswith(same_arguments) and name != own.name:
                 record = self._read(name)
                 if record is not None and record.get("code") != code:
                     return sc.CACHE_MISS_CODE, None
         nearest = None
-        for name in names[:MAX_SCANNED]:
-            record = self._read(name)
-            if record is None:
-                continue
+        for record in self._stored_before(names, since):
             names_differing = differing(tokens, record["args"])
             rank = (len(names_differing), record.get("code") != code)
             if nearest is None or rank < nearest[0]:
                 nearest = (rank, names_differing)
-        if nearest is None:  # none verified: as good as no index
+        if nearest is None:  # nothing stored before (or nothing verified): as good as none
             return sc.CACHE_MISS_FIRST, None
         return sc.CACHE_MISS_ARGUMENTS, nearest[1]
