@@ -253,6 +253,7 @@ class CacheableFunction:
         self.name = name or getattr(fn, "__name__", "function")
         self.cache_dir = cache_dir
         self._fingerprint = hashlib.sha256(_code_fingerprint(fn)).hexdigest()
+        self._signature = None  # made at the first miss
 
     def cache_key(self, args, kwargs) -> str:
         from dask.base import tokenize
@@ -301,12 +302,20 @@ class CacheableFunction:
                     {"function": self.name, "compute_s": compute_s, "created": time.time()},
                 )
                 if tokens is None:
-                    tokens = argument_tokens(self.fn, args, kwargs)
+                    tokens = self._argument_tokens(args, kwargs)
                 self._index(store).add(key, self._fingerprint, tokens)
             except Exception as exc:
                 logger.warning("scalable-otel: result of %s not cached: %s", self.name, exc)
         self._report(key, "miss", lookup_s, 0.0, compute_s, reason, differing)
         return value
+
+    def _argument_tokens(self, args, kwargs) -> dict[str, str]:
+        if self._signature is None:
+            try:
+                self._signature = inspect.signature(self.fn)
+            except (TypeError, ValueError):
+                self._signature = False  # none to bind to: arguments by position
+        return argument_tokens(self.fn, args, kwargs, self._signature or None)
 
     def _index(self, store: CacheStore) -> CacheIndex:
         return CacheIndex(store, f"{self.__module__}.{self.__qualname__}")
@@ -320,7 +329,7 @@ class CacheableFunction:
         if state != ABSENT or since is None:
             return None, None, None
         try:
-            tokens = argument_tokens(self.fn, args, kwargs)
+            tokens = self._argument_tokens(args, kwargs)
             reason, differing = self._index(store).why(key, self._fingerprint, tokens, since)
             return reason, differing, tokens
         except Exception as exc:

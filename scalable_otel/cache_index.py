@@ -3,53 +3,68 @@
 Beside each entry, the cache (`scalable_otel.cache`) writes one small index file in a
 folder of the function's own::
 
-    <cache root>/index/<function folder>/<arguments token>.<cache key>.idx
+    <cache root>/index/<function folder>/<arguments>.<key>.<code>.<argument hashes>.idx
 
-signed like an entry, holding the entry's key, its code fingerprint, when it was first
-stored (`created`, Unix seconds) and one Dask token per argument (the call bound to the
-function's signature, defaults applied). One file per entry, written whole under a
-temporary name and renamed: processes storing at once never rewrite a shared file. On
-a miss whose entry file is absent, the folder tells why:
+Its name says, in short hashes, which call stored the entry: the call's arguments as a
+whole, the entry's key, the function's code fingerprint, and one 8-hex hash per argument
+(name and Dask token; the call bound to the function's signature, defaults applied; the
+first `MAX_NAMED` arguments). Its content, signed like an entry, says it in full: key,
+code fingerprint and a token per argument. One file per entry, its name fixed by the
+call, written whole under a temporary name and renamed (and not rewritten: its mtime is
+when the entry was first stored): processes storing at once never rewrite a shared file.
 
-- this key's own index file: `evicted`, the entry was stored and its file is gone;
-- an index file of the same arguments and other code: `code`;
-- no index file written before the run began: `first`, the function never stored an
-  entry here (before this run: a sweep's first run is all `first`);
+On a miss whose entry file is absent, the index tells why:
+
+- this call's own index file is there: `evicted`, the entry was stored and its file is
+  gone;
+- an entry of the same arguments and other code: `code`;
+- no entry stored before the run began: `first` (entries stored since, by earlier calls
+  of the same run, are not what the call could have found: a sweep's first run is all
+  `first`);
 - otherwise `arguments`, naming the arguments that differ from the nearest entry stored
   before the run (the fewest differing arguments, an entry of the same code preferred).
 
-`evicted` and `code` are exact whatever the folder's size (a file's existence, and the
-folder's listing). `first` and `arguments` look at `MAX_SCANNED` index files at most
-(any of them: the listing's order): beyond that, an entry stored before the run may go
-unseen (a `first` that should be `arguments`), and `miss_arguments` may name more
-arguments than the nearest of all would. Index files that fail verification are ignored.
+A process lists the function's folder once per run (the entries stored before the run
+do not change while it goes on), so a miss costs a lookup in memory and reads one index
+file: the one its reason comes from, verified before it is believed (a file that fails
+verification is passed over). Names are read for the first `MAX_LISTED` files of a
+folder at most; beyond that the rest are unseen (a `first` that could be `arguments`,
+or a nearest entry that is not the nearest of all).
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import inspect
 import os
-import time
+import threading
+from collections import Counter, OrderedDict
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
 from . import semconv as sc
 
 INDEX_DIR = "index"
-#: Index files read to find the nearest entry of a missed call.
-MAX_SCANNED = 256
+#: Index files of one function a process lists per run, at most.
+MAX_LISTED = 100_000
+#: Arguments hashed into an index file's name (a name is at most 255 bytes).
+MAX_NAMED = 20
 _SUFFIX = ".idx"
+_HASH = 8  # hex characters of one argument's hash in a name
 
 
-def argument_tokens(fn, args: tuple, kwargs: dict) -> dict[str, str]:
+def argument_tokens(fn, args: tuple, kwargs: dict, signature=None) -> dict[str, str]:
     """A Dask token per argument of the call, by parameter name (defaults applied); by
-    position (`arg0`, …) and keyword when the call does not bind to the signature."""
+    position (`arg0`, …) and keyword when the call does not bind to the signature.
+    `signature` is `inspect.signature(fn)` when the caller keeps it (it costs more than
+    tokenizing a number)."""
     from dask.base import tokenize
 
     try:
-        bound = inspect.signature(fn).bind(*args, **kwargs)
+        bound = (signature or inspect.signature(fn)).bind(*args, **kwargs)
         bound.apply_defaults()
         items = list(bound.arguments.items())
     except (TypeError, ValueError):
@@ -57,13 +72,85 @@ def argument_tokens(fn, args: tuple, kwargs: dict) -> dict[str, str]:
     return {name: tokenize(value) for name, value in items}
 
 
-def _arguments_token(tokens: dict[str, str]) -> str:
-    return hashlib.sha256(orjson.dumps(tokens, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
-
-
 def differing(tokens: dict[str, str], stored: dict[str, str]) -> list[str]:
     """Names of the arguments whose tokens differ (or that only one call has), sorted."""
     return sorted(n for n in tokens.keys() | stored.keys() if tokens.get(n) != stored.get(n))
+
+
+def _short(text: str, n: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+class _Call(NamedTuple):
+    """What an index file's name says of the call that stored an entry."""
+
+    arguments: str
+    key: str
+    code: str
+    hashes: frozenset
+
+
+def _name(key: str, code: str, tokens: dict[str, str]) -> str:
+    arguments = _short(orjson.dumps(tokens, option=orjson.OPT_SORT_KEYS).decode(), 16)
+    hashes = "".join(_short(f"{n}\0{t}", _HASH) for n, t in list(tokens.items())[:MAX_NAMED])
+    return f"{arguments}.{key[:16]}.{code[:8]}.{hashes}{_SUFFIX}"
+
+
+def _parse(name: str) -> _Call | None:
+    parts = name[: -len(_SUFFIX)].split(".")
+    if len(parts) != 4 or len(parts[3]) % _HASH:
+        return None
+    hashes = frozenset(parts[3][i : i + _HASH] for i in range(0, len(parts[3]), _HASH))
+    return _Call(parts[0], parts[1], parts[2], hashes)
+
+
+class _Before(NamedTuple):
+    """The entries of one function stored before a run began, as their names say."""
+
+    calls: list  # [(file name, _Call)]
+    postings: dict  # argument hash -> indices into calls
+    by_arguments: dict  # arguments hash -> indices into calls
+
+
+# (function folder, run start) -> _Before: filled at a run's first miss of a function
+_before: OrderedDict = OrderedDict()
+_before_lock = threading.Lock()
+_BEFORE_KEPT = 64
+
+
+def _stored_before(folder: Path, since: float) -> _Before:
+    with _before_lock:
+        known = _before.get((folder, since))
+        if known is not None:
+            _before.move_to_end((folder, since))
+            return known
+    calls, postings, by_arguments = [], {}, {}
+    try:
+        with os.scandir(folder) as entries:
+            for n, entry in enumerate(entries):
+                if n >= MAX_LISTED:
+                    break
+                if not entry.name.endswith(_SUFFIX):
+                    continue
+                call = _parse(entry.name)
+                try:
+                    if call is None or entry.stat().st_mtime >= since:
+                        continue
+                except OSError:
+                    continue
+                i = len(calls)
+                calls.append((entry.name, call))
+                for h in call.hashes:
+                    postings.setdefault(h, []).append(i)
+                by_arguments.setdefault(call.arguments, []).append(i)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    known = _Before(calls, postings, by_arguments)
+    with _before_lock:
+        _before[(folder, since)] = known
+        while len(_before) > _BEFORE_KEPT:
+            _before.popitem(last=False)
+    return known
 
 
 class CacheIndex:
@@ -75,22 +162,19 @@ class CacheIndex:
 
     def __init__(self, store, function_id: str):
         self.store = store
-        name = hashlib.sha256(function_id.encode()).hexdigest()[:24]
-        self.folder = Path(store.root) / INDEX_DIR / name
-
-    def _path(self, key: str, tokens: dict[str, str]) -> Path:
-        return self.folder / f"{_arguments_token(tokens)}.{key}{_SUFFIX}"
+        self.folder = Path(store.root) / INDEX_DIR / _short(function_id, 24)
 
     def add(self, key: str, code: str, tokens: dict[str, str]) -> None:
         """Record that `key` was stored by `code` for a call of these argument tokens (an
         index file already there is kept: its time says since when the entry is known)."""
-        path = self._path(key, tokens)
-        if self.store.read_signed(path) is not None:
+        path = self.folder / _name(key, code, tokens)
+        if path.exists():
             return
-        data = orjson.dumps({"key": key, "code": code, "args": tokens, "created": time.time()})
+        data = orjson.dumps({"key": key, "code": code, "args": tokens})
         self.store.write_signed(path, data)
 
     def _read(self, name: str) -> dict | None:
+        """An index file's content, if it verifies and has the expected shape."""
         data = self.store.read_signed(self.folder / name)
         if data is None:
             return None
@@ -102,53 +186,44 @@ class CacheIndex:
             return None
         return record
 
-    def _stored_before(self, names: list[str], since: float | None):
-        """The index records of up to `MAX_SCANNED` of `names` that were written before
-        `since` (all of them when it is None)."""
-        for name in names[:MAX_SCANNED]:
-            if since is not None:
-                try:
-                    # surely written since (a file's time is coarse: keep a margin); no read
-                    if os.stat(self.folder / name).st_mtime > since + 1.0:
-                        continue
-                except OSError:
-                    continue
-            record = self._read(name)
-            if record is None:
-                continue
-            created = record.get("created")
-            if since is None or (isinstance(created, (int, float)) and created < since):
-                yield record
-
     def why(
-        self, key: str, code: str, tokens: dict[str, str], since: float | None = None
+        self, key: str, code: str, tokens: dict[str, str], since: float
     ) -> tuple[str, list[str] | None]:
         """Why `key` (of this code and these argument tokens) has no entry file:
-        (reason, the differing argument names for `arguments`, else None).
-
-        `since` is when the run began: entries stored from then on (earlier calls of the
-        same run) are not what the call could have found, so a sweep's first run is all
-        `first`, and a later run's `arguments` compare with what earlier runs stored.
-        """
-        own = self._path(key, tokens)
-        if own.exists() and self._read(own.name) is not None:
+        (reason, the differing argument names for `arguments`, else None). `since` is
+        when the run began (Unix seconds): only entries stored before it are compared."""
+        own = _name(key, code, tokens)
+        if (self.folder / own).exists() and self._read(own) is not None:
             return sc.CACHE_MISS_EVICTED, None
-        try:
-            names = [n for n in os.listdir(self.folder) if n.endswith(_SUFFIX)]
-        except (FileNotFoundError, NotADirectoryError):
-            names = []
-        same_arguments = own.name.split(".", 1)[0] + "."
-        for name in names:
-            if name.startswith(same_arguments) and name != own.name:
+        before = _stored_before(self.folder, since)
+        mine = _parse(own)
+        for i in before.by_arguments.get(mine.arguments, ()):
+            name, call = before.calls[i]
+            if call.code != mine.code:
                 record = self._read(name)
                 if record is not None and record.get("code") != code:
                     return sc.CACHE_MISS_CODE, None
-        nearest = None
-        for record in self._stored_before(names, since):
-            names_differing = differing(tokens, record["args"])
-            rank = (len(names_differing), record.get("code") != code)
-            if nearest is None or rank < nearest[0]:
-                nearest = (rank, names_differing)
-        if nearest is None:  # nothing stored before (or nothing verified): as good as none
-            return sc.CACHE_MISS_FIRST, None
-        return sc.CACHE_MISS_ARGUMENTS, nearest[1]
+        for name in self._nearest(before, mine):
+            record = self._read(name)
+            if record is not None:
+                return sc.CACHE_MISS_ARGUMENTS, differing(tokens, record["args"])
+        return sc.CACHE_MISS_FIRST, None
+
+    @staticmethod
+    def _nearest(before: _Before, mine: _Call, tries: int = 3) -> list[str]:
+        """Names of the entries nearest to the call (fewest argument hashes not shared,
+        the same code first), the nearest first."""
+        if not before.calls:
+            return []
+        shared = Counter()
+        for h in mine.hashes:
+            shared.update(before.postings.get(h, ()))
+        if len(shared) < tries:  # entries sharing no argument: as near as each other
+            shared.update({i: 0 for i in range(min(tries, len(before.calls)))})
+
+        def rank(i):
+            call = before.calls[i][1]
+            return (len(mine.hashes) + len(call.hashes) - 2 * shared[i], call.code != mine.code)
+
+        nearest = heapq.nsmallest(tries, shared, key=rank)
+        return [before.calls[i][0] for i in nearest]

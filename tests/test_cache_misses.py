@@ -4,6 +4,7 @@ report and HTML page that count them, and an index that concurrent savers keep r
 import importlib
 import shutil
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 import orjson
@@ -214,10 +215,13 @@ def test_concurrent_saves_leave_a_readable_index(project_dir):
     assert all(index._read(f.name) is not None for f in files)
     # each saved key is known: a deleted one is evicted, an unknown argument is named
     store.path(f"03{5:062d}").unlink()
-    assert index.why(f"03{5:062d}", "code-1", {"x": "3-5"}) == ("evicted", None)
-    assert index.why("ab" * 32, "code-1", {"x": "new"}) == ("arguments", ["x"])
-    assert index.why("cd" * 32, "code-2", {"x": "1025"}) == ("code", None)
-    assert CacheIndex(store, "tests.other").why("ab" * 32, "code-1", {"x": "1"}) == (
+    later = time.time() + 60  # a run that began after the saves
+    assert index.why(f"03{5:062d}", "code-1", {"x": "3-5"}, later) == ("evicted", None)
+    assert index.why("ab" * 32, "code-1", {"x": "new"}, later) == ("arguments", ["x"])
+    assert index.why("cd" * 32, "code-2", {"x": "1025"}, later) == ("code", None)
+    # a run that began before the saves: none of them could have been found
+    assert index.why("ab" * 32, "code-1", {"x": "new"}, 0.0) == ("first", None)
+    assert CacheIndex(store, "tests.other").why("ab" * 32, "code-1", {"x": "1"}, later) == (
         "first",
         None,
     )

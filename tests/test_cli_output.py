@@ -5,6 +5,7 @@ import json
 import statistics
 import subprocess
 import sys
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -27,6 +28,28 @@ def secs(value):
     if abs(value) >= 1:
         return f"{value:.1f}s"
     return f"{value:.3f}s" if abs(value) >= 0.001 or value == 0 else f"{value * 1e6:.0f}µs"
+
+
+def miss_reasons(cache: list[dict], first_run: bool) -> str:
+    """What follows the misses: their reasons in order, unless all are `first` on a first
+    run (the hits line says it) or none is known."""
+    misses = [c for c in cache if c["result"] != "hit"]
+    order = ["first", "arguments", "code", "evicted", "corrupt", "unknown"]
+    reasons = Counter(
+        c.get("miss_reason") if c.get("miss_reason") in order else "unknown" for c in misses
+    )
+    if set(reasons) <= {"unknown"} or (set(reasons) == {"first"} and first_run):
+        return ""
+    names = Counter(
+        n for c in misses if c.get("miss_reason") == "arguments" for n in c["miss_arguments"]
+    )
+    parts = []
+    for reason in (r for r in order if reasons[r]):
+        part = f"{reason} {reasons[reason]}"
+        if reason == "arguments" and names:
+            part += ": " + ", ".join(sorted(names, key=lambda n: (-names[n], n))[:5])
+        parts.append(part)
+    return f" ({', '.join(parts)})"
 
 
 def expected_report(run: Path, first_run: bool) -> str:
@@ -73,7 +96,7 @@ def expected_report(run: Path, first_run: bool) -> str:
             "Cache:",
             f"  Lookups:  {len(cache)}",
             f"  Hits:     {hit_line}",
-            f"  Misses:   {len(cache) - hits}",
+            f"  Misses:   {len(cache) - hits}" + miss_reasons(cache, first_run),
             "",
             "Estimated Cost: $0.00 (local provider)",
             "",
