@@ -3,20 +3,20 @@
 Beside each entry, the cache (`scalable_otel.cache`) writes one small index file in a
 folder of the function's own::
 
-    <cache root>/index/<function folder>/<arguments>.<key>.<code>.<argument hashes>.idx
+    <cache root>/index/<function folder>/<arguments>.<key>.<code>.<created>.<hashes>.idx
 
-Its name says, in short hashes, which call stored the entry: the call's arguments as a
-whole, the entry's key, the function's code fingerprint, and one 8-hex hash per argument
-(name and Dask token; the call bound to the function's signature, defaults applied; the
-first `MAX_NAMED` arguments). Its content, signed like an entry, says it in full: key,
-code fingerprint and a token per argument. One file per entry, its name fixed by the
-call, written whole under a temporary name and renamed (and not rewritten: its mtime is
-when the entry was first stored): processes storing at once never rewrite a shared file.
+Its name says, in short hashes, which call stored the entry and when: the call's
+arguments as a whole, the entry's key, the function's code fingerprint, the time in
+milliseconds (hex), and one 8-hex hash per argument (its name and Dask token; the call
+bound to the function's signature, defaults applied; the first `MAX_NAMED` arguments).
+Its content, signed like an entry, says it in full: key, code fingerprint and a token
+per argument. One file per save, written whole under a temporary name and renamed:
+processes storing at once never rewrite a shared file (an entry stored again, after it
+was evicted, say, gets a second index file).
 
 On a miss whose entry file is absent, the index tells why:
 
-- this call's own index file is there: `evicted`, the entry was stored and its file is
-  gone;
+- an index file of this very key: `evicted`, the entry was stored and its file is gone;
 - an entry of the same arguments and other code: `code`;
 - no entry stored before the run began: `first` (entries stored since, by earlier calls
   of the same run, are not what the call could have found: a sweep's first run is all
@@ -24,12 +24,14 @@ On a miss whose entry file is absent, the index tells why:
 - otherwise `arguments`, naming the arguments that differ from the nearest entry stored
   before the run (the fewest differing arguments, an entry of the same code preferred).
 
-A process lists the function's folder once per run (the entries stored before the run
-do not change while it goes on), so a miss costs a lookup in memory and reads one index
-file: the one its reason comes from, verified before it is believed (a file that fails
-verification is passed over). Names are read for the first `MAX_LISTED` files of a
-folder at most; beyond that the rest are unseen (a `first` that could be `arguments`,
-or a nearest entry that is not the nearest of all).
+A process lists the function's folder once per run, at its first miss (what was stored
+before the run does not change while it goes on); each miss then costs a look-up in
+memory and one read of the index file its reason comes from, verified before it is
+believed (a file that fails verification is passed over: never a reason from bytes the
+cache did not write). Limits: an entry stored and evicted in the same run after that
+listing is not seen (its miss says `first` or `arguments`); entries stored before this
+index existed have no index file (`first`); a folder's first `MAX_LISTED` names are read,
+the rest unseen.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import heapq
 import inspect
 import os
 import threading
+import time
 from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import NamedTuple
@@ -49,7 +52,7 @@ from . import semconv as sc
 
 INDEX_DIR = "index"
 #: Index files of one function a process lists per run, at most.
-MAX_LISTED = 100_000
+MAX_LISTED = 50_000
 #: Arguments hashed into an index file's name (a name is at most 255 bytes).
 MAX_NAMED = 20
 _SUFFIX = ".idx"
@@ -87,69 +90,81 @@ class _Call(NamedTuple):
     arguments: str
     key: str
     code: str
-    hashes: frozenset
+    created: float  # Unix seconds
+    hashes: str  # the arguments' hashes, `_HASH` characters each
 
 
-def _name(key: str, code: str, tokens: dict[str, str]) -> str:
+def _name(key: str, code: str, tokens: dict[str, str], created: float) -> str:
     arguments = _short(orjson.dumps(tokens, option=orjson.OPT_SORT_KEYS).decode(), 16)
     hashes = "".join(_short(f"{n}\0{t}", _HASH) for n, t in list(tokens.items())[:MAX_NAMED])
-    return f"{arguments}.{key[:16]}.{code[:8]}.{hashes}{_SUFFIX}"
+    return f"{arguments}.{key[:16]}.{code[:8]}.{int(created * 1000):x}.{hashes}{_SUFFIX}"
 
 
 def _parse(name: str) -> _Call | None:
     parts = name[: -len(_SUFFIX)].split(".")
-    if len(parts) != 4 or len(parts[3]) % _HASH:
+    if len(parts) != 5 or len(parts[4]) % _HASH:
         return None
-    hashes = frozenset(parts[3][i : i + _HASH] for i in range(0, len(parts[3]), _HASH))
-    return _Call(parts[0], parts[1], parts[2], hashes)
+    try:
+        created = int(parts[3], 16) / 1000
+    except ValueError:
+        return None
+    return _Call(parts[0], parts[1], parts[2], created, parts[4])
 
 
-class _Before(NamedTuple):
-    """The entries of one function stored before a run began, as their names say."""
+def _chunks(hashes: str) -> list[str]:
+    return [hashes[i : i + _HASH] for i in range(0, len(hashes), _HASH)]
 
-    calls: list  # [(file name, _Call)]
+
+class _Listing(NamedTuple):
+    """A function's index files as a run's first miss in this process found them."""
+
+    keys: dict  # short key -> file name, of every entry listed
+    calls: list  # [(file name, _Call)] of the entries stored before the run began
     postings: dict  # argument hash -> indices into calls
     by_arguments: dict  # arguments hash -> indices into calls
 
 
-# (function folder, run start) -> _Before: filled at a run's first miss of a function
-_before: OrderedDict = OrderedDict()
-_before_lock = threading.Lock()
-_BEFORE_KEPT = 64
+# (function folder, run start) -> _Listing: made at a run's first miss of a function
+_listings: OrderedDict = OrderedDict()
+_listings_lock = threading.Lock()
+_LISTINGS_KEPT = 64
 
 
-def _stored_before(folder: Path, since: float) -> _Before:
-    with _before_lock:
-        known = _before.get((folder, since))
+def _listing(folder: Path, since: float) -> _Listing:
+    with _listings_lock:
+        known = _listings.get((folder, since))
         if known is not None:
-            _before.move_to_end((folder, since))
+            _listings.move_to_end((folder, since))
             return known
-    calls, postings, by_arguments = [], {}, {}
+    keys, calls, postings, by_arguments = {}, [], {}, {}
     try:
-        with os.scandir(folder) as entries:
-            for n, entry in enumerate(entries):
-                if n >= MAX_LISTED:
-                    break
-                if not entry.name.endswith(_SUFFIX):
-                    continue
-                call = _parse(entry.name)
-                try:
-                    if call is None or entry.stat().st_mtime >= since:
-                        continue
-                except OSError:
-                    continue
-                i = len(calls)
-                calls.append((entry.name, call))
-                for h in call.hashes:
-                    postings.setdefault(h, []).append(i)
-                by_arguments.setdefault(call.arguments, []).append(i)
+        names = os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):
-        pass
-    known = _Before(calls, postings, by_arguments)
-    with _before_lock:
-        _before[(folder, since)] = known
-        while len(_before) > _BEFORE_KEPT:
-            _before.popitem(last=False)
+        names = []
+    before = int(since * 1000)
+    # inlined `_parse`: a folder of 100,000 files is read at one miss
+    for name in names[:MAX_LISTED]:
+        parts = name[: -len(_SUFFIX)].split(".")
+        if len(parts) != 5 or not name.endswith(_SUFFIX):
+            continue
+        arguments, short_key, code, created, hashes = parts
+        try:
+            created = int(created, 16)
+        except ValueError:
+            continue
+        keys[short_key] = name
+        if created > before:  # stored since the run began (in its first millisecond: before)
+            continue
+        i = len(calls)
+        calls.append((name, _Call(arguments, short_key, code, created / 1000, hashes)))
+        for j in range(0, len(hashes), _HASH):
+            postings.setdefault(hashes[j : j + _HASH], []).append(i)
+        by_arguments.setdefault(arguments, []).append(i)
+    known = _Listing(keys, calls, postings, by_arguments)
+    with _listings_lock:
+        _listings[(folder, since)] = known
+        while len(_listings) > _LISTINGS_KEPT:
+            _listings.popitem(last=False)
     return known
 
 
@@ -165,13 +180,9 @@ class CacheIndex:
         self.folder = Path(store.root) / INDEX_DIR / _short(function_id, 24)
 
     def add(self, key: str, code: str, tokens: dict[str, str]) -> None:
-        """Record that `key` was stored by `code` for a call of these argument tokens (an
-        index file already there is kept: its time says since when the entry is known)."""
-        path = self.folder / _name(key, code, tokens)
-        if path.exists():
-            return
+        """Record that `key` was stored now by `code`, for a call of these arguments."""
         data = orjson.dumps({"key": key, "code": code, "args": tokens})
-        self.store.write_signed(path, data)
+        self.store.write_signed(self.folder / _name(key, code, tokens, time.time()), data)
 
     def _read(self, name: str) -> dict | None:
         """An index file's content, if it verifies and has the expected shape."""
@@ -192,38 +203,41 @@ class CacheIndex:
         """Why `key` (of this code and these argument tokens) has no entry file:
         (reason, the differing argument names for `arguments`, else None). `since` is
         when the run began (Unix seconds): only entries stored before it are compared."""
-        own = _name(key, code, tokens)
-        if (self.folder / own).exists() and self._read(own) is not None:
-            return sc.CACHE_MISS_EVICTED, None
-        before = _stored_before(self.folder, since)
-        mine = _parse(own)
-        for i in before.by_arguments.get(mine.arguments, ()):
-            name, call = before.calls[i]
+        listing = _listing(self.folder, since)
+        own = listing.keys.get(key[:16])
+        if own is not None:
+            record = self._read(own)
+            if record is not None and record.get("key") == key:
+                return sc.CACHE_MISS_EVICTED, None
+        mine = _parse(_name(key, code, tokens, since))
+        for i in listing.by_arguments.get(mine.arguments, ()):
+            name, call = listing.calls[i]
             if call.code != mine.code:
                 record = self._read(name)
                 if record is not None and record.get("code") != code:
                     return sc.CACHE_MISS_CODE, None
-        for name in self._nearest(before, mine):
+        for name in self._nearest(listing, mine):
             record = self._read(name)
             if record is not None:
                 return sc.CACHE_MISS_ARGUMENTS, differing(tokens, record["args"])
         return sc.CACHE_MISS_FIRST, None
 
     @staticmethod
-    def _nearest(before: _Before, mine: _Call, tries: int = 3) -> list[str]:
+    def _nearest(listing: _Listing, mine: _Call, tries: int = 3) -> list[str]:
         """Names of the entries nearest to the call (fewest argument hashes not shared,
         the same code first), the nearest first."""
-        if not before.calls:
+        if not listing.calls:
             return []
         shared = Counter()
-        for h in mine.hashes:
-            shared.update(before.postings.get(h, ()))
+        for h in _chunks(mine.hashes):
+            shared.update(listing.postings.get(h, ()))
         if len(shared) < tries:  # entries sharing no argument: as near as each other
-            shared.update({i: 0 for i in range(min(tries, len(before.calls)))})
+            shared.update({i: 0 for i in range(min(tries, len(listing.calls)))})
+        own = len(mine.hashes) // _HASH
 
         def rank(i):
-            call = before.calls[i][1]
-            return (len(mine.hashes) + len(call.hashes) - 2 * shared[i], call.code != mine.code)
+            call = listing.calls[i][1]
+            return (own + len(call.hashes) // _HASH - 2 * shared[i], call.code != mine.code)
 
         nearest = heapq.nsmallest(tries, shared, key=rank)
-        return [before.calls[i][0] for i in nearest]
+        return [listing.calls[i][0] for i in nearest]

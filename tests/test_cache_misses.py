@@ -1,6 +1,7 @@
 """Why the cache missed: each reason from a real two-run workflow on worker processes, the
 report and HTML page that count them, and an index that concurrent savers keep readable."""
 
+import hashlib
 import importlib
 import shutil
 import sys
@@ -191,6 +192,10 @@ def test_arguments_are_named_by_the_signature(project_dir):
     assert set(argument_tokens(len, (1, 2), {"z": 3})) == {"arg0", "arg1", "z"}  # no binding
 
 
+def _key(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _save_many(root, worker):
     """Save entries of one function from one process: 20 of its own, 20 shared by all."""
     store = CacheStore(root)
@@ -198,7 +203,7 @@ def _save_many(root, worker):
     for i in range(40):
         x = i if i < 20 else 1000 + i
         tokens = {"x": str(x) if i >= 20 else f"{worker}-{i}"}
-        key = f"{worker:02d}{i:062d}" if i < 20 else f"ff{i:062d}"
+        key = _key(f"{worker}-{i}" if i < 20 else f"shared-{i}")
         store.save(key, x, {"function": "model"})
         index.add(key, "code-1", tokens)
     return worker
@@ -211,12 +216,13 @@ def test_concurrent_saves_leave_a_readable_index(project_dir):
     store = CacheStore(root)
     index = CacheIndex(store, "tests.model")
     files = sorted(index.folder.iterdir())
-    assert len(files) == 8 * 20 + 20  # one file per entry, no temporary files left
-    assert all(index._read(f.name) is not None for f in files)
+    records = [index._read(f.name) for f in files]  # all whole and verified: no temporaries
+    assert all(r is not None for r in records)
+    assert len({r["key"] for r in records}) == 8 * 20 + 20  # every entry saved is indexed
     # each saved key is known: a deleted one is evicted, an unknown argument is named
-    store.path(f"03{5:062d}").unlink()
+    store.path(_key("3-5")).unlink()
     later = time.time() + 60  # a run that began after the saves
-    assert index.why(f"03{5:062d}", "code-1", {"x": "3-5"}, later) == ("evicted", None)
+    assert index.why(_key("3-5"), "code-1", {"x": "3-5"}, later) == ("evicted", None)
     assert index.why("ab" * 32, "code-1", {"x": "new"}, later) == ("arguments", ["x"])
     assert index.why("cd" * 32, "code-2", {"x": "1025"}, later) == ("code", None)
     # a run that began before the saves: none of them could have been found
