@@ -47,7 +47,7 @@ def miss_reasons(cache: list[dict], first_run: bool) -> str:
     for reason in (r for r in order if reasons[r]):
         part = f"{reason} {reasons[reason]}"
         if reason == "arguments" and names:
-            part += ": " + ", ".join(sorted(names, key=lambda n: (-names[n], n))[:5])
+            part += ": " + "/".join(sorted(names, key=lambda n: (-names[n], n))[:5])
         parts.append(part)
     return f" ({', '.join(parts)})"
 

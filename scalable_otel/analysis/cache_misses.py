@@ -54,13 +54,14 @@ def miss_reasons(run) -> dict:
 
 
 def format_miss_reasons(reasons: dict, arguments: dict, max_names: int = 5) -> str:
-    """The reasons as the report prints them: `first 8, arguments 3: years, code 1`."""
+    """The reasons as the report prints them: `first 8, arguments 3: years/scenario, code 1`
+    (the names most frequent first)."""
     parts = []
     for reason, count in reasons.items():
         text = f"{reason} {count}"
         if reason == sc.CACHE_MISS_ARGUMENTS and arguments:
             names = list(arguments)
-            text += ": " + ", ".join(names[:max_names])
+            text += ": " + "/".join(names[:max_names])
             if len(names) > max_names:
                 text += f" +{len(names) - max_names} more"
         parts.append(text)
