@@ -3,6 +3,7 @@ report and HTML page that count them, and an index that concurrent savers keep r
 
 import hashlib
 import importlib
+import os
 import shutil
 import sys
 import time
@@ -19,6 +20,8 @@ from scalable_otel.analysis.html import html_report
 from scalable_otel.cache import CacheStore, cacheable
 from scalable_otel.cache_index import CacheIndex, argument_tokens
 from scalable_otel.cli import main
+from scalable_otel.exporters.columnar import write_columnar_copy
+from scalable_otel.jsonl_scan import connection
 from tests import workloads
 from tests.conftest import events
 
@@ -69,6 +72,22 @@ def test_other_arguments_name_the_argument_that_differs(project_dir):
     assert data["cache"]["miss_reasons"] == {"arguments": 3}
     page = html_report(load_run(second))
     assert 'id="cache-misses"' in page and "years (3)" in page
+
+    # the columnar copy a large run gets holds the reasons; a copy made before they
+    # existed lacks their columns, and the JSONL is read instead
+    (copy,) = [c for c in write_columnar_copy(second, min_bytes=0) if c.stem == "cache"]
+    assert miss_reasons(load_run(second))["arguments"] == {"years": 3}
+    connection().execute(
+        f"COPY (SELECT * EXCLUDE (miss_reason, miss_arguments) FROM read_parquet('{copy}')) "
+        f"TO '{copy}.old' (FORMAT parquet)"
+    )
+    mtime = copy.stat().st_mtime_ns
+    os.replace(f"{copy}.old", copy)
+    os.utime(copy, ns=(mtime + 1, mtime + 1))
+    assert miss_reasons(load_run(second)) == {
+        "reasons": {"arguments": 3},
+        "arguments": {"years": 3},
+    }
 
 
 def test_changed_code_is_code(project_dir, monkeypatch):
