@@ -4,7 +4,9 @@ The key is a SHA-256 of the function's code and its arguments. An entry is one
 file: an HMAC, under a key kept in the cache directory (owner-only), of a small
 JSON header and the pickle that follow it; so the cache never unpickles bytes
 it did not write itself. Each lookup (in the client or inside a task on a
-worker) becomes a cache.jsonl line through the active run's recorder.
+worker) becomes a cache.jsonl line through the active run's recorder; a miss says
+why (`first`, `arguments`, `code`, `evicted` or `corrupt`), from the index of what each
+function stored (`scalable_otel.cache_index`).
 """
 
 from __future__ import annotations
@@ -149,6 +151,10 @@ def _code_fingerprint(fn) -> bytes:
         return code.co_code + repr(code.co_consts).encode()
 
 
+# What reading an entry found (`CacheStore.read`)
+HIT, ABSENT, CORRUPT = "hit", "absent", "corrupt"
+
+
 class CacheStore:
     """Verified pickles in a directory, addressed by key."""
 
@@ -234,9 +240,6 @@ class CacheStore:
         return signed
 
 
-HIT, ABSENT, CORRUPT = "hit", "absent", "corrupt"
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     with os.fdopen(fd, "wb") as f:
@@ -301,11 +304,10 @@ class CacheableFunction:
                     value,
                     {"function": self.name, "compute_s": compute_s, "created": time.time()},
                 )
-                if tokens is None:
-                    tokens = self._argument_tokens(args, kwargs)
-                self._index(store).add(key, self._fingerprint, tokens)
             except Exception as exc:
                 logger.warning("scalable-otel: result of %s not cached: %s", self.name, exc)
+            else:
+                self._add_to_index(store, key, tokens, args, kwargs)
         self._report(key, "miss", lookup_s, 0.0, compute_s, reason, differing)
         return value
 
@@ -316,6 +318,16 @@ class CacheableFunction:
             except (TypeError, ValueError):
                 self._signature = False  # none to bind to: arguments by position
         return argument_tokens(self.fn, args, kwargs, self._signature or None)
+
+    def _add_to_index(self, store, key, tokens, args, kwargs) -> None:
+        """Record the call that stored `key`, so later misses can say why (a failure costs
+        only the reasons of later misses)."""
+        try:
+            if tokens is None:
+                tokens = self._argument_tokens(args, kwargs)
+            self._index(store).add(key, self._fingerprint, tokens)
+        except Exception as exc:
+            logger.debug("scalable-otel: %s stored but not indexed: %s", self.name, exc)
 
     def _index(self, store: CacheStore) -> CacheIndex:
         return CacheIndex(store, f"{self.__module__}.{self.__qualname__}")
