@@ -5,30 +5,48 @@ Each miss of the SDK's `@cacheable` says why on its cache_lookup line (`miss_rea
 does not know, counts as `unknown`: runs written before the field existed, the Scalable
 tool's cache (which says only `corrupt`), and a lookup that failed before its key was
 known. The counts add up to the report's misses (lookups that are not hits).
+
+The report counts them in the same scan of cache.jsonl as its lookups and hits
+(`REASON_SQL` beside its own figures, read by `from_figures`); `miss_reasons` is the same
+for a caller that wants only these.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+
 from .. import semconv as sc
 from ..rundir import CACHE
 
-_KNOWN = ", ".join(f"'{reason}'" for reason in sc.CACHE_MISS_REASONS)
+#: cache.jsonl fields the figures read, beyond `event` and `result`.
+FIELDS = ["miss_reason", "miss_arguments"]
+
 _MISSES = f"event = '{sc.CACHE_LOOKUP}' AND result IS DISTINCT FROM 'hit'"
 
-MISS_FIGURES = f"""
-SELECT CASE WHEN miss_reason IN ({_KNOWN}) THEN miss_reason
-            ELSE '{sc.CACHE_MISS_UNKNOWN}' END AS reason, count(*)
-FROM {{t}} WHERE {_MISSES} GROUP BY reason
-"""
+#: Columns for a query over cache.jsonl: a count per known reason, then every argument
+#: name the `arguments` misses named.
+REASON_SQL = ", ".join(
+    [
+        *(
+            f"count(*) FILTER (WHERE {_MISSES} AND miss_reason = '{reason}')"
+            for reason in sc.CACHE_MISS_REASONS
+        ),
+        f"flatten(list(miss_arguments) FILTER "
+        f"(WHERE {_MISSES} AND miss_reason = '{sc.CACHE_MISS_ARGUMENTS}'))",
+    ]
+)
 
-ARGUMENT_FIGURES = f"""
-SELECT name, count(*) FROM (
-    SELECT unnest(miss_arguments) AS name FROM {{t}}
-    WHERE {_MISSES} AND miss_reason = '{sc.CACHE_MISS_ARGUMENTS}'
-) WHERE name IS NOT NULL GROUP BY name ORDER BY count(*) DESC, name
-"""
 
-ORDER = (*sc.CACHE_MISS_REASONS, sc.CACHE_MISS_UNKNOWN)
+def from_figures(misses: int, columns: tuple) -> dict:
+    """The reasons of `misses` misses from the `REASON_SQL` columns of a query (see
+    `miss_reasons`)."""
+    counts = dict(zip(sc.CACHE_MISS_REASONS, columns[: len(sc.CACHE_MISS_REASONS)]))
+    counts[sc.CACHE_MISS_UNKNOWN] = misses - sum(counts.values())
+    names = Counter(n for n in columns[len(sc.CACHE_MISS_REASONS)] or () if n is not None)
+    return {
+        "reasons": {reason: n for reason, n in counts.items() if n > 0},
+        "arguments": dict(sorted(names.items(), key=lambda item: (-item[1], item[0]))),
+    }
 
 
 def miss_reasons(run) -> dict:
@@ -41,16 +59,12 @@ def miss_reasons(run) -> dict:
     >>> miss_reasons(load_run(last=True))                           # doctest: +SKIP
     {'reasons': {'first': 8, 'arguments': 3, 'code': 1}, 'arguments': {'years': 3}}
     """
-    source = run.file(CACHE, ["event", "result", "miss_reason", "miss_arguments"])
+    source = run.file(CACHE, ["event", "result", *FIELDS])
     try:
-        counts = dict(source.query(MISS_FIGURES))
-        arguments = dict(source.query(ARGUMENT_FIGURES))
+        row = source.query(f"SELECT count(*) FILTER (WHERE {_MISSES}), {REASON_SQL} FROM {{t}}")
     finally:
         source.close()
-    return {
-        "reasons": {reason: counts[reason] for reason in ORDER if counts.get(reason)},
-        "arguments": arguments,
-    }
+    return from_figures(row[0][0], row[0][1:])
 
 
 def format_miss_reasons(reasons: dict, arguments: dict, max_names: int = 5) -> str:

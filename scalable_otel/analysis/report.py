@@ -11,7 +11,8 @@ import orjson
 
 from .. import semconv as sc
 from ..rundir import CACHE, TASKS, WORKERS, list_runs, parse_iso
-from .cache_misses import format_miss_reasons, miss_reasons
+from .cache_misses import FIELDS as MISS_FIELDS
+from .cache_misses import REASON_SQL, format_miss_reasons, from_figures
 from .columns import SKIPPED
 from .facts import final_count
 from .load import Run, read_meta, silent_since
@@ -33,10 +34,12 @@ SELECT
 FROM {{t}}
 """
 
-# A lookup is a cache_lookup line; a hit is one whose result is `hit`.
+# A lookup is a cache_lookup line; a hit is one whose result is `hit`. Why the others
+# missed comes from the same scan (`cache_misses`).
 CACHE_FIGURES = f"""
 SELECT count(*) FILTER (WHERE event = '{sc.CACHE_LOOKUP}'),
-       count(*) FILTER (WHERE event = '{sc.CACHE_LOOKUP}' AND result = 'hit'), {SKIPPED}
+       count(*) FILTER (WHERE event = '{sc.CACHE_LOOKUP}' AND result = 'hit'), {SKIPPED},
+       {REASON_SQL}
 FROM {{t}}
 """
 
@@ -147,11 +150,11 @@ def report(run: Run) -> dict:
     busy, last_event, bad = figures[6:]
     if bad + tasks.skipped_before:
         skipped[TASKS] = bad + tasks.skipped_before
-    cache = run.file(CACHE, ["event", "result"])
-    lookups, hits, bad = cache.query(CACHE_FIGURES)[0]
+    cache = run.file(CACHE, ["event", "result", *MISS_FIELDS])
+    lookups, hits, bad, *reasons = cache.query(CACHE_FIGURES)[0]
     if bad + cache.skipped_before:
         skipped[CACHE] = bad + cache.skipped_before
-    why = miss_reasons(run) if lookups > hits else {"reasons": {}, "arguments": {}}
+    why = from_figures(lookups - hits, reasons)
     workers = run.lines(WORKERS)
     if run.skipped_lines.get(WORKERS):
         skipped[WORKERS] = run.skipped_lines[WORKERS]
