@@ -31,7 +31,10 @@ believed (a file that fails verification is passed over: never a reason from byt
 cache did not write). Limits: an entry stored and evicted in the same run after that
 listing is not seen (its miss says `first` or `arguments`); entries stored before this
 index existed have no index file (`first`); a folder's first `MAX_LISTED` names are read,
-the rest unseen.
+the rest unseen. The nearest entry is found by key when one is a single argument apart
+(calls of up to `MAX_ONE_APART` arguments); otherwise among the first `MAX_COMPARED`
+entries listed, so `miss_arguments` may then name more arguments than the nearest of
+all would.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ import inspect
 import os
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from pathlib import Path
 from typing import NamedTuple
 
@@ -55,6 +58,10 @@ INDEX_DIR = "index"
 MAX_LISTED = 50_000
 #: Arguments hashed into an index file's name (a name is at most 255 bytes).
 MAX_NAMED = 20
+#: Calls of up to this many arguments find an entry one argument apart by key.
+MAX_ONE_APART = 8
+#: Entries compared one by one when none is one argument apart.
+MAX_COMPARED = 2_000
 _SUFFIX = ".idx"
 _HASH = 8  # hex characters of one argument's hash in a name
 
@@ -115,13 +122,22 @@ def _chunks(hashes: str) -> list[str]:
     return [hashes[i : i + _HASH] for i in range(0, len(hashes), _HASH)]
 
 
+def _all_but_one(hashes: str) -> list[str]:
+    """Keys of the calls that differ from this one in one argument, the j-th: `j:` and
+    the other hashes (for calls of up to `MAX_ONE_APART` arguments)."""
+    n = len(hashes) // _HASH
+    if n > MAX_ONE_APART:
+        return []
+    return [f"{j}:{hashes[: j * _HASH]}{hashes[(j + 1) * _HASH :]}" for j in range(n)]
+
+
 class _Listing(NamedTuple):
     """A function's index files as a run's first miss in this process found them."""
 
     keys: dict  # short key -> file name, of every entry listed
     calls: list  # [(file name, _Call)] of the entries stored before the run began
-    postings: dict  # argument hash -> indices into calls
     by_arguments: dict  # arguments hash -> indices into calls
+    all_but_one: dict  # the argument hashes but the j-th, keyed `j:rest` -> indices
 
 
 # (function folder, run start) -> _Listing: made at a run's first miss of a function
@@ -136,7 +152,7 @@ def _listing(folder: Path, since: float) -> _Listing:
         if known is not None:
             _listings.move_to_end((folder, since))
             return known
-    keys, calls, postings, by_arguments = {}, [], {}, {}
+    keys, calls, by_arguments, all_but_one = {}, [], {}, {}
     try:
         names = os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):
@@ -157,10 +173,10 @@ def _listing(folder: Path, since: float) -> _Listing:
             continue
         i = len(calls)
         calls.append((name, _Call(arguments, short_key, code, created / 1000, hashes)))
-        for j in range(0, len(hashes), _HASH):
-            postings.setdefault(hashes[j : j + _HASH], []).append(i)
         by_arguments.setdefault(arguments, []).append(i)
-    known = _Listing(keys, calls, postings, by_arguments)
+        for one in _all_but_one(hashes):
+            all_but_one.setdefault(one, []).append(i)
+    known = _Listing(keys, calls, by_arguments, all_but_one)
     with _listings_lock:
         _listings[(folder, since)] = known
         while len(_listings) > _LISTINGS_KEPT:
@@ -224,20 +240,30 @@ class CacheIndex:
 
     @staticmethod
     def _nearest(listing: _Listing, mine: _Call, tries: int = 3) -> list[str]:
-        """Names of the entries nearest to the call (fewest argument hashes not shared,
-        the same code first), the nearest first."""
-        if not listing.calls:
-            return []
-        shared = Counter()
-        for h in _chunks(mine.hashes):
-            shared.update(listing.postings.get(h, ()))
-        if len(shared) < tries:  # entries sharing no argument: as near as each other
-            shared.update({i: 0 for i in range(min(tries, len(listing.calls)))})
-        own = len(mine.hashes) // _HASH
+        """Names of up to `tries` entries nearest to the call, the nearest first: of the
+        same arguments (passed another way), else one argument apart (found by key), else
+        the fewest argument hashes not shared among the first `MAX_COMPARED`; entries of
+        the same code before others at each distance."""
+
+        def first_same_code(indices) -> list[str]:
+            ordered = sorted(indices, key=lambda i: listing.calls[i][1].code != mine.code)
+            return [listing.calls[i][0] for i in ordered[:tries]]
+
+        same = [
+            i
+            for i in listing.by_arguments.get(mine.arguments, ())
+            if listing.calls[i][1].code == mine.code
+        ]
+        if same:
+            return first_same_code(same)
+        apart = [i for one in _all_but_one(mine.hashes) for i in listing.all_but_one.get(one, ())]
+        if apart:
+            return first_same_code(apart)
+        own = set(_chunks(mine.hashes))
 
         def rank(i):
             call = listing.calls[i][1]
-            return (own + len(call.hashes) // _HASH - 2 * shared[i], call.code != mine.code)
+            return (len(own.symmetric_difference(_chunks(call.hashes))), call.code != mine.code)
 
-        nearest = heapq.nsmallest(tries, shared, key=rank)
+        nearest = heapq.nsmallest(tries, range(min(len(listing.calls), MAX_COMPARED)), key=rank)
         return [listing.calls[i][0] for i in nearest]

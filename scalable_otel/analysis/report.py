@@ -34,14 +34,12 @@ SELECT
 FROM {{t}}
 """
 
-# A lookup is a cache_lookup line; a hit is one whose result is `hit`. Why the others
-# missed comes from the same scan (`cache_misses`).
-CACHE_FIGURES = f"""
-SELECT count(*) FILTER (WHERE event = '{sc.CACHE_LOOKUP}'),
-       count(*) FILTER (WHERE event = '{sc.CACHE_LOOKUP}' AND result = 'hit'), {SKIPPED},
-       {REASON_SQL}
-FROM {{t}}
-"""
+# A lookup is a cache_lookup line; a hit is one whose result is `hit`.
+_CACHE_COUNTS = f"""count(*) FILTER (WHERE event = '{sc.CACHE_LOOKUP}'),
+       count(*) FILTER (WHERE event = '{sc.CACHE_LOOKUP}' AND result = 'hit'), {SKIPPED}"""
+CACHE_FIGURES = f"SELECT {_CACHE_COUNTS} FROM {{t}}"
+# ... and why the others missed, in the same scan (`cache_misses`)
+CACHE_AND_MISS_FIGURES = f"SELECT {_CACHE_COUNTS}, {REASON_SQL} FROM {{t}}"
 
 
 def _text(value) -> str | None:
@@ -151,7 +149,7 @@ def report(run: Run) -> dict:
     if bad + tasks.skipped_before:
         skipped[TASKS] = bad + tasks.skipped_before
     cache = run.file(CACHE, ["event", "result", *MISS_FIELDS])
-    lookups, hits, bad, *reasons = cache.query(CACHE_FIGURES)[0]
+    lookups, hits, bad, *reasons = cache.query(CACHE_AND_MISS_FIGURES)[0]
     if bad + cache.skipped_before:
         skipped[CACHE] = bad + cache.skipped_before
     why = from_figures(lookups - hits, reasons)
