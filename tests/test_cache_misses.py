@@ -250,3 +250,34 @@ def test_concurrent_saves_leave_a_readable_index(project_dir):
         "first",
         None,
     )
+
+
+def test_the_nearest_entry_names_the_fewest_arguments(project_dir):
+    store = CacheStore(project_dir / "cache")
+    index = CacheIndex(store, "tests.nearest")
+    stored = [
+        {"a": "1", "b": "1", "c": "1"},
+        {"a": "2", "b": "2", "c": "9"},
+        {"a": "5", "b": "6", "c": "7"},
+    ]
+    for i, tokens in enumerate(stored):
+        index.add(_key(f"nearest-{i}"), "code-1", tokens)
+    later = time.time() + 60
+    # one argument apart: found by key
+    assert index.why(_key("x"), "code-1", {"a": "2", "b": "2", "c": "1"}, later) == (
+        "arguments",
+        ["c"],
+    )
+    # two apart from the first entry, three from the others
+    assert index.why(_key("y"), "code-1", {"a": "3", "b": "3", "c": "1"}, later) == (
+        "arguments",
+        ["a", "b"],
+    )
+    # an entry of the same code is nearer than one of other code as far apart
+    index.add(_key("other-code"), "code-0", {"a": "3", "b": "3", "c": "2"})
+    index.add(_key("same-code"), "code-1", {"a": "3", "b": "4", "c": "1"})
+    later = time.time() + 61
+    assert index.why(_key("z"), "code-1", {"a": "3", "b": "3", "c": "1"}, later) == (
+        "arguments",
+        ["b"],
+    )
