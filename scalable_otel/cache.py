@@ -160,8 +160,14 @@ class CacheStore:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self._key: bytes | None = None  # read once per store (a store lives for one call)
 
     def _secret(self) -> bytes:
+        if self._key is None:
+            self._key = self._read_secret()
+        return self._key
+
+    def _read_secret(self) -> bytes:
         """The cache's signing key, made once; processes racing to make it agree on one."""
         path = self.root / ".key"
         try:
