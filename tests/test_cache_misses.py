@@ -281,3 +281,32 @@ def test_the_nearest_entry_names_the_fewest_arguments(project_dir):
         "arguments",
         ["b"],
     )
+
+
+def test_log_records_carry_the_reason(project_dir):
+    """The OTel log events of lookups have the line's fields: the reason, and the
+    argument names as a sequence attribute."""
+    from opentelemetry.sdk._logs.export import InMemoryLogExporter, SimpleLogRecordProcessor
+
+    from scalable_otel import PipelineOptions
+
+    exporter = InMemoryLogExporter()
+
+    @cacheable
+    def scale(x, factor=2):
+        return x * factor
+
+    scale(1)  # stored before the run
+    pipeline = PipelineOptions(log_processors=[SimpleLogRecordProcessor(exporter)])
+    with ScalableSession(target="local", n_workers=1, project="why", pipeline=pipeline) as s:
+        scale(1, factor=3)
+    records = [
+        r.log_record
+        for r in exporter.get_finished_logs()
+        if r.log_record.event_name == sc.CACHE_LOOKUP
+    ]
+    assert [
+        (r.attributes["miss_reason"], tuple(r.attributes["miss_arguments"])) for r in records
+    ] == [("arguments", ("factor",))]
+    (line,) = events(s.run_dir, "cache.jsonl")
+    assert (line["miss_reason"], line["miss_arguments"]) == ("arguments", ["factor"])
