@@ -269,7 +269,7 @@ def _cache_section(fig: dict) -> str:
 def _miss_reasons(cache: dict) -> str:
     """Why the lookups missed (`analysis.cache_misses`): a table of reasons and counts."""
     reasons = cache.get("miss_reasons") or {}
-    if not reasons:
+    if set(reasons) <= {sc.CACHE_MISS_UNKNOWN}:  # nothing said why (an older run, say)
         return ""
     arguments = cache.get("miss_arguments") or {}
     rows = []
