@@ -200,6 +200,7 @@ def test_runs_without_reasons_count_as_unknown(project_dir):
     assert miss_reasons(load_run(second_dir)) == {"reasons": {"unknown": 2}, "arguments": {}}
     out = CliRunner().invoke(main, ["report", second_dir.name]).output
     assert "  Misses:   2\n" in out
+    assert 'id="cache-misses"' not in html_report(load_run(second_dir))
 
 
 def test_arguments_are_named_by_the_signature(project_dir):
