@@ -4,7 +4,9 @@ The key is a SHA-256 of the function's code and its arguments. An entry is one
 file: an HMAC, under a key kept in the cache directory (owner-only), of a small
 JSON header and the pickle that follow it; so the cache never unpickles bytes
 it did not write itself. Each lookup (in the client or inside a task on a
-worker) becomes a cache.jsonl line through the active run's recorder.
+worker) becomes a cache.jsonl line through the active run's recorder; a miss says
+why (`first`, `arguments`, `code`, `evicted` or `corrupt`), from the index of what each
+function stored (`scalable_otel.cache_index`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pathlib import Path
 
 import orjson
 
+from . import semconv as sc
+from .cache_index import CacheIndex, argument_tokens
 from .rundir import make_private_dirs
 
 logger = logging.getLogger(__name__)
@@ -37,17 +41,20 @@ _worker_sink = None
 _worker_cache_dir: str | None = None
 _driver_sink = None
 _driver_cache_dir: str | None = None
+# When each sink was set (its run began here): a miss compares with what was stored before.
+_worker_since: float | None = None
+_driver_since: float | None = None
 
 
 def set_worker_sink(sink, cache_dir: str | None) -> None:
-    global _worker_sink, _worker_cache_dir
-    _worker_sink, _worker_cache_dir = sink, cache_dir
+    global _worker_sink, _worker_cache_dir, _worker_since
+    _worker_sink, _worker_cache_dir, _worker_since = sink, cache_dir, time.time()
     _watch_other_caches(sink)
 
 
 def set_driver_sink(sink, cache_dir: str | None) -> None:
-    global _driver_sink, _driver_cache_dir
-    _driver_sink, _driver_cache_dir = sink, cache_dir
+    global _driver_sink, _driver_cache_dir, _driver_since
+    _driver_sink, _driver_cache_dir, _driver_since = sink, cache_dir, time.time()
     _watch_other_caches(sink)
 
 
@@ -85,26 +92,40 @@ def report_lookup(
     lookup_s: float,
     saved_s: float | None,
     compute_s: float | None,
+    miss_reason: str | None = None,
+    miss_arguments: list[str] | None = None,
 ) -> None:
     """Send one cache lookup to the run of this process, if any: inside a Dask task to the
-    worker's run (with the task's key), elsewhere to the client's session."""
+    worker's run (with the task's key), elsewhere to the client's session. A miss may say
+    why (`semconv.CACHE_MISS_REASONS`) and, for `arguments`, which arguments differed."""
     task_key, worker = _current_task()
     sink = _worker_sink if worker is not None else _driver_sink
     if sink is None:
         return
-    sink(
-        {
-            "t": time.time(),
-            "function": function,
-            "cache_key": cache_key,
-            "result": result,
-            "lookup_s": lookup_s,
-            "saved_s": saved_s,
-            "compute_s": compute_s,
-            "key": task_key,
-            "worker": worker,
-        }
-    )
+    record = {
+        "t": time.time(),
+        "function": function,
+        "cache_key": cache_key,
+        "result": result,
+        "lookup_s": lookup_s,
+        "saved_s": saved_s,
+        "compute_s": compute_s,
+        "key": task_key,
+        "worker": worker,
+    }
+    if miss_reason is not None:
+        record["miss_reason"] = miss_reason
+        if miss_arguments is not None:
+            record["miss_arguments"] = list(miss_arguments)
+    sink(record)
+
+
+def _run_began() -> float | None:
+    """When the run that receives this process's lookups began here; None when no run
+    receives them (a miss's reason would go nowhere)."""
+    _, worker = _current_task()
+    sink, since = (_worker_sink, _worker_since) if worker else (_driver_sink, _driver_since)
+    return since if sink is not None else None
 
 
 def _current_task():
@@ -130,13 +151,23 @@ def _code_fingerprint(fn) -> bytes:
         return code.co_code + repr(code.co_consts).encode()
 
 
+# What reading an entry found (`CacheStore.read`)
+HIT, ABSENT, CORRUPT = "hit", "absent", "corrupt"
+
+
 class CacheStore:
     """Verified pickles in a directory, addressed by key."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self._key: bytes | None = None  # read once per store (a store lives for one call)
 
     def _secret(self) -> bytes:
+        if self._key is None:
+            self._key = self._read_secret()
+        return self._key
+
+    def _read_secret(self) -> bytes:
         """The cache's signing key, made once; processes racing to make it agree on one."""
         path = self.root / ".key"
         try:
@@ -164,24 +195,55 @@ class CacheStore:
     def _digest(self, signed: bytes) -> bytes:
         return hmac.new(self._secret(), signed, hashlib.sha256).hexdigest().encode()
 
+    def read(self, key: str):
+        """(state, value, header): state `hit` for a verified entry, `absent` when there
+        is no entry file, `corrupt` when it is there and cannot be used (unreadable,
+        failing verification, or not unpickling)."""
+        try:
+            data = self.path(key).read_bytes()
+        except FileNotFoundError:
+            return ABSENT, None, None
+        except OSError as exc:
+            logger.warning("scalable-otel: cache entry %s unreadable (%s); recomputing", key, exc)
+            return CORRUPT, None, None
+        signed = self._verified(data)
+        if signed is None:
+            logger.warning("scalable-otel: cache entry %s failed verification; recomputing", key)
+            return CORRUPT, None, None
+        try:
+            head, payload = signed.split(b"\n", 1)
+            return HIT, pickle.loads(payload), orjson.loads(head)
+        except Exception as exc:  # signed by us, yet not loadable: a class gone, say
+            logger.warning("scalable-otel: cache entry %s not loadable (%s); recomputing", key, exc)
+            return CORRUPT, None, None
+
     def load(self, key: str):
         """(True, value, header) for a verified entry, else (False, None, None)."""
-        try:
-            digest, signed = self.path(key).read_bytes().split(b"\n", 1)
-        except (OSError, ValueError):
-            return False, None, None
-        if not hmac.compare_digest(digest, self._digest(signed)):
-            logger.warning("scalable-otel: cache entry %s failed verification; recomputing", key)
-            return False, None, None
-        head, payload = signed.split(b"\n", 1)
-        return True, pickle.loads(payload), orjson.loads(head)
+        state, value, header = self.read(key)
+        return (True, value, header) if state == HIT else (False, None, None)
 
     def save(self, key: str, value, header: dict) -> None:
-        path = self.path(key)
-        make_private_dirs(path.parent)
         payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        signed = orjson.dumps(header) + b"\n" + payload  # the header is signed too
-        _write_atomic(path, self._digest(signed) + b"\n" + signed)
+        self.write_signed(self.path(key), orjson.dumps(header) + b"\n" + payload)
+
+    def write_signed(self, path: Path, data: bytes) -> None:
+        """`<hmac hex>\\n<data>` to `path`, replaced in one step (the header of an entry is
+        signed with its pickle)."""
+        make_private_dirs(path.parent)
+        _write_atomic(path, self._digest(data) + b"\n" + data)
+
+    def read_signed(self, path: Path) -> bytes | None:
+        """The data of a file `write_signed` wrote, or None (missing, or not verified)."""
+        try:
+            return self._verified(path.read_bytes())
+        except OSError:
+            return None
+
+    def _verified(self, data: bytes) -> bytes | None:
+        digest, sep, signed = data.partition(b"\n")
+        if not sep or not hmac.compare_digest(digest, self._digest(signed)):
+            return None
+        return signed
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -200,6 +262,7 @@ class CacheableFunction:
         self.name = name or getattr(fn, "__name__", "function")
         self.cache_dir = cache_dir
         self._fingerprint = hashlib.sha256(_code_fingerprint(fn)).hexdigest()
+        self._signature = None  # made at the first miss
 
     def cache_key(self, args, kwargs) -> str:
         from dask.base import tokenize
@@ -222,20 +285,22 @@ class CacheableFunction:
         try:
             key = self.cache_key(args, kwargs)
             store = CacheStore(self._root())
-            hit, value, header = store.load(key)
+            state, value, header = store.read(key)
         except Exception as exc:  # an unreadable cache is a miss, never a failure
             logger.debug("scalable-otel: cache lookup failed: %s", exc)
-            key, store, hit, value, header = None, None, False, None, None
-        lookup_s = time.perf_counter() - t0
-        if hit:
+            key, store, state, value, header = None, None, None, None, None
+        if state == HIT:
+            lookup_s = time.perf_counter() - t0
             compute_s = float(header.get("compute_s") or 0.0)
             self._report(key, "hit", lookup_s, max(0.0, compute_s - lookup_s), compute_s)
             return value
+        reason, differing, tokens = self._why(store, key, state, args, kwargs)
+        lookup_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         try:
             value = self.fn(*args, **kwargs)
         except BaseException:
-            self._report(key, "miss", lookup_s, 0.0, time.perf_counter() - t1)
+            self._report(key, "miss", lookup_s, 0.0, time.perf_counter() - t1, reason, differing)
             raise
         compute_s = time.perf_counter() - t1
         if store is not None:
@@ -247,10 +312,51 @@ class CacheableFunction:
                 )
             except Exception as exc:
                 logger.warning("scalable-otel: result of %s not cached: %s", self.name, exc)
-        self._report(key, "miss", lookup_s, 0.0, compute_s)
+            else:
+                self._add_to_index(store, key, tokens, args, kwargs)
+        self._report(key, "miss", lookup_s, 0.0, compute_s, reason, differing)
         return value
 
-    def _report(self, cache_key, result, lookup_s, saved_s, compute_s) -> None:
+    def _argument_tokens(self, args, kwargs) -> dict[str, str]:
+        if self._signature is None:
+            try:
+                self._signature = inspect.signature(self.fn)
+            except (TypeError, ValueError):
+                self._signature = False  # none to bind to: arguments by position
+        return argument_tokens(self.fn, args, kwargs, self._signature or None)
+
+    def _add_to_index(self, store, key, tokens, args, kwargs) -> None:
+        """Record the call that stored `key`, so later misses can say why (a failure costs
+        only the reasons of later misses)."""
+        try:
+            if tokens is None:
+                tokens = self._argument_tokens(args, kwargs)
+            self._index(store).add(key, self._fingerprint, tokens)
+        except Exception as exc:
+            logger.debug("scalable-otel: %s stored but not indexed: %s", self.name, exc)
+
+    def _index(self, store: CacheStore) -> CacheIndex:
+        return CacheIndex(store, f"{self.__module__}.{self.__qualname__}")
+
+    def _why(self, store, key, state, args, kwargs):
+        """(miss reason, differing argument names, argument tokens) of a miss; reasons
+        are None when the lookup itself failed."""
+        if state == CORRUPT:
+            return sc.CACHE_MISS_CORRUPT, None, None
+        since = _run_began()
+        if state != ABSENT or since is None:
+            return None, None, None
+        try:
+            tokens = self._argument_tokens(args, kwargs)
+            reason, differing = self._index(store).why(key, self._fingerprint, tokens, since)
+            return reason, differing, tokens
+        except Exception as exc:
+            logger.debug("scalable-otel: cannot tell why %s missed: %s", self.name, exc)
+            return None, None, None
+
+    def _report(
+        self, cache_key, result, lookup_s, saved_s, compute_s, reason=None, differing=None
+    ) -> None:
         report_lookup(
             self.name,
             cache_key,
@@ -258,6 +364,8 @@ class CacheableFunction:
             round(lookup_s, 6),
             round(saved_s, 6),
             round(compute_s, 6),
+            reason,
+            differing,
         )
 
     def __dask_tokenize__(self):

@@ -40,6 +40,8 @@ FIELDS: dict[str, dict[str, str]] = {
         "result": "VARCHAR",
         "lookup_s": "DOUBLE",
         "saved_s": "DOUBLE",
+        "miss_reason": "VARCHAR",
+        "miss_arguments": "VARCHAR[]",
     },
     RESOURCES: {
         "timestamp": "VARCHAR",

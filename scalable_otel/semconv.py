@@ -112,6 +112,23 @@ RESOURCE_SAMPLE = "resource_sample"
 TASK_RESOURCES = "task_resources"
 CACHE_LOOKUP = "cache_lookup"
 
+# --- why a cache lookup missed (cache_lookup's `miss_reason`; misses only) -------------
+CACHE_MISS_FIRST = "first"  # the function never stored an entry in this cache
+CACHE_MISS_ARGUMENTS = "arguments"  # `miss_arguments` names those unlike the nearest entry's
+CACHE_MISS_CODE = "code"  # an entry of the same arguments, stored by other code
+CACHE_MISS_EVICTED = "evicted"  # this very entry was stored, and its file is gone
+CACHE_MISS_CORRUPT = "corrupt"  # its file is there and unreadable or unverifiable
+#: The reasons, in the order reports list them.
+CACHE_MISS_REASONS = (
+    CACHE_MISS_FIRST,
+    CACHE_MISS_ARGUMENTS,
+    CACHE_MISS_CODE,
+    CACHE_MISS_EVICTED,
+    CACHE_MISS_CORRUPT,
+)
+#: What a reader counts a miss without a reason as (older runs, the Scalable tool's cache).
+CACHE_MISS_UNKNOWN = "unknown"
+
 # --- metric instruments --------------------------------------------------------------
 METRIC_TASKS_SUBMITTED = "scalable.tasks.submitted"
 METRIC_TASKS_COMPLETED = "scalable.tasks.completed"
@@ -212,6 +229,21 @@ RECORD_SYNC = "sync"
 RECORD_CLOSING = "closing"
 RECORD_FORWARDED = "forwarded"
 RECORD_CACHE = "cache"
+#: The fields of one cache lookup (`cache.report_lookup`'s dict, the `cache` record's
+#: `lookup`): `t` is its time; the others become the cache_lookup line's fields.
+CACHE_LOOKUP_FIELDS = (
+    "t",
+    "function",
+    "cache_key",
+    "result",
+    "lookup_s",
+    "saved_s",
+    "compute_s",
+    "key",
+    "worker",
+    "miss_reason",
+    "miss_arguments",
+)
 RECORD_FALLBACK = "fallback"
 
 _SCHEDULER = "scheduler plugin"
@@ -302,7 +334,9 @@ RECORDS: dict[str, RecordKind] = {
     RECORD_CACHE: RecordKind(
         ("lookup",),
         _SESSION,
-        "A cache lookup in the client's process (a cache.jsonl line; its time is inside).",
+        "A cache lookup in the client's process (a cache.jsonl line): `lookup` is a dict of "
+        + ", ".join(f"`{name}`" for name in CACHE_LOOKUP_FIELDS)
+        + " (the last two for a miss that says why).",
     ),
     RECORD_FALLBACK: RecordKind(
         ("t", "name"),

@@ -5,6 +5,7 @@ import json
 import statistics
 import subprocess
 import sys
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -60,6 +61,28 @@ def expected_energy(run: Path) -> str:
     )
 
 
+def miss_reasons(cache: list[dict], first_run: bool) -> str:
+    """What follows the misses: their reasons in order, unless all are `first` on a first
+    run (the hits line says it) or none is known."""
+    misses = [c for c in cache if c["result"] != "hit"]
+    order = ["first", "arguments", "code", "evicted", "corrupt", "unknown"]
+    reasons = Counter(
+        c.get("miss_reason") if c.get("miss_reason") in order else "unknown" for c in misses
+    )
+    if set(reasons) <= {"unknown"} or (set(reasons) == {"first"} and first_run):
+        return ""
+    names = Counter(
+        n for c in misses if c.get("miss_reason") == "arguments" for n in c["miss_arguments"]
+    )
+    parts = []
+    for reason in (r for r in order if reasons[r]):
+        part = f"{reason} {reasons[reason]}"
+        if reason == "arguments" and names:
+            part += ": " + "/".join(sorted(names, key=lambda n: (-names[n], n))[:5])
+        parts.append(part)
+    return f" ({', '.join(parts)})"
+
+
 def expected_report(run: Path, first_run: bool) -> str:
     """The report, from run.json and the JSONL files, by the tutorial's definitions."""
     meta = json.loads((run / "run.json").read_text())
@@ -104,7 +127,7 @@ def expected_report(run: Path, first_run: bool) -> str:
             "Cache:",
             f"  Lookups:  {len(cache)}",
             f"  Hits:     {hit_line}",
-            f"  Misses:   {len(cache) - hits}",
+            f"  Misses:   {len(cache) - hits}" + miss_reasons(cache, first_run),
             "",
             "Estimated Cost: $0.00 (local provider)",
             expected_energy(run),

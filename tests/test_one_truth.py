@@ -115,7 +115,10 @@ def _cache_line(hit: bool, beta: bool, number: bytes | None = None) -> bytes:
     if beta:
         return json.dumps({"timestamp": "2026-01-01T00:00:01Z", "hit": hit}).encode()
     line = {"timestamp": STAMP, "event": "cache_lookup", "function": "sim"}
-    raw = json.dumps({**line, "result": "hit" if hit else "miss"}).encode()
+    line["result"] = "hit" if hit else "miss"
+    if not hit and number is not None:  # a miss that says why, beside misses that do not
+        line |= {"miss_reason": "arguments", "miss_arguments": ["years"]}
+    raw = json.dumps(line).encode()
     return raw if number is None else raw[:-1] + b', "saved_s": ' + number + b"}"
 
 
@@ -322,6 +325,8 @@ def test_every_reader_gives_the_same_counts(runs):
                 "failed": trend.tasks_failed,
                 "cache_hits": trend.cache_hits,
             }
+            # every miss has a reason, `unknown` when its line gives none
+            assert sum(summary["cache"]["miss_reasons"].values()) == summary["cache"]["misses"]
             side = compared["a"] if path == paths[0] else compared["b"]
             said["compare"] = {k: side["tasks"][k] for k in EVENT_OF}
             said["compare"]["cache_hits"] = side["cache"]["hits"]

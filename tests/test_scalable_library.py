@@ -177,6 +177,8 @@ def test_a_stored_output_that_changed_is_a_miss(tool_cache, project_dir):
     finally:
         cache.set_driver_sink(None, None)
     assert [s["result"] for s in seen] == ["miss", "hit", "miss"]
+    # the stored entry was there and could not be used; the first miss has no reason
+    assert [s.get("miss_reason") for s in seen] == [None, None, "corrupt"]
     assert all(s["function"] == "write_output" for s in seen)
     assert len({s["cache_key"] for s in seen}) == 1
 

@@ -160,7 +160,8 @@ def cache_relation(path: str) -> str:
         "(SELECT timestamp, CASE WHEN hit IS NULL THEN NULL ELSE 'cache_lookup' END AS event, "
         "function, task_name AS task, NULL::VARCHAR AS span_id, "
         "CASE WHEN hit THEN 'hit' WHEN NOT hit THEN 'miss' END AS result, "
-        "NULL::DOUBLE AS lookup_s, NULL::DOUBLE AS saved_s "
+        "NULL::DOUBLE AS lookup_s, NULL::DOUBLE AS saved_s, "
+        "NULL::VARCHAR AS miss_reason, NULL::VARCHAR[] AS miss_arguments "
         f"FROM read_json({path}, format='newline_delimited', columns={fields}, "
         "records=true, ignore_errors=true))"
     )

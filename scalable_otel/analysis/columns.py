@@ -22,6 +22,7 @@ non-finite field is null).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -147,6 +148,14 @@ def query_files(sql: str, files: dict[str, RunFile], params: list | tuple = ()) 
         return connection().execute(render(), list(params)).fetchall()
 
 
+@functools.lru_cache(maxsize=64)
+def _copy_columns(copy: Path, mtime_ns: int) -> frozenset:
+    """The columns of a columnar copy: one made before a field was added to
+    `jsonl_scan.FIELDS` lacks it, and the JSONL is read instead."""
+    rows = connection().execute(f"SELECT name FROM parquet_schema({sql_literal(copy)})").fetchall()
+    return frozenset(name for (name,) in rows)
+
+
 def _fresh_copy(path: Path) -> tuple[Path, int] | None:
     copy, sidecar = columnar_copy_paths(path)
     try:
@@ -159,6 +168,7 @@ def _fresh_copy(path: Path) -> tuple[Path, int] | None:
         or source.get("size") != stat.st_size
         or source.get("mtime_ns") != stat.st_mtime_ns
         or not copy.is_file()
+        or not set(FIELDS[path.name]) <= _copy_columns(copy, copy.stat().st_mtime_ns)
     ):
         return None
     skipped = source.get("skipped")

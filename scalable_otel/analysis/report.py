@@ -11,6 +11,8 @@ import orjson
 
 from .. import semconv as sc
 from ..rundir import CACHE, TASKS, WORKERS, list_runs, parse_iso
+from .cache_misses import FIELDS as MISS_FIELDS
+from .cache_misses import REASON_SQL, format_miss_reasons, from_figures
 from .columns import SKIPPED
 from .energy import format_energy, run_energy
 from .facts import final_count
@@ -34,11 +36,11 @@ FROM {{t}}
 """
 
 # A lookup is a cache_lookup line; a hit is one whose result is `hit`.
-CACHE_FIGURES = f"""
-SELECT count(*) FILTER (WHERE event = '{sc.CACHE_LOOKUP}'),
-       count(*) FILTER (WHERE event = '{sc.CACHE_LOOKUP}' AND result = 'hit'), {SKIPPED}
-FROM {{t}}
-"""
+_CACHE_COUNTS = f"""count(*) FILTER (WHERE event = '{sc.CACHE_LOOKUP}'),
+       count(*) FILTER (WHERE event = '{sc.CACHE_LOOKUP}' AND result = 'hit'), {SKIPPED}"""
+CACHE_FIGURES = f"SELECT {_CACHE_COUNTS} FROM {{t}}"
+# ... and why the others missed, in the same scan (`cache_misses`)
+CACHE_AND_MISS_FIGURES = f"SELECT {_CACHE_COUNTS}, {REASON_SQL} FROM {{t}}"
 
 
 def _text(value) -> str | None:
@@ -149,10 +151,11 @@ def report(run: Run, energy_options: dict | None = None) -> dict:
     busy, last_event, bad = figures[6:]
     if bad + tasks.skipped_before:
         skipped[TASKS] = bad + tasks.skipped_before
-    cache = run.file(CACHE, ["event", "result"])
-    lookups, hits, bad = cache.query(CACHE_FIGURES)[0]
+    cache = run.file(CACHE, ["event", "result", *MISS_FIELDS])
+    lookups, hits, bad, *reasons = cache.query(CACHE_AND_MISS_FIGURES)[0]
     if bad + cache.skipped_before:
         skipped[CACHE] = bad + cache.skipped_before
+    why = from_figures(lookups - hits, reasons)
     workers = run.lines(WORKERS)
     if run.skipped_lines.get(WORKERS):
         skipped[WORKERS] = run.skipped_lines[WORKERS]
@@ -197,6 +200,8 @@ def report(run: Run, energy_options: dict | None = None) -> dict:
             "misses": lookups - hits,
             "hit_rate": hits / lookups if lookups else None,
             "first_run": hits == 0 and not _had_prior_cache(run),
+            "miss_reasons": why["reasons"],
+            "miss_arguments": why["arguments"],
         },
         "cost": run_cost(run, workers, run_end),
         "energy": run_energy(run, workers, run_end, energy_options),
@@ -226,6 +231,17 @@ def format_cost(cost: dict) -> str:
     if cost.get("usd") is None:
         return f"unknown ({cost['provider']} provider: no rate set)"
     return f"${cost['usd']:.2f} ({cost['provider']} provider)"
+
+
+def _reasons(cache: dict) -> str:
+    """` (first 8, arguments 3: years)` after the misses, when they say more than the
+    hits line (a first run's misses are all `first`) and more than `unknown`."""
+    reasons = dict(cache.get("miss_reasons") or {})
+    if set(reasons) <= {sc.CACHE_MISS_UNKNOWN} or (
+        set(reasons) == {sc.CACHE_MISS_FIRST} and cache.get("first_run")
+    ):
+        return ""
+    return f" ({format_miss_reasons(reasons, cache.get('miss_arguments') or {})})"
 
 
 def format_report(summary: dict) -> str:
@@ -275,7 +291,7 @@ def format_report(summary: dict) -> str:
         "Cache:",
         f"  Lookups:  {cache['lookups']}",
         f"  Hits:     {hits}",
-        f"  Misses:   {cache['misses']}",
+        f"  Misses:   {cache['misses']}" + _reasons(cache),
         "",
         f"Estimated Cost: {format_cost(summary['cost'])}",
         f"Energy:         {format_energy(summary['energy'])}",

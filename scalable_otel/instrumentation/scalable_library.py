@@ -34,6 +34,7 @@ import wrapt
 from opentelemetry.instrumentation.utils import unwrap
 
 from .. import cache, compat
+from .. import semconv as sc
 from ..submission import (
     MAP_OPTIONS,
     SUBMIT_OPTIONS,
@@ -252,6 +253,9 @@ class _Lookup:
             lookup_s=round(self.decided - self.started, 6),
             saved_s=None,  # the package keeps no compute time with a value
             compute_s=compute_s,
+            # an entry was read and deleted (its output check failed); the package keeps
+            # nothing to tell the other reasons apart
+            miss_reason=sc.CACHE_MISS_CORRUPT if self.discarded else None,
         )
 
 

@@ -259,8 +259,8 @@ def _busy(busy: dict | None, index: dict[str, int]) -> dict | None:
 
 
 def _cache(run: Run, totals: dict) -> dict:
-    """Lookups, hits, misses and time saved in total (the run report's counts) and per
-    function."""
+    """Lookups, hits, misses (and why they missed) and time saved in total (the run
+    report's counts) and per function."""
     source = run.file(CACHE, ["event", "function", "result", "saved_s", "lookup_s"])
     try:
         rows = source.query(_CACHE)
@@ -283,6 +283,8 @@ def _cache(run: Run, totals: dict) -> dict:
         "misses": totals["misses"],
         "saved_s": sum(f["saved_s"] for f in functions),
         "functions": functions,
+        "miss_reasons": totals.get("miss_reasons") or {},
+        "miss_arguments": totals.get("miss_arguments") or {},
     }
 
 

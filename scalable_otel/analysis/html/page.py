@@ -251,6 +251,7 @@ def _cache_section(fig: dict) -> str:
         f'<div class="card"><span class="n">{_e(_fmt_seconds(cache["saved_s"]))}</span>'
         "Compute time saved</div></div>"
     )
+    out.append(_miss_reasons(cache))
     out.append(
         '<table class="data" id="cache-table"><thead><tr><th>Function</th><th>Lookups</th>'
         "<th>Hits</th><th>Misses</th><th>Hit rate</th><th>Time saved</th>"
@@ -308,6 +309,28 @@ def _whatif_section(run, fig: dict) -> str:
     out += [f'<p class="note">{_e(note)}</p>' for note in results[-1].notes]
     out.append("</section>")
     return "".join(out)
+
+
+def _miss_reasons(cache: dict) -> str:
+    """Why the lookups missed (`analysis.cache_misses`): a table of reasons and counts."""
+    reasons = cache.get("miss_reasons") or {}
+    if set(reasons) <= {sc.CACHE_MISS_UNKNOWN}:  # nothing said why (an older run, say)
+        return ""
+    arguments = cache.get("miss_arguments") or {}
+    rows = []
+    for reason, count in reasons.items():
+        detail = ""
+        if reason == sc.CACHE_MISS_ARGUMENTS and arguments:
+            detail = ", ".join(f"{name} ({n})" for name, n in arguments.items())
+        rows.append(
+            f'<tr><td class="name">{_e(reason)}</td><td>{count}</td><td>{_e(detail)}</td></tr>'
+        )
+    return (
+        '<table class="data" id="cache-misses"><thead><tr><th>Why it missed</th>'
+        "<th>Misses</th><th>Arguments that differed</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
 
 
 def _timeline_note(fig: dict) -> str:
