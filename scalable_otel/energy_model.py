@@ -69,8 +69,8 @@ _UNITS = {
     CARBON_INTENSITY: "a number of grams CO2e per kWh",
 }
 
-METHOD_ESTIMATED = "estimated (Green Algorithms)"
-METHOD_MEASURED = "measured (RAPL)"
+METHOD_ESTIMATED = "Green Algorithms estimate"
+METHOD_MEASURED = "measured by RAPL"
 J_PER_KWH = 3.6e6
 
 

@@ -57,7 +57,7 @@ def expected_energy(run: Path) -> str:
     shown = f"{kwh * 1e3:.3g} Wh" if kwh >= 1e-3 else f"{kwh * 1e6:.3g} mWh"
     return (
         f"Energy:         {shown}, {grams:.3g} g CO2e "
-        "(estimated (Green Algorithms); PUE 1.67, 475 g/kWh, 12 W/core)"
+        "(Green Algorithms estimate; PUE 1.67, 475 g/kWh, 12 W/core)"
     )
 
 

@@ -257,7 +257,7 @@ def test_a_run_without_counters_is_estimated(runs):
     # the run's workers cost more than their tasks: they were up between them too
     assert energy["joules"] > energy["tasks"]["joules"]
     line = next(x for x in format_report(report(run)).splitlines() if x.startswith("Energy:"))
-    assert line.endswith("(estimated (Green Algorithms); PUE 1.2, 100 g/kWh, 12 W/core)")
+    assert line.endswith("(Green Algorithms estimate; PUE 1.2, 100 g/kWh, 12 W/core)")
 
 
 def test_a_run_with_counters_is_measured_across_the_wrap(runs):
@@ -270,7 +270,7 @@ def test_a_run_with_counters_is_measured_across_the_wrap(runs):
     assert energy["joules"] == pytest.approx(sum(ADDED) / 1e6 * 1.67, abs=1e-3)  # PUE default
     assert energy["carbon_g"] == pytest.approx(sum(ADDED) / 1e6 * 1.67 / 3.6e6 * 475, rel=1e-3)
     assert energy["estimated"]["kwh"] > 0  # still there, for comparison
-    assert "(measured (RAPL); PUE 1.67, 475 g/kWh)" in format_energy(energy)
+    assert "(measured by RAPL; PUE 1.67, 475 g/kWh)" in format_energy(energy)
 
 
 def test_otel_metrics_of_both_methods(runs):

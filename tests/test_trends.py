@@ -214,7 +214,7 @@ def test_format_trends_exact(tmp_path):
     assert data["runs"][1]["utilization"] == pytest.approx(6.5 / 24)
     assert data["runs"][0]["cache_hit_rate"] == 0.25
     assert data["runs"][0]["energy_kwh"] == pytest.approx(200.4 / 3.6e6)
-    assert data["runs"][0]["energy_method"] == "estimated (Green Algorithms)"
+    assert data["runs"][0]["energy_method"] == "Green Algorithms estimate"
     assert data["regressions"][0]["since_run"] == ids[2]
     orjson.dumps(data)  # JSON-ready
 

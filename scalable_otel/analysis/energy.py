@@ -185,7 +185,7 @@ def run_energy(
 
     Returns `{"kwh", "joules", "carbon_g", "method", "estimated", "measured", "tasks",
     "constants"}`: the first three are the measurement's when `method` is
-    `measured (RAPL)`, else the estimate's; `measured` is None without RAPL readings.
+    `measured by RAPL`, else the estimate's; `measured` is None without RAPL readings.
     With an unusable constant in the manifest, `{"kwh": None, ..., "error": message}`
     (options are checked by the caller, before any run is read).
 
@@ -260,7 +260,7 @@ def format_carbon(grams: float | None, suffix: str = " CO2e") -> str:
 
 
 def format_energy(energy: dict) -> str:
-    """The report's line: `0.42 kWh, 199 g CO2e (estimated (Green Algorithms); PUE 1.67,
+    """The report's line: `0.42 kWh, 199 g CO2e (Green Algorithms estimate; PUE 1.67,
     475 g/kWh)`."""
     if energy.get("error"):
         return f"unknown ({energy['error']})"
