@@ -37,8 +37,8 @@ def test_a_diamond_s_path_runs_through_its_slower_branch(project_dir):
     marker = project_dir / "c-done"
     with ScalableSession(target="local", n_workers=1, threads_per_worker=2, project="dia") as s:
         a = s.submit(workloads.inc, 1, key="a")
-        # b ends only once c has ended: b is the slower branch whatever the machine's load
-        b = s.submit(workloads.hold_until, str(marker), a, key="b")
+        # b ends 0.3 s after c has ended: the slower branch whatever the machine's load
+        b = s.submit(workloads.hold_until_then_sleep, str(marker), a, key="b")
         c = s.submit(workloads.touch, str(marker), a, key="c")
         d = s.submit(workloads.add, b, c, key="d")
         assert d.result() == 4

@@ -107,3 +107,18 @@ def test_timestamps_with_an_offset_or_none_read_as_the_line_reader_reads_them(
     by_attempt = {e.attempt: e for e in result[0].executions}
     assert by_attempt[1].start == parse_iso(start[:-1]) == at(2)
     assert by_attempt[2].start == parse_iso(start[:-1] + "+01:00") == at(2) - 3600
+
+
+def test_an_attempt_starts_at_dask_s_compute_start_when_its_start_line_holds_an_earlier_one(
+    tmp_path,
+):
+    # the worker plugin saw the task executing at 2.0; Dask's compute started at 2.4: the
+    # final line's wait (from the same ready time, 1.5) says so
+    tasks = [
+        line("task_submitted", 1, "x-1", dependencies=[]),
+        line("task_started", 2.0, "x-1", A, queue_wait_s=0.5),
+        line("task_completed", 3.5, "x-1", A, duration_s=1.0, queue_wait_s=0.9),
+    ]
+    (x,) = run_graph(run_dir(tmp_path, tasks=tasks)).executions
+    assert x.start == pytest.approx(at(2.4)) and x.end == pytest.approx(at(3.4))
+    assert x.ready == pytest.approx(at(1.5))

@@ -88,7 +88,7 @@ PICKLE_LOADERS = {"loads", "load", "Unpickler", "open"}  # shelve.open unpickles
 # The only places that may turn bytes into objects by pickle, each with its reason:
 ALLOWED_UNPICKLING = {
     # entries are unpickled only after their HMAC verified (checked below)
-    ("scalable_otel/cache.py", "CacheStore.load", "pickle.loads"),
+    ("scalable_otel/cache.py", "CacheStore.read", "pickle.loads"),
     # `multiprocessing.connection.Connection.recv` unpickles what the other end sent. Both
     # ends of this pipe are one `socket.socketpair()` made by the session's process and
     # passed (`pass_fds`) only to the telemetry process it starts: nothing else can write
@@ -164,8 +164,11 @@ def test_only_the_cache_and_the_telemetry_pipe_unpickle():
     assert found == ALLOWED_UNPICKLING
     assert multiprocessing <= ALLOWED_MULTIPROCESSING
     source = Path(REPO / "scalable_otel" / "cache.py").read_text()
-    load = source[source.index("    def load(") : source.index("    def save(")]
-    assert load.index("hmac.compare_digest") < load.index("pickle.loads")
+    read = source[source.index("    def read(") : source.index("    def load(")]
+    assert read.index("signed = self._verified(") < read.index("if signed is None:")
+    assert read.index("if signed is None:") < read.index("pickle.loads")
+    verified = source[source.index("    def _verified(") :].split("\n\n")[0]
+    assert "hmac.compare_digest" in verified and "return None" in verified
     # the telemetry pipe: one socketpair, its other end passed to our own child only
     recording = (REPO / "scalable_otel" / "recording.py").read_text()
     assert recording.count("Connection(") == 1 and "socket.socketpair()" in recording

@@ -93,6 +93,14 @@ def hold_until(path, x, timeout=200.0):
     return x
 
 
+def hold_until_then_sleep(path, x, seconds=0.3):
+    """`hold_until`, then sleep `seconds`: ends surely later than the task that made
+    `path`, whatever the clocks' small disagreements."""
+    hold_until(path, x)
+    time.sleep(seconds)
+    return x
+
+
 def make_spans(n):
     """A task making `n` spans of its own with the OpenTelemetry API."""
     from opentelemetry import trace

@@ -9,10 +9,13 @@ Built from tasks.jsonl alone (and workers.jsonl for each worker's threads):
 - `task_completed`, `task_failed` and `task_cancelled` end the attempt they name; an
   attempt with no such line was lost (its worker died, or it was put back).
 
-An attempt's end is its start plus its `duration_s` (Dask's compute interval), not the
-final line's timestamp, which is the later of that end and the moment the scheduler
-recorded it. A lost attempt has no measured end: it ends when the next attempt of its
-key became ready (or is left open when there is none).
+An attempt that ended starts at Dask's compute start: its `task_started` time moved by
+the final line's `queue_wait_s` less its own (both count from the attempt's ready time;
+the start line can hold the worker plugin's earlier start). Its end is that start plus
+its `duration_s` (Dask's compute interval), not the final line's timestamp, which is
+the later of that end and the moment the scheduler recorded it. A lost attempt has no
+measured end: it ends when the next attempt of its key became ready (or is left open
+when there is none).
 """
 
 from __future__ import annotations
@@ -139,10 +142,16 @@ def run_graph(run: Run) -> RunGraph:
     for row in rows:
         key, task, number, worker, started, started_wait, final, final_at, duration = row[:9]
         final_wait, submitted, deps = row[9:]
-        start, ready = started, None
+        start, ready, wait = started, None, final_wait
         if start is None and worker and final_at is not None and duration is not None:
             start = final_at - duration  # ran, but its start line is missing: from its end back
-        wait = started_wait if started is not None and started_wait is not None else final_wait
+        elif start is not None and started_wait is not None and final_wait is not None:
+            # The start line can hold the worker plugin's start, taken before Dask's compute
+            # start (by far more than a few ms on a loaded host); both lines measure their
+            # start from the same ready time, so the final line's wait moves it there.
+            start += final_wait - started_wait
+        elif final_wait is None:
+            wait = started_wait
         if start is not None and wait is not None:
             ready = start - wait
         attempts[(key, number)] = [
