@@ -165,9 +165,7 @@ class ProgressBar:
             from rich.live import Live
 
             console = Console(file=self._stream)
-            self._live = Live(
-                self._render(), console=console, auto_refresh=False, transient=False
-            )
+            self._live = Live(self._render(), console=console, auto_refresh=False, transient=False)
             self._live.start()
         except Exception as exc:
             self._fail(exc)

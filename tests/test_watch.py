@@ -14,7 +14,6 @@ import threading
 from pathlib import Path
 
 import orjson
-import pytest
 
 from scalable_otel.analysis import load_run
 from scalable_otel.analysis.report import format_report, report
@@ -103,13 +102,20 @@ def _watch(tmp_path: Path, *args, tty=False):
     command = [sys.executable, "-m", "scalable_otel.cli", "watch", *args]
     if not tty:
         proc = subprocess.Popen(
-            command, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
+            command,
+            cwd=tmp_path,
+            env=_env(tmp_path),
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
         return proc, Output(proc.stdout.read1)
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
-        command, cwd=tmp_path, env=_env(tmp_path), stdout=follower, stderr=follower,
+        command,
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=follower,
+        stderr=follower,
         stdin=follower,
     )
     os.close(follower)
@@ -228,7 +234,11 @@ def test_once_as_json_agrees_with_the_report(demo_run, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "scalable_otel.cli", "watch", demo_run.name, "--once"]
         + ["--format", "json", "--runs-dir", str(demo_run.parent)],
-        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     snap = orjson.loads(done.stdout)
@@ -236,7 +246,10 @@ def test_once_as_json_agrees_with_the_report(demo_run, tmp_path):
     assert snap["status"] == summary["status"] and snap["run_id"] == demo_run.name
     three = ("submitted", "completed", "failed")
     assert {k: snap["total"][k] for k in three} == {k: summary["tasks"][k] for k in three}
-    assert snap["cache"] == {"lookups": summary["cache"]["lookups"], "hits": summary["cache"]["hits"]}
+    assert snap["cache"] == {
+        "lookups": summary["cache"]["lookups"],
+        "hits": summary["cache"]["hits"],
+    }
     assert sum(row["completed"] for row in snap["tasks"].values()) == summary["tasks"]["completed"]
 
 
@@ -260,7 +273,7 @@ def test_a_torn_line_is_read_when_its_end_is_appended(tmp_path):
     assert [line["key"] for line in tail.read()] == ["a-1"] and tail.bad == 0
     assert tail.offset == path.stat().st_size
     with open(path, "ab") as f:
-        f.write(b"not json\n{\"torn")
+        f.write(b'not json\n{"torn')
     assert tail.read() == [] and tail.bad == 1
     assert tail.read(final=True) == [] and tail.bad == 2  # the run ended: it stays torn
 
@@ -280,8 +293,13 @@ def test_the_follower_keeps_each_life_by_its_span(tmp_path):
         _line(event="task_submitted", task="sim", key="k2", span_id="t2"),
         _line(event="task_started", task="sim", key="k1", span_id="e1", parent_span_id="t1"),
     )
-    assert rows["sim"] | {} == {
-        "submitted": 2, "completed": 0, "failed": 0, "cancelled": 0, "running": 1, "queued": 1
+    assert rows["sim"] == {
+        "submitted": 2,
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "running": 1,
+        "queued": 1,
     }
     # a lost attempt runs again in the same life; a recompute is a new life of the key
     rows = append(
@@ -291,7 +309,12 @@ def test_the_follower_keeps_each_life_by_its_span(tmp_path):
         _line(event="task_failed", task="sim", key="k2", span_id="t2"),
     )
     assert rows["sim"] == {
-        "submitted": 3, "completed": 1, "failed": 1, "cancelled": 0, "running": 0, "queued": 1
+        "submitted": 3,
+        "completed": 1,
+        "failed": 1,
+        "cancelled": 0,
+        "running": 0,
+        "queued": 1,
     }
     snap = progress.snapshot()
     assert snap["remaining"] == 1 and snap["total"]["submitted"] == 3
