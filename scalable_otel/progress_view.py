@@ -84,7 +84,7 @@ def render(snap: dict, status: str, elapsed: float | None, *, title: str = "", f
     from rich.text import Text
 
     total = snap["total"]
-    table = Table(title=title or None, title_justify="left", expand=False, box=None)
+    table = Table(expand=False, box=None)
     for column, justify in (("task", "left"), ("progress", "left"), ("done", "right")):
         table.add_column(column, justify=justify)
     for column in ("failed", "running", "queued"):
@@ -103,8 +103,9 @@ def render(snap: dict, status: str, elapsed: float | None, *, title: str = "", f
             str(row["queued"]),
         )
     head = Text(
-        f"{status} · {duration(elapsed)} elapsed · {total['submitted']} submitted so far · "
-        f"{pace_text(snap)}"
+        (f"{title} · " if title else "")
+        + f"{status} · {duration(elapsed)} elapsed · {total['submitted']} submitted so far · "
+        + pace_text(snap)
     )
     parts = [head, table]
     if full:
@@ -175,13 +176,13 @@ class ProgressBar:
         self._thread.start()
         return self
 
-    def _render(self):
+    def _render(self, status: str = "running"):
         snap = self.progress.snapshot()
-        return render(snap, "running", time.monotonic() - self._started, full=False)
+        return render(snap, status, time.monotonic() - self._started, full=False)
 
-    def _refresh(self, final: bool = False) -> None:
+    def _refresh(self, final: bool = False, status: str = "running") -> None:
         self.progress.poll(final)
-        self._live.update(self._render(), refresh=True)
+        self._live.update(self._render(status), refresh=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -203,8 +204,9 @@ class ProgressBar:
             except Exception:
                 pass
 
-    def stop(self) -> None:
-        """Draw the last state (all lines on disk by now) and stop the bar."""
+    def stop(self, status: str | None = None) -> None:
+        """Draw the last state (all lines on disk by now) with the run's `status`, and
+        stop the bar."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -212,7 +214,7 @@ class ProgressBar:
         if self._live is None:
             return
         try:
-            self._refresh(final=True)
+            self._refresh(final=True, status=status or "ended")
             self._live.stop()
         except Exception as exc:
             self._fail(exc)

@@ -457,7 +457,7 @@ class ScalableSession:
     def _stop_progress(self) -> None:
         bar, self._progress_bar = self._progress_bar, None
         if bar is not None:
-            bar.stop()  # swallows its own errors
+            bar.stop(self.status)  # swallows its own errors
 
     def _attach_telemetry(self, plugin, remote: bool) -> None:
         """Put the plugins on the client's cluster and wait for the recorder; never raises."""
