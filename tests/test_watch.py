@@ -318,3 +318,56 @@ def test_the_follower_keeps_each_life_by_its_span(tmp_path):
     }
     snap = progress.snapshot()
     assert snap["remaining"] == 1 and snap["total"]["submitted"] == 3
+
+
+# --- which run, and a run that crashed -------------------------------------------------------
+
+
+def _hand_run(root: Path, stamp: str, status: str, pid: int) -> Path:
+    import socket
+
+    from scalable_otel.rundir import RunDirectory, run_json
+
+    run = RunDirectory.create(root, f"run-{stamp}-hand-{abs(hash(stamp)) % 16**8:08x}")
+    meta = run_json(
+        run_id=run.run_id, project="hand", status=status, started=1.8e9, ended=None,
+        target="local", provider="local", host=socket.gethostname(), pid=pid,
+        process_start_time=None, manifest_hash="sha256:0", trace_id="0" * 32,
+        exporters={}, settings={}, versions={},
+    )  # fmt: skip
+    run.write_run_json(meta)
+    with open(run.file("tasks.jsonl"), "ab") as f:
+        f.write(_line(event="task_submitted", task="sim", key="k1", span_id="t1") + b"\n")
+    return run.path
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return int(done.stdout)
+
+
+def test_the_default_run_is_the_newest_still_running(tmp_path):
+    from scalable_otel.analysis.watch import running_or_last
+
+    alive = _hand_run(tmp_path, "20270101T000000Z", "running", os.getpid())
+    _hand_run(tmp_path, "20270101T000001Z", "running", _dead_pid())  # crashed
+    assert running_or_last(tmp_path) == alive
+    alive_meta = orjson.loads((alive / "run.json").read_bytes())
+    (alive / "run.json").write_bytes(orjson.dumps({**alive_meta, "pid": _dead_pid()}))
+    assert running_or_last(tmp_path).name.startswith("run-20270101T000001Z")  # the last
+
+
+def test_a_crashed_run_ends_the_watch_with_a_note_and_its_summary(tmp_path):
+    from click.testing import CliRunner
+
+    from scalable_otel.cli import main
+
+    run = _hand_run(tmp_path, "20270101T000000Z", "running", _dead_pid())
+    result = CliRunner().invoke(main, ["watch", run.name, "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "0 done, 0 failed, 0 running, 1 queued of 1 submitted so far" in result.output
+    assert "The run crashed" in result.output
+    summary = report(load_run(run))
+    assert summary["status"] == "crashed"
+    assert result.output.rstrip("\n").endswith("\n\n" + format_report(summary))
