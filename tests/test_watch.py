@@ -371,3 +371,18 @@ def test_a_crashed_run_ends_the_watch_with_a_note_and_its_summary(tmp_path):
     summary = report(load_run(run))
     assert summary["status"] == "crashed"
     assert result.output.rstrip("\n").endswith("\n\n" + format_report(summary))
+
+
+def test_ctrl_c_ends_the_watch_with_130(tmp_path):
+    import signal
+
+    run = _hand_run(tmp_path / "runs", "20270101T000000Z", "running", os.getpid())  # alive
+    watcher, out = _watch(tmp_path, run.name, "--interval", "0.2")
+    try:
+        wait_for(lambda: _status_lines(out.text), timeout=60)
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(timeout=60) == 130
+        assert watcher.stderr.read().decode().strip().endswith("Aborted!")
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
