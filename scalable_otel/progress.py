@@ -36,6 +36,13 @@ def _text(value) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _number(value) -> float | int | None:
+    """A number as it is, anything else (a damaged line's text, a boolean, NaN) None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return None
+    return value
+
+
 def _life(line: dict, field: str) -> str | None:
     """The task span a line belongs to (`field`: `span_id`, or `parent_span_id` for an
     attempt), else its key (files without span ids)."""
@@ -97,7 +104,7 @@ class RunProgress:
         return at
 
     def _task(self, line: dict) -> None:
-        event = line.get("event")
+        event = _text(line.get("event"))  # a damaged line's list or number is no event
         name = _text(line.get("task")) or "?"
         at = self._seen(line.get("timestamp"))
         if event == sc.TASK_SUBMITTED:
@@ -130,9 +137,10 @@ class RunProgress:
         address = _text(line.get("worker"))
         if address is None:
             return
-        if line.get("event") == sc.WORKER_ADDED:
+        event = _text(line.get("event"))
+        if event == sc.WORKER_ADDED:
             self.workers[address] = line
-        elif line.get("event") in _WORKER_ENDS:
+        elif event in _WORKER_ENDS:
             self.workers.pop(address, None)
             self.samples.pop(address, None)
 
@@ -184,25 +192,26 @@ class RunProgress:
         for address in sorted(self.workers):
             sample = self.samples.get(address) or {}
             added = self.workers[address]
+            name = added.get("worker_name")
             workers.append(
                 {
                     "worker": address,
-                    "worker_name": added.get("worker_name"),
-                    "nthreads": added.get("nthreads"),
-                    "cpu_percent": sample.get("cpu_percent"),
-                    "memory_bytes": sample.get("memory_bytes"),
-                    "memory_percent": sample.get("memory_percent"),
+                    "worker_name": name if isinstance(name, str) else None,
+                    "nthreads": _number(added.get("nthreads")),
+                    "cpu_percent": _number(sample.get("cpu_percent")),
+                    "memory_bytes": _number(sample.get("memory_bytes")),
+                    "memory_percent": _number(sample.get("memory_percent")),
                     "sampled_at": sample.get("timestamp"),
                 }
             )
         failures = [
             {
-                "timestamp": f.get("timestamp"),
-                "task": f.get("task"),
-                "key": f.get("key"),
-                "worker": f.get("worker"),
-                "error_type": f.get("error_type"),
-                "error_message": f.get("error_message"),
+                "timestamp": _text(f.get("timestamp")),
+                "task": _text(f.get("task")),
+                "key": _text(f.get("key")),
+                "worker": _text(f.get("worker")),
+                "error_type": _text(f.get("error_type")),
+                "error_message": _text(f.get("error_message")) or "",
             }
             for f in self.failures
         ]
