@@ -14,6 +14,8 @@ import threading
 from pathlib import Path
 
 import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from scalable_otel.analysis import load_run
 from scalable_otel.analysis.report import format_report, report
@@ -386,3 +388,38 @@ def test_ctrl_c_ends_the_watch_with_130(tmp_path):
     finally:
         if watcher.poll() is None:
             watcher.kill()
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.builds(lambda i: _line(event="task_submitted", key=f"k{i}"), st.integers(0, 99)),
+            st.sampled_from([b"not json", b"{}", b"[1]", b'{"event": NaN}', b"   "]),
+        ),
+        max_size=12,
+    ),
+    st.lists(st.integers(min_value=1, max_value=40), max_size=30),
+)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_appended_in_any_pieces_the_lines_are_those_of_the_whole_file(tmp_path, lines, cuts):
+    """Whatever pieces the file grows by, the follower reads the lines a reader of the
+    whole file reads (`rundir.iter_lines`), each once, and counts the same bad ones."""
+    from scalable_otel.rundir import iter_lines
+
+    path = tmp_path / f"f{abs(hash((tuple(lines), tuple(cuts))))}.jsonl"
+    data = b"".join(line + b"\n" for line in lines)
+    tail, got, at = JsonlTail(path), [], 0
+    path.write_bytes(b"")
+    for cut in cuts:
+        with open(path, "ab") as f:
+            f.write(data[at : at + cut])
+        at += cut
+        got += tail.read()
+    with open(path, "ab") as f:
+        f.write(data[at:])
+    got += tail.read(final=True)
+    whole = list(iter_lines(path))
+    assert got == [line for line in whole if line is not None]
+    assert tail.bad == sum(line is None for line in whole)
