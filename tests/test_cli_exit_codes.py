@@ -161,6 +161,7 @@ def bad_arguments(run: str, root: Path, out: Path) -> dict[str, tuple[list[str],
         "demo": (["demo", "--workers", "0"], "--workers"),
         "watch --interval 0": (["watch", run, "--interval", "0", *where], "above 0"),
         "watch --interval nan": (["watch", run, "--interval", "nan", *where], "above 0"),
+        "watch --wait": (["watch", run, "--wait", *where], "--wait is for the next run"),
         "scalable": (["no-such-command"], "No such command"),
     }
 

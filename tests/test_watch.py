@@ -423,3 +423,32 @@ def test_appended_in_any_pieces_the_lines_are_those_of_the_whole_file(tmp_path, 
     whole = list(iter_lines(path))
     assert got == [line for line in whole if line is not None]
     assert tail.bad == sum(line is None for line in whole)
+
+
+def test_wait_follows_the_next_run_to_start(tmp_path):
+    from scalable_otel.rundir import write_json_atomic
+
+    root = tmp_path / "runs"  # not there yet
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scalable_otel.cli", "watch", "--wait", "--interval", "0.1"]
+        + ["--runs-dir", str(root)],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = Output(proc.stdout.read1), Output(proc.stderr.read1)
+    try:
+        wait_for(lambda: "Waiting for a run" in err.text, timeout=60)
+        run = _hand_run(root, "20270101T000000Z", "running", os.getpid())
+        wait_for(lambda: "1 queued of 1 submitted so far" in out.text, timeout=60)
+        assert f"Run: {run.name}" in out.text
+        meta = orjson.loads((run / "run.json").read_bytes())
+        end = "2027-01-15T08:00:10.000000Z"
+        write_json_atomic(run / "run.json", {**meta, "status": "completed", "end_time": end})
+        assert proc.wait(timeout=60) == 0
+        out.join()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert out.text.rstrip("\n").endswith("\n\n" + format_report(report(load_run(run))))

@@ -18,13 +18,39 @@ from ..rundir import list_runs, parse_iso
 from .load import Run, load_run, read_meta, resolve_run, run_status
 
 
-def running_or_last(root: str | os.PathLike | None = None) -> Path:
-    """The newest run that is still running (its process alive), else the last run."""
-    runs = list_runs(Path(root) if root is not None else None)
-    for path in reversed(runs):
+def running_run(root: str | os.PathLike | None = None) -> Path | None:
+    """The newest run that is still running (its process alive), or None."""
+    for path in reversed(list_runs(Path(root) if root is not None else None)):
         if run_status(read_meta(path)) == sc.RUN_RUNNING:
             return path
+    return None
+
+
+def running_or_last(root: str | os.PathLike | None = None) -> Path:
+    """The newest run that is still running (its process alive), else the last run."""
+    running = running_run(root)
+    if running is not None:
+        return running
     return resolve_run(None, root, last=True)  # the last, or RunNotFound naming the folder
+
+
+def next_run(root: str | os.PathLike | None = None, interval: float = 1.0, on_wait=None) -> Path:
+    """The newest run still running, else the first run to start from now on: the runs
+    directory is listed every `interval` seconds until one appears (whatever its status by
+    then: a short run may have ended between two looks). `on_wait` is called once before
+    waiting."""
+    running = running_run(root)
+    if running is not None:
+        return running
+    folder = Path(root) if root is not None else None
+    before = {path.name for path in list_runs(folder)}
+    if on_wait is not None:
+        on_wait()
+    while True:
+        new = [path for path in list_runs(folder) if path.name not in before]
+        if new:
+            return new[-1]
+        time.sleep(interval)
 
 
 class Watch:
@@ -70,14 +96,18 @@ def watch_run(
     root: str | os.PathLike | None = None,
     *,
     last: bool = False,
+    wait: bool = False,
+    interval: float = 1.0,
+    on_wait=None,
 ) -> Watch:
     """A `Watch` of a run: `run` (an id, a prefix of one, a run directory), the last run
-    with `last`, else the newest run still running, else the last.
+    with `last`, else the newest run still running, else (`wait`) the next run to start
+    (`next_run`), else the last.
 
     >>> watch = watch_run()                                          # doctest: +SKIP
     >>> watch.refresh()["total"]["completed"]                         # doctest: +SKIP
     """
     if run is None and not last:
-        path = running_or_last(root)
+        path = next_run(root, interval, on_wait) if wait else running_or_last(root)
         return Watch(Run(path, read_meta(path)))
     return Watch(load_run(run, root, last=last, inside_root=True))

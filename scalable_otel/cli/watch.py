@@ -7,6 +7,7 @@ import time
 
 import click
 
+from ..errors import ScalableError
 from .options import emit, format_option, runs_dir_option
 
 
@@ -30,14 +31,20 @@ def _interval(ctx, param, value: float) -> float:
     help="Seconds between refreshes.",
 )
 @click.option("--once", is_flag=True, help="Print one snapshot and exit.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="When no run is running, wait for the next one to start (instead of the last run).",
+)
 @format_option
-def watch(run, last, runs_dir, interval, once, fmt) -> None:
+def watch(run, last, runs_dir, interval, once, wait, fmt) -> None:
     """Follow a run as it goes on: tasks done, failed, running and queued per task
     name, throughput and ETA, workers with their CPU and memory, the last failures,
     cache hits. Ends with the report's summary when the run ends.
 
     RUN is a run id, a unique prefix of one, or a run directory; the default is the
-    newest run still running, else the last run. It reads the run's files only, so it
+    newest run still running, else (--wait) the next run to start, else the last run.
+    It reads the run's files only, so it
     works from another process or host sharing the run directory, started before or
     during the run. Each refresh reads only what the files gained since the last one.
     When stdout is not a terminal it prints one plain line whenever the run's state
@@ -47,12 +54,19 @@ def watch(run, last, runs_dir, interval, once, fmt) -> None:
     Examples:
         scalable watch
         scalable watch run-20260520T035200Z-demeter-lulcc-a1b2c3d4
+        scalable watch --wait                  # before the workflow starts
         scalable watch --last --interval 5 > progress.log
         scalable watch --once --format json
     """
     from ..analysis.watch import watch_run
 
-    watching = watch_run(run, runs_dir, last=last)
+    if wait and (run is not None or last):
+        raise ScalableError("--wait is for the next run: drop RUN and --last")
+
+    def waiting() -> None:
+        click.echo("Waiting for a run to start (Ctrl-C to stop)...", err=True)
+
+    watching = watch_run(run, runs_dir, last=last, wait=wait, interval=interval, on_wait=waiting)
     if once:
         snap = watching.refresh()
         emit(snap, _plain(snap), fmt, None)
