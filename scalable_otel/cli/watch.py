@@ -44,9 +44,9 @@ def watch(run, last, runs_dir, interval, once, wait, fmt) -> None:
 
     RUN is a run id, a unique prefix of one, or a run directory; the default is the
     newest run still running, else (--wait) the next run to start, else the last run.
-    It reads the run's files only, so it
-    works from another process or host sharing the run directory, started before or
-    during the run. Each refresh reads only what the files gained since the last one.
+    It reads the run's files only, so it works from another process or host sharing the
+    run directory, started before or during the run. Each refresh reads only what the
+    files gained since the last one.
     When stdout is not a terminal it prints one plain line whenever the run's state
     changed (and every 30 s), and each new failure on a line of its own.
 
