@@ -507,3 +507,56 @@ def read_lines(path: Path) -> tuple[list[dict], int]:
         else:
             records.append(value)
     return records, bad
+
+
+class JsonlTail:
+    """A JSONL file followed as it grows: each `read()` parses only the bytes appended
+    since the last one. A last line with no newline yet (still being written, or torn)
+    is kept for the next read rather than counted as bad: a live run's torn line is not
+    an error until the file is complete (`final`). A file that shrank (replaced, or
+    truncated) is read again from its start."""
+
+    def __init__(self, path: Path, *, block: int = 4 << 20):
+        self.path = Path(path)
+        self.offset = 0  # bytes of whole lines read so far
+        self.bad = 0  # lines that did not parse
+        self._block = block
+
+    def read(self, final: bool = False) -> list[dict]:
+        """The lines appended since the last read, parsed (those that do not parse are
+        counted in `bad`). A missing file has no lines; another OSError is raised."""
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            return []
+        lines: list[dict] = []
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            if size < self.offset:
+                self.offset = 0
+            f.seek(self.offset)
+            tail = b""
+            while True:
+                chunk = f.read(self._block)
+                if not chunk:
+                    break
+                data = tail + chunk
+                whole = data.rfind(b"\n") + 1
+                if whole:
+                    self._parse(data[:whole], lines)
+                    self.offset += whole
+                tail = data[whole:]
+            if final and tail.strip():
+                self._parse(tail, lines)
+                self.offset += len(tail)
+        return lines
+
+    def _parse(self, data: bytes, into: list[dict]) -> None:
+        for raw in data.split(b"\n"):
+            raw = raw.strip()
+            if raw:
+                value = parse_line(raw)
+                if isinstance(value, dict):
+                    into.append(value)
+                else:
+                    self.bad += 1

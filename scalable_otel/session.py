@@ -188,6 +188,10 @@ class ScalableSession:
     - `manifest`: a `Manifest`, a mapping or the path of a Scalable manifest file.
     - `runs_dir`: where run directories go; $SCALABLE_RUNS_DIR, else .scalable/runs.
     - `cache_dir`: where `cacheable` results go; $SCALABLE_CACHE_DIR, else .scalable/cache.
+    - `progress`: a progress bar on stderr while the run goes on (tasks done, failed,
+      running and queued per task name, throughput and ETA), drawn from the run
+      directory as `scalable watch` draws it; else $SCALABLE_PROGRESS (on/off), else
+      on only when stderr is a terminal (off in scripts and batch jobs).
     - `cluster=ClusterOptions(memory_limit=..., extra={...})`: the rest of a started
       cluster: memory per worker (else the manifest target's `memory`) and more
       `LocalCluster`/`SLURMCluster` keywords.
@@ -239,10 +243,15 @@ class ScalableSession:
         redaction: Redaction | None = None,
         pipeline: PipelineOptions | None = None,
         recording: RecordingOptions | None = None,
+        progress: bool | None = None,
         **moved: Never,
     ):
         if moved:
             raise moved_keyword_error("ScalableSession", next(iter(moved)))
+        if progress is not None and not isinstance(progress, bool):
+            raise TypeError(f"progress must be True, False or None, not {progress!r}")
+        self.progress = progress
+        self._progress_bar = None
         self.cluster_options = check_option("cluster", cluster, ClusterOptions)
         self.export_options = check_option("exports", exports, ExportOptions)
         self.pipeline_options = check_option("pipeline", pipeline, PipelineOptions)
@@ -332,6 +341,7 @@ class ScalableSession:
         redaction: Redaction | None = None,
         pipeline: PipelineOptions | None = None,
         recording: RecordingOptions | None = None,
+        progress: bool | None = None,
         tracer_provider=None,
         meter_provider=None,
         **moved: Never,
@@ -385,6 +395,7 @@ class ScalableSession:
             redaction=redaction,
             pipeline=pipeline,
             recording=recording,
+            progress=progress,
         )
         session._attached = True
         session._meter_provider = meter_provider
@@ -396,6 +407,7 @@ class ScalableSession:
         if telemetry_disabled() or not session._open_telemetry(plugin):
             return session
         session._attach_telemetry(plugin, remote=True)
+        session._start_progress()
         return session
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -429,7 +441,23 @@ class ScalableSession:
             raise
         if telemetry:
             self._attach_telemetry(plugin, remote)
+            self._start_progress()
         return self
+
+    def _start_progress(self) -> None:
+        """The progress bar, when wanted; never raises into the workflow."""
+        try:
+            from .progress_view import ProgressBar, progress_wanted
+
+            if self.run_dir is not None and progress_wanted(self.progress):
+                self._progress_bar = ProgressBar(self.run_dir).start()
+        except Exception as exc:
+            logger.warning("scalable-otel: progress bar off (%s); the workflow goes on", exc)
+
+    def _stop_progress(self) -> None:
+        bar, self._progress_bar = self._progress_bar, None
+        if bar is not None:
+            bar.stop(self.status)  # swallows its own errors
 
     def _attach_telemetry(self, plugin, remote: bool) -> None:
         """Put the plugins on the client's cluster and wait for the recorder; never raises."""
@@ -547,7 +575,10 @@ class ScalableSession:
         try:
             self._close(status)
         finally:
-            TERMINATION.end_close(self, counted)
+            try:
+                self._stop_progress()  # its last state: every line is on disk now
+            finally:
+                TERMINATION.end_close(self, counted)
 
     def _close(self, status: str | None) -> None:
         # One deadline for every wait from here (`RecordingOptions.close_timeout`): a

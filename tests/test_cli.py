@@ -60,7 +60,16 @@ def test_report_json_and_output_file(demo_project, tmp_path, monkeypatch):
 
 
 def test_every_command_has_help_with_examples():
-    assert set(main.commands) == {"advise", "demo", "export", "report", "runs", "trends", "whatif"}
+    assert set(main.commands) == {
+        "advise",
+        "demo",
+        "export",
+        "report",
+        "runs",
+        "trends",
+        "watch",
+        "whatif",
+    }
     assert len(CliRunner().invoke(main, ["--help"]).output) > 100
     for name in main.commands:
         result = CliRunner().invoke(main, [name, "--help"])

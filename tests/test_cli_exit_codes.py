@@ -48,6 +48,7 @@ def families(run: str, root: Path, out: Path) -> dict[str, list[str]]:
         "whatif": ["whatif", run, "--workers", "4", *where],
         "export --parquet": ["export", "--parquet", run, "--out", str(out / "parquet"), *where],
         "export --otlp": ["export", "--otlp", run, "--endpoint", CLOSED_PORT, *where],
+        "watch": ["watch", run, "--once", *where],
     }
 
 
@@ -158,6 +159,9 @@ def bad_arguments(run: str, root: Path, out: Path) -> dict[str, tuple[list[str],
         # a ValueError of the URL parser: was exit code 1
         "export --otlp": (["export", "--otlp", run, "--endpoint", "http://[::1", *where], "IPv6"),
         "demo": (["demo", "--workers", "0"], "--workers"),
+        "watch --interval 0": (["watch", run, "--interval", "0", *where], "above 0"),
+        "watch --interval nan": (["watch", run, "--interval", "nan", *where], "above 0"),
+        "watch --wait": (["watch", run, "--wait", *where], "--wait is for the next run"),
         "scalable": (["no-such-command"], "No such command"),
     }
 

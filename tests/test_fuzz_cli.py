@@ -50,6 +50,8 @@ def commands(root: Path, out: Path, run: str = FIRST, other: str = SECOND) -> li
         ["advise", "--task", "no such\ntask", *where],
         ["trends", "--task", "no such\ntask", *where],
         ["export", "--parquet", "--all", "--out", str(out / "parquet"), *where],
+        ["watch", run, "--once", *where],
+        ["watch", run, "--once", "--format", "json", *where],
     ]
 
 
@@ -118,6 +120,7 @@ def test_bad_run_ids_are_one_line_errors(nasty_root, tmp_path, bad):
         ["report", "--compare", bad, FIRST, *where],
         ["report", bad, "--html", str(tmp_path / "r.html"), *where],
         ["export", "--parquet", bad, "--out", str(tmp_path / "p"), *where],
+        ["watch", bad, "--once", *where],
     ):
         result = invoke(args)
         assert result.exit_code == 2, (args, result.output)
@@ -163,11 +166,11 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_each_command_family_in_a_subprocess(nasty_root, tmp_path):
-    families = {}  # report, report --compare, report --html, runs, trends, advise, export
+    families = {}  # report, report --compare, report --html, runs, trends, advise, export, watch
     for args in commands(nasty_root, tmp_path, run=RUN_NAME.format(day=3)):
         family = (args[0], *(flag for flag in ("--compare", "--html") if flag in args))
         families.setdefault(family, args)
-    assert len(families) == 7
+    assert len(families) == 8
     for args in families.values():
         done = run_cli(args, tmp_path)
         check(args, done.returncode, done.stderr)

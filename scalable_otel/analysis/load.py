@@ -37,6 +37,8 @@ from .facts import COUNTS, final_count, task_counts
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..progress import RunProgress
+
 
 def resolve_run(
     spec: str | os.PathLike | None = None,
@@ -190,6 +192,29 @@ class Run:
             final = [final_count(self.meta, status, field) for field, _ in COUNTS.values()]
             events = self.event_counts() if None in final else {}  # no scan when all are final
         return task_counts(self.meta, status, events)
+
+    def follow(self) -> RunProgress:
+        """The run followed as it is written (`progress.RunProgress`): each `poll()`
+        reads only what its JSONL files gained since the last one."""
+        from ..progress import RunProgress
+
+        return RunProgress(self.path)
+
+    def reread_meta(self) -> bool:
+        """Read run.json again if it changed since it was read (a live run rewrites it):
+        whether it did."""
+        try:
+            stat = (self.path / RUN_JSON).stat()
+            mark = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        except OSError:
+            mark = None
+        if mark == getattr(self, "_meta_mark", None):
+            return False
+        self._meta_mark = mark
+        meta = read_meta(self.path)
+        changed = meta != self.meta
+        self.meta = meta
+        return changed
 
     def _frame(self, name: str) -> pd.DataFrame:
         return _frame(self.lines(name))

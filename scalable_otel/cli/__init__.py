@@ -83,9 +83,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import advise, demo, export, history, report, whatif
+    from . import advise, demo, export, history, report, watch, whatif
 
-    for module in (demo, report, history, advise, whatif, export):
+    for module in (demo, report, history, advise, whatif, export, watch):
         for command in module.COMMANDS:
             main.add_command(command)
 
