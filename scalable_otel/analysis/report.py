@@ -16,6 +16,7 @@ from .cache_misses import REASON_SQL, format_miss_reasons, from_figures
 from .columns import SKIPPED
 from .energy import format_energy, run_energy
 from .facts import final_count
+from .groups import format_groups, run_groups
 from .load import Run, read_meta, silent_since
 
 RULE = "═" * 47
@@ -31,7 +32,8 @@ SELECT
     arg_max([task, key, args::VARCHAR], duration_s) FILTER (WHERE event = '{sc.TASK_COMPLETED}'),
     sum(duration_s) FILTER (WHERE event IN ('{sc.TASK_COMPLETED}', '{sc.TASK_FAILED}')),
     {{last_event}},
-    {SKIPPED}
+    {SKIPPED},
+    count(*) FILTER (WHERE len(group_path) > 0)
 FROM {{t}}
 """
 
@@ -141,14 +143,15 @@ def report(run: Run, energy_options: dict | None = None) -> dict:
     skipped: dict[str, int] = {}
     # The last event's time is needed only where run.json has no end (and costs a column).
     need_end = not meta.get("end_time")
-    fields = ["event", "task", "key", "args", "duration_s"] + (["timestamp"] if need_end else [])
+    fields = ["event", "task", "key", "args", "duration_s", "group_path"]
+    fields += ["timestamp"] if need_end else []
     tasks = run.file(TASKS, fields)
     sql = TASK_FIGURES.replace("{last_event}", "max(timestamp)" if need_end else "NULL")
     figures = tasks.query(sql)[0]
     events = dict(zip((sc.TASK_SUBMITTED, sc.TASK_COMPLETED, sc.TASK_FAILED), figures[:3]))
     avg, longest = figures[3:5]
     slowest = _slowest(*(figures[5] or (None, None, None)), longest)
-    busy, last_event, bad = figures[6:]
+    busy, last_event, bad, grouped = figures[6:]
     if bad + tasks.skipped_before:
         skipped[TASKS] = bad + tasks.skipped_before
     cache = run.file(CACHE, ["event", "result", *MISS_FIELDS])
@@ -207,6 +210,8 @@ def report(run: Run, energy_options: dict | None = None) -> dict:
         "energy": run_energy(run, workers, run_end, energy_options),
         "skipped_lines": skipped,
         "notes": _notes(run),
+        # by `distributed.span` block (`groups.run_groups`); [] for a run without blocks
+        "groups": run_groups(run) if grouped else [],
     }
 
 
@@ -296,6 +301,8 @@ def format_report(summary: dict) -> str:
         f"Estimated Cost: {format_cost(summary['cost'])}",
         f"Energy:         {format_energy(summary['energy'])}",
     ]
+    if summary.get("groups"):
+        lines += [""] + format_groups(summary["groups"])
     skipped = summary.get("skipped_lines") or {}
     notes = list(summary.get("notes") or [])
     if skipped:
