@@ -203,3 +203,99 @@ def test_group_lines_are_json_lists(grouped):
     raw = (s.run_dir / "tasks.jsonl").read_bytes().splitlines()
     assert any(b'"group_path":["calibration","region-3"]' in line for line in raw)
     assert orjson.loads(raw[0])["group_path"] is None
+
+
+# --- the figures by group ---------------------------------------------------------------------
+def _in(line, path):
+    return (line["group_path"] or [])[: len(path)] == path if path else not line["group_path"]
+
+
+def _stamp(line):
+    from scalable_otel.rundir import parse_iso
+
+    return parse_iso(line["timestamp"])
+
+
+def test_the_report_s_groups_are_the_lines_figures(grouped):
+    import statistics
+
+    from scalable_otel.analysis import load_run
+    from scalable_otel.analysis.report import format_report, report
+
+    s, _, _ = grouped
+    summary = report(load_run(s.run_dir))
+    groups = summary["groups"]
+    assert [g["path"] for g in groups] == [CALIBRATION, REGION, VALIDATION, []]
+    lines = events(s.run_dir)
+    ends = ("task_completed", "task_failed")
+    run_busy = sum(line["duration_s"] for line in lines if line["event"] in ends)
+    for g in groups:
+        mine = [line for line in lines if _in(line, g["path"])]
+        ended = [line for line in mine if line["event"] in ends]
+        completed = [line["duration_s"] for line in mine if line["event"] == "task_completed"]
+        started = [_stamp(line) for line in mine if line["event"] == "task_started"]
+        assert g["submitted"] == sum(line["event"] == "task_submitted" for line in mine)
+        assert g["completed"] == len(completed)
+        assert g["failed"] == sum(line["event"] == "task_failed" for line in mine)
+        assert g["busy_s"] == pytest.approx(sum(line["duration_s"] for line in ended))
+        assert g["share"] == pytest.approx(g["busy_s"] / run_busy)
+        assert g["median_duration_s"] == pytest.approx(statistics.median(completed))
+        wall = max(_stamp(line) for line in ended) - min(started)
+        assert g["wall_s"] == pytest.approx(wall, abs=1e-6)
+    by_path = {tuple(g["path"]): g for g in groups}
+    assert by_path[tuple(CALIBRATION)]["submitted"] == 5  # its own 2 and region-3's 3
+    assert by_path[tuple(REGION)]["failed"] == by_path[tuple(CALIBRATION)]["failed"] == 1
+    assert by_path[tuple(REGION)]["blocks"] == 1
+    # the top-level groups and the tasks outside any share the run's task time
+    assert sum(g["share"] for g in groups if g["depth"] <= 1) == pytest.approx(1.0)
+
+    text = format_report(summary)
+    section = text.split("\nGroups:", 1)[1].splitlines()
+    names = [row.split()[0] for row in section[1:5]]
+    assert names == ["calibration", "region-3", "validation", "(no"]
+    assert section[2].startswith("    region-3")  # nested under calibration
+
+
+def test_a_report_without_groups_has_no_groups_section(project_dir):
+    from scalable_otel.analysis import load_run
+    from scalable_otel.analysis.report import format_report, report
+
+    with ScalableSession(target="local", n_workers=1, threads_per_worker=1) as s:
+        s.gather(s.map(workloads.inc, [1, 2]))
+    summary = report(load_run(s.run_dir))
+    assert summary["groups"] == []
+    assert "Groups" not in format_report(summary)
+
+
+def test_advise_trends_compare_and_the_page_by_group(grouped):
+    from scalable_otel.analysis import load_run
+    from scalable_otel.analysis.advise import advise_all
+    from scalable_otel.analysis.compare import compare, format_compare
+    from scalable_otel.analysis.html import html_report
+    from scalable_otel.analysis.trends import format_trends, trends
+
+    s, _, _ = grouped
+    runs_dir = s.run_dir.parent
+    measured = [  # the session has closed: every measurement is written
+        line
+        for line in events(s.run_dir, "resources.jsonl", "task_resources")
+        if line["task"] in ("add", "fail")
+    ]
+    advice = {a.task: a for a in advise_all(runs_dir, group=REGION)}
+    assert set(advice) == {line["task"] for line in measured} and "add" in advice
+    assert advice["add"].observations == sum(line["task"] == "add" for line in measured)
+    assert "sleep_then" in {a.task for a in advise_all(runs_dir, group=CALIBRATION)}
+
+    history = trends(runs_dir, group=VALIDATION)
+    (row,) = history.runs
+    assert row.durations == 1 and [t.task for t in history.tasks] == ["burn_cpu"]
+    assert "of group validation" in format_trends(history)
+
+    run = load_run(s.run_dir)
+    result = compare(run, run)
+    assert [g["path"] for g in result["groups"]] == [CALIBRATION, REGION, VALIDATION, []]
+    assert all(g["busy_s"]["change_pct"] == 0 for g in result["groups"] if g["busy_s"]["a"])
+    assert "Groups (busy time" in format_compare(result)
+
+    page = html_report(run)
+    assert 'id="groups-table"' in page and ">region-3</td>" in page

@@ -35,6 +35,7 @@ from ..rundir import CACHE, TASKS
 from .columns import query_files
 from .energy import format_carbon, format_kwh
 from .facts import served_from_cache
+from .groups import compare_groups, format_compare_groups
 from .load import Run
 from .markdown import cell, table
 from .report import report, seconds
@@ -356,6 +357,7 @@ def compare(a: Run, b: Run, energy_options: dict | None = None) -> dict:
         "figures": figures,
         "tasks": rows,
         "verdict": verdict,
+        "groups": compare_groups(ra["groups"], rb["groups"]),  # [] without groups
     }
 
 
@@ -452,6 +454,8 @@ def format_compare(result: dict) -> str:
         )
     if not result["tasks"]:
         lines.append("  no completed tasks")
+    if result.get("groups"):
+        lines += ["", *format_compare_groups(result["groups"])]
     lines += ["", f"Verdict: {result['verdict']['text']}"]
     return "\n".join(lines)
 

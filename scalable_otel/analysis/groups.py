@@ -43,6 +43,9 @@ FROM ({_PREFIXES} UNION ALL {_OUTSIDE})
 GROUP BY path
 """
 FIELDS = ["event", "key", "group", "group_path", "duration_s", "timestamp"]
+#: SQL for the keys of the tasks in a group (its own and its nested blocks'), over a run's
+#: tasks.jsonl as `{g}`, with two parameters: the group's path, twice.
+KEYS_IN_GROUP = "SELECT DISTINCT key FROM {g} WHERE group_path[1:len(?::VARCHAR[])] = ?::VARCHAR[]"
 
 
 def label(path) -> str:
@@ -130,4 +133,40 @@ def format_groups(groups: list[dict]) -> list[str]:
             seconds(g["wall_s"]),
         )
         lines.append(name.ljust(width) + "".join(c.rjust(9) for c in cells))
+    return lines
+
+
+def compare_groups(a: list[dict], b: list[dict]) -> list[dict]:
+    """Groups of two runs (`run_groups` of each) side by side, matched by path, in B's
+    order then A's groups that B has not: `path`, `label`, `depth`, and per figure
+    (`submitted`, `failed`, `busy_s`, `median_duration_s`, `wall_s`) `{"a", "b",
+    "change_pct"}`; [] when neither run has groups."""
+    by_a = {tuple(g["path"]): g for g in a}
+    by_b = {tuple(g["path"]): g for g in b}
+    order = list(by_b) + [p for p in by_a if p not in by_b]
+    rows = []
+    for path in order:
+        ga, gb = by_a.get(path, {}), by_b.get(path, {})
+        row = {"path": list(path), "label": label(path), "depth": len(path)}
+        for figure in ("submitted", "failed", "busy_s", "median_duration_s", "wall_s"):
+            va, vb = ga.get(figure), gb.get(figure)
+            pct = 100.0 * (vb - va) / va if va and vb is not None else None
+            row[figure] = {"a": va, "b": vb, "change_pct": pct}
+        rows.append(row)
+    return rows
+
+
+def format_compare_groups(rows: list[dict]) -> list[str]:
+    """`report --compare`'s groups: busy time and median duration, A and B."""
+    from .report import seconds
+
+    lines = ["Groups (busy time, median task duration; A -> B):"]
+    for row in rows:
+        name = "  " * max(row["depth"], 1) + (row["path"][-1] if row["path"] else label([]))
+        busy, median = row["busy_s"], row["median_duration_s"]
+        change = "" if busy["change_pct"] is None else f"({busy['change_pct']:+.0f}%)"
+        lines.append(
+            f"{name:<24}{seconds(busy['a']):>9} -> {seconds(busy['b']):<9}{change:<8}"
+            f"median {seconds(median['a'])} -> {seconds(median['b'])}"
+        )
     return lines

@@ -89,6 +89,7 @@ def figures(run, max_bars: int = MAX_BARS, *, summary: dict | None = None) -> di
     with _one_thread():
         fig = _figures(run, max_bars, summary)
     fig["critical_path"] = critical_figure(run, summary, fig["total_attempts"])
+    fig["groups"] = summary.get("groups") or []
     return fig
 
 
