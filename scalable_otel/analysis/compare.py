@@ -35,7 +35,8 @@ from ..rundir import CACHE, TASKS
 from .columns import query_files
 from .energy import format_carbon, format_kwh
 from .facts import served_from_cache
-from .groups import compare_groups, format_compare_groups
+from .groups import compare_groups
+from .groups import label as group_label
 from .load import Run
 from .markdown import cell, table
 from .report import report, seconds
@@ -424,6 +425,20 @@ def _median_cell(row: dict, side: str) -> str:
 
 def _any_cached(row: dict) -> bool:
     return bool(row["cached_a"] or row["cached_b"])
+
+
+def format_compare_groups(rows: list[dict]) -> list[str]:
+    """`report --compare`'s groups: busy time and median duration, A and B."""
+    lines = ["Groups (busy time, median task duration; A -> B):"]
+    for row in rows:
+        name = "  " * max(row["depth"], 1) + (row["path"][-1] if row["path"] else group_label([]))
+        busy, median = row["busy_s"], row["median_duration_s"]
+        change = "" if busy["change_pct"] is None else f"({busy['change_pct']:+.0f}%)"
+        lines.append(
+            f"{name:<24}{seconds(busy['a']):>9} -> {seconds(busy['b']):<9}{change:<8}"
+            f"median {seconds(median['a'])} -> {seconds(median['b'])}"
+        )
+    return lines
 
 
 def format_compare(result: dict) -> str:

@@ -112,30 +112,6 @@ def run_groups(run: Run) -> list[dict]:
     return sorted(out, key=order)
 
 
-def format_groups(groups: list[dict]) -> list[str]:
-    """The report's "Groups:" section: a row per group, nested ones indented."""
-    from .report import seconds
-
-    names = [
-        "  " * max(g["depth"], 1) + (g["path"][-1] if g["path"] else label([])) for g in groups
-    ]
-    width = max(len(n) for n in names + ["Groups:"]) + 2
-    header = ("Tasks", "Failed", "Busy", "Share", "Median", "Wall")
-    lines = ["Groups:".ljust(width) + "".join(h.rjust(9) for h in header)]
-    for name, g in zip(names, groups):
-        share = "n/a" if g["share"] is None else f"{100 * g['share']:.0f}%"
-        cells = (
-            str(g["submitted"]),
-            str(g["failed"]),
-            seconds(g["busy_s"]),
-            share,
-            seconds(g["median_duration_s"]),
-            seconds(g["wall_s"]),
-        )
-        lines.append(name.ljust(width) + "".join(c.rjust(9) for c in cells))
-    return lines
-
-
 def compare_groups(a: list[dict], b: list[dict]) -> list[dict]:
     """Groups of two runs (`run_groups` of each) side by side, matched by path, in B's
     order then A's groups that B has not: `path`, `label`, `depth`, and per figure
@@ -154,19 +130,3 @@ def compare_groups(a: list[dict], b: list[dict]) -> list[dict]:
             row[figure] = {"a": va, "b": vb, "change_pct": pct}
         rows.append(row)
     return rows
-
-
-def format_compare_groups(rows: list[dict]) -> list[str]:
-    """`report --compare`'s groups: busy time and median duration, A and B."""
-    from .report import seconds
-
-    lines = ["Groups (busy time, median task duration; A -> B):"]
-    for row in rows:
-        name = "  " * max(row["depth"], 1) + (row["path"][-1] if row["path"] else label([]))
-        busy, median = row["busy_s"], row["median_duration_s"]
-        change = "" if busy["change_pct"] is None else f"({busy['change_pct']:+.0f}%)"
-        lines.append(
-            f"{name:<24}{seconds(busy['a']):>9} -> {seconds(busy['b']):<9}{change:<8}"
-            f"median {seconds(median['a'])} -> {seconds(median['b'])}"
-        )
-    return lines

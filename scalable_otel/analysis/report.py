@@ -16,7 +16,8 @@ from .cache_misses import REASON_SQL, format_miss_reasons, from_figures
 from .columns import SKIPPED
 from .energy import format_energy, run_energy
 from .facts import final_count
-from .groups import format_groups, run_groups
+from .groups import label as group_label
+from .groups import run_groups
 from .load import Run, read_meta, silent_since
 
 RULE = "═" * 47
@@ -311,3 +312,26 @@ def format_report(summary: dict) -> str:
     if notes:
         lines += [""] + [f"Note: {note}" for note in notes]
     return "\n".join(lines)
+
+
+def format_groups(groups: list[dict]) -> list[str]:
+    """The report's "Groups:" section: a row per group, nested ones indented."""
+    names = [
+        "  " * max(g["depth"], 1) + (g["path"][-1] if g["path"] else group_label([]))
+        for g in groups
+    ]
+    width = max(len(n) for n in names + ["Groups:"]) + 2
+    header = ("Tasks", "Failed", "Busy", "Share", "Median", "Wall")
+    lines = ["Groups:".ljust(width) + "".join(h.rjust(9) for h in header)]
+    for name, g in zip(names, groups):
+        share = "n/a" if g["share"] is None else f"{100 * g['share']:.0f}%"
+        cells = (
+            str(g["submitted"]),
+            str(g["failed"]),
+            seconds(g["busy_s"]),
+            share,
+            seconds(g["median_duration_s"]),
+            seconds(g["wall_s"]),
+        )
+        lines.append(name.ljust(width) + "".join(c.rjust(9) for c in cells))
+    return lines
