@@ -72,6 +72,11 @@ def test_every_task_line_names_its_innermost_block(grouped):
             assert (line["group"], line["group_path"]) == expected[task], line
     (failure,) = events(s.run_dir, "failures.jsonl")
     assert (failure["group"], failure["group_path"]) == (ids["region-3"], REGION)
+    graph = orjson.loads((s.run_dir / "plan.json").read_bytes())["graph"]
+    assert len(graph) == 8
+    for entry in graph:
+        group, path = expected[entry["task"]]
+        assert (entry.get("group"), entry.get("group_path")) == (group, path), entry
 
 
 def _group_spans(spans):
