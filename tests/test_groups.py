@@ -304,3 +304,14 @@ def test_advise_trends_compare_and_the_page_by_group(grouped):
 
     page = html_report(run)
     assert 'id="groups-table"' in page and ">region-3</td>" in page
+    # the timeline's legend: a row per block, with the task names submitted in it
+    from scalable_otel.analysis.html.figures import figures, payload
+
+    legend = {g["label"]: g["tasks"] for g in payload(figures(run))["groups"]}
+    names = payload(figures(run))["tasks"]
+    assert {label: sorted(names[i] for i in tasks) for label, tasks in legend.items()} == {
+        "calibration": ["sleep_then"],
+        "calibration / region-3": ["add", "fail"],
+        "validation": ["burn_cpu"],
+        "(no group)": ["inc"],
+    }

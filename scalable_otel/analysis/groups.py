@@ -112,6 +112,22 @@ def run_groups(run: Run) -> list[dict]:
     return sorted(out, key=order)
 
 
+_TASK_NAMES = f"""
+SELECT group_path, list(DISTINCT task ORDER BY task) FILTER (WHERE task IS NOT NULL)
+FROM {{t}} WHERE event = '{sc.TASK_SUBMITTED}'
+GROUP BY group_path ORDER BY min(timestamp), group_path
+"""
+
+
+def group_task_names(run: Run) -> list[dict]:
+    """The task names submitted in each block itself (nested blocks apart), blocks in
+    the order of their first submission, then those outside any (`label` `(no group)`):
+    `{"path", "label", "tasks"}`. The HTML timeline's legend has a row for each."""
+    rows = run.file(TASKS, ["event", "task", "group_path", "timestamp"]).query(_TASK_NAMES)
+    groups = [{"path": list(p or []), "label": label(p), "tasks": t or []} for p, t in rows]
+    return sorted(groups, key=lambda g: not g["path"])
+
+
 def compare_groups(a: list[dict], b: list[dict]) -> list[dict]:
     """Groups of two runs (`run_groups` of each) side by side, matched by path, in B's
     order then A's groups that B has not: `path`, `label`, `depth`, and per figure
