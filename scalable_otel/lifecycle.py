@@ -15,6 +15,11 @@ is derived from Dask's id of that execution, as workers derive it (`ids`). A tas
 final line is written the moment its span ends; the worker's measurement of an
 execution follows as its own `task_resources` line and as attributes of its execute
 span, which alone waits for it.
+
+A task submitted in a `distributed.span` block is a child of that block's group span,
+itself a child of its enclosing block's or of the run span. A group span starts with the
+first task submission seen in it and stays open until the run ends, when it ends at the
+last end of a task in it.
 """
 
 from __future__ import annotations
