@@ -275,7 +275,7 @@ def test_a_report_without_groups_has_no_groups_section(project_dir):
 def test_advise_trends_compare_and_the_page_by_group(grouped):
     from scalable_otel.analysis import load_run
     from scalable_otel.analysis.advise import advise_all
-    from scalable_otel.analysis.compare import compare, format_compare
+    from scalable_otel.analysis.compare import compare, format_compare, format_compare_markdown
     from scalable_otel.analysis.html import html_report
     from scalable_otel.analysis.trends import format_trends, trends
 
@@ -301,6 +301,8 @@ def test_advise_trends_compare_and_the_page_by_group(grouped):
     assert [g["path"] for g in result["groups"]] == [CALIBRATION, REGION, VALIDATION, []]
     assert all(g["busy_s"]["change_pct"] == 0 for g in result["groups"] if g["busy_s"]["a"])
     assert "Groups (busy time" in format_compare(result)
+    markdown = format_compare_markdown(result)
+    assert "| Group |" in markdown and "| calibration / region-3 |" in markdown
 
     page = html_report(run)
     assert 'id="groups-table"' in page and ">region-3</td>" in page

@@ -509,4 +509,18 @@ def format_compare_markdown(result: dict) -> str:
     headers = ["Task", "A median (executions)", "B median (executions)", "Change"]
     headers += ["From cache A/B", "Verdict"]
     lines += ["", *table(headers, [False, True, True, True, True, False], tasks)]
+    if result.get("groups"):
+        rows = [
+            [
+                g["label"],
+                seconds(g["busy_s"]["a"]),
+                seconds(g["busy_s"]["b"]),
+                "" if g["busy_s"]["change_pct"] is None else f"{g['busy_s']['change_pct']:+.0f}%",
+                seconds(g["median_duration_s"]["a"]),
+                seconds(g["median_duration_s"]["b"]),
+            ]
+            for g in result["groups"]
+        ]
+        headers = ["Group", "A busy", "B busy", "Change", "A median", "B median"]
+        lines += ["", *table(headers, [False, True, True, True, True, True], rows)]
     return "\n".join(lines)
