@@ -30,6 +30,8 @@ FIELDS: dict[str, dict[str, str]] = {
         "duration_s": "DOUBLE",
         "queue_wait_s": "DOUBLE",
         "args": "JSON",  # its JSON text: the report shows the slowest task's
+        "group": "VARCHAR",  # a reserved word in SQL: write it "group"
+        "group_path": "VARCHAR[]",
     },
     CACHE: {
         "timestamp": "VARCHAR",
@@ -89,7 +91,7 @@ def finite_relation(source: str, fields: dict[str, str]) -> str:
     if "DOUBLE" not in fields.values():
         return source
     columns = ", ".join(
-        f"CASE WHEN isfinite({name}) THEN {name} END AS {name}" if kind == "DOUBLE" else name
+        f"CASE WHEN isfinite({name}) THEN {name} END AS {name}" if kind == "DOUBLE" else f'"{name}"'
         for name, kind in fields.items()
     )
     return f"(SELECT {columns} FROM {source})"
@@ -110,7 +112,7 @@ def read_json_relation(path: Path, fields: dict[str, str]) -> str:
 
 def empty_relation(fields: dict[str, str]) -> str:
     """No rows, with the columns of `fields`."""
-    columns = ", ".join(f"NULL::{kind} AS {name}" for name, kind in fields.items())
+    columns = ", ".join(f'NULL::{kind} AS "{name}"' for name, kind in fields.items())
     return f"(SELECT {columns} WHERE false)"
 
 

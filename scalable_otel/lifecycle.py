@@ -15,6 +15,11 @@ is derived from Dask's id of that execution, as workers derive it (`ids`). A tas
 final line is written the moment its span ends; the worker's measurement of an
 execution follows as its own `task_resources` line and as attributes of its execute
 span, which alone waits for it.
+
+A task submitted in a `distributed.span` block is a child of that block's group span,
+itself a child of its enclosing block's or of the run span. A group span starts with the
+first task submission seen in it and stays open until the run ends, when it ends at the
+last end of a task in it.
 """
 
 from __future__ import annotations
@@ -118,13 +123,39 @@ class _Task:
         self.worker = None
         self.run_id = None  # Dask's id of the current attempt's execution
         self.dispatch = None  # (t, worker, run_id): the scheduler sent the attempt there
-        self.described = described  # (args_json, component, dependency_keys)
+        # (args_json, component, dependency_keys, group): group the innermost _Group or None
+        self.described = described
 
     def attempts_used(self) -> int:
         """Attempts this key has used so far: the current one once it was sent out."""
         if self.exec_span is not None or self.dispatch is not None:
             return self.attempt
         return self.attempt - 1
+
+
+class _Group:
+    """One `distributed.span` block of the run: its group span, open until the run ends,
+    and the last end of a task in it (its own or a nested block's)."""
+
+    __slots__ = ("span", "id", "path", "parent", "last_end")
+
+    def __init__(self, span, id_, path, parent):
+        self.span = span
+        self.id = id_
+        self.path = path
+        self.parent = parent
+        self.last_end = None
+
+    def attributes(self) -> dict:
+        return {sc.GROUP_ID: self.id, sc.GROUP_PATH: self.path}
+
+    def ended_task(self, t: float) -> None:
+        """A task of this block, or of one nested in it, ended at `t`."""
+        group = self
+        while group is not None:
+            if group.last_end is None or t > group.last_end:
+                group.last_end = t
+            group = group.parent
 
 
 class _Worker:
@@ -175,6 +206,7 @@ class Recorder:
         self._ready_again: dict = {}
         self._recent_errors: OrderedDict = OrderedDict()
         self._workers: dict = {}
+        self._groups: dict = {}  # Dask span id -> _Group
         self._memory_restarts: dict = {}  # address -> RSS its nanny saw, until it is removed
         self.closing = False  # set when the session shuts Dask down: removals are not crashes
         self.synced: set = set()
@@ -386,9 +418,36 @@ class Recorder:
             self._end_cancelled(self._tasks.pop(key), now, "run ended before the task")
         for address in list(self._workers):
             self._on_worker_removed(now, address, 0, "", 0)
+        # innermost first: a block ends no earlier than the blocks nested in it
+        for group in sorted(self._groups.values(), key=lambda g: -len(g.path)):
+            group.span.end(end_time=_ns(group.last_end if group.last_end is not None else now))
+        self._groups.clear()
+
+    def _group(self, t, group) -> _Group | None:
+        """The _Group of a submit record's `group` ((ids, names), or None), its group span
+        and its enclosing blocks' started at `t` if this is the first task seen in them."""
+        if not group:
+            return None
+        ids, names = group
+        parent = None
+        for depth, id_ in enumerate(ids):
+            id_ = str(id_)
+            found = self._groups.get(id_)
+            if found is None:
+                path = tuple(str(n) for n in names[: depth + 1])
+                found = _Group(None, id_, path, parent)
+                found.span = self._spans.start(
+                    path[-1],
+                    parent=parent.span.get_span_context() if parent else self._run_ctx,
+                    start_time=_ns(t),
+                    attributes={sc.KIND: sc.KIND_GROUP, **found.attributes()},
+                )
+                self._groups[id_] = found
+            parent = found
+        return parent
 
     # --- task records ----------------------------------------------------------------
-    def _on_submit(self, t, key, name, dependency_keys) -> None:
+    def _on_submit(self, t, key, name, dependency_keys, group) -> None:
         if key in self._tasks:
             return
         described = self._descriptions.pop(key, None)
@@ -403,12 +462,17 @@ class Recorder:
         else:
             used = self._recent[key][2] if key in self._recent else None
         reason = None if used is None else sc.REASON_RESUBMIT
-        self._begin(t, key, name, (args_json, component, dependency_keys), reason, (used or 0) + 1)
+        described = (args_json, component, dependency_keys, self._group(t, group))
+        self._begin(t, key, name, described, reason, (used or 0) + 1)
 
     def _begin(self, t, key, name, described, reason, attempt) -> _Task:
         """Start one life of `key` in the run: its task span (a distinct random id)."""
-        args_json, component, dependency_keys = described
+        args_json, component, dependency_keys, group = described
         attrs = {sc.KIND: sc.KIND_TASK, sc.TASK_NAME: name, sc.TASK_KEY: key_str(key)}
+        parent = self._run_ctx
+        if group is not None:
+            attrs.update(group.attributes())
+            parent = group.span.get_span_context()
         if component:
             attrs[sc.TASK_COMPONENT] = component
         if dependency_keys:
@@ -417,7 +481,7 @@ class Recorder:
             attrs[sc.TASK_ARGS] = args_json
         if reason:
             attrs[sc.TASK_REASON] = reason
-        span = self._spans.start(name, parent=self._run_ctx, start_time=_ns(t), attributes=attrs)
+        span = self._spans.start(name, parent=parent, start_time=_ns(t), attributes=attrs)
         task = self._tasks[key] = _Task(span, name, key, t, attempt, reason, described)
         self.submitted += 1
         self._count(self._counts["submitted"], name)
@@ -486,6 +550,9 @@ class Recorder:
             attrs[sc.TASK_REASON] = task.reason
         if worker:
             attrs[sc.WORKER] = worker
+        group = task.described[3]
+        if group is not None:
+            attrs.update(group.attributes())
         # the id the worker derives for the spans made inside this execution
         span_id = execution_span_id(self._run_id, task.key, run_id) if run_id is not None else None
         task.exec_span = self._spans.start(
@@ -544,6 +611,12 @@ class Recorder:
             self._m_duration.record(duration, attrs)
             self._m_queue.record(queue_wait, attrs)
 
+    @staticmethod
+    def _group_ended(task: _Task, t: float) -> None:
+        group = task.described[3]
+        if group is not None:
+            group.ended_task(t)
+
     def _remember(self, task: _Task, status: str) -> None:
         used = task.attempts_used()
         self._recent[task.key] = (task.name, task.span.get_span_context(), used)
@@ -565,7 +638,9 @@ class Recorder:
         if typename:
             extra[sc.TASK_RESULT_TYPE] = str(typename)
         self._set_outcome(task, worker, duration, queue_wait, sc.STATUS_COMPLETED, extra=extra)
-        task.span.end(end_time=_ns(max(t, stop or t)))  # its task_completed line, at once
+        end = max(t, stop or t)
+        task.span.end(end_time=_ns(end))  # its task_completed line, at once
+        self._group_ended(task, end)
         self.completed += 1
         self._count(self._counts["completed"], task.name)
         self._remember(task, sc.STATUS_COMPLETED)
@@ -627,6 +702,7 @@ class Recorder:
         )
         span.set_status(Status(StatusCode.ERROR, f"{etype}: {message}"))
         span.end(end_time=_ns(t))  # its task_failed line, at once
+        self._group_ended(task, t)
         self.failed += 1
         self._count(self._counts["failed"], task.name)
         self._recent_errors[task.key] = (etype, message)
@@ -694,6 +770,7 @@ class Recorder:
         task.span.set_status(Status(StatusCode.UNSET))
         task.span.add_event("cancelled", {"reason": reason}, timestamp=_ns(t))
         task.span.end(end_time=_ns(t))
+        self._group_ended(task, t)
         self.cancelled += 1
         self._remember(task, sc.STATUS_CANCELLED)
 

@@ -62,6 +62,9 @@ def graph_entry(line: dict, manifest: Manifest, requests: dict) -> dict | None:
         entry.update(manifest.component_request(line["component"]))
     else:
         entry.update(requests.get(line.get("task"), {}))
+    if line.get("group"):  # submitted in a distributed.span block
+        entry["group"] = line["group"]
+        entry["group_path"] = line.get("group_path")
     return entry
 
 

@@ -32,6 +32,9 @@ SPAN_RUN = "scalable.run"
 SPAN_EXECUTE = "execute"
 SPAN_WORKER = "worker"
 # A task span is named by the task's name (its function or task prefix), never its key.
+# A group span (a `distributed.span` block) is named by the block's own name, its last
+# tag: `with span("calibration"): with span("region-3"):` makes "calibration" and, under
+# it, "region-3"; its kind attribute (KIND_GROUP) tells it from a task span.
 
 # --- span kinds (attribute scalable.span) -------------------------------------
 KIND = "scalable.span"
@@ -39,6 +42,7 @@ KIND_RUN = "run"
 KIND_TASK = "task"
 KIND_EXECUTE = "execute"
 KIND_WORKER = "worker"
+KIND_GROUP = "group"
 
 # --- attributes ---------------------------------------------------------------
 RUN_ID = "scalable.run.id"
@@ -58,6 +62,10 @@ TASK_DEPENDENCIES = "scalable.task.dependencies"
 TASK_COMPONENT = "scalable.task.component"
 TASK_NBYTES = "scalable.task.nbytes"
 TASK_RESULT_TYPE = "scalable.task.result_type"
+# the Dask span (`distributed.span`) a task was submitted in, on group, task and execute
+# spans: its id (Dask's span id) and its path of names, outermost first
+GROUP_ID = "scalable.group.id"
+GROUP_PATH = "scalable.group.path"
 TASK_CPU_SECONDS = "scalable.task.cpu_seconds"
 TASK_CPUS_USED = "scalable.task.cpus_used"
 TASK_PEAK_MEMORY = "scalable.task.peak_memory_bytes"
@@ -251,9 +259,10 @@ _SESSION = "session"
 
 RECORDS: dict[str, RecordKind] = {
     RECORD_SUBMIT: RecordKind(
-        ("t", "key", "name", "dependency_keys"),
+        ("t", "key", "name", "dependency_keys", "group"),
         _SCHEDULER,
-        "A new task of a graph; `name` is its key prefix.",
+        "A new task of a graph; `name` is its key prefix; `group` is the `distributed.span` "
+        "it was submitted in, `(ids, names)` from the outermost span in, or None.",
     ),
     RECORD_READY: RecordKind(
         ("t", "key"),

@@ -822,6 +822,18 @@ class ScalableSession:
         """`Client.compute`."""
         return self.client.compute(collections, **kwargs)
 
+    def span(self, *names: str):
+        """`distributed.span(*names)`: a context manager grouping the tasks submitted in it
+        (nested blocks too) under one group span of the run's trace, with the group's id
+        and path in each of their tasks.jsonl lines; it yields Dask's id of the span.
+
+        The same mechanism as Dask's own: `with session.span("calibration"):` and
+        `with distributed.span("calibration"):` record alike.
+        """
+        from distributed import span
+
+        return span(*names)
+
 
 @functools.lru_cache(maxsize=1)
 def _versions(own: str) -> dict:

@@ -223,6 +223,39 @@ def test_a_worker_s_own_client_is_named_worker():
     )
 
 
+class _SpanAnnotations(SchedulerPlugin):
+    """What the scheduler's plugins see of a task's `distributed.span` annotation."""
+
+    def __init__(self):
+        self.groups = {}
+
+    def update_graph(self, scheduler, *, tasks=(), **kwargs):
+        from scalable_otel.instrumentation.scheduler_plugin import task_group
+
+        for key in tasks:
+            self.groups[key] = task_group(scheduler.tasks[key])
+
+
+def test_span_annotation_names_and_ids_reach_scheduler_plugins():
+    import distributed
+
+    plugin = _SpanAnnotations()
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        cluster.scheduler.add_plugin(plugin)
+        client.submit(abs, -1, key="outside").result()
+        with distributed.span("outer") as outer_id, distributed.span("inner") as inner_id:
+            client.submit(abs, -2, key="inside").result()
+    assert plugin.groups.get("outside", "absent") is None, moved(
+        compat.SPAN_ANNOTATION, f"a task outside any span has {plugin.groups.get('outside')}"
+    )
+    assert plugin.groups.get("inside") == ((outer_id, inner_id), ("outer", "inner")), moved(
+        compat.SPAN_ANNOTATION, f"a task in nested spans has {plugin.groups.get('inside')}"
+    )
+
+
 # --- OpenTelemetry SDK -------------------------------------------------------------------------
 def test_span_attributes_keep_a_plain_dict():
     from opentelemetry.sdk.trace import TracerProvider

@@ -38,7 +38,7 @@ def test_a_late_measurement_of_a_retried_attempt_is_not_taken_for_the_last(recor
     key = "sim-1"
     rec.handle(
         [
-            ("submit", 101.0, key, "sim", ()),
+            ("submit", 101.0, key, "sim", (), None),
             ("processing", 101.0, key, W1, 1),
             ("worker_batch", 101.1, W1, {"name": "1", "started": [(key, 101.0, 1)]}),
             ("requeue", 101.2, key, "waiting", "task-erred-1", 1),  # attempt 1 raised: retried
@@ -77,7 +77,7 @@ def test_an_earlier_attempt_on_the_same_worker_is_not_taken_for_the_last(recordi
     key = "sim-2"
     rec.handle(
         [
-            ("submit", 101.0, key, "sim", ()),
+            ("submit", 101.0, key, "sim", (), None),
             ("processing", 101.0, key, W0, 1),
             ("requeue", 101.2, key, "waiting", "task-erred-1", 1),
             ("processing", 101.2, key, W0, 2),
@@ -110,10 +110,10 @@ def test_records_the_recorder_cannot_handle_are_counted_and_warned_about_once(re
     recorder.handle(
         [
             ("no_such_kind", 101.0, "x"),
-            ("submit", 101.0, "sim-3", "sim", (), "one field too many"),
+            ("submit", 101.0, "sim-3", "sim", (), None, "one field too many"),
             ("ready", 101.0),  # one field too few
             ("worker_batch", 101.1, W0, None),  # its handler raises on a payload of None
-            ("submit", 101.2, "sim-4", "sim", ()),
+            ("submit", 101.2, "sim-4", "sim", (), None),
             ("done", 101.4, "sim-4", W0, 101.3, 101.35, 24, "float", 1),
         ]
     )
@@ -143,7 +143,7 @@ def test_an_attempt_counts_from_its_dispatch_and_each_has_its_own_span(recording
     key = "sim-6"
     rec.handle(
         [
-            ("submit", 101.0, key, "sim", ()),
+            ("submit", 101.0, key, "sim", (), None),
             # sent to worker 1, which dies before its plugin reports the start
             ("processing", 101.0, key, W1, 11),
             ("requeue", 101.1, key, "released", "handle-worker-cleanup-101.1", 11),
@@ -179,7 +179,7 @@ def test_a_sampler_that_drops_every_span_leaves_the_run_directory_whole(tmp_path
     rec.handle(
         [
             ("worker_added", 100.0, W0, "0", 1, 2**30, "h", 1, None),
-            ("submit", 101.0, "sim-1", "sim", ()),
+            ("submit", 101.0, "sim-1", "sim", (), None),
             ("processing", 101.0, "sim-1", W0, 1),
             ("done", 101.4, "sim-1", W0, 101.3, 101.35, 24, "float", 1),
             ("worker_batch", 101.5, W0, usage("sim-1", 101.3, 101.35, 0.01, 1e6, "0", 1)),

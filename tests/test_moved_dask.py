@@ -114,6 +114,33 @@ def test_a_remove_worker_event_without_its_task_lists_still_records_the_run(
     assert run["telemetry_fallbacks"] == {compat.REMOVE_WORKER_EVENT: 2}
 
 
+def test_a_span_annotation_of_another_shape_records_the_tasks_without_groups(
+    project_dir, monkeypatch
+):
+    """Dask's span annotation loses its ids: tasks are recorded, ungrouped, and counted."""
+    import distributed
+    from distributed.spans import SpansSchedulerExtension
+
+    observe_tasks = SpansSchedulerExtension.observe_tasks
+
+    def without_ids(self, tss, *args, **kwargs):
+        out = observe_tasks(self, tss, *args, **kwargs)
+        for ts in tss:
+            if ts.annotations and "span" in ts.annotations:
+                ts.annotations = {**ts.annotations, "span": {"name": ("moved",)}}
+        return out
+
+    monkeypatch.setattr(SpansSchedulerExtension, "observe_tasks", without_ids)
+    with ScalableSession(target="local", n_workers=1, threads_per_worker=1) as session:
+        with distributed.span("calibration"):
+            assert session.gather(session.map(traced, range(3)))[0][0] == 0
+    run = json.loads((session.run_dir / "run.json").read_text())
+    assert run["status"] == "completed" and run["tasks_completed"] == 3
+    lines = events(session.run_dir)
+    assert lines and all(line["group"] is None for line in lines)
+    assert run["telemetry_fallbacks"] == {compat.SPAN_ANNOTATION: 1}
+
+
 def test_an_otlp_metric_exporter_without_its_preferences_gets_the_sdk_defaults():
     from opentelemetry.sdk.metrics.export import MetricExporter
 

@@ -60,7 +60,7 @@ from .. import rundir
 from .. import semconv as sc
 from ..energy_model import CARBON_INTENSITY, MEMORY_POWER, PUE, EnergyError
 from ..errors import RunNotFound, ScalableError, shown
-from .columns import SKIPPED
+from .columns import SKIPPED, query_files
 from .cost import (
     CPU_HOUR,
     MEMORY_GB_HOUR,
@@ -71,6 +71,7 @@ from .cost import (
 )
 from .energy import allocation_saving, energy_constants, format_carbon, format_kwh
 from .facts import finite_number, size_bytes
+from .groups import KEYS_IN_GROUP
 from .load import Run, read_meta
 
 PERCENTILE = 95.0
@@ -283,11 +284,24 @@ GROUP BY task
 """
 
 
-def _observations(run: Run, task: str | None = None) -> tuple[dict[str, list[_Obs]], int]:
-    source = run.file(rundir.RESOURCES, _FIELDS)
+def _observations(
+    run: Run, task: str | None = None, group: list[str] | None = None
+) -> tuple[dict[str, list[_Obs]], int]:
+    """Each task name's measurements in `run` (of `task` alone, when given; of the tasks of
+    `group`, a path of `distributed.span` names, when given) and unreadable lines."""
+    if group:
+        source = run.file(rundir.RESOURCES, _FIELDS, extra={"key": "VARCHAR"})
+        files = {"t": source, "g": run.file(rundir.TASKS, ["event", "key", "group_path"])}
+        sql = _OBSERVATIONS.replace(
+            "FROM {t}", f"FROM (SELECT * FROM {{t}} WHERE key IN ({KEYS_IN_GROUP}))"
+        )
+        rows = query_files(sql, files, [task] * 6 + [list(group)] * 2)
+    else:
+        source = run.file(rundir.RESOURCES, _FIELDS)
+        rows = source.query(_OBSERVATIONS, [task] * 6)
     obs: dict[str, list[_Obs]] = {}
     bad = source.skipped_before
-    for name, cpus, peaks, shared, measured, unreadable in source.query(_OBSERVATIONS, [task] * 6):
+    for name, cpus, peaks, shared, measured, unreadable in rows:
         bad += unreadable
         if name is None or not measured:
             continue  # resource samples of workers, and unreadable lines
@@ -303,7 +317,11 @@ def _observations(run: Run, task: str | None = None) -> tuple[dict[str, list[_Ob
 
 
 def _history(
-    root, target: str | None, history: int | None, task: str | None = None
+    root,
+    target: str | None,
+    history: int | None,
+    task: str | None = None,
+    group: list[str] | None = None,
 ) -> tuple[Path, list[_Run]]:
     base = rundir.runs_dir(root)
     paths = rundir.list_runs(base)
@@ -323,7 +341,7 @@ def _history(
         found = chosen
     if history is not None:
         found = found[-history:]
-    return base, [_Run(run, *_observations(run, task)) for run in found]
+    return base, [_Run(run, *_observations(run, task, group)) for run in found]
 
 
 def _plan_tasks(run: _Run) -> dict:
@@ -569,13 +587,15 @@ def advise(
     target: str | None = None,
     history: int | None = None,
     energy_options: dict | None = None,
+    group: list[str] | None = None,
 ) -> Advice:
     """The resource recommendation for `task` from the run history (method: module docstring).
 
     `energy_options`: the command line's energy constants (`energy.energy_constants`).
 
     `runs_dir` defaults to $SCALABLE_RUNS_DIR, else ./.scalable/runs; `target` keeps only the
-    runs of that target; `history` only the last N runs (of that target). Raises
+    runs of that target; `history` only the last N runs (of that target); `group` (a path
+    of `distributed.span` names, `groups.parse_path`) only the tasks of that group. Raises
     `UnknownTask` (a `ScalableError`) naming the known tasks when no run measured `task`
     and no manifest of the history names it.
 
@@ -585,7 +605,7 @@ def advise(
       Recommended:       2 CPUs, 8G memory
       ...
     """
-    base, runs = _history(runs_dir, target, history, task)
+    base, runs = _history(runs_dir, target, history, task, group)
     return _advise(task, base, runs, target, energy_options)
 
 
@@ -594,10 +614,17 @@ def advise_all(
     target: str | None = None,
     history: int | None = None,
     energy_options: dict | None = None,
+    group: list[str] | None = None,
 ) -> list[Advice]:
-    """`advise` for every task name measured in the history, sorted by name."""
-    base, runs = _history(runs_dir, target, history)
+    """`advise` for every task name measured in the history (of `group`'s tasks, when
+    given), sorted by name."""
+    base, runs = _history(runs_dir, target, history, group=group)
     names = sorted({name for run in runs for name in run.obs})
+    if group and not names:
+        raise ScalableError(
+            f"no task of group {' / '.join(group)!r} was measured in {base}: "
+            "`scalable report` lists a run's groups"
+        )
     return [_advise(name, base, runs, target, energy_options) for name in names]
 
 

@@ -144,7 +144,7 @@ def tasks_relation(path: str) -> str:
         "coalesce(key, task_id) AS key, "
         "NULL::VARCHAR AS span_id, NULL::VARCHAR AS worker, NULL::BIGINT AS attempt, "
         "coalesce(duration_s, duration) AS duration_s, NULL::DOUBLE AS queue_wait_s, "
-        "NULL::JSON AS args "
+        'NULL::JSON AS args, NULL::VARCHAR AS "group", NULL::VARCHAR[] AS group_path '
         f"FROM read_json({path}, format='newline_delimited', columns={fields}, "
         "records=true, ignore_errors=true))"
     )

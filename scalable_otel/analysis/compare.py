@@ -35,6 +35,8 @@ from ..rundir import CACHE, TASKS
 from .columns import query_files
 from .energy import format_carbon, format_kwh
 from .facts import served_from_cache
+from .groups import compare_groups
+from .groups import label as group_label
 from .load import Run
 from .markdown import cell, table
 from .report import report, seconds
@@ -356,6 +358,7 @@ def compare(a: Run, b: Run, energy_options: dict | None = None) -> dict:
         "figures": figures,
         "tasks": rows,
         "verdict": verdict,
+        "groups": compare_groups(ra["groups"], rb["groups"]),  # [] without groups
     }
 
 
@@ -424,6 +427,20 @@ def _any_cached(row: dict) -> bool:
     return bool(row["cached_a"] or row["cached_b"])
 
 
+def format_compare_groups(rows: list[dict]) -> list[str]:
+    """`report --compare`'s groups: busy time and median duration, A and B."""
+    lines = ["Groups (busy time, median task duration; A -> B):"]
+    for row in rows:
+        name = "  " * max(row["depth"], 1) + (row["path"][-1] if row["path"] else group_label([]))
+        busy, median = row["busy_s"], row["median_duration_s"]
+        change = "" if busy["change_pct"] is None else f"({busy['change_pct']:+.0f}%)"
+        lines.append(
+            f"{name:<24}{seconds(busy['a']):>9} -> {seconds(busy['b']):<9}{change:<8}"
+            f"median {seconds(median['a'])} -> {seconds(median['b'])}"
+        )
+    return lines
+
+
 def format_compare(result: dict) -> str:
     """The comparison as text: a table of figures, one of task medians, and the verdict."""
     a, b = result["a"], result["b"]
@@ -452,6 +469,8 @@ def format_compare(result: dict) -> str:
         )
     if not result["tasks"]:
         lines.append("  no completed tasks")
+    if result.get("groups"):
+        lines += ["", *format_compare_groups(result["groups"])]
     lines += ["", f"Verdict: {result['verdict']['text']}"]
     return "\n".join(lines)
 
@@ -490,4 +509,18 @@ def format_compare_markdown(result: dict) -> str:
     headers = ["Task", "A median (executions)", "B median (executions)", "Change"]
     headers += ["From cache A/B", "Verdict"]
     lines += ["", *table(headers, [False, True, True, True, True, False], tasks)]
+    if result.get("groups"):
+        rows = [
+            [
+                g["label"],
+                seconds(g["busy_s"]["a"]),
+                seconds(g["busy_s"]["b"]),
+                "" if g["busy_s"]["change_pct"] is None else f"{g['busy_s']['change_pct']:+.0f}%",
+                seconds(g["median_duration_s"]["a"]),
+                seconds(g["median_duration_s"]["b"]),
+            ]
+            for g in result["groups"]
+        ]
+        headers = ["Group", "A busy", "B busy", "Change", "A median", "B median"]
+        lines += ["", *table(headers, [False, True, True, True, True, True], rows)]
     return "\n".join(lines)

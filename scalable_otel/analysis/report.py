@@ -16,6 +16,8 @@ from .cache_misses import REASON_SQL, format_miss_reasons, from_figures
 from .columns import SKIPPED
 from .energy import format_energy, run_energy
 from .facts import final_count
+from .groups import label as group_label
+from .groups import run_groups
 from .load import Run, read_meta, silent_since
 
 RULE = "═" * 47
@@ -31,7 +33,8 @@ SELECT
     arg_max([task, key, args::VARCHAR], duration_s) FILTER (WHERE event = '{sc.TASK_COMPLETED}'),
     sum(duration_s) FILTER (WHERE event IN ('{sc.TASK_COMPLETED}', '{sc.TASK_FAILED}')),
     {{last_event}},
-    {SKIPPED}
+    {SKIPPED},
+    count(*) FILTER (WHERE len(group_path) > 0)
 FROM {{t}}
 """
 
@@ -141,14 +144,15 @@ def report(run: Run, energy_options: dict | None = None) -> dict:
     skipped: dict[str, int] = {}
     # The last event's time is needed only where run.json has no end (and costs a column).
     need_end = not meta.get("end_time")
-    fields = ["event", "task", "key", "args", "duration_s"] + (["timestamp"] if need_end else [])
+    fields = ["event", "task", "key", "args", "duration_s", "group_path"]
+    fields += ["timestamp"] if need_end else []
     tasks = run.file(TASKS, fields)
     sql = TASK_FIGURES.replace("{last_event}", "max(timestamp)" if need_end else "NULL")
     figures = tasks.query(sql)[0]
     events = dict(zip((sc.TASK_SUBMITTED, sc.TASK_COMPLETED, sc.TASK_FAILED), figures[:3]))
     avg, longest = figures[3:5]
     slowest = _slowest(*(figures[5] or (None, None, None)), longest)
-    busy, last_event, bad = figures[6:]
+    busy, last_event, bad, grouped = figures[6:]
     if bad + tasks.skipped_before:
         skipped[TASKS] = bad + tasks.skipped_before
     cache = run.file(CACHE, ["event", "result", *MISS_FIELDS])
@@ -207,6 +211,8 @@ def report(run: Run, energy_options: dict | None = None) -> dict:
         "energy": run_energy(run, workers, run_end, energy_options),
         "skipped_lines": skipped,
         "notes": _notes(run),
+        # by `distributed.span` block (`groups.run_groups`); [] for a run without blocks
+        "groups": run_groups(run) if grouped else [],
     }
 
 
@@ -296,6 +302,8 @@ def format_report(summary: dict) -> str:
         f"Estimated Cost: {format_cost(summary['cost'])}",
         f"Energy:         {format_energy(summary['energy'])}",
     ]
+    if summary.get("groups"):
+        lines += [""] + format_groups(summary["groups"])
     skipped = summary.get("skipped_lines") or {}
     notes = list(summary.get("notes") or [])
     if skipped:
@@ -304,3 +312,26 @@ def format_report(summary: dict) -> str:
     if notes:
         lines += [""] + [f"Note: {note}" for note in notes]
     return "\n".join(lines)
+
+
+def format_groups(groups: list[dict]) -> list[str]:
+    """The report's "Groups:" section: a row per group, nested ones indented."""
+    names = [
+        "  " * max(g["depth"], 1) + (g["path"][-1] if g["path"] else group_label([]))
+        for g in groups
+    ]
+    width = max(len(n) for n in names + ["Groups:"]) + 2
+    header = ("Tasks", "Failed", "Busy", "Share", "Median", "Wall")
+    lines = ["Groups:".ljust(width) + "".join(h.rjust(9) for h in header)]
+    for name, g in zip(names, groups):
+        share = "n/a" if g["share"] is None else f"{100 * g['share']:.0f}%"
+        cells = (
+            str(g["submitted"]),
+            str(g["failed"]),
+            seconds(g["busy_s"]),
+            share,
+            seconds(g["median_duration_s"]),
+            seconds(g["wall_s"]),
+        )
+        lines.append(name.ljust(width) + "".join(c.rjust(9) for c in cells))
+    return lines

@@ -132,6 +132,7 @@ class Trends:
     task: str | None
     runs: list[RunTrend]
     tasks: list[TaskTrend]
+    group: list[str] | None = None  # durations of this distributed.span block's tasks only
 
     @property
     def regressions(self) -> list[TaskTrend]:
@@ -185,6 +186,7 @@ SELECT task, list(duration_s ORDER BY duration_s)
 FROM {{t}}
 WHERE event = '{sc.TASK_COMPLETED}' AND task IS NOT NULL AND duration_s IS NOT NULL
   AND isfinite(duration_s) AND (span_id IS NULL OR span_id NOT IN (SELECT span_id FROM cached))
+  AND (?::VARCHAR[] IS NULL OR group_path[1:len(?::VARCHAR[])] = ?::VARCHAR[])
 GROUP BY task
 """
 
@@ -200,7 +202,12 @@ FROM {{t}}
 """
 
 
-def _read_run(path: Path, task: str | None, energy_options: dict | None = None) -> _RunData:
+def _read_run(
+    path: Path,
+    task: str | None,
+    energy_options: dict | None = None,
+    group: list[str] | None = None,
+) -> _RunData:
     run = Run(path, read_meta(path))
     meta, status = run.meta, run.status
     skipped: dict[str, int] = {}
@@ -209,7 +216,7 @@ def _read_run(path: Path, task: str | None, energy_options: dict | None = None) 
         if bad + source.skipped_before:
             skipped[name] = bad + source.skipped_before
 
-    tasks = run.file(TASKS, ["timestamp", "event", "task", "span_id", "duration_s"])
+    tasks = run.file(TASKS, ["timestamp", "event", "task", "span_id", "duration_s", "group_path"])
     cache = run.file(CACHE, ["event", "span_id", "result", "saved_s"])
     completed, failed, busy, last_stamp, names, bad = tasks.query(_TASK_FIGURES)[0]
     count_skipped(TASKS, tasks, bad)
@@ -217,7 +224,7 @@ def _read_run(path: Path, task: str | None, energy_options: dict | None = None) 
     count_skipped(CACHE, cache, bad)
     durations = {
         name: array("d", values)
-        for name, values in query_files(_DURATIONS, {"t": tasks, "c": cache})
+        for name, values in query_files(_DURATIONS, {"t": tasks, "c": cache}, [group] * 3)
     }
     names = set(names or ())
     counts = run.task_counts({sc.TASK_COMPLETED: completed, sc.TASK_FAILED: failed})
@@ -315,10 +322,13 @@ def trends(
     task: str | None = None,
     last: int | None = None,
     energy_options: dict | None = None,
+    group: list[str] | None = None,
 ) -> Trends:
     """The figures of each run under `runs_root` (default: the runs directory) in start
     order, the last `last` of them when given, and a regression check per task name (only
-    `task` when given). `energy_options`: the command line's energy constants.
+    `task` when given). `energy_options`: the command line's energy constants. `group` (a
+    path of `distributed.span` names) keeps the durations, and so the medians and the
+    checks, to the tasks of that group (its nested blocks' included).
 
     >>> history = trends(task="run_simulation", last=10)            # doctest: +SKIP
     >>> [(r.run_id, r.median_s) for r in history.runs]              # doctest: +SKIP
@@ -334,7 +344,8 @@ def trends(
         raise RunNotFound(f"no runs in {root}: run a workflow first (or pass --runs-dir)")
     if last is not None:
         paths = paths[-last:]
-    data = [_read_run(path, task, energy_options) for path in paths]
+    group = list(group) if group else None
+    data = [_read_run(path, task, energy_options, group) for path in paths]
     known = set().union(*(d.names for d in data))
     if task is not None and task not in known:
         listed = ", ".join(sorted(map(shown, known))) or "none"
@@ -348,7 +359,7 @@ def trends(
         checks.append(_check(name, history))
     order = {REGRESSION: 0, OK: 1, TOO_LITTLE_HISTORY: 2}
     checks.sort(key=lambda t: (order[t.verdict], -(t.change_pct or 0.0), t.task))
-    return Trends(str(root), task, [d.trend for d in data], checks)
+    return Trends(str(root), task, [d.trend for d in data], checks, group)
 
 
 # --- text ---------------------------------------------------------------------------------
@@ -429,6 +440,13 @@ def _verdict_lines(history: Trends) -> list[str]:
     return lines
 
 
+def _scope(history: Trends) -> str:
+    scope = f"task {history.task}" if history.task else "all tasks"
+    if history.group:
+        scope += " of group " + " / ".join(history.group)
+    return scope
+
+
 def format_trends(history: Trends) -> str:
     """The runs as a fixed-width table, then the regression verdicts.
 
@@ -438,7 +456,7 @@ def format_trends(history: Trends) -> str:
     <BLANKLINE>
     No regressions: 4 tasks within their baseline spread (mean_chunk, random, ...)
     """
-    scope = f"task {history.task}" if history.task else "all tasks"
+    scope = _scope(history)
     rows = [_cells(r) for r in history.runs]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, (h, _) in enumerate(_COLUMNS)]
 
@@ -465,7 +483,7 @@ def format_trends(history: Trends) -> str:
 def format_trends_markdown(history: Trends) -> str:
     """The verdicts, then the runs and the regression check of each task as GitHub-flavoured
     markdown tables, for a pull-request comment or `$GITHUB_STEP_SUMMARY`."""
-    scope = f"task {history.task}" if history.task else "all tasks"
+    scope = _scope(history)
     found = len(history.regressions)
     title = f"{found} regression{'s' if found != 1 else ''}" if found else "no regressions"
     lines = [f"### Trends: {title} over {len(history.runs)} runs ({cell(scope)})", ""]

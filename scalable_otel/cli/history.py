@@ -37,6 +37,10 @@ def runs(runs_dir, limit, fmt, output) -> None:
 
 @click.command()
 @click.option("--task", help="One task name (default: all tasks).")
+@click.option(
+    "--group",
+    help="Durations of the tasks of one distributed.span block only, by its path: a/b.",
+)
 @click.option("--last", "last_n", type=click.IntRange(min=1), help="Only the N most recent runs.")
 @runs_dir_option
 @format_markdown_option
@@ -47,7 +51,7 @@ def runs(runs_dir, limit, fmt, output) -> None:
     help=f"Exit with code {GATE_FAILED} when a task (the --task one, if given) regressed.",
 )
 @energy_options
-def trends(task, last_n, runs_dir, fmt, output, fail_on_regression, energy) -> None:
+def trends(task, group, last_n, runs_dir, fmt, output, fail_on_regression, energy) -> None:
     """Durations, utilization, cache hit rate and energy over the runs; flags regressions.
 
     A task regresses when its durations in the latest runs lie outside its
@@ -59,12 +63,20 @@ def trends(task, last_n, runs_dir, fmt, output, fail_on_regression, energy) -> N
     Examples:
         scalable trends
         scalable trends --task run_simulation --last 20
+        scalable trends --group calibration/north
         scalable trends --last 20 --fail-on-regression --format markdown
     """
+    from ..analysis.groups import parse_path
     from ..analysis.trends import format_trends, format_trends_markdown, regression_line
     from ..analysis.trends import trends as make_trends
+    from ..errors import ScalableError
 
-    result = make_trends(runs_dir, task=task, last=last_n, energy_options=energy)
+    path = None
+    if group is not None:
+        path = parse_path(group)
+        if not path:
+            raise ScalableError(f"--group {group!r} names no group: give its path, a/b")
+    result = make_trends(runs_dir, task=task, last=last_n, energy_options=energy, group=path)
     emit(result.to_dict(), format_trends(result), fmt, output, format_trends_markdown(result))
     if fail_on_regression and result.regressions:
         fail_gate("; ".join(regression_line(t) for t in result.regressions))

@@ -223,6 +223,7 @@ _END_EVENTS = {sc.STATUS_COMPLETED: sc.TASK_COMPLETED, sc.STATUS_FAILED: sc.TASK
 def _task_line(event: str, ts_ns: int, run_id: str, get) -> dict:
     """A task line's first fields, in the schema's order (`get`: its span's attributes'
     `get`); one literal, as a line is built for each task start and end."""
+    path = get(sc.GROUP_PATH)
     return {
         "schema_version": sc.SCHEMA_VERSION,
         "timestamp": iso(ts_ns / 1e9),
@@ -230,6 +231,8 @@ def _task_line(event: str, ts_ns: int, run_id: str, get) -> dict:
         "run_id": run_id,
         "task": get(sc.TASK_NAME),
         "key": get(sc.TASK_KEY),
+        "group": get(sc.GROUP_ID),
+        "group_path": list(path) if path is not None else None,
     }
 
 

@@ -60,6 +60,25 @@ def sync_scheduler_plugin(dask_scheduler, token: str, name: str = sc.SCHEDULER_P
         plugin.sync(token)
 
 
+def task_group(ts) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The `distributed.span` block a task was submitted in: (its ids, its names), from
+    the outermost span in, or None (no block: Dask's default span).
+
+    Dask's spans extension leaves the annotation on the task for every span but its
+    default one, before plugins see the graph. Raises for an annotation of another shape
+    (`compat.SPAN_ANNOTATION` has moved).
+    """
+    annotations = getattr(ts, "annotations", None)
+    span = annotations.get("span") if annotations else None
+    if span is None:
+        return None
+    ids = tuple(str(i) for i in span["ids"])
+    names = tuple(str(n) for n in span["name"])
+    if not ids or len(ids) != len(names):
+        raise ValueError(f"{len(ids)} span ids for {len(names)} names")
+    return ids, names
+
+
 def _startstop(kwargs) -> tuple[float | None, float | None]:
     for ss in kwargs.get("startstops") or ():
         if ss.get("action") == "compute":
@@ -123,6 +142,7 @@ class TaskRecordPlugin(SchedulerPlugin):
         self._scheduler = None
         self._ready: set = set()
         self._pc = None
+        self._span_moved = False  # compat.SPAN_ANNOTATION fell back (counted once)
         # name -> extra worker facts (a batch system's job id and request); set by the
         # session on the plugin instance its in-process scheduler holds
         self.worker_details = None
@@ -231,7 +251,15 @@ class TaskRecordPlugin(SchedulerPlugin):
         """A task became the run's: its submission, and where it already is."""
         append = self.records.append
         deps = [d.key for d in ts.dependencies] if ts.dependencies else []
-        append((sc.RECORD_SUBMIT, now, key, ts.prefix.name, deps))
+        try:
+            group = task_group(ts)
+        except Exception as exc:
+            group = None
+            if not self._span_moved:  # counted once: the run's tasks go on ungrouped
+                self._span_moved = True
+                compat.fell_back(compat.SPAN_ANNOTATION, exc)
+                append((sc.RECORD_FALLBACK, now, compat.SPAN_ANNOTATION))
+        append((sc.RECORD_SUBMIT, now, key, ts.prefix.name, deps, group))
         where = ts.state
         run_id = getattr(ts, "run_id", None)  # Dask's id of its current execution
         if where == "processing":  # another run's task, already sent to a worker

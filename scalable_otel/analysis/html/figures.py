@@ -21,6 +21,7 @@ import orjson
 from ... import semconv as sc
 from ...rundir import CACHE, WORKERS
 from ..columns import query_files
+from ..groups import group_task_names
 from ..load import Run, load_run
 from ..report import report
 from .attempts import FAILED, Attempts, assign_lanes
@@ -89,6 +90,8 @@ def figures(run, max_bars: int = MAX_BARS, *, summary: dict | None = None) -> di
     with _one_thread():
         fig = _figures(run, max_bars, summary)
     fig["critical_path"] = critical_figure(run, summary, fig["total_attempts"])
+    fig["groups"] = summary.get("groups") or []
+    fig["legend_groups"] = group_task_names(run) if fig["groups"] else []
     return fig
 
 
@@ -325,6 +328,10 @@ def payload(fig: dict, max_task_names: int = MAX_TASK_NAMES) -> dict:
         "durations_hidden": max(0, len([s for s in stats if s["n"]]) - len(shown)),
         "resources": fig["resources"],
         "critical": path_bars(fig.get("critical_path")),
+        "groups": [
+            {"label": g["label"], "tasks": [name_index[t] for t in g["tasks"] if t in name_index]}
+            for g in fig.get("legend_groups", ())
+        ],
     }
 
 

@@ -23,6 +23,7 @@ from ..energy import format_energy
 from .common import epoch_us, integer, number, utc
 from .critical import critical_section
 from .figures import MAX_BARS, MAX_TASK_NAMES, figures, payload
+from .groups import groups_section
 
 _STATUS_CLASSES = {*sc.RUN_ENDED, sc.RUN_RUNNING, sc.RUN_CRASHED}
 
@@ -387,7 +388,8 @@ def html_report(run, *, max_bars: int = MAX_BARS, summary: dict | None = None) -
         '<nav><a href="#timeline-section">Timeline</a><a href="#resources-section">'
         'CPU &amp; memory</a><a href="#critical-path-section">Critical path</a>'
         '<a href="#durations-section">Durations</a>'
-        '<a href="#failures-section">Failures</a><a href="#cache-section">Cache</a>'
+        + ('<a href="#groups-section">Groups</a>' if fig["groups"] else "")
+        + '<a href="#failures-section">Failures</a><a href="#cache-section">Cache</a>'
         '<a href="#whatif-section">What if</a></nav>',
         '<noscript><p class="note">The charts need JavaScript; the tables below do not.'
         "</p></noscript>",
@@ -411,6 +413,7 @@ def html_report(run, *, max_bars: int = MAX_BARS, summary: dict | None = None) -
         '<div id="durations" class="chart"></div>',
         _task_table(fig),
         "</section>",
+        groups_section(fig["groups"]),
         _failures_section(fig),
         _cache_section(fig),
         _whatif_section(run, fig),

@@ -157,7 +157,7 @@
       statuses[bars.status[i]] = true;
     }
     var shown = 0;
-    data.tasks.forEach(function (name, i) {
+    function taskItem(i, into) {
       if (!used[i]) { return; }
       if (shown++ >= 40) { return; }
       var item = document.createElement("span");
@@ -166,9 +166,24 @@
       sw.className = "swatch";
       sw.style.background = color(i);
       item.appendChild(sw);
-      item.appendChild(document.createTextNode(name));
-      box.appendChild(item);
-    });
+      item.appendChild(document.createTextNode(data.tasks[i]));
+      into.appendChild(item);
+    }
+    if (data.groups && data.groups.length) {
+      // a row per distributed.span block: the task names submitted in it
+      data.groups.forEach(function (g) {
+        var row = document.createElement("div");
+        row.className = "legend-group";
+        var name = document.createElement("span");
+        name.className = "group-name";
+        name.textContent = g.label;
+        row.appendChild(name);
+        g.tasks.forEach(function (i) { taskItem(i, row); });
+        box.appendChild(row);
+      });
+    } else {
+      data.tasks.forEach(function (name, i) { taskItem(i, box); });
+    }
     if (shown > 40) {
       var more = document.createElement("span");
       more.textContent = "… and " + (shown - 40) + " more task names";
