@@ -33,6 +33,10 @@ PREFERRED_TEMPORALITY = "opentelemetry.sdk MetricExporter._preferred_temporality
 SDK_LOGS = "opentelemetry.sdk._logs"
 READABLE_SPAN = "opentelemetry.sdk ReadableSpan._attributes, _events, _status, _end_time"
 SCALABLE_CACHE = "scalable.caching.Cache"
+FINE_METRICS = (
+    "distributed Scheduler.cumulative_worker_metrics, the spans extension's Span.name, "
+    "children and cumulative_worker_metrics"
+)
 WORKER_CLIENT_ID = "the id of a worker's own client (Worker._get_client: Client-worker-<uuid>)"
 
 # what a run records without each name
@@ -48,6 +52,7 @@ LOST = {
     SDK_LOGS: "log processors passed in get no resource samples, measurements or cache lookups",
     READABLE_SPAN: "the recorder's spans reach exporters without what was set after their start",
     SCALABLE_CACHE: "the Scalable tool's cache lookups are not recorded",
+    FINE_METRICS: "metrics.jsonl misses Dask's fine performance metrics (per prefix or per span)",
     WORKER_CLIENT_ID: "a client a worker makes outside its tasks records a run of its own",
 }
 
