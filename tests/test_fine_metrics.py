@@ -1,0 +1,188 @@
+"""Dask's fine performance metrics: metrics.jsonl and the OTel metrics hold Dask's own
+figures of the run's task prefixes and spans (`distributed.span`), read from a real
+LocalCluster's scheduler."""
+
+import pytest
+from distributed import Client, LocalCluster, span
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from scalable_otel import PipelineOptions, ScalableSession
+from scalable_otel import semconv as sc
+from tests import workloads
+from tests.conftest import events, wait_for
+
+BURN_S = (0.3, 0.31, 0.32, 0.33)
+NAP_S = (0.2, 0.21, 0.22)
+
+
+def nap(seconds):
+    """Sleep: time on the task's thread without CPU."""
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def _dask_figures(dask_scheduler):
+    """Dask's own figures: the execute metrics by prefix, and each span's own (its
+    subtree's less its children's) with its name."""
+    prefixes = {
+        k: v
+        for k, v in dask_scheduler.cumulative_worker_metrics.items()
+        if isinstance(k, tuple) and k[0] == "execute" and len(k) == 4
+    }
+    spans = {}
+    for span_id, sp in dask_scheduler.extensions["spans"].spans.items():
+        own = dict(sp.cumulative_worker_metrics)
+        for child in sp.children:
+            for k, v in child.cumulative_worker_metrics.items():
+                own[k] = own.get(k, 0) - v
+        spans[span_id] = (list(sp.name), {k: v for k, v in own.items() if k[1] != "N/A"})
+    return prefixes, spans
+
+
+def _workflow(client):
+    with span("study"):
+        burned = client.map(workloads.burn_cpu, BURN_S)
+        with span("naps"):
+            napped = client.map(nap, NAP_S)
+        client.gather(burned + napped)
+
+
+def _last(lines):
+    """Each row's last value (a row is written again each time it grows)."""
+    last = {}
+    for line in lines:
+        row = tuple(
+            tuple(v) if isinstance(v, list) else v
+            for k, v in line.items()
+            if k in sc.FINE_METRIC_FIELDS and k != "value"
+        )
+        last[row] = line
+    return list(last.values())
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fine")
+    reader = InMemoryMetricReader()
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        with ScalableSession.attach(
+            client,
+            project="fine",
+            runs_dir=root / "runs",
+            cache_dir=root / "cache",
+            pipeline=PipelineOptions(metric_readers=[reader]),
+        ) as session:
+            _workflow(client)
+            # the session's close reads them too; here the OTel metrics are still open
+            client.run(_heartbeat)
+            client.run_on_scheduler(
+                _send, name=sc.per_run(sc.SCHEDULER_PLUGIN_NAME, session.run_id)
+            )
+            metrics = wait_for(lambda: _fine_points(reader))
+        prefixes, spans = client.run_on_scheduler(_dask_figures)
+    return session, prefixes, spans, metrics
+
+
+async def _heartbeat(dask_worker):
+    await dask_worker.heartbeat()
+
+
+def _send(dask_scheduler, name):
+    dask_scheduler.plugins[name].send_fine_metrics()
+
+
+def _fine_points(reader):
+    data = reader.get_metrics_data()
+    points = {}
+    for rm in data.resource_metrics if data else ():
+        for scope in rm.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == sc.METRIC_FINE_TIME:
+                    for p in metric.data.data_points:
+                        points[tuple(sorted(p.attributes.items()))] = p.value
+    burn = [a for a in points if (sc.M_TASK, "burn_cpu") in a]
+    return points if burn else None
+
+
+def test_metrics_jsonl_holds_dask_s_figures_of_each_prefix(recorded):
+    session, prefixes, _, _ = recorded
+    lines = _last(events(session.run_dir, "metrics.jsonl"))
+    by_prefix = {
+        (x["prefix"], x["activity"], x["unit"]): x["value"]
+        for x in lines
+        if x["scope"] == sc.SCOPE_PREFIX
+    }
+    assert {p for p, _, _ in by_prefix} == {"burn_cpu", "nap"}
+    for (prefix, activity, unit), value in by_prefix.items():
+        assert value == pytest.approx(prefixes["execute", prefix, activity, unit], abs=1e-6)
+    # what the tasks did: burning is CPU time (the thread's, within its process's as the
+    # worker measured it), sleeping is not; each ran its seconds on its thread
+    measured = events(session.run_dir, "resources.jsonl", "task_resources")
+    burn_cpu_s = sum(x["cpu_seconds"] for x in measured if x["task"] == "burn_cpu")
+    burn = by_prefix["burn_cpu", "thread-cpu", "seconds"]
+    assert 0 < burn <= burn_cpu_s + 0.01
+    assert burn + by_prefix["burn_cpu", "thread-noncpu", "seconds"] >= sum(BURN_S) * 0.99
+    assert by_prefix["nap", "thread-noncpu", "seconds"] >= sum(NAP_S) * 0.99
+    assert by_prefix.get(("nap", "thread-cpu", "seconds"), 0) < burn
+    assert all(
+        x["group"] is None and x["group_path"] is None for x in lines if x["scope"] != "group"
+    )
+
+
+def test_metrics_jsonl_holds_each_span_s_own_figures(recorded):
+    session, _, spans, _ = recorded
+    lines = [x for x in _last(events(session.run_dir, "metrics.jsonl")) if x["scope"] == "group"]
+    paths = {x["group"]: x["group_path"] for x in lines}
+    assert sorted(paths.values()) == [["study"], ["study", "naps"]]
+    for group, path in paths.items():
+        assert spans[group][0] == path  # the group is Dask's span id
+    by_group = {(x["group"], x["prefix"], x["activity"], x["unit"]): x["value"] for x in lines}
+    for (group, prefix, activity, unit), value in by_group.items():
+        own = spans[group][1]
+        assert value == pytest.approx(own["execute", prefix, activity, unit], abs=1e-6)
+    # the outer span holds the burning, the inner one the naps: nested, not summed twice
+    assert {p for g, p, _, _ in by_group if paths[g] == ["study"]} == {"burn_cpu"}
+    assert {p for g, p, _, _ in by_group if paths[g] == ["study", "naps"]} == {"nap"}
+
+
+def test_the_lines_follow_the_schema(recorded):
+    session, _, _, _ = recorded
+    lines = events(session.run_dir, "metrics.jsonl")
+    assert lines
+    for line in lines:
+        assert line["event"] == sc.FINE_METRIC and line["run_id"] == session.run_id
+        assert set(sc.FINE_METRIC_FIELDS) <= set(line)
+        assert line["scope"] in (sc.SCOPE_PREFIX, sc.SCOPE_GROUP, sc.SCOPE_CLUSTER)
+        assert (line["prefix"] is not None) == (line["context"] == "execute")
+        assert isinstance(line["value"], int | float)
+    assert (session.run_dir / "metrics.jsonl").stat().st_mode & 0o777 == 0o600
+
+
+def test_otel_metrics_by_prefix_and_group(recorded):
+    session, prefixes, _, points = recorded
+    burn = {
+        dict(a)[sc.M_ACTIVITY]: v
+        for a, v in points.items()
+        if (sc.M_TASK, "burn_cpu") in a and (sc.M_SCOPE, sc.SCOPE_PREFIX) in a
+    }
+    assert burn["thread-cpu"] == pytest.approx(
+        prefixes["execute", "burn_cpu", "thread-cpu", "seconds"], abs=1e-6
+    )
+    groups = {dict(a).get(sc.M_GROUP) for a in points if (sc.M_SCOPE, sc.SCOPE_GROUP) in a}
+    assert groups == {"study", "study/naps"}
+    for attributes in points:
+        assert session.run_id not in dict(attributes).values()
+        assert {k for k, _ in attributes} <= {
+            sc.M_SCOPE,
+            sc.M_CONTEXT,
+            sc.M_ACTIVITY,
+            sc.M_TASK,
+            sc.M_GROUP,
+        }
