@@ -21,6 +21,7 @@ import orjson
 from ... import semconv as sc
 from ...rundir import CACHE, WORKERS
 from ..columns import query_files
+from ..fine_metrics import fine_metrics
 from ..load import Run, load_run
 from ..report import report
 from .attempts import FAILED, Attempts, assign_lanes
@@ -81,7 +82,8 @@ def figures(run, max_bars: int = MAX_BARS, *, summary: dict | None = None) -> di
     drawn), `workers` (the timeline's rows), `stats` (per task name), `resources` (CPU
     and memory series per worker row), `failures` (the earliest rows) and
     `failures_total`, `cache`, `energy` (the run report's: `energy.run_energy`),
-    `skipped_lines`, `critical_path` (`html.critical`).
+    `skipped_lines`, `critical_path` (`html.critical`), `fine_metrics`
+    (`analysis.fine_metrics`).
     """
     if not hasattr(run, "meta"):
         run = load_run(run)
@@ -89,6 +91,7 @@ def figures(run, max_bars: int = MAX_BARS, *, summary: dict | None = None) -> di
     with _one_thread():
         fig = _figures(run, max_bars, summary)
     fig["critical_path"] = critical_figure(run, summary, fig["total_attempts"])
+    fig["fine_metrics"] = summary.get("fine_metrics") or fine_metrics(run)
     return fig
 
 

@@ -23,6 +23,7 @@ from ..energy import format_energy
 from .common import epoch_us, integer, number, utc
 from .critical import critical_section
 from .figures import MAX_BARS, MAX_TASK_NAMES, figures, payload
+from .time_breakdown import time_breakdown_section
 
 _STATUS_CLASSES = {*sc.RUN_ENDED, sc.RUN_RUNNING, sc.RUN_CRASHED}
 
@@ -411,6 +412,7 @@ def html_report(run, *, max_bars: int = MAX_BARS, summary: dict | None = None) -
         '<div id="durations" class="chart"></div>',
         _task_table(fig),
         "</section>",
+        time_breakdown_section(fig.get("fine_metrics")),
         _failures_section(fig),
         _cache_section(fig),
         _whatif_section(run, fig),
