@@ -186,3 +186,72 @@ def test_otel_metrics_by_prefix_and_group(recorded):
             sc.M_TASK,
             sc.M_GROUP,
         }
+
+
+def _report(*args):
+    from click.testing import CliRunner
+
+    from scalable_otel.cli import main
+
+    run_dir = args[0]
+    where = ["--runs-dir", str(run_dir.parent)]
+    result = CliRunner().invoke(main, ["report", *map(str, args), *where], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_where_the_time_went_sums_the_last_lines(recorded):
+    from scalable_otel.analysis import load_run
+    from scalable_otel.analysis.fine_metrics import fine_metrics
+
+    session, prefixes, _, _ = recorded
+    data = fine_metrics(load_run(session.run_dir))
+    expected = {}
+    for (_, prefix, activity, unit), value in prefixes.items():
+        if unit == "seconds" and prefix in ("burn_cpu", "nap"):
+            expected[activity] = expected.get(activity, 0.0) + value
+    got = {a["activity"]: a["seconds"] for a in data["activities"]}
+    assert got == pytest.approx({a: v for a, v in expected.items() if v > 0}, abs=1e-5)
+    assert data["total_s"] == pytest.approx(sum(expected.values()), abs=1e-5)
+    assert sum(a["share"] for a in data["activities"]) == pytest.approx(1.0, abs=1e-3)
+    assert [p["prefix"] for p in data["prefixes"]] == ["burn_cpu", "nap"]  # largest first
+    assert [g["group_path"] for g in data["groups"]] == [["study"], ["study", "naps"]]
+    assert sum(g["seconds"] for g in data["groups"]) == pytest.approx(data["total_s"], abs=1e-5)
+
+
+def test_report_time_breakdown_text_json_and_html(recorded, tmp_path):
+    import json
+
+    session, _, _, _ = recorded
+    plain = _report(session.run_dir)
+    assert "Where the time went" not in plain  # the tutorial's report is unchanged
+    text = _report(session.run_dir, "--time-breakdown")
+    assert text.startswith(plain.rstrip("\n"))
+    section = text[len(plain.rstrip("\n")) :]
+    assert "Where the time went (Dask's fine performance metrics)" in section
+    assert "    burn_cpu: " in section and "    study / naps: " in section
+    data = json.loads(_report(session.run_dir, "--time-breakdown", "--format", "json"))
+    assert [p["prefix"] for p in data["fine_metrics"]["prefixes"]] == ["burn_cpu", "nap"]
+    page = tmp_path / "page.html"
+    _report(session.run_dir, "--html", page)
+    html = page.read_text()
+    assert 'id="time-breakdown-table"' in html
+    assert html.count('<td class="name">') >= 4 + 2 + 2  # activities, prefixes, spans
+    assert ">study / naps</td>" in html
+
+
+def test_a_run_without_fine_metrics_has_no_section(recorded, tmp_path):
+    import shutil
+
+    from scalable_otel.analysis import load_run
+    from scalable_otel.analysis.fine_metrics import fine_metrics, format_fine_metrics
+    from scalable_otel.analysis.html import html_report
+
+    session, _, _, _ = recorded
+    older = tmp_path / session.run_dir.name
+    shutil.copytree(session.run_dir, older)
+    (older / "metrics.jsonl").unlink()  # a run from before metrics.jsonl
+    data = fine_metrics(load_run(older))
+    assert data["activities"] == [] and data["total_s"] == 0
+    assert "No fine performance metrics" in format_fine_metrics(data)
+    assert "time-breakdown-section" not in html_report(load_run(older))
