@@ -64,8 +64,10 @@ def _last(lines):
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
+    from opentelemetry.sdk._logs.export import InMemoryLogExporter, SimpleLogRecordProcessor
+
     root = tmp_path_factory.mktemp("fine")
-    reader = InMemoryMetricReader()
+    reader, logs = InMemoryMetricReader(), InMemoryLogExporter()
     with (
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
@@ -77,7 +79,9 @@ def recorded(tmp_path_factory):
             project="fine",
             runs_dir=root / "runs",
             cache_dir=root / "cache",
-            pipeline=PipelineOptions(metric_readers=[reader]),
+            pipeline=PipelineOptions(
+                metric_readers=[reader], log_processors=[SimpleLogRecordProcessor(logs)]
+            ),
         ) as session:
             _workflow(client)
             # the session's close reads them too; here the OTel metrics are still open
@@ -87,6 +91,9 @@ def recorded(tmp_path_factory):
             )
             metrics = wait_for(lambda: _fine_points(reader))
         prefixes, spans = client.run_on_scheduler(_dask_figures)
+    session.fine_logs = [
+        r.log_record for r in logs.get_finished_logs() if r.log_record.event_name == sc.FINE_METRIC
+    ]
     return session, prefixes, spans, metrics
 
 
@@ -255,3 +262,42 @@ def test_a_run_without_fine_metrics_has_no_section(recorded, tmp_path):
     assert data["activities"] == [] and data["total_s"] == 0
     assert "No fine performance metrics" in format_fine_metrics(data)
     assert "time-breakdown-section" not in html_report(load_run(older))
+
+
+def test_the_lines_are_otel_log_events_too(recorded):
+    """What an OTLP backend gets: each metrics.jsonl line as a log event, its fields as
+    attributes (nulls left out: OTel attributes have none)."""
+    session, _, _, _ = recorded
+    lines = events(session.run_dir, "metrics.jsonl")
+    assert len(session.fine_logs) == len(lines)
+    for record, line in zip(session.fine_logs, lines, strict=True):
+        attributes = dict(record.attributes)
+        if "group_path" in attributes:
+            attributes["group_path"] = list(attributes["group_path"])
+        assert attributes == {k: v for k in sc.FINE_METRIC_FIELDS if (v := line[k]) is not None}
+
+
+def _burn_in_span(client, name, seconds):
+    with span(name):
+        client.gather(client.map(workloads.burn_cpu, seconds))
+
+
+def test_runs_sharing_a_scheduler_keep_their_own_prefixes_and_spans(project_dir):
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as a_client,
+        Client(cluster) as b_client,
+    ):
+        # the first run's tasks ran before the second began: none of them is the second's
+        with ScalableSession.attach(a_client, project="alpha") as a:
+            _burn_in_span(a_client, "alpha", (0.2, 0.21))
+            with ScalableSession.attach(b_client, project="beta") as b:
+                with span("beta"):
+                    b_client.gather(b_client.map(nap, NAP_S))
+    a_lines, b_lines = (_last(events(s.run_dir, "metrics.jsonl")) for s in (a, b))
+    assert {x["prefix"] for x in a_lines if x["scope"] == "prefix"} == {"burn_cpu"}
+    assert {x["prefix"] for x in b_lines if x["scope"] == "prefix"} == {"nap"}
+    assert {tuple(x["group_path"]) for x in a_lines if x["scope"] == "group"} == {("alpha",)}
+    assert {tuple(x["group_path"]) for x in b_lines if x["scope"] == "group"} == {("beta",)}
