@@ -168,7 +168,7 @@ METRIC_CACHE_MISSES = "scalable.cache.misses"
 METRIC_ENERGY = "scalable.energy"
 METRIC_CARBON = "scalable.carbon"
 METRIC_FINE_TIME = "scalable.dask.fine_time"
-METRIC_FINE_BYTES = "scalable.dask.fine_bytes"
+METRIC_FINE_BYTES = "scalable.dask.fine_data"
 
 # Metric attribute keys: all of bounded cardinality (no keys, no run ids).
 M_TASK = "task"
