@@ -301,3 +301,22 @@ def test_runs_sharing_a_scheduler_keep_their_own_prefixes_and_spans(project_dir)
     assert {x["prefix"] for x in b_lines if x["scope"] == "prefix"} == {"nap"}
     assert {tuple(x["group_path"]) for x in a_lines if x["scope"] == "group"} == {("alpha",)}
     assert {tuple(x["group_path"]) for x in b_lines if x["scope"] == "group"} == {("beta",)}
+
+
+def test_a_scheduler_reached_by_address_forwards_the_figures(project_dir):
+    """A `tcp://` target: the plugin's records come through Dask's event topics."""
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        with ScalableSession(target=cluster.scheduler_address, project="remote") as session:
+            with span("remote"):
+                session.gather(session.map(nap, NAP_S))
+    lines = _last(events(session.run_dir, "metrics.jsonl"))
+    noncpu = {
+        (x["scope"], x["prefix"]): x["value"]
+        for x in lines
+        if x["activity"] == "thread-noncpu" and x["unit"] == "seconds"
+    }
+    assert noncpu["prefix", "nap"] >= sum(NAP_S) * 0.99
+    assert noncpu["group", "nap"] == noncpu["prefix", "nap"]
+    assert {tuple(x["group_path"]) for x in lines if x["scope"] == "group"} == {("remote",)}
