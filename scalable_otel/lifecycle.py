@@ -416,12 +416,12 @@ class Recorder:
                 raise TypeError(f"a fine metric of {len(row)} fields where {width} are declared")
             line = dict(zip(sc.FINE_METRIC_FIELDS, row))
             path = line["group_path"]
-            line["group_path"] = [str(name) for name in path] if path else None
-            value = float(line["value"])
-            key = tuple(
-                tuple(v) if isinstance(v, list) else v for v in row[:-1]
-            )  # group_path as a tuple
-            self._fine[key] = value
+            path = tuple(str(name) for name in path) if path else None
+            line["group_path"] = list(path) if path else None
+            value = line["value"]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"a fine metric's value is {type(value).__name__}")
+            self._fine[(*row[:4], path, *row[5:-1])] = value
             # attributes hold no nulls: the writer puts them back
             self._emit(sc.FINE_METRIC, t, {k: v for k, v in line.items() if v is not None}, None)
 
