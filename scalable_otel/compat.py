@@ -37,6 +37,10 @@ SPAN_ANNOTATION = (
     "distributed.span's task annotation span={'name': names, 'ids': ids}, kept on the "
     "scheduler's TaskState by its spans extension"
 )
+FINE_METRICS = (
+    "distributed Scheduler.cumulative_worker_metrics, the spans extension's Span.name, "
+    "children and cumulative_worker_metrics"
+)
 WORKER_CLIENT_ID = "the id of a worker's own client (Worker._get_client: Client-worker-<uuid>)"
 
 # what a run records without each name
@@ -53,6 +57,7 @@ LOST = {
     READABLE_SPAN: "the recorder's spans reach exporters without what was set after their start",
     SCALABLE_CACHE: "the Scalable tool's cache lookups are not recorded",
     SPAN_ANNOTATION: "tasks submitted in distributed.span blocks are not grouped",
+    FINE_METRICS: "metrics.jsonl misses Dask's fine performance metrics (per prefix or per span)",
     WORKER_CLIENT_ID: "a client a worker makes outside its tasks records a run of its own",
 }
 

@@ -227,6 +227,8 @@ class Recorder:
         self._last_sample: dict = {}
         self._rapl = CounterTotals()
         self._joules: dict = {}
+        # Dask's fine performance metrics: the row's fields but its value -> the value
+        self._fine: dict = {}
         # kind -> (its handler, the length of its records)
         self._handlers = {
             kind: (getattr(self, "_on_" + kind), len(spec.fields) + 1)
@@ -280,6 +282,36 @@ class Recorder:
             meter.create_observable_counter(
                 name, [self._observe_energy(scale)], unit=unit, description=description
             )
+
+        for name, unit, dask_unit, description in (
+            (sc.METRIC_FINE_TIME, "s", "seconds", "Dask's fine performance metrics: time"),
+            (sc.METRIC_FINE_BYTES, "By", "bytes", "Dask's fine performance metrics: bytes"),
+        ):
+            meter.create_observable_counter(
+                name, [self._observe_fine(dask_unit)], unit=unit, description=description
+            )
+
+    def _observe_fine(self, unit: str):
+        """Observations of the fine metrics in `unit`: by prefix, by group (its prefixes
+        summed: a bounded set of attributes) and the cluster's."""
+
+        def callback(options):
+            totals: dict = {}
+            for (scope, context, prefix, _, path, activity, row_unit), value in list(
+                self._fine.items()
+            ):
+                if row_unit != unit:
+                    continue
+                attrs = [(sc.M_SCOPE, scope), (sc.M_CONTEXT, context), (sc.M_ACTIVITY, activity)]
+                if scope == sc.SCOPE_PREFIX:
+                    attrs.append((sc.M_TASK, prefix or ""))
+                elif scope == sc.SCOPE_GROUP:
+                    attrs.append((sc.M_GROUP, "/".join(path or ())))
+                attrs = tuple(attrs)
+                totals[attrs] = totals.get(attrs, 0.0) + value
+            return [Observation(value, dict(attrs)) for attrs, value in totals.items()]
+
+        return callback
 
     def _observe_energy(self, scale: float):
         def callback(options):
@@ -406,6 +438,24 @@ class Recorder:
         self.synced.add(token)
         if self._on_sync_mark is not None:
             self._on_sync_mark(token)
+
+    def _on_fine_metrics(self, t, rows) -> None:
+        """Dask's fine performance metrics that changed: each a metrics.jsonl line (the
+        run's total so far; a reader keeps a row's last) and the value its metric reports."""
+        width = len(sc.FINE_METRIC_FIELDS)
+        for row in rows:
+            if len(row) != width:
+                raise TypeError(f"a fine metric of {len(row)} fields where {width} are declared")
+            line = dict(zip(sc.FINE_METRIC_FIELDS, row))
+            path = line["group_path"]
+            path = tuple(str(name) for name in path) if path else None
+            line["group_path"] = list(path) if path else None
+            value = line["value"]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"a fine metric's value is {type(value).__name__}")
+            self._fine[(*row[:4], path, *row[5:-1])] = value
+            # attributes hold no nulls: the writer puts them back
+            self._emit(sc.FINE_METRIC, t, {k: v for k, v in line.items() if v is not None}, None)
 
     def _on_closing(self, t) -> None:
         self.closing = True

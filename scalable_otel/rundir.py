@@ -30,7 +30,8 @@ RESOURCES = "resources.jsonl"
 WORKERS = "workers.jsonl"
 CACHE = "cache.jsonl"
 FAILURES = "failures.jsonl"
-JSONL_FILES = (TASKS, RESOURCES, WORKERS, CACHE, FAILURES)
+METRICS = "metrics.jsonl"
+JSONL_FILES = (TASKS, RESOURCES, WORKERS, CACHE, FAILURES, METRICS)
 
 # A Parquet copy of each large JSONL file, written when the run closes, read by reports.
 COLUMNAR_DIR = ".columnar"

@@ -119,6 +119,31 @@ WORKER_CRASHED = "worker_crashed"
 RESOURCE_SAMPLE = "resource_sample"
 TASK_RESOURCES = "task_resources"
 CACHE_LOOKUP = "cache_lookup"
+FINE_METRIC = "fine_metric"  # metrics.jsonl: one of Dask's fine performance metrics
+
+# --- fine performance metrics (metrics.jsonl's `scope`) ----------------------------------
+# Dask's cumulative worker metrics, by what they are attributed to: a task prefix of the
+# run (context `execute`), a Dask span (`group`: the span holding the run's tasks), or the
+# cluster (contexts without a prefix: `gather-dep`, `get-data`, `memory-monitor`).
+SCOPE_PREFIX = "prefix"
+SCOPE_GROUP = "group"
+SCOPE_CLUSTER = "cluster"
+#: The fields of one fine metric (a `fine_metrics` record's row, a metrics.jsonl line's
+#: fields after the common ones): `prefix` only in context `execute`, `group` null for
+#: Dask's default span, `group_path` the span's names, outermost first.
+FINE_METRIC_FIELDS = (
+    "scope",
+    "context",
+    "prefix",
+    "group",
+    "group_path",
+    "activity",
+    "unit",
+    "value",
+)
+#: Seconds between the scheduler plugin's readings of the figures during a run (and one
+#: more at its close); a reading sends only the figures that changed.
+FINE_METRICS_INTERVAL_S = 10.0
 
 # --- why a cache lookup missed (cache_lookup's `miss_reason`; misses only) -------------
 CACHE_MISS_FIRST = "first"  # the function never stored an entry in this cache
@@ -150,6 +175,8 @@ METRIC_CACHE_HITS = "scalable.cache.hits"
 METRIC_CACHE_MISSES = "scalable.cache.misses"
 METRIC_ENERGY = "scalable.energy"
 METRIC_CARBON = "scalable.carbon"
+METRIC_FINE_TIME = "scalable.dask.fine_time"
+METRIC_FINE_BYTES = "scalable.dask.fine_data"
 
 # Metric attribute keys: all of bounded cardinality (no keys, no run ids).
 M_TASK = "task"
@@ -158,6 +185,10 @@ M_STATUS = "status"
 M_FUNCTION = "function"
 M_METHOD = "method"  # of an energy figure: estimated or measured
 M_HOST = "host"
+M_SCOPE = "scope"  # of a fine metric: prefix, group or cluster
+M_CONTEXT = "context"
+M_ACTIVITY = "activity"
+M_GROUP = "group"  # a Dask span's names joined by "/" ("" for the default span)
 ENERGY_ESTIMATED = "estimated"
 ENERGY_MEASURED = "measured"
 
@@ -253,6 +284,7 @@ CACHE_LOOKUP_FIELDS = (
     "miss_arguments",
 )
 RECORD_FALLBACK = "fallback"
+RECORD_FINE_METRICS = "fine_metrics"
 
 _SCHEDULER = "scheduler plugin"
 _SESSION = "session"
@@ -346,6 +378,14 @@ RECORDS: dict[str, RecordKind] = {
         "A cache lookup in the client's process (a cache.jsonl line): `lookup` is a dict of "
         + ", ".join(f"`{name}`" for name in CACHE_LOOKUP_FIELDS)
         + " (the last two for a miss that says why).",
+    ),
+    RECORD_FINE_METRICS: RecordKind(
+        ("t", "rows"),
+        _SCHEDULER,
+        "Dask's fine performance metrics that changed since the last such record: each "
+        "row holds " + ", ".join(f"`{name}`" for name in FINE_METRIC_FIELDS) + ", the "
+        "value the run's total so far (since the run's start, or since the span held a "
+        "task of the run).",
     ),
     RECORD_FALLBACK: RecordKind(
         ("t", "name"),

@@ -160,6 +160,12 @@ def _worker_flush(dask_worker, name: str = sc.WORKER_PLUGIN_NAME) -> None:
         plugin.final_flush()
 
 
+async def _worker_heartbeat(dask_worker) -> None:
+    """Send the worker's heartbeat now: the fine performance metrics it measured since the
+    last one reach the scheduler before the run's final figures are read there."""
+    await dask_worker.heartbeat()
+
+
 class ScalableSession:
     """Run a Dask workflow with telemetry: OTel spans, metrics and a JSONL run directory.
 
@@ -646,6 +652,10 @@ class ScalableSession:
         worker_plugin = sc.per_run(sc.WORKER_PLUGIN_NAME, self.run_id)
         if not _within(left() / 2, self.client.run, _worker_flush, name=worker_plugin):
             return None
+        try:
+            _within(left() / 4, self.client.run, _worker_heartbeat)
+        except Exception:  # the figures are then those of the last regular heartbeat
+            logger.debug("scalable-otel: final worker heartbeats failed", exc_info=True)
         time.sleep(0.05)  # let the workers' batches reach the scheduler
         token = uuid.uuid4().hex
         scheduler = self.client.run_on_scheduler

@@ -206,6 +206,55 @@ def test_scheduler_broker_topics_can_be_bounded():
     )
 
 
+async def _fine_metrics_after_a_heartbeat(dask_worker):
+    await dask_worker.heartbeat()
+
+
+def _fine_metrics(dask_scheduler, key):
+    from distributed.spans import Span
+
+    ts = dask_scheduler.tasks[key]
+    sp = dask_scheduler.extensions["spans"].spans[ts.group.span_id]
+    return (
+        sorted(k for k in dask_scheduler.cumulative_worker_metrics if isinstance(k, tuple)),
+        tuple(sp.name),
+        [tuple(c.name) for c in sp.children],
+        sorted(sp.cumulative_worker_metrics),
+        isinstance(Span.cumulative_worker_metrics, property),
+    )
+
+
+def test_the_scheduler_holds_fine_performance_metrics_by_prefix_and_span():
+    from distributed import span
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        with span("canary"):
+            with span("inner"):
+                client.submit(len, "abc", key="inner-1").result()
+            future = client.submit(len, "abcd", key="canary-1")
+            future.result()
+        client.run(_fine_metrics_after_a_heartbeat)
+        cluster_keys, name, children, span_keys, is_property = client.run_on_scheduler(
+            _fine_metrics, key="canary-1"
+        )
+    assert ("execute", "canary", "thread-cpu", "seconds") in cluster_keys, moved(
+        compat.FINE_METRICS,
+        f"Scheduler.cumulative_worker_metrics has no (execute, prefix, activity, unit) keys: "
+        f"{cluster_keys[:5]}",
+    )
+    assert name == ("canary",) and children == [("canary", "inner")], moved(
+        compat.FINE_METRICS, f"a span is named {name!r} with children {children!r}"
+    )
+    assert is_property and ("execute", "canary", "thread-cpu", "seconds") in span_keys, moved(
+        compat.FINE_METRICS, f"Span.cumulative_worker_metrics holds {span_keys[:5]}"
+    )
+
+
 def _own_client_id(dask_worker):
     return str(dask_worker._get_client().id)
 

@@ -40,6 +40,7 @@ def families(run: str, root: Path, out: Path) -> dict[str, list[str]]:
         + ["--fail-if-slower", "10", "--format", "markdown"],
         "report --html": ["report", run, "--html", str(out / "report.html"), *where],
         "report --critical-path": ["report", run, "--critical-path", *where],
+        "report --time-breakdown": ["report", run, "--time-breakdown", *where],
         "runs": ["runs", *where],
         "trends": ["trends", *where],
         "trends --fail-on-regression": ["trends", "--fail-on-regression", *where]
@@ -107,6 +108,10 @@ def bad_arguments(run: str, root: Path, out: Path) -> dict[str, tuple[list[str],
         "report --critical-path": (
             ["report", "--critical-path", "--compare", run, run, *where],
             "--critical-path is of one run",
+        ),
+        "report --time-breakdown": (
+            ["report", "--time-breakdown", "--compare", run, run, *where],
+            "--time-breakdown is of one run",
         ),
         "runs": (["runs", "--limit", "0", *where], "--limit"),
         "trends": (["trends", "--last", "0", *where], "--last"),

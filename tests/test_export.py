@@ -63,7 +63,7 @@ def test_a_real_run_round_trips(demo_run, tmp_path):
     files = export_parquet(demo_run, out)
 
     assert files.bad_lines == {}
-    assert sorted(files) == ["cache", "failures", "resources", "run", "tasks", "workers"]
+    assert sorted(files) == ["cache", "failures", "metrics", "resources", "run", "tasks", "workers"]
     for name in JSONL_FILES:
         lines = read_jsonl(demo_run / name)
         table = pq.read_table(files[name.removesuffix(".jsonl")])
@@ -176,6 +176,7 @@ def test_empty_files_give_no_parquet_and_stale_copies_go(tmp_path):
         "workers": 0,
         "cache": 0,
         "failures": 0,
+        "metrics": 0,
     }
     assert sorted(p.name for p in out.iterdir()) == ["run.parquet", "tasks.parquet"]
 

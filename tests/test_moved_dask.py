@@ -141,6 +141,29 @@ def test_a_span_annotation_of_another_shape_records_the_tasks_without_groups(
     assert run["telemetry_fallbacks"] == {compat.SPAN_ANNOTATION: 1}
 
 
+def _in_a_span(x):
+    return x + 1
+
+
+def test_spans_without_their_metrics_still_leave_the_prefixes_figures(project_dir, monkeypatch):
+    """Dask's spans no longer hold fine performance metrics: said once, the rest recorded."""
+    from distributed import span
+    from distributed.spans import Span
+
+    monkeypatch.delattr(Span, "cumulative_worker_metrics")
+    with ScalableSession(target="local", n_workers=1, threads_per_worker=1) as session:
+        with span("study"):
+            assert session.gather(session.map(_in_a_span, range(3))) == [1, 2, 3]
+    run = json.loads((session.run_dir / "run.json").read_text())
+    assert run["status"] == "completed" and run["tasks_completed"] == 3
+    assert run["telemetry_fallbacks"] == {compat.FINE_METRICS: 1}
+    lines = events(session.run_dir, "metrics.jsonl")
+    assert {x["scope"] for x in lines} <= {"prefix", "cluster"}
+    assert {x["prefix"] for x in lines if x["scope"] == "prefix"} == {
+        "in_a_span"
+    }  # Dask's prefix of the key
+
+
 def test_an_otlp_metric_exporter_without_its_preferences_gets_the_sdk_defaults():
     from opentelemetry.sdk.metrics.export import MetricExporter
 

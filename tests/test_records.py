@@ -81,8 +81,14 @@ def _scheduler():
         exception_blame=SimpleNamespace(key=("load", 0), prefix=SimpleNamespace(name="load")),
         processing_on=worker,
         run_id=3,
+        group=SimpleNamespace(span_id=None),  # in no Dask span
     )
-    return SimpleNamespace(tasks={("sim", 1): task}, workers={worker.address: worker})
+    return SimpleNamespace(
+        tasks={("sim", 1): task},
+        workers={worker.address: worker},
+        cumulative_worker_metrics={},
+        extensions={},
+    )
 
 
 def plugin_records() -> list:
@@ -90,6 +96,7 @@ def plugin_records() -> list:
     plugin = TaskRecordPlugin()
     scheduler = _scheduler()
     plugin._scheduler = scheduler
+    plugin._fine.start(scheduler)
     key, address = ("sim", 1), "tcp://127.0.0.1:40000"
     compute = {"startstops": [{"action": "compute", "start": 1.0, "stop": 2.0}]}
     plugin.add_worker(scheduler, address)
@@ -106,7 +113,8 @@ def plugin_records() -> list:
     plugin.log_event(address, {"action": "worker-status-change", "status": "closing"})
     plugin.log_event("worker-restart-memory", {"worker": address, "rss": 2**31})
     plugin.log_event("all", {"action": "remove-worker", "worker": address})
-    plugin.sync("token")
+    scheduler.cumulative_worker_metrics["execute", "sim", "thread-cpu", "seconds"] = 0.9
+    plugin.sync("token")  # after the fine metrics that changed
     return list(plugin.records)
 
 

@@ -116,6 +116,8 @@ def test_metric_instruments_with_bounded_labels(recorded):
             for label in p.attributes:
                 # energy's method is estimated or measured; its host one per machine
                 bounded = {sc.M_TASK, sc.M_WORKER, sc.M_STATUS, sc.M_FUNCTION, sc.M_METHOD}
+                # a fine metric's: Dask's names of contexts and activities, span names
+                bounded |= {sc.M_SCOPE, sc.M_CONTEXT, sc.M_ACTIVITY, sc.M_GROUP}
                 assert label in bounded | {sc.M_HOST}
             assert s.run_id not in p.attributes.values()
     memory = found[sc.METRIC_WORKER_MEMORY][1]

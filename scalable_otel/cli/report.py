@@ -51,9 +51,27 @@ from .options import (
     is_flag=True,
     help="Add the critical path: the chain of tasks that set the run's duration.",
 )
+@click.option(
+    "--time-breakdown",
+    "breakdown",
+    is_flag=True,
+    help="Add where the time went: Dask's fine performance metrics by activity, task "
+    "prefix and span.",
+)
 @energy_options
 def report(
-    run, last, run_id, runs_dir, fmt, output, compare, html_file, fail_pct, critical, energy
+    run,
+    last,
+    run_id,
+    runs_dir,
+    fmt,
+    output,
+    compare,
+    html_file,
+    fail_pct,
+    critical,
+    breakdown,
+    energy,
 ) -> None:
     """Summarize a run: tasks, durations, workers, cache, cost, energy and carbon.
 
@@ -74,6 +92,7 @@ def report(
         scalable report --compare run-abc123 run-def456 --fail-if-slower 10 --format markdown
         scalable report --last --html report.html
         scalable report --last --critical-path
+        scalable report --last --time-breakdown
         scalable report --last --pue 1.2 --carbon-intensity 180
     """
     from ..analysis import load_run
@@ -81,8 +100,9 @@ def report(
     if compare:
         if run is not None or run_id is not None or last:
             raise ScalableError("--compare takes its two runs itself: drop RUN, --run-id, --last")
-        if critical:
-            raise ScalableError("--critical-path is of one run: drop --compare, or name one run")
+        if critical or breakdown:
+            option = "--critical-path" if critical else "--time-breakdown"
+            raise ScalableError(f"{option} is of one run: drop --compare, or name one run")
         from ..analysis.compare import compare as compare_runs
         from ..analysis.compare import format_compare, format_compare_markdown, gate
 
@@ -111,6 +131,11 @@ def report(
 
         summary["critical_path"] = critical_path(loaded).to_dict()
         text += "\n\n" + format_critical_path(summary["critical_path"])
+    if breakdown:
+        from ..analysis.fine_metrics import fine_metrics, format_fine_metrics
+
+        summary["fine_metrics"] = fine_metrics(loaded)
+        text += "\n\n" + format_fine_metrics(summary["fine_metrics"])
     emit(summary, text, fmt, output)
     if html_file:
         from ..analysis.html import write_html_report

@@ -26,6 +26,7 @@ from ..rundir import (
     CACHE,
     FAILURES,
     JSONL_FILES,
+    METRICS,
     RESOURCES,
     TASKS,
     WORKERS,
@@ -38,6 +39,7 @@ _LOG_EVENT_FILES = {
     sc.RESOURCE_SAMPLE: RESOURCES,
     sc.TASK_RESOURCES: RESOURCES,
     sc.CACHE_LOOKUP: CACHE,
+    sc.FINE_METRIC: METRICS,
 }
 
 
@@ -389,6 +391,8 @@ class RunDirectoryLogProcessor(_RunDirectoryProcessor, LogRecordProcessor):
             elif event_name == sc.RESOURCE_SAMPLE:
                 for name in ("energy_zones", "energy_uj", "energy_range_uj"):
                     line.setdefault(name, None)  # no readable RAPL counter
+            elif event_name == sc.FINE_METRIC:
+                line.update({k: line.pop(k, None) for k in sc.FINE_METRIC_FIELDS})
             if trace_id:
                 line["trace_id"] = trace_hex(trace_id)
                 line["span_id"] = f"{span_id:016x}"

@@ -33,6 +33,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from .. import compat
 from .. import semconv as sc
 from ..queues import BoundedQueue
+from .fine_metrics import FineMetrics
 
 _READY_STATES = frozenset({"queued", "no-worker"})
 _REQUEUE_STATES = frozenset({"released", "waiting"})
@@ -143,6 +144,8 @@ class TaskRecordPlugin(SchedulerPlugin):
         self._ready: set = set()
         self._pc = None
         self._span_moved = False  # compat.SPAN_ANNOTATION fell back (counted once)
+        self._fine = FineMetrics()
+        self._fine_pc = None
         # name -> extra worker facts (a batch system's job id and request); set by the
         # session on the plugin instance its in-process scheduler holds
         self.worker_details = None
@@ -186,23 +189,43 @@ class TaskRecordPlugin(SchedulerPlugin):
         now = time.time()
         for ws in list(scheduler.workers.values()):
             self._worker_added(scheduler, ws, now)
-        if self.forward:
-            from tornado.ioloop import PeriodicCallback
+        from tornado.ioloop import PeriodicCallback
 
+        self._fine.start(scheduler)
+        self._fine_pc = PeriodicCallback(self.send_fine_metrics, sc.FINE_METRICS_INTERVAL_S * 1000)
+        self._fine_pc.start()
+        if self.forward:
             self._pc = PeriodicCallback(self._forward, self.forward_interval * 1000)
             self._pc.start()
 
     async def close(self) -> None:
+        if self._fine_pc is not None:
+            self._fine_pc.stop()
         if self._pc is not None:
             self._pc.stop()
             self._forward()
 
     def sync(self, token: str) -> None:
-        """Mark this point in the record stream; the recorder reports when it gets there."""
+        """Mark this point in the record stream; the recorder reports when it gets there.
+
+        The fine performance metrics that changed go first: the session's last mark is
+        preceded by the run's final figures."""
+        self.send_fine_metrics()
         # past the queue's bound: the session waits for this mark
         deque.append(self.records, (sc.RECORD_SYNC, time.time(), token))
         if self.forward:
             self._forward()
+
+    def send_fine_metrics(self) -> None:
+        """Record Dask's fine performance metrics that changed since the last time."""
+        if self._scheduler is None:
+            return
+        now = time.time()
+        rows = self._fine.changed(self._scheduler)
+        while self._fine.fallbacks:
+            self.records.append((sc.RECORD_FALLBACK, now, self._fine.fallbacks.pop()))
+        if rows:
+            self.records.append((sc.RECORD_FINE_METRICS, now, rows))
 
     def _forward(self) -> None:
         if not self.records or self._scheduler is None:
@@ -260,6 +283,7 @@ class TaskRecordPlugin(SchedulerPlugin):
                 compat.fell_back(compat.SPAN_ANNOTATION, exc)
                 append((sc.RECORD_FALLBACK, now, compat.SPAN_ANNOTATION))
         append((sc.RECORD_SUBMIT, now, key, ts.prefix.name, deps, group))
+        self._fine.joined(self._scheduler, ts)
         where = ts.state
         run_id = getattr(ts, "run_id", None)  # Dask's id of its current execution
         if where == "processing":  # another run's task, already sent to a worker

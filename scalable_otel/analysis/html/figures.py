@@ -21,6 +21,7 @@ import orjson
 from ... import semconv as sc
 from ...rundir import CACHE, WORKERS
 from ..columns import query_files
+from ..fine_metrics import fine_metrics
 from ..groups import group_task_names
 from ..load import Run, load_run
 from ..report import report
@@ -82,7 +83,8 @@ def figures(run, max_bars: int = MAX_BARS, *, summary: dict | None = None) -> di
     drawn), `workers` (the timeline's rows), `stats` (per task name), `resources` (CPU
     and memory series per worker row), `failures` (the earliest rows) and
     `failures_total`, `cache`, `energy` (the run report's: `energy.run_energy`),
-    `skipped_lines`, `critical_path` (`html.critical`).
+    `skipped_lines`, `critical_path` (`html.critical`), `fine_metrics`
+    (`analysis.fine_metrics`).
     """
     if not hasattr(run, "meta"):
         run = load_run(run)
@@ -92,6 +94,7 @@ def figures(run, max_bars: int = MAX_BARS, *, summary: dict | None = None) -> di
     fig["critical_path"] = critical_figure(run, summary, fig["total_attempts"])
     fig["groups"] = summary.get("groups") or []
     fig["legend_groups"] = group_task_names(run) if fig["groups"] else []
+    fig["fine_metrics"] = summary.get("fine_metrics") or fine_metrics(run)
     return fig
 
 

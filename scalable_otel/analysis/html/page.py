@@ -24,6 +24,7 @@ from .common import epoch_us, integer, number, utc
 from .critical import critical_section
 from .figures import MAX_BARS, MAX_TASK_NAMES, figures, payload
 from .groups import groups_section
+from .time_breakdown import time_breakdown_section
 
 _STATUS_CLASSES = {*sc.RUN_ENDED, sc.RUN_RUNNING, sc.RUN_CRASHED}
 
@@ -414,6 +415,7 @@ def html_report(run, *, max_bars: int = MAX_BARS, summary: dict | None = None) -
         _task_table(fig),
         "</section>",
         groups_section(fig["groups"]),
+        time_breakdown_section(fig.get("fine_metrics")),
         _failures_section(fig),
         _cache_section(fig),
         _whatif_section(run, fig),
