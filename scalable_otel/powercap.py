@@ -107,7 +107,7 @@ def counter_delta(previous: int, value: int, max_range: int) -> int:
 
 
 class CounterTotals:
-    """Microjoules per host and zone from readings in time order (out-of-order and
+    """Microjoules per host and zone from readings in the order taken (out-of-order and
     repeated readings of the same counter by several workers of one host add nothing)."""
 
     def __init__(self):

@@ -385,3 +385,40 @@ def test_a_bad_constant_in_a_runs_manifest_costs_the_figure_not_the_report(runs,
         "target 'local': energy.pue must be a ratio, 1 or more, not 0.5"
     )
     assert "Energy:         unknown (target 'local': energy.pue" in format_report(summary)
+
+
+def test_each_worker_s_readings_count_in_its_own_order_not_its_stamps(tmp_path):
+    # distributed 2024.12 on a loaded host: Dask's estimate of a worker's clock offset moved
+    # between samples, so stamps put a worker's reading after the wrap (2.5 J) before one
+    # taken earlier (8.5 J); the file holds each worker's readings in the order it took them
+    from tests.test_html_figures import run_dir, stamp, worker
+
+    a, b = "tcp://127.0.0.1:1", "tcp://127.0.0.1:2"
+
+    def sample(t, address, uj):
+        return {
+            "event": "resource_sample",
+            "timestamp": stamp(t),
+            "worker": address,
+            "host": "node-1",
+            "cpu_percent": 0.0,
+            "memory_bytes": 0,
+            "energy_zones": ["intel-rapl:0"],
+            "energy_uj": [uj],
+            "energy_range_uj": [MAX_RANGE],
+        }
+
+    resources = [
+        sample(1.2, a, 8_500_000),
+        sample(1.1, b, 8_500_000),
+        sample(1.0, a, 2_500_006),  # stamped before, taken after
+        sample(1.3, b, 2_500_006),
+        sample(1.9, a, 2_500_006),
+    ]
+    workers = [
+        worker("worker_added", 0, a, "0", memory_limit=1 << 30, host="node-1"),
+        worker("worker_added", 0, b, "1", memory_limit=1 << 30, host="node-1"),
+    ]
+    energy = run_energy(run_dir(tmp_path, resources=resources, workers=workers))
+    assert energy["method"] == em.METHOD_MEASURED
+    assert energy["measured"]["hosts"] == {"node-1": pytest.approx(sum(ADDED) / 1e6)}

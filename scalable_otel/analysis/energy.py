@@ -66,10 +66,13 @@ FROM d GROUP BY worker
 """
 
 # The hosts' counter readings in time order.
+# In file order, which is each worker's sampling order: the timestamps are each worker's
+# clock corrected by Dask's estimate of its offset, which can move by more than a
+# sampling interval between two samples (seen with distributed 2024.12 on a loaded host),
+# and would put a worker's readings out of their order.
 _RAPL = f"""
 SELECT host, energy_zones, energy_uj, energy_range_uj FROM {{t}}
 WHERE event = '{sc.RESOURCE_SAMPLE}' AND energy_uj IS NOT NULL AND host IS NOT NULL
-ORDER BY {epoch_us_sql()}, worker
 """
 _HOSTS = f"SELECT DISTINCT host FROM {{t}} WHERE event = '{sc.RESOURCE_SAMPLE}' AND host <> ''"
 _RAPL_FIELDS = {
