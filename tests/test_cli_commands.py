@@ -147,7 +147,11 @@ def test_export_parquet_of_the_last_and_of_all_runs(runs, demo_project, tmp_path
     result = invoke("export", "--parquet", "--last")
     target = demo_project / ".scalable" / "parquet" / runs[-1].name
     name = runs[-1].name
-    assert result.output == f"Exported 6 files of {name} to .scalable/parquet/{name}\n"
+    assert result.output == f"Exported 7 files of {name} to .scalable/parquet/{name}\n"
+    assert sorted(p.name for p in target.iterdir()) == [
+        f"{file}.parquet"
+        for file in ("cache", "failures", "metrics", "resources", "run", "tasks", "workers")
+    ]
     tasks = pq.read_table(target / "tasks.parquet")
     assert tasks.num_rows == len(lines(runs[-1] / "tasks.jsonl"))
     assert str(tasks.schema.field("timestamp").type) == "timestamp[us, tz=UTC]"
