@@ -169,6 +169,11 @@ def test_a_crashed_run_ends_at_its_last_task_event(tmp_path):
     assert path.wall_s == pytest.approx(2.5)
     assert [link.key for link in path.links] == ["x-1"]
     check_summary(path)
+    # one figure: the report's duration, the path's wall time and the what-if's real one
+    from scalable_otel.analysis.report import report
+    from scalable_otel.analysis.whatif import whatif
+
+    assert report(run)["duration_s"] == path.wall_s == whatif(run).real_duration_s
 
 
 def test_a_run_without_tasks_or_starts_has_no_path(tmp_path):

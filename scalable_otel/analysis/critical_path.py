@@ -50,9 +50,9 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from dataclasses import asdict, dataclass, field
 
-from ..rundir import TASKS, parse_iso
 from .graph import Execution, RunGraph, run_graph
 from .load import Run
+from .report import run_times
 
 DEPENDENCY_SKEW_S = 0.05
 # Ends on one worker come from that worker's own start and compute interval: only
@@ -234,12 +234,13 @@ def critical_path(run: Run, graph: RunGraph | None = None) -> CriticalPath:
     if not ended:
         return CriticalPath(False, "no task ran on a worker")
 
-    run_start, run_end = graph.run_start, graph.run_end
-    if run_end is None:  # a live or crashed run: up to its last task event, as its report
-        (last,) = run.file(TASKS, ["timestamp"]).query("SELECT max(timestamp) FROM {t}")[0]
-        run_end = max(parse_iso(last) or 0.0, max(e.end for e in ran))
+    run_start, run_end, wall = run_times(run)  # the report's: a live run's up to its last event
     if run_start is None:
         run_start = min(e.submitted or e.start for e in ran)
+    if run_end is None:
+        run_end = max(e.end for e in ran)
+    if wall is None:
+        wall = run_end - run_start
 
     by_worker = graph.by_worker()
     busy = {w: _Busy(execs, graph.threads.get(w)) for w, execs in by_worker.items()}
@@ -256,7 +257,7 @@ def critical_path(run: Run, graph: RunGraph | None = None) -> CriticalPath:
             completed[key] = _Ended([e for e in attempts.get(key, ()) if e.status == "completed"])
         return completed[key].last_before(link.start + DEPENDENCY_SKEW_S, link)
 
-    path = CriticalPath(True, wall_s=run_end - run_start)
+    path = CriticalPath(True, wall_s=wall)
     links: list[Link] = []
     link = max(ended, key=lambda e: (e.end, e.start))
     path.after_s = max(0.0, run_end - link.end)

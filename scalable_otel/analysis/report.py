@@ -132,6 +132,27 @@ def run_cost(run: Run, workers: list[dict], run_end: float | None) -> dict:
         return {"usd": None, "provider": run.meta.get("provider") or "local", "error": str(exc)}
 
 
+_UNREAD = object()
+LAST_TASK_EVENT = "SELECT max(timestamp) FROM {t}"
+
+
+def run_times(run: Run, last_event=_UNREAD) -> tuple[float | None, float | None, float | None]:
+    """The run's start, end and duration in seconds, as every answer shows them: run.json's
+    once the run has ended; for a live or crashed run (no `end_time`), up to its last task
+    event. `last_event` is the timestamp of that event when the caller read it already."""
+    meta = run.meta
+    if meta.get("end_time"):
+        last_event = None
+    elif last_event is _UNREAD:
+        (last_event,) = run.file(TASKS, ["timestamp"]).query(LAST_TASK_EVENT)[0]
+    end = parse_iso(meta.get("end_time")) or parse_iso(last_event)
+    start = parse_iso(meta.get("start_time"))
+    duration = meta.get("duration_s")
+    if duration is None and end is not None and start is not None:
+        duration = end - start  # a live or crashed run: up to its last event
+    return start, end, duration
+
+
 def report(run: Run, energy_options: dict | None = None) -> dict:
     """The figures of the run report as a dict (the CLI formats it; notebooks use it as is).
 
@@ -166,11 +187,7 @@ def report(run: Run, energy_options: dict | None = None) -> dict:
 
     status = run.status
     counts = run.task_counts(events)
-    run_end = parse_iso(meta.get("end_time")) or parse_iso(last_event)
-    duration = meta.get("duration_s")
-    started = parse_iso(meta.get("start_time"))
-    if duration is None and run_end is not None and started is not None:
-        duration = run_end - started  # a live or crashed run: up to its last event
+    _, run_end, duration = run_times(run, last_event)
 
     figures = worker_figures(workers, run_end)
     busy = float(busy or 0.0)

@@ -55,7 +55,7 @@ from .. import semconv as sc
 from ..errors import ScalableError, shown
 from .graph import Execution, RunGraph, run_graph
 from .load import Run
-from .report import run_cost, worker_figures
+from .report import run_cost, run_times, worker_figures
 
 #: A prediction within this share of the replay as it was is "about the same" (advise).
 NO_CHANGE_PERCENT = 5.0
@@ -372,18 +372,18 @@ class Replay:
         self.run, self.chosen = run, chosen
         self.not_replayed = len(graph.executions) - len(chosen)
         self.tasks = {e.task for e in chosen if e.task}
+        run_start, run_end, real = run_times(run)  # the report's figures
         worker_lines = run.lines(rundir.WORKERS)
-        self.real_workers = max(1, worker_figures(worker_lines, graph.run_end)["peak"])
+        self.real_workers = max(1, worker_figures(worker_lines, run_end)["peak"])
         counted = Counter(graph.threads.values())
         self.real_threads = counted.most_common(1)[0][0] if counted else 1
 
         self.first = min(e.submitted if e.submitted is not None else e.start for e in chosen)
         self.last_end = max(e.end for e in chosen)
-        run_start = graph.run_start if graph.run_start is not None else self.first
-        run_end = graph.run_end if graph.run_end is not None else self.last_end
+        run_start = run_start if run_start is not None else self.first
+        run_end = run_end if run_end is not None else self.last_end
         self.before = max(0.0, self.first - run_start)
         self.after = max(0.0, run_end - self.last_end)
-        real = run.meta.get("duration_s")
         self.real = (
             float(real) if isinstance(real, (int, float)) and real > 0 else run_end - run_start
         )
@@ -400,7 +400,7 @@ class Replay:
         measured = [self.own[e.key] for e in chosen if (e.key, e.attempt) in shares]
         wall = sum(d for d, _ in measured)
         self.cpu_share = round(sum(d * f for d, f in measured) / wall, 3) if wall > 0 else None
-        self.cost = run_cost(run, worker_lines, graph.run_end)
+        self.cost = run_cost(run, worker_lines, run_end)
         self.replay_makespan = self.makespan(self.real_workers * self.real_threads, {})
 
     def makespan(self, slots: int, faster: dict[str, float]) -> float:
