@@ -1,0 +1,271 @@
+"""Real Jaeger v2 and a real OpenTelemetry Collector for tests, built from their Go
+modules by `servers/build` (which `.ci/run` runs), each started by the test on
+127.0.0.1, on free ports, with its own config and folder.
+
+The binaries are $SCALABLE_JAEGER and $SCALABLE_OTELCOL, else `.ci-servers/bin/jaeger`
+and `.ci-servers/bin/otelcol-scalable` under the repository. Without one the tests are
+skipped, or fail when $SCALABLE_CI is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.parse
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from tests.integration.prometheus_servers import free_port, http_get
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = "build them with servers/build (needs Go and the Go module proxy)"
+
+
+def binary(variable: str, name: str) -> str:
+    """The server's binary: $variable, else .ci-servers/bin/<name>; skip (fail under
+    SCALABLE_CI) when there is none."""
+    explicit = os.environ.get(variable, "").strip()
+    path = Path(explicit) if explicit else REPO / ".ci-servers" / "bin" / name
+    if path.is_file() and os.access(path, os.X_OK):
+        return str(path)
+    message = f"{path} is not an executable: {BUILD}, or set {variable} to its binary"
+    if os.environ.get("SCALABLE_CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def wait_until(condition, timeout: float, what: str, describe=lambda: ""):
+    """Poll `condition()` until it returns something true; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not within {timeout}s {describe()}")
+
+
+class GoServer:
+    """One server process started from a config file; `ports` are what it listens on."""
+
+    name = "server"
+
+    def __init__(self, argv, ports: dict[str, int], folder: Path):
+        self.ports = ports
+        self.folder = folder
+        self.log = folder / f"{self.name}.log"
+        self._log_file = open(self.log, "ab")
+        self.process = subprocess.Popen(
+            argv,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=folder,
+            env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        )
+
+    def listening(self) -> bool:
+        """Whether this process (not another that took a port) listens on all its ports."""
+        try:
+            connections = psutil.Process(self.process.pid).net_connections("tcp")
+        except psutil.Error:
+            return False
+        ours = {c.laddr.port for c in connections if c.status == psutil.CONN_LISTEN}
+        return set(self.ports.values()) <= ours
+
+    def wait_ready(self, timeout: float = 60.0) -> bool:
+        """True once it listens on every port; False if the process ended first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            if self.listening():
+                return True
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name} not ready within {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        self._log_file.flush()
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def url(self, port_name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[port_name]}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self._log_file.close()
+
+
+def _start(cls, binary_path: str, config_for_ports, port_names, folder: Path, tries: int = 3):
+    """Start a server with free ports; other ports if it lost a race for one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tail = ""
+    for attempt in range(tries):
+        ports = {name: free_port() for name in port_names}
+        config = folder / f"{cls.name}-{attempt}.yaml"
+        config.write_text(yaml.safe_dump(config_for_ports(ports), sort_keys=False))
+        server = cls([binary_path, "--config", str(config)], ports, folder)
+        server.config_file = config
+        if server.wait_ready():
+            return server
+        tail = server.log_tail()
+        server.stop()
+    raise AssertionError(f"{cls.name} did not start:\n{tail}")
+
+
+# --- Jaeger --------------------------------------------------------------------------------
+def jaeger_config(ports: dict[str, int]) -> dict:
+    """Jaeger v2 all-in-one on loopback: OTLP in, memory storage, the query API and UI."""
+    at = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+    return {
+        "service": {
+            "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
+            "pipelines": {
+                "traces": {
+                    "receivers": ["otlp"],
+                    "processors": ["batch"],
+                    "exporters": ["jaeger_storage_exporter"],
+                }
+            },
+            "telemetry": {"metrics": {"level": "none"}, "logs": {"level": "warn"}},
+        },
+        "extensions": {
+            "healthcheckv2": {"use_v2": True, "http": {"endpoint": at["health"]}},
+            "jaeger_query": {
+                "storage": {"traces": "memstore"},
+                "http": {"endpoint": at["query"]},
+                "grpc": {"endpoint": at["query_grpc"]},
+            },
+            "jaeger_storage": {"backends": {"memstore": {"memory": {"max_traces": 100000}}}},
+        },
+        "receivers": otlp_receiver(ports),
+        "processors": {"batch": {"timeout": "200ms"}},
+        "exporters": {"jaeger_storage_exporter": {"trace_storage": "memstore"}},
+    }
+
+
+class Jaeger(GoServer):
+    """Jaeger v2: `otlp_http` and `otlp_grpc` take spans; `api` reads them back."""
+
+    name = "jaeger"
+
+    @property
+    def otlp_http(self) -> str:
+        return self.url("http")
+
+    @property
+    def otlp_grpc(self) -> str:
+        return self.url("grpc")
+
+    @property
+    def ui(self) -> str:
+        return self.url("query")
+
+    def api(self, path: str, **params) -> dict:
+        """One answer of Jaeger's query API (`/api/...`), as JSON."""
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        status, body = http_get(f"{self.ui}/api/{path}{query}", timeout=10.0)
+        if status != 200:
+            raise AssertionError(f"Jaeger /api/{path} answered {status}: {body[:300]!r}")
+        return json.loads(body)
+
+    def trace(self, trace_id_hex: str, spans: int, timeout: float = 30.0) -> dict:
+        """The trace of that id once it holds at least `spans` spans (Jaeger's JSON:
+        {"traceID", "spans": [...], "processes": {...}})."""
+
+        def found():
+            status, body = http_get(f"{self.ui}/api/traces/{trace_id_hex}", timeout=10.0)
+            if status != 200:
+                return None
+            data = json.loads(body).get("data") or []
+            return data[0] if data and len(data[0]["spans"]) >= spans else None
+
+        return wait_until(found, timeout, f"{spans} spans of trace {trace_id_hex} in Jaeger")
+
+
+def start_jaeger(folder: Path) -> Jaeger:
+    return _start(
+        Jaeger,
+        binary("SCALABLE_JAEGER", "jaeger"),
+        jaeger_config,
+        ("grpc", "http", "query", "query_grpc", "health"),
+        folder,
+    )
+
+
+@pytest.fixture
+def jaeger(tmp_path):
+    server = start_jaeger(tmp_path / "jaeger")
+    yield server
+    server.stop()
+
+
+# --- the OpenTelemetry Collector -----------------------------------------------------------
+class Collector(GoServer):
+    """The Collector built by servers/build, run with a config the test gives."""
+
+    name = "otelcol"
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start it again on the same ports with the same config (after `stop`)."""
+        self._log_file = open(self.log, "ab")
+        self.process = subprocess.Popen(
+            [binary("SCALABLE_OTELCOL", "otelcol-scalable"), "--config", str(self.config_file)],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.folder,
+            env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        )
+        if not self.wait_ready(timeout):
+            raise AssertionError(f"the Collector did not start again:\n{self.log_tail()}")
+
+
+def start_collector(folder: Path, config_for_ports, port_names=("grpc", "http")) -> Collector:
+    """A Collector whose config is `config_for_ports({name: port})`; it is ready once it
+    listens on every named port. Its own metrics are off (no port 8888)."""
+
+    def config(ports):
+        result = config_for_ports(ports)
+        telemetry = result.setdefault("service", {}).setdefault("telemetry", {})
+        telemetry.setdefault("metrics", {"level": "none"})
+        telemetry.setdefault("logs", {"level": "warn"})
+        return result
+
+    return _start(
+        Collector, binary("SCALABLE_OTELCOL", "otelcol-scalable"), config, port_names, folder
+    )
+
+
+def otlp_receiver(ports: dict[str, int]) -> dict:
+    """The Collector's OTLP receiver on the `grpc` and `http` ports."""
+    return {
+        "otlp": {
+            "protocols": {
+                "grpc": {"endpoint": f"127.0.0.1:{ports['grpc']}"},
+                "http": {"endpoint": f"127.0.0.1:{ports['http']}"},
+            }
+        }
+    }
+
+
+def read_otlp_json_lines(path: Path) -> list[dict]:
+    """The file exporter's OTLP JSON lines (one export request a line); [] before any."""
+    if not path.exists():
+        return []
+    lines = []
+    for raw in path.read_text().splitlines():
+        if raw.strip():
+            lines.append(json.loads(raw))
+    return lines
