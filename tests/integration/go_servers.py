@@ -90,7 +90,8 @@ class GoServer:
         raise AssertionError(f"{self.name} not ready within {timeout}s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 30) -> str:
-        self._log_file.flush()
+        if not self._log_file.closed:
+            self._log_file.flush()
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def url(self, port_name: str) -> str:
