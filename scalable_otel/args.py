@@ -94,7 +94,7 @@ def _name_words(name: str) -> tuple[str, list[str]]:
 
 
 class Redaction:
-    """What an argument summary hides: `[redacted]` instead of the value.
+    r"""What an argument summary hides: `[redacted]` instead of the value.
 
     Built in: parameter names whose words are secret words (password, token, secret,
     credentials...) or that contain api_key, access_key...; values whose text looks like
