@@ -101,7 +101,8 @@ def check_record(record: dict, file_name: str, line: str) -> None:
     assert int(record["timeUnixNano"]) == unix_nanos(fields["timestamp"])
     assert record.get("traceId", "") == fields.get("trace_id", "")
     assert record.get("spanId", "") == fields.get("span_id", "")
-    assert record["severityNumber"] == SEVERITY[severity(fields["event"])]
+    level = severity(fields["event"])
+    assert (record["severityNumber"], record["severityText"]) == (SEVERITY[level], level)
     assert record["resource"] == {
         "scalable.run.id": fields["run_id"],
         "service.name": "scalable-otel",
@@ -172,7 +173,9 @@ def retagged(line: str, run_id: str, **fields) -> str:
     return json.dumps({**json.loads(line), "run_id": run_id, **fields}, separators=(",", ":"))
 
 
-def test_a_runs_directory_reaches_the_collector_as_log_records(held_run, tmp_path, monkeypatch):
+def test_a_runs_directory_reaches_the_collector_as_log_records(
+    held_run, tmp_path, project_dir, monkeypatch
+):
     run_dir, finish = held_run
     runs = run_dir.parent
     out = tmp_path / "collector"

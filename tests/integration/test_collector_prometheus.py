@@ -205,6 +205,8 @@ def test_a_sessions_metrics_through_the_collector_in_prometheus(project_dir, tmp
         assert series["metric"]["job"] == "collector"
         assert series["metric"]["instance"] == scraped
         assert series["metric"]["exported_job"] == "scalable-otel"
+        [target] = server.query(f"target_info{{{of_run}}}")
+        assert target["metric"]["scalable_project"] == PROJECT
         queries = [
             through_collector(q.replace("$run_id", run_id).replace("$project", PROJECT))
             for q in readme_queries() + collector_readme_queries()
