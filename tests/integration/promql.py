@@ -15,6 +15,7 @@ from pathlib import Path
 
 from scalable_otel import semconv as sc
 from scalable_otel.analysis import load_run
+from tests import workloads
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_README = REPO / "exporters" / "prometheus" / "README.md"
@@ -61,6 +62,21 @@ def grafana_to_promql(expr: str, run_id: str, project: str) -> str:
     ):
         expr = expr.replace(name, value)
     return expr
+
+
+def run_phase(session, sleeps, lookups: int, new_args) -> None:
+    """One phase of the scraped tests' workload: tasks of these sleeps, cache lookups
+    (misses on `new_args`, then hits on 0..lookups-1) and one failure; every result
+    waited for. Run twice, each seen by Prometheus, rate() and increase() see the second."""
+    futures = [
+        session.submit(workloads.sleep_then, i, seconds=s, pure=False) for i, s in enumerate(sleeps)
+    ]
+    futures += session.map(workloads.simulate, new_args)
+    assert session.gather(futures)
+    hits = session.map(workloads.simulate, range(lookups), pure=False)
+    assert session.gather(hits) == [i * 10 for i in range(lookups)]
+    failing = session.submit(workloads.fail, len(sleeps), pure=False)
+    assert session.gather([failing], errors="skip") == []
 
 
 def by_label(result: list[dict], label: str) -> dict[str, float]:

@@ -7,6 +7,7 @@ on to its file exporter and over OTLP/HTTP to a second Collector (otel-collector
 from __future__ import annotations
 
 import calendar
+import functools
 import json
 import os
 import subprocess
@@ -87,10 +88,17 @@ def unix_nanos(timestamp: str) -> int:
     return calendar.timegm(moment.timetuple()) * 10**9 + moment.microsecond * 1000
 
 
+@functools.cache
+def severities() -> dict[str, list[str]]:
+    """runs-to-logs.yaml's severity mapping: {level: [event, ...]}."""
+    receiver = yaml.safe_load(RUNS_TO_LOGS.read_text())["receivers"]["file_log/runs"]
+    [parser] = [op for op in receiver["operators"] if op["type"] == "json_parser"]
+    return parser["severity"]["mapping"]
+
+
 def severity(event: str) -> str:
-    mapping = yaml.safe_load(RUNS_TO_LOGS.read_text())["receivers"]["file_log/runs"]
-    [parser] = [op for op in mapping["operators"] if op["type"] == "json_parser"]
-    [level] = [k for k, events in parser["severity"]["mapping"].items() if event in events]
+    """The severity text runs-to-logs.yaml gives a line of this event."""
+    [level] = [k for k, events in severities().items() if event in events]
     return level.upper()
 
 

@@ -13,7 +13,6 @@ import pytest
 
 from scalable_otel import ExportOptions, ScalableSession
 from scalable_otel.exporters.otlp_json import TRACES_FILE
-from tests import workloads
 from tests.conftest import read_jsonl, wait_for
 from tests.integration.go_servers import (
     collector_complaints,
@@ -37,6 +36,7 @@ from tests.integration.promql import (
     grafana_to_promql,
     readme_queries,
     readme_series,
+    run_phase,
 )
 
 COLLECTOR_CONFIG = REPO / "exporters" / "collector" / "otel-collector.yaml"
@@ -94,29 +94,15 @@ def test_a_sessions_metrics_through_the_collector_in_prometheus(project_dir, tmp
             run_id = session.run_id
             of_run = f'scalable_run_id="{run_id}"'
 
-            def phase(sleeps, lookups, new_args):
-                """Tasks of these sleeps, cache lookups (hits on 0..lookups-1, misses on
-                new args) and one failure, every result waited for."""
-                futures = [
-                    session.submit(workloads.sleep_then, i, seconds=s, pure=False)
-                    for i, s in enumerate(sleeps)
-                ]
-                futures += session.map(workloads.simulate, new_args)
-                assert session.gather(futures)
-                hits = session.map(workloads.simulate, range(lookups), pure=False)
-                assert session.gather(hits) == [i * 10 for i in range(lookups)]
-                failing = session.submit(workloads.fail, len(sleeps), pure=False)
-                assert session.gather([failing], errors="skip") == []
-
             def reached(promql, value, timeout=60):
                 return server.wait_for(promql, lambda r: r and r[0]["value"] == value, timeout)
 
             # two phases, each seen by Prometheus, so that rate() and increase() see
             # the second
-            phase([0.05] * 10, 2, range(4))
+            run_phase(session, [0.05] * 10, 2, range(4))
             reached(f"sum(scalable_tasks_completed_total{{{of_run}}})", 16)
             reached(f"sum(scalable_tasks_failed_total{{{of_run}}})", 1)
-            phase([0.3] * 8 + [1.2] * 2, 2, range(4, 6))
+            run_phase(session, [0.3] * 8 + [1.2] * 2, 2, range(4, 6))
             reached(f"sum(scalable_tasks_completed_total{{{of_run}}})", 30)
             reached(f"sum(scalable_tasks_failed_total{{{of_run}}})", 2)
         figures = RunFigures.of(session.run_dir)

@@ -48,6 +48,7 @@ from tests.integration.promql import (
     grafana_to_promql,
     readme_queries,
     readme_series,
+    run_phase,
 )
 
 LOGGER = "scalable_otel.exporters.prometheus"
@@ -298,31 +299,17 @@ def test_prometheus_scrapes_a_sessions_endpoint(project_dir, prometheus):
         address = telemetry_endpoint()
         server = prometheus([address])
 
-        def phase(sleeps, lookups, new_args):
-            """Tasks of these sleeps, cache lookups (hits on 0..1, misses on new args)
-            and one failure; every result waited for."""
-            futures = [
-                session.submit(workloads.sleep_then, i, seconds=s, pure=False)
-                for i, s in enumerate(sleeps)
-            ]
-            futures += session.map(workloads.simulate, new_args)
-            assert session.gather(futures)
-            hits = session.map(workloads.simulate, range(lookups), pure=False)
-            assert session.gather(hits) == [i * 10 for i in range(lookups)]
-            failing = session.submit(workloads.fail, len(sleeps), pure=False)
-            assert session.gather([failing], errors="skip") == []
-
         def reached(promql, value, timeout=30):
             return server.wait_for(promql, lambda r: r and r[0]["value"] == value, timeout)
 
         # first scrape: quick tasks, 4 misses then 2 hits, a failure
-        phase([0.05] * 10, 2, range(4))
+        run_phase(session, [0.05] * 10, 2, range(4))
         completed = 'sum(scalable_tasks_completed_total{task="sleep_then"})'
         reached(completed, 10)
         reached("sum(scalable_cache_hits_total)", 2)
         reached("sum(scalable_tasks_failed_total)", 1)
         # then slower tasks, 2 misses and 2 hits more, a failure: rate() sees these
-        phase([0.3] * 8 + [2.0] * 2, 2, range(4, 6))
+        run_phase(session, [0.3] * 8 + [2.0] * 2, 2, range(4, 6))
         reached(completed, 20)
         reached("sum(scalable_cache_hits_total)", 4)
         reached("sum(scalable_cache_misses_total)", 6)
