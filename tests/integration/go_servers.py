@@ -270,3 +270,114 @@ def read_otlp_json_lines(path: Path) -> list[dict]:
         if raw.strip():
             lines.append(json.loads(raw))
     return lines
+
+
+# --- a shipped Collector config, run as it is ----------------------------------------------
+COLLECTOR_READY = "Everything is ready"
+# The Collector's own metrics would listen on 127.0.0.1:8888 in every Collector: off.
+NO_OWN_METRICS = "yaml:service::telemetry::metrics::level: none"
+
+
+class ShippedCollector(Collector):
+    """The Collector run with config files as they are (`--config` each, then
+    NO_OWN_METRICS), their `${env:NAME}` set by the test in `env`."""
+
+    def __init__(self, argv, ports: dict[str, int], folder: Path, env: dict[str, str]):
+        self.ports = ports
+        self.folder = folder
+        self.log = folder / f"{self.name}.log"
+        self._log_file = open(self.log, "ab")
+        self._log_start = self._log_file.tell()
+        self.process = subprocess.Popen(
+            argv,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=folder,
+            env=env,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> bool:
+        """True once it listens on every port and its log says it is ready (a config with
+        no ports, such as a filelog receiver's, has only the latter); False if it ended."""
+        if not super().wait_ready(timeout):
+            return False
+
+        def ready():
+            if self.process.poll() is not None:
+                return "ended"
+            self._log_file.flush()
+            with open(self.log, "rb") as log:
+                log.seek(self._log_start)
+                return COLLECTOR_READY.encode() in log.read() and "ready"
+
+        return wait_until(ready, timeout, "the Collector's ready line", self.log_tail) == "ready"
+
+
+def start_shipped_collector(
+    folder: Path, config_files, env_for_ports, port_names=(), tries: int = 3
+) -> ShippedCollector:
+    """A Collector running the given config files as they are, with the environment
+    variables `env_for_ports({name: free port})` (beside ours, without OTEL_*)."""
+    binary_path = binary("SCALABLE_OTELCOL", "otelcol-scalable")
+    folder.mkdir(parents=True, exist_ok=True)
+    argv = [binary_path]
+    for config in config_files:
+        argv += ["--config", str(config)]
+    argv += ["--config", NO_OWN_METRICS]
+    tail = ""
+    for _ in range(tries):
+        ports = {name: free_port() for name in port_names}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        env.update(env_for_ports(ports))
+        server = ShippedCollector(argv, ports, folder, env)
+        if server.wait_ready():
+            return server
+        tail = server.log_tail()
+        server.stop()
+    raise AssertionError(f"the Collector did not start:\n{tail}")
+
+
+def log_records(path: Path) -> list[dict]:
+    """Every log record of a file exporter's OTLP JSON lines, each with its `resource`
+    attributes (as plain values) beside the record's own fields."""
+    records = []
+    for request in read_otlp_json_lines(path):
+        for resource_logs in request.get("resourceLogs", []):
+            resource = attributes(resource_logs.get("resource", {}).get("attributes", []))
+            for scope_logs in resource_logs.get("scopeLogs", []):
+                for record in scope_logs.get("logRecords", []):
+                    records.append({**record, "resource": resource})
+    return records
+
+
+def attributes(key_values: list[dict]) -> dict:
+    """OTLP JSON attributes ([{"key", "value"}]) as a plain dict."""
+    return {kv["key"]: any_value(kv.get("value", {})) for kv in key_values}
+
+
+def any_value(value: dict):
+    """An OTLP JSON AnyValue as the plain value (None for an empty one)."""
+    if "stringValue" in value:
+        return value["stringValue"]
+    if "boolValue" in value:
+        return value["boolValue"]
+    if "intValue" in value:
+        return int(value["intValue"])
+    if "doubleValue" in value:
+        return float(value["doubleValue"])
+    if "arrayValue" in value:
+        return [any_value(v) for v in value["arrayValue"].get("values", [])]
+    if "kvlistValue" in value:
+        return attributes(value["kvlistValue"].get("values", []))
+    if "bytesValue" in value:
+        return value["bytesValue"]
+    return None
+
+
+def collector_complaints(server: GoServer) -> list[str]:
+    """The warning and error lines of a Collector's log (a deprecated key, a failed
+    export, ...)."""
+    server._log_file.flush()
+    lines = server.log.read_text(errors="replace").splitlines()
+    return [line for line in lines if "\twarn\t" in line or "\terror\t" in line]

@@ -137,13 +137,19 @@ def start_pushgateway(directory: Path) -> Server:
     )
 
 
-def prometheus_config(sdk_targets=(), pushgateway: str | None = None) -> dict:
+def prometheus_config(
+    sdk_targets=(), pushgateway: str | None = None, collector: str | None = None
+) -> dict:
     """The shipped exporters/prometheus/prometheus.yml with these targets and a 1 s interval.
 
     Its jobs are kept as they are (names, honor_labels); a job given no target is left out.
     """
     config = yaml.safe_load(SHIPPED_CONFIG.read_text())
-    targets = {"scalable": list(sdk_targets), "pushgateway": [pushgateway] if pushgateway else []}
+    targets = {
+        "scalable": list(sdk_targets),
+        "pushgateway": [pushgateway] if pushgateway else [],
+        "collector": [collector] if collector else [],
+    }
     jobs = []
     for job in config["scrape_configs"]:
         if targets.get(job["job_name"]):

@@ -11,15 +11,12 @@ them the tests that need them skip (fail under SCALABLE_CI).
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import re
 import socket
 import subprocess
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import psutil
 import pytest
@@ -44,8 +41,16 @@ from tests.integration.prometheus_servers import (
     start_prometheus,
     start_pushgateway,
 )
+from tests.integration.promql import (
+    by_label,
+    dashboard_queries,
+    finite,
+    grafana_to_promql,
+    readme_queries,
+    readme_series,
+    run_phase,
+)
 
-REPO = Path(__file__).resolve().parents[2]
 LOGGER = "scalable_otel.exporters.prometheus"
 PROJECT = "proj"
 JOB = "scalable"
@@ -130,39 +135,12 @@ class RunMetrics:
         self.cache["miss"][function] = self.cache["miss"].get(function, 0) + misses
 
 
-def by_label(result: list[dict], label: str) -> dict[str, float]:
-    return {r["metric"].get(label): r["value"] for r in result}
-
-
 def refused(url: str) -> bool:
     try:
         urllib.request.urlopen(url, timeout=2)
     except urllib.error.URLError as exc:
         return isinstance(exc.reason, ConnectionRefusedError)
     return False
-
-
-def readme_queries() -> list[str]:
-    text = (REPO / "exporters" / "prometheus" / "README.md").read_text()
-    return [q.strip() for q in re.findall(r"```promql\n(.*?)```", text, re.S)]
-
-
-def dashboard_queries() -> list[str]:
-    dashboard = json.loads((REPO / "exporters" / "grafana" / "scalable-runs.json").read_text())
-    return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
-
-
-def grafana_to_promql(expr: str, run_id: str) -> str:
-    """A dashboard expression with its variables as Grafana fills them in."""
-    for name, value in (
-        ("$__rate_interval", "1m"),
-        ("$__range", "5m"),
-        ("$project", PROJECT),
-        ("$run_id", run_id),
-        ("$task", ".*"),
-    ):
-        expr = expr.replace(name, value)
-    return expr
 
 
 @pytest.fixture
@@ -288,20 +266,6 @@ def test_the_shipped_scrape_config_is_valid():
 MEMORY, CPU = "scalable_worker_memory_usage_bytes", "scalable_worker_cpu_utilization"
 
 
-def readme_series() -> set[str]:
-    """The Prometheus series names of the README's table (`_sum`, `_count` after a
-    `_bucket` name are its siblings)."""
-    text = (REPO / "exporters" / "prometheus" / "README.md").read_text()
-    names = set()
-    for line in text.splitlines():
-        if not line.startswith("| `scalable."):
-            continue
-        base, *siblings = re.findall(r"`(_?[a-z_]+)`", line.split("|")[2])
-        names.add(base)
-        names |= {base.rsplit("_", 1)[0] + suffix for suffix in siblings}
-    return names
-
-
 def telemetry_endpoint() -> str:
     """`host:port` the session's telemetry process (our only child of its kind) serves
     its metrics on: with `prometheus_port=0` the port is its own choice."""
@@ -315,10 +279,6 @@ def telemetry_endpoint() -> str:
         c.laddr.port for c in recorder.net_connections("tcp") if c.status == psutil.CONN_LISTEN
     }
     return f"127.0.0.1:{port}"
-
-
-def finite(result: list[dict]) -> bool:
-    return bool(result) and all(math.isfinite(r["value"]) for r in result)
 
 
 def test_prometheus_scrapes_a_sessions_endpoint(project_dir, prometheus):
@@ -339,31 +299,17 @@ def test_prometheus_scrapes_a_sessions_endpoint(project_dir, prometheus):
         address = telemetry_endpoint()
         server = prometheus([address])
 
-        def phase(sleeps, lookups, new_args):
-            """Tasks of these sleeps, cache lookups (hits on 0..1, misses on new args)
-            and one failure; every result waited for."""
-            futures = [
-                session.submit(workloads.sleep_then, i, seconds=s, pure=False)
-                for i, s in enumerate(sleeps)
-            ]
-            futures += session.map(workloads.simulate, new_args)
-            assert session.gather(futures)
-            hits = session.map(workloads.simulate, range(lookups), pure=False)
-            assert session.gather(hits) == [i * 10 for i in range(lookups)]
-            failing = session.submit(workloads.fail, len(sleeps), pure=False)
-            assert session.gather([failing], errors="skip") == []
-
         def reached(promql, value, timeout=30):
             return server.wait_for(promql, lambda r: r and r[0]["value"] == value, timeout)
 
         # first scrape: quick tasks, 4 misses then 2 hits, a failure
-        phase([0.05] * 10, 2, range(4))
+        run_phase(session, [0.05] * 10, 2, range(4))
         completed = 'sum(scalable_tasks_completed_total{task="sleep_then"})'
         reached(completed, 10)
         reached("sum(scalable_cache_hits_total)", 2)
         reached("sum(scalable_tasks_failed_total)", 1)
         # then slower tasks, 2 misses and 2 hits more, a failure: rate() sees these
-        phase([0.3] * 8 + [2.0] * 2, 2, range(4, 6))
+        run_phase(session, [0.3] * 8 + [2.0] * 2, 2, range(4, 6))
         reached(completed, 20)
         reached("sum(scalable_cache_hits_total)", 4)
         reached("sum(scalable_cache_misses_total)", 6)
@@ -443,7 +389,7 @@ def test_prometheus_scrapes_a_sessions_endpoint(project_dir, prometheus):
             q.replace("$run_id", run_id).replace("$project", PROJECT) for q in readme_queries()
         ]
         assert len(queries) >= 17
-        dashboard = [grafana_to_promql(q, run_id) for q in dashboard_queries()]
+        dashboard = [grafana_to_promql(q, run_id, PROJECT) for q in dashboard_queries()]
         unanswered = [q for q in queries if not finite(server.query(q))]
         assert not unanswered, unanswered
         empty = [q for q in dashboard if not server.query(q)]
