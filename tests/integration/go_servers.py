@@ -55,18 +55,24 @@ class GoServer:
 
     name = "server"
 
-    def __init__(self, argv, ports: dict[str, int], folder: Path):
+    def __init__(self, argv, ports: dict[str, int], folder: Path, env=None):
+        self.argv = list(argv)
         self.ports = ports
         self.folder = folder
         self.log = folder / f"{self.name}.log"
+        self.env = env or {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        self._spawn()
+
+    def _spawn(self) -> None:
         self._log_file = open(self.log, "ab")
+        self._log_start = self._log_file.tell()  # where this process's lines begin
         self.process = subprocess.Popen(
-            argv,
+            self.argv,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            cwd=folder,
-            env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+            cwd=self.folder,
+            env=self.env,
         )
 
     def listening(self) -> bool:
@@ -117,7 +123,6 @@ def _start(cls, binary_path: str, config_for_ports, port_names, folder: Path, tr
         config = folder / f"{cls.name}-{attempt}.yaml"
         config.write_text(yaml.safe_dump(config_for_ports(ports), sort_keys=False))
         server = cls([binary_path, "--config", str(config)], ports, folder)
-        server.config_file = config
         if server.wait_ready():
             return server
         tail = server.log_tail()
@@ -220,15 +225,7 @@ class Collector(GoServer):
 
     def restart(self, timeout: float = 60.0) -> None:
         """Start it again on the same ports with the same config (after `stop`)."""
-        self._log_file = open(self.log, "ab")
-        self.process = subprocess.Popen(
-            [binary("SCALABLE_OTELCOL", "otelcol-scalable"), "--config", str(self.config_file)],
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=self.folder,
-            env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
-        )
+        self._spawn()
         if not self.wait_ready(timeout):
             raise AssertionError(f"the Collector did not start again:\n{self.log_tail()}")
 
@@ -281,21 +278,6 @@ NO_OWN_METRICS = "yaml:service::telemetry::metrics::level: none"
 class ShippedCollector(Collector):
     """The Collector run with config files as they are (`--config` each, then
     NO_OWN_METRICS), their `${env:NAME}` set by the test in `env`."""
-
-    def __init__(self, argv, ports: dict[str, int], folder: Path, env: dict[str, str]):
-        self.ports = ports
-        self.folder = folder
-        self.log = folder / f"{self.name}.log"
-        self._log_file = open(self.log, "ab")
-        self._log_start = self._log_file.tell()
-        self.process = subprocess.Popen(
-            argv,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=folder,
-            env=env,
-        )
 
     def wait_ready(self, timeout: float = 60.0) -> bool:
         """True once it listens on every port and its log says it is ready (a config with
