@@ -125,9 +125,41 @@ def _start(cls, binary_path: str, config_for_ports, port_names, folder: Path, tr
 
 
 # --- Jaeger --------------------------------------------------------------------------------
+def jaeger_ui_assets() -> Path | None:
+    """Jaeger's web UI built by servers/build-jaeger-ui: $SCALABLE_JAEGER_UI, else
+    .ci-servers/jaeger-ui under the repository; None when it is not there (Jaeger built
+    from its Go module then serves a placeholder page instead of its UI)."""
+    explicit = os.environ.get("SCALABLE_JAEGER_UI", "").strip()
+    path = Path(explicit) if explicit else REPO / ".ci-servers" / "jaeger-ui"
+    return path if (path / "index.html").is_file() else None
+
+
+def require_jaeger_ui() -> Path:
+    """The UI's assets; skip (fail under SCALABLE_CI) without them."""
+    path = jaeger_ui_assets()
+    if path is not None:
+        return path
+    message = (
+        "Jaeger's UI is not built: run servers/build-jaeger-ui (needs npm), or set "
+        "SCALABLE_JAEGER_UI to a built jaeger-ui folder"
+    )
+    if os.environ.get("SCALABLE_CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def jaeger_config(ports: dict[str, int]) -> dict:
-    """Jaeger v2 all-in-one on loopback: OTLP in, memory storage, the query API and UI."""
+    """Jaeger v2 all-in-one on loopback: OTLP in, memory storage, the query API and UI
+    (the real UI when `jaeger_ui_assets()` finds it)."""
     at = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+    query = {
+        "storage": {"traces": "memstore"},
+        "http": {"endpoint": at["query"]},
+        "grpc": {"endpoint": at["query_grpc"]},
+    }
+    assets = jaeger_ui_assets()
+    if assets is not None:
+        query["ui"] = {"assets_path": str(assets.resolve())}
     return {
         "service": {
             "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
@@ -142,11 +174,7 @@ def jaeger_config(ports: dict[str, int]) -> dict:
         },
         "extensions": {
             "healthcheckv2": {"use_v2": True, "http": {"endpoint": at["health"]}},
-            "jaeger_query": {
-                "storage": {"traces": "memstore"},
-                "http": {"endpoint": at["query"]},
-                "grpc": {"endpoint": at["query_grpc"]},
-            },
+            "jaeger_query": query,
             "jaeger_storage": {"backends": {"memstore": {"memory": {"max_traces": 100000}}}},
         },
         "receivers": otlp_receiver(ports),

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+from html.parser import HTMLParser
 
 import pytest
 
@@ -23,6 +25,7 @@ from tests import workloads
 from tests.conftest import events
 from tests.integration.go_servers import (
     jaeger,  # noqa: F401  (the fixture)
+    require_jaeger_ui,
     start_jaeger,
 )
 from tests.integration.otlp_checks import (
@@ -31,6 +34,7 @@ from tests.integration.otlp_checks import (
     file_spans_in_context,
     run_json,
 )
+from tests.test_html_report import chromium_binary
 from tests.test_task_context import traced_work
 
 SERVICE = "scalable-otel"  # a session's service.name unless OTEL_SERVICE_NAME says
@@ -292,3 +296,154 @@ def test_a_replayed_run_is_the_same_trace_in_a_fresh_jaeger(grpc_run, jaeger, pr
     replayed = shown_by_jaeger(jaeger.trace(meta["trace_id"], count))
     assert replayed == shown_by_jaeger(live.trace(meta["trace_id"], count))
     check_one_trace(jaeger, meta)
+
+
+# --- Jaeger's UI ----------------------------------------------------------------------------
+class Rendered(HTMLParser):
+    """A page's DOM as Chromium serialized it once its scripts ran: every element with
+    its classes, attributes and all the text inside it."""
+
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source"}
+
+    def __init__(self, markup: str):
+        super().__init__(convert_charrefs=True)
+        self.elements: list[dict] = []
+        self._open: list[dict] = []
+        self.feed(markup)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        row = attrs.get("data-item-key") or (self._open[-1]["row"] if self._open else None)
+        element = {
+            "tag": tag,
+            "classes": set((attrs.get("class") or "").split()),
+            "attrs": attrs,
+            "row": row,
+            "text": [],
+        }
+        self.elements.append(element)
+        if tag not in self.VOID:
+            self._open.append(element)
+
+    def handle_endtag(self, tag):
+        while self._open:
+            if self._open.pop()["tag"] == tag:
+                break
+
+    def handle_data(self, data):
+        for element in self._open:
+            element["text"].append(data)
+
+    def text(self, element) -> str:
+        return "".join(element["text"]).strip()
+
+    def having(self, cls: str) -> list[dict]:
+        return [e for e in self.elements if cls in e["classes"]]
+
+
+def trace_page(url: str, folder) -> dict:
+    """The trace page Jaeger's UI renders in headless Chromium: its title, the header's
+    figures, and one row a span (by span id: name, service, depth in the tree, error
+    icon). Fails on an error page or a message in the console."""
+    result = subprocess.run(
+        [
+            chromium_binary(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={folder / 'chromium-profile'}",
+            "--virtual-time-budget=15000",
+            "--window-size=1400,3000",  # tall: the span list draws only the rows in view
+            "--enable-logging=stderr",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
+    page = Rendered(result.stdout)
+    errors = [page.text(e) for e in page.having("ErrorMessage")]
+    assert not errors, f"Jaeger's UI shows an error at {url}: {errors}"
+    assert console == [], console
+    [title] = [page.text(e) for e in page.elements if e["tag"] == "title"]
+    figures = {}
+    for i, element in enumerate(page.elements):
+        if "LabeledList--label" in element["classes"]:
+            value = next(e for e in page.elements[i + 1 :] if e["tag"] == "strong")
+            figures[page.text(element)] = page.text(value)
+    rows: dict[str, dict] = {}
+    for element in page.elements:
+        key = element["row"] or ""
+        if not key.endswith("--bar"):
+            continue
+        row = rows.setdefault(key.removesuffix("--bar"), {"depth": 0, "error": False})
+        if "SpanTreeOffset--indentGuide" in element["classes"]:
+            row["depth"] += 1
+        if "SpanBarRow--errorIcon" in element["classes"]:
+            row["error"] = True
+        if "endpoint-name" in element["classes"]:
+            row["name"] = page.text(element)
+        if "span-svc-name" in element["classes"]:
+            row["service"] = page.text(element)
+    header = [page.text(e) for e in page.having("TraceName")]
+    return {"title": title, "header": header, "figures": figures, "rows": rows}
+
+
+def test_jaegers_ui_draws_the_runs_trace(grpc_run, tmp_path):
+    """The trace's page in Jaeger's UI (`/trace/<id>`), rendered by headless Chromium:
+    the header names the run span and counts the run's spans, one service and the depth
+    of the tree; a row a span, each task under the run, the failed ones marked."""
+    require_jaeger_ui()
+    server, run_dir = grpc_run
+    meta = run_json(run_dir)
+    recorded = {s["spanId"]: s for _, _, s in file_spans_in_context(run_dir)}
+    server.trace(meta["trace_id"], len(recorded))
+
+    def depth(span):
+        parent = span.get("parentSpanId")
+        return 1 if not parent else 1 + depth(recorded[parent])
+
+    page = trace_page(f"{server.ui}/trace/{meta['trace_id']}", tmp_path)
+
+    # the title starts with an emoji the UI picks at random
+    assert page["title"].endswith(f"{meta['trace_id'][:7]}: scalable.run ({SERVICE}) — Jaeger UI")
+    assert page["header"] == [f"{SERVICE}: scalable.run"]
+    tasks = events(run_dir, event="task_completed") + events(run_dir, event="task_failed")
+    workers = events(run_dir, "workers.jsonl", "worker_added")
+    traced = [t for t in tasks if t["task"] == "traced_work"]
+    assert len(recorded) == 1 + len(workers) + 2 * len(tasks) + 2 * len(traced)
+    assert page["figures"]["Total Spans"] == str(len(recorded))
+    assert page["figures"]["Services"] == "1"
+    assert page["figures"]["Depth"] == str(max(depth(s) for s in recorded.values()))
+    assert page["rows"] == {
+        span_id: {
+            "depth": depth(span),
+            "error": (span.get("status") or {}).get("code") == 2,
+            "name": span["name"],
+            "service": SERVICE,
+        }
+        for span_id, span in recorded.items()
+    }
+    under_the_run = [r["name"] for r in page["rows"].values() if r["depth"] == 2]
+    assert sorted(under_the_run) == sorted(["worker"] * len(workers) + [t["task"] for t in tasks])
+    assert [r["name"] for r in page["rows"].values() if r["error"]] == [
+        "scalable.run",
+        "fail",
+        "execute",
+    ]
+
+
+def test_the_ui_check_sees_an_error_page(grpc_run, tmp_path):
+    """What `trace_page` asserts is what the page shows: a trace Jaeger does not hold
+    draws an error, which the check reports."""
+    require_jaeger_ui()
+    server, _ = grpc_run
+    with pytest.raises(AssertionError, match="Jaeger.s UI shows an error.*trace not found"):
+        trace_page(f"{server.ui}/trace/{'0' * 31}1", tmp_path)
