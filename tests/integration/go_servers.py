@@ -148,39 +148,27 @@ def require_jaeger_ui() -> Path:
     pytest.skip(message)
 
 
+SHIPPED_JAEGER_CONFIG = REPO / "exporters" / "jaeger" / "jaeger.yaml"
+
+
 def jaeger_config(ports: dict[str, int]) -> dict:
-    """Jaeger v2 all-in-one on loopback: OTLP in, memory storage, the query API and UI
-    (the real UI when `jaeger_ui_assets()` finds it)."""
+    """exporters/jaeger/jaeger.yaml (Jaeger v2 all-in-one: OTLP in, memory storage, the
+    query API and UI) on these loopback ports, with the real UI when
+    `jaeger_ui_assets()` finds it."""
     at = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
-    query = {
-        "storage": {"traces": "memstore"},
-        "http": {"endpoint": at["query"]},
-        "grpc": {"endpoint": at["query_grpc"]},
-    }
+    config = yaml.safe_load(SHIPPED_JAEGER_CONFIG.read_text())
+    protocols = config["receivers"]["otlp"]["protocols"]
+    protocols["grpc"]["endpoint"] = at["grpc"]
+    protocols["http"]["endpoint"] = at["http"]
+    extensions = config["extensions"]
+    extensions["healthcheckv2"]["http"]["endpoint"] = at["health"]
+    query = extensions["jaeger_query"]
+    query["http"]["endpoint"] = at["query"]
+    query["grpc"]["endpoint"] = at["query_grpc"]
     assets = jaeger_ui_assets()
     if assets is not None:
         query["ui"] = {"assets_path": str(assets.resolve())}
-    return {
-        "service": {
-            "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
-            "pipelines": {
-                "traces": {
-                    "receivers": ["otlp"],
-                    "processors": ["batch"],
-                    "exporters": ["jaeger_storage_exporter"],
-                }
-            },
-            "telemetry": {"metrics": {"level": "none"}, "logs": {"level": "warn"}},
-        },
-        "extensions": {
-            "healthcheckv2": {"use_v2": True, "http": {"endpoint": at["health"]}},
-            "jaeger_query": query,
-            "jaeger_storage": {"backends": {"memstore": {"memory": {"max_traces": 100000}}}},
-        },
-        "receivers": otlp_receiver(ports),
-        "processors": {"batch": {"timeout": "200ms"}},
-        "exporters": {"jaeger_storage_exporter": {"trace_storage": "memstore"}},
-    }
+    return config
 
 
 class Jaeger(GoServer):
