@@ -4,7 +4,9 @@ modules by `servers/build` (which `.ci/run` runs), each started by the test on
 
 The binaries are $SCALABLE_JAEGER and $SCALABLE_OTELCOL, else `.ci-servers/bin/jaeger`
 and `.ci-servers/bin/otelcol-scalable` under the repository. Without one the tests are
-skipped, or fail when $SCALABLE_CI is set.
+skipped, or fail when $SCALABLE_CI is set. Jaeger runs exporters/jaeger/jaeger.yaml, and
+serves its web UI from $SCALABLE_JAEGER_UI, else `.ci-servers/jaeger-ui` (built by
+servers/build-jaeger-ui) when there is one.
 """
 
 from __future__ import annotations
