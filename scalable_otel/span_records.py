@@ -33,6 +33,24 @@ def span_record(span) -> dict:
     }
 
 
+def shifted(record: dict, seconds: float) -> dict:
+    """`record` with its start, end and event times moved by `seconds` (a worker's
+    estimate of the scheduler's clock ahead of its own).
+
+    >>> shifted({"start": 10, "end": 20, "events": [["e", 15, {}]]}, 1e-9)["events"]
+    [['e', 16, {}]]
+    """
+    delta = round(seconds * 1e9)
+    if not delta:
+        return record
+    return {
+        **record,
+        "start": record["start"] + delta if record["start"] is not None else None,
+        "end": record["end"] + delta if record["end"] is not None else None,
+        "events": [[name, ts + delta, attrs] for name, ts, attrs in record["events"]],
+    }
+
+
 def scrubbed(record: dict, scrub: Callable[[str], str]) -> dict:
     """`record` with `scrub` applied to what the SDK makes of an exception: each text
     attribute of its `exception` events (message, stack trace) and its status

@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from scalable_otel import PipelineOptions, ScalableSession
 from tests.conftest import events
+from tests.integration.otlp_checks import file_spans
 
 
 def traced_work(x):
@@ -116,3 +117,38 @@ def test_spans_from_tasks_reach_the_run_directory(project_dir):
     assert {x: s.parent_span_id.hex() for x, s in prepared.items()} == task_span
     solves = [s for s in spans if s.name == "solve"]
     assert {s.parent_span_id for s in solves} == {s.span_id for s in prepared.values()}
+
+
+def _skew_the_workers_clock(dask_worker, seconds):
+    """Dask's estimate of the scheduler's clock ahead of this worker's, as on a host
+    whose clock is `seconds` behind, held (no heartbeat re-estimates it) until `None`."""
+    heartbeat = dask_worker.periodic_callbacks["heartbeat"]
+    if seconds is None:
+        heartbeat.start()
+        return
+    heartbeat.stop()
+    dask_worker.scheduler_delay = seconds
+
+
+def test_spans_made_in_tasks_lie_inside_their_execute_span_on_the_schedulers_clock(
+    project_dir,
+):
+    """Dask puts an execution on the scheduler's clock with its estimate of the worker's
+    offset; the spans made inside the task are moved by the same estimate, so they nest
+    in time too (on one host the estimate is milliseconds off; here an hour)."""
+    with ScalableSession(target="local", n_workers=1, project="clock") as session:
+        session.client.run(_skew_the_workers_clock, seconds=3600.0)
+        try:
+            session.gather(session.map(traced_work, range(2)))
+        finally:
+            session.client.run(_skew_the_workers_clock, seconds=None)
+    spans = {s["spanId"]: s for s in file_spans(session.run_dir)}
+    inside = [s for s in spans.values() if s["name"] in ("prepare", "solve")]
+    assert len(inside) == 4
+    for span in inside:
+        parent = spans[span["parentSpanId"]]
+        times = [int(parent["startTimeUnixNano"]), int(parent["endTimeUnixNano"])]
+        assert times[0] <= int(span["startTimeUnixNano"]) <= int(span["endTimeUnixNano"])
+        assert int(span["endTimeUnixNano"]) <= times[1], (span["name"], parent["name"])
+        for event in span.get("events", ()):
+            assert int(span["startTimeUnixNano"]) <= int(event["timeUnixNano"]) <= times[1]

@@ -21,6 +21,11 @@ OpenTelemetry API makes spans under the span of that execution of the task (its
   its own, one is set that hands each ended span to the run's worker plugin, which
   sends it with its next batch to the telemetry process: the span reaches the same
   exporters as the run's own spans (the run directory's `traces.otlp.jsonl`, OTLP).
+- **One clock.** Dask reports an execution's start and stop on the scheduler's clock:
+  the worker's time plus the worker's estimate of how far the scheduler's clock is
+  ahead (`time_delay`, which Dask hands its task runner). A span made inside a task is
+  moved by that same estimate, so it lies inside its execute span (the estimate's error,
+  milliseconds on one host, otherwise puts it beside it: Jaeger flags such a child).
 - **Several runs on one worker** (runs sharing a scheduler): a task runs in the
   context of the first run its annotations name (`semconv.RUNS_ANNOTATION`) among the
   runs attached in this process, and an ended span goes to the run whose trace it is
@@ -43,7 +48,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from .. import compat
 from .. import semconv as sc
 from ..ids import execution_span_id
-from ..span_records import span_record
+from ..span_records import shifted, span_record
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +58,10 @@ _original_run = None
 _provider_set = False
 _factory_set = False
 _task_end_hooks: list[Callable[[], None]] = []
+# Dask's time_delay for the task running in this thread; the last one seen in this
+# process for spans that end outside a task
+_clock = threading.local()
+_last_delay = 0.0
 
 
 def add_task_end_hook(hook: Callable[[], None]) -> None:
@@ -134,14 +143,27 @@ def _wrap_task_runner() -> None:
     @functools.wraps(original)
     def run_task_in_context(*args, **kwargs):
         entered, token = _enter_task(dask_worker)
+        before = _set_time_delay(args, kwargs) if entered else None
         try:
             return original(*args, **kwargs)
         finally:
             if entered:
+                _clock.delay = before
                 _leave_task(token)
 
     dask_worker._run_task_simple = run_task_in_context
     _original_run = original
+
+
+def _set_time_delay(args, kwargs) -> float | None:
+    """Keep Dask's `time_delay` argument (`_run_task_simple(task, data, time_delay)`) for
+    the spans this task makes; returns the one kept before (a task within a task)."""
+    global _last_delay
+    before = getattr(_clock, "delay", None)
+    delay = kwargs.get("time_delay", args[2] if len(args) > 2 else None)
+    if isinstance(delay, (int, float)) and not isinstance(delay, bool):
+        _clock.delay = _last_delay = float(delay)
+    return before
 
 
 def _enter_task(dask_worker) -> tuple[bool, object]:
@@ -204,7 +226,8 @@ class _ToRun:
         if sink is None:
             return
         try:
-            sink(span_record(span))
+            delay = getattr(_clock, "delay", None)
+            sink(shifted(span_record(span), _last_delay if delay is None else delay))
         except Exception:  # telemetry never breaks the task
             logger.debug("scalable-otel: span from a task not kept", exc_info=True)
 

@@ -4,7 +4,9 @@ modules by `servers/build` (which `.ci/run` runs), each started by the test on
 
 The binaries are $SCALABLE_JAEGER and $SCALABLE_OTELCOL, else `.ci-servers/bin/jaeger`
 and `.ci-servers/bin/otelcol-scalable` under the repository. Without one the tests are
-skipped, or fail when $SCALABLE_CI is set.
+skipped, or fail when $SCALABLE_CI is set. Jaeger runs exporters/jaeger/jaeger.yaml, and
+serves its web UI from $SCALABLE_JAEGER_UI, else `.ci-servers/jaeger-ui` (built by
+servers/build-jaeger-ui) when there is one.
 """
 
 from __future__ import annotations
@@ -131,34 +133,50 @@ def _start(cls, binary_path: str, config_for_ports, port_names, folder: Path, tr
 
 
 # --- Jaeger --------------------------------------------------------------------------------
+def jaeger_ui_assets() -> Path | None:
+    """Jaeger's web UI built by servers/build-jaeger-ui: $SCALABLE_JAEGER_UI, else
+    .ci-servers/jaeger-ui under the repository; None when it is not there (Jaeger built
+    from its Go module then serves a placeholder page instead of its UI)."""
+    explicit = os.environ.get("SCALABLE_JAEGER_UI", "").strip()
+    path = Path(explicit) if explicit else REPO / ".ci-servers" / "jaeger-ui"
+    return path if (path / "index.html").is_file() else None
+
+
+def require_jaeger_ui() -> Path:
+    """The UI's assets; skip (fail under SCALABLE_CI) without them."""
+    path = jaeger_ui_assets()
+    if path is not None:
+        return path
+    message = (
+        "Jaeger's UI is not built: run servers/build-jaeger-ui (needs npm), or set "
+        "SCALABLE_JAEGER_UI to a built jaeger-ui folder"
+    )
+    if os.environ.get("SCALABLE_CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+SHIPPED_JAEGER_CONFIG = REPO / "exporters" / "jaeger" / "jaeger.yaml"
+
+
 def jaeger_config(ports: dict[str, int]) -> dict:
-    """Jaeger v2 all-in-one on loopback: OTLP in, memory storage, the query API and UI."""
+    """exporters/jaeger/jaeger.yaml (Jaeger v2 all-in-one: OTLP in, memory storage, the
+    query API and UI) on these loopback ports, with the real UI when
+    `jaeger_ui_assets()` finds it."""
     at = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
-    return {
-        "service": {
-            "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
-            "pipelines": {
-                "traces": {
-                    "receivers": ["otlp"],
-                    "processors": ["batch"],
-                    "exporters": ["jaeger_storage_exporter"],
-                }
-            },
-            "telemetry": {"metrics": {"level": "none"}, "logs": {"level": "warn"}},
-        },
-        "extensions": {
-            "healthcheckv2": {"use_v2": True, "http": {"endpoint": at["health"]}},
-            "jaeger_query": {
-                "storage": {"traces": "memstore"},
-                "http": {"endpoint": at["query"]},
-                "grpc": {"endpoint": at["query_grpc"]},
-            },
-            "jaeger_storage": {"backends": {"memstore": {"memory": {"max_traces": 100000}}}},
-        },
-        "receivers": otlp_receiver(ports),
-        "processors": {"batch": {"timeout": "200ms"}},
-        "exporters": {"jaeger_storage_exporter": {"trace_storage": "memstore"}},
-    }
+    config = yaml.safe_load(SHIPPED_JAEGER_CONFIG.read_text())
+    protocols = config["receivers"]["otlp"]["protocols"]
+    protocols["grpc"]["endpoint"] = at["grpc"]
+    protocols["http"]["endpoint"] = at["http"]
+    extensions = config["extensions"]
+    extensions["healthcheckv2"]["http"]["endpoint"] = at["health"]
+    query = extensions["jaeger_query"]
+    query["http"]["endpoint"] = at["query"]
+    query["grpc"]["endpoint"] = at["query_grpc"]
+    assets = jaeger_ui_assets()
+    if assets is not None:
+        query["ui"] = {"assets_path": str(assets.resolve())}
+    return config
 
 
 class Jaeger(GoServer):

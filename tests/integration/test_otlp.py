@@ -15,38 +15,12 @@ from scalable_otel import ExportOptions, ScalableSession
 from scalable_otel.exporters.backends import CLOSE_WAIT_S
 from tests import workloads
 from tests.conftest import REPO, events
+from tests.integration.otlp_checks import check_backend_has_the_run, run_json
 from tests.integration.phoenix import phoenix  # noqa: F401  (the fixture)
 from tests.test_task_context import traced_work
 
 # what a close may take beyond the promised wait: a busy 2-core machine's scheduling
 CLOSE_SLACK_S = 0.5 * CLOSE_WAIT_S
-
-
-def run_json(run_dir):
-    return json.loads((run_dir / "run.json").read_text())
-
-
-def check_backend_has_the_run(backend, run_dir):
-    """Every task span of tasks.jsonl, with its parent, and the spans made inside tasks."""
-    meta = run_json(run_dir)
-    done = events(run_dir, event="task_completed")
-    # run span + a task span and an execute span per task + 2 user spans per traced task
-    workers = len(events(run_dir, "workers.jsonl", "worker_added"))
-    expected = 1 + 2 * len(done) + 2 * 2 + workers
-    spans = {s["span_id"]: s for s in backend.spans(meta["trace_id"], expect=expected)}
-    run_span = next(s for s in spans.values() if s["name"] == "scalable.run")
-    for line in done:
-        span = spans[line["span_id"]]
-        assert span["parent_span_id"] == run_span["span_id"] == line["parent_span_id"]
-        assert span["name"] == line["task"]
-    # spans made inside a task nest under its execution's span, inside the task's span
-    for span in (s for s in spans.values() if s["name"] == "prepare"):
-        execution = spans[span["parent_span_id"]]
-        assert execution["name"] == "execute"
-        assert spans[execution["parent_span_id"]]["name"] == "traced_work"
-    ports = (f"127.0.0.1:{backend.port}/v1/traces", f"127.0.0.1:{backend.grpc_port} ")
-    assert any(port in meta["exporters"]["otlp_traces"] for port in ports)
-    assert meta["telemetry_spans_dropped"] == 0
 
 
 def test_otlp_http_from_session_arguments(phoenix, project_dir):  # noqa: F811

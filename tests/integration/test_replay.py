@@ -8,7 +8,6 @@ import time
 
 import orjson
 import pytest
-from click.testing import CliRunner
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -17,9 +16,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Status, StatusCode
 
 from scalable_otel import semconv as sc
-from scalable_otel.cli import main
 from scalable_otel.exporters.otlp_json import TRACES_FILE, OtlpJsonSpanProcessor
 from scalable_otel.rundir import new_run_id
+from tests.integration.otlp_checks import export_otlp, file_spans
 from tests.integration.phoenix import phoenix  # noqa: F401  (the fixture)
 
 # Phoenix keeps times as floating-point seconds: nanoseconds come back within a microsecond
@@ -90,34 +89,6 @@ def record_run(root, tasks=8):
     provider.shutdown()
     assert processor.written == tasks * 2 + 2
     return run_dir, memory.get_finished_spans()
-
-
-def file_spans(run_dir):
-    return [
-        span
-        for line in (run_dir / TRACES_FILE).read_bytes().splitlines()
-        if line.strip()
-        for rs in orjson.loads(line)["resourceSpans"]
-        for ss in rs["scopeSpans"]
-        for span in ss["spans"]
-    ]
-
-
-def export_otlp(run_dir, endpoint, protocol):
-    return CliRunner().invoke(
-        main,
-        [
-            "export",
-            "--otlp",
-            run_dir.name,
-            "--runs-dir",
-            str(run_dir.parent),
-            "--endpoint",
-            endpoint,
-            "--protocol",
-            protocol,
-        ],
-    )
 
 
 def assert_arrived(received, expected):
