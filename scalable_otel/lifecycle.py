@@ -757,7 +757,8 @@ class Recorder:
         self._park(task, _ns(stop if stop is not None else t))
         end = max(t, stop) if stop is not None else t  # worker clocks may run slightly ahead
         # a task every worker running it died under failed through no fault of its own
-        result = sc.RESULT_ERROR if etype == "KilledWorker" else sc.RESULT_FAILURE
+        killed = etype.rsplit(".", 1)[-1] == "KilledWorker"
+        result = sc.RESULT_ERROR if killed else sc.RESULT_FAILURE
         self._fail(
             task, end, etype, message, traceback_text or "", worker, duration, queue_wait, result
         )
