@@ -89,9 +89,9 @@ def _with_standard(attrs: dict) -> dict:
 
 
 def _cicd_worker(address, name=None) -> dict:
-    """The cicd.worker.* attributes of a worker: its address (Dask's id of it, and a URL)
-    and its name where known."""
-    attrs = {sc.CICD_WORKER_ID: address, sc.CICD_WORKER_URL_FULL: address}
+    """The cicd.worker.* attributes of a worker on an execute span: its address (Dask's
+    id of it) and its name where known. (Its worker span has cicd.worker.url.full too.)"""
+    attrs = {sc.CICD_WORKER_ID: address}
     if name is not None:
         attrs[sc.CICD_WORKER_NAME] = str(name)
     return attrs
@@ -638,9 +638,6 @@ class Recorder:
         if worker:
             attrs[sc.WORKER] = worker
             attrs.update(self._worker_attributes(worker))
-        function = task.described[4]
-        if function:
-            attrs[sc.CODE_FUNCTION_NAME] = function
         group = task.described[3]
         if group is not None:
             attrs.update(group.attributes())
@@ -892,6 +889,7 @@ class Recorder:
             sc.WORKER_MEMORY_LIMIT: int(memory_limit or 0),
             sc.WORKER_HOST: host or "",
             **_cicd_worker(address, name),
+            sc.CICD_WORKER_URL_FULL: address,
         }
         if pid:
             attrs[sc.WORKER_PID] = attrs[sc.PROCESS_PID] = int(pid)
