@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import uuid
 
 
 def key_str(key) -> str:
@@ -44,3 +45,18 @@ def trace_hex(trace_id: int) -> str:
     """A trace id as 32 hex digits; a run's spans share one trace, so it is formatted once
     and not on every line or span."""
     return f"{trace_id:032x}"
+
+
+# The namespace OpenTelemetry's semantic conventions give for a service.instance.id made
+# from an inherent unique id (a version 5 UUID).
+_SERVICE_INSTANCE_NAMESPACE = uuid.UUID("4d63009a-8d0f-11ee-aad7-4c796ed8e320")
+
+
+def service_instance_id(run_id: str) -> str:
+    """The `service.instance.id` of a run's telemetry (one instance of the service per
+    run): a version 5 UUID of the run id, the same whenever the run's data is sent again.
+
+    >>> service_instance_id("run-x") == service_instance_id("run-x")
+    True
+    """
+    return str(uuid.uuid5(_SERVICE_INSTANCE_NAMESPACE, run_id))

@@ -80,6 +80,23 @@ def error_type(exception_text: str | None) -> str:
     return m.group(1) if m else "Exception"
 
 
+def _with_standard(attrs: dict) -> dict:
+    """Metric attributes with OpenTelemetry's keys beside ours: a worker's name as
+    cicd.worker.name too (the same values: no more series)."""
+    if sc.M_WORKER in attrs:
+        attrs[sc.M_WORKER_NAME] = attrs[sc.M_WORKER]
+    return attrs
+
+
+def _cicd_worker(address, name=None) -> dict:
+    """The cicd.worker.* attributes of a worker on an execute span: its address (Dask's
+    id of it) and its name where known. (Its worker span has cicd.worker.url.full too.)"""
+    attrs = {sc.CICD_WORKER_ID: address}
+    if name is not None:
+        attrs[sc.CICD_WORKER_NAME] = str(name)
+    return attrs
+
+
 def error_message(exception_text: str | None) -> str:
     text = exception_text or ""
     m = _ERROR_TYPE.match(text)
@@ -206,6 +223,8 @@ class Recorder:
         self._ready_again: dict = {}
         self._recent_errors: OrderedDict = OrderedDict()
         self._workers: dict = {}
+        # address -> what its worker plugin said of its process and host (process.*, host.*)
+        self._worker_process: dict = {}
         self._groups: dict = {}  # Dask span id -> _Group
         self._memory_restarts: dict = {}  # address -> RSS its nanny saw, until it is removed
         self.closing = False  # set when the session shuts Dask down: removals are not crashes
@@ -238,17 +257,19 @@ class Recorder:
 
     def _make_instruments(self, meter) -> None:
         secs = list(sc.SECONDS_BUCKETS)
+        task = (sc.M_TASK, sc.M_TASK_NAME)
+        function = (sc.M_FUNCTION,)
         counters = (
-            (sc.METRIC_TASKS_SUBMITTED, self._counts["submitted"], sc.M_TASK, "Tasks submitted"),
-            (sc.METRIC_TASKS_COMPLETED, self._counts["completed"], sc.M_TASK, "Tasks completed"),
-            (sc.METRIC_TASKS_FAILED, self._counts["failed"], sc.M_TASK, "Tasks failed"),
-            (sc.METRIC_CACHE_HITS, self._cache_counts["hit"], sc.M_FUNCTION, "Cache hits"),
-            (sc.METRIC_CACHE_MISSES, self._cache_counts["miss"], sc.M_FUNCTION, "Cache misses"),
+            (sc.METRIC_TASKS_SUBMITTED, self._counts["submitted"], task, "Tasks submitted"),
+            (sc.METRIC_TASKS_COMPLETED, self._counts["completed"], task, "Tasks completed"),
+            (sc.METRIC_TASKS_FAILED, self._counts["failed"], task, "Tasks failed"),
+            (sc.METRIC_CACHE_HITS, self._cache_counts["hit"], function, "Cache hits"),
+            (sc.METRIC_CACHE_MISSES, self._cache_counts["miss"], function, "Cache misses"),
         )
-        for name, counts, label, description in counters:
-            unit = "{task}" if label == sc.M_TASK else "{lookup}"
+        for name, counts, labels, description in counters:
+            unit = "{task}" if labels is task else "{lookup}"
             meter.create_observable_counter(
-                name, [self._observe(counts, label)], unit=unit, description=description
+                name, [self._observe(counts, labels)], unit=unit, description=description
             )
         meter.create_observable_up_down_counter(
             sc.METRIC_WORKERS_ACTIVE,
@@ -304,7 +325,7 @@ class Recorder:
                     continue
                 attrs = [(sc.M_SCOPE, scope), (sc.M_CONTEXT, context), (sc.M_ACTIVITY, activity)]
                 if scope == sc.SCOPE_PREFIX:
-                    attrs.append((sc.M_TASK, prefix or ""))
+                    attrs += [(sc.M_TASK, prefix or ""), (sc.M_TASK_NAME, prefix or "")]
                 elif scope == sc.SCOPE_GROUP:
                     attrs.append((sc.M_GROUP, "/".join(path or ())))
                 attrs = tuple(attrs)
@@ -316,7 +337,7 @@ class Recorder:
     def _observe_energy(self, scale: float):
         def callback(options):
             return [
-                Observation(joules * scale, {sc.M_METHOD: method, key: value})
+                Observation(joules * scale, _with_standard({sc.M_METHOD: method, key: value}))
                 for (method, key, value), joules in list(self._joules.items())
             ]
 
@@ -341,9 +362,9 @@ class Recorder:
             self._joules[key] = self._joules.get(key, 0.0) + added / 1e6 * c[em.PUE]
 
     @staticmethod
-    def _observe(counts: dict, label: str):
+    def _observe(counts: dict, labels: tuple):
         def callback(options):
-            return [Observation(n, {label: name}) for name, n in list(counts.items())]
+            return [Observation(n, dict.fromkeys(labels, name)) for name, n in list(counts.items())]
 
         return callback
 
@@ -352,10 +373,17 @@ class Recorder:
         counts[name] = counts.get(name, 0) + 1
 
     # --- public ----------------------------------------------------------------------
-    def describe(self, key, name: str, args_json: str | None, component: str | None = None) -> None:
-        """Name a task (with a summary of its arguments and the component it asked for)
-        before it reaches the scheduler."""
-        self._descriptions[key] = (name, args_json, component)
+    def describe(
+        self,
+        key,
+        name: str,
+        args_json: str | None,
+        component: str | None = None,
+        function: str | None = None,
+    ) -> None:
+        """Name a task (with a summary of its arguments, the component it asked for and
+        its function's qualified name) before it reaches the scheduler."""
+        self._descriptions[key] = (name, args_json, component, function)
         if len(self._descriptions) > 100_000:  # keys that never arrive (deduplicated)
             self._descriptions.pop(next(iter(self._descriptions)))
 
@@ -501,9 +529,9 @@ class Recorder:
         if key in self._tasks:
             return
         described = self._descriptions.pop(key, None)
-        args_json = component = None
+        args_json = component = function = None
         if described is not None:
-            name, args_json, component = described
+            name, args_json, component, function = described
         # a key this run ran before: the scheduler forgot it (or released it) in between
         held = self._held.pop(key, None)
         self._ready_again.pop(key, None)
@@ -512,13 +540,22 @@ class Recorder:
         else:
             used = self._recent[key][2] if key in self._recent else None
         reason = None if used is None else sc.REASON_RESUBMIT
-        described = (args_json, component, dependency_keys, self._group(t, group))
+        described = (args_json, component, dependency_keys, self._group(t, group), function)
         self._begin(t, key, name, described, reason, (used or 0) + 1)
 
     def _begin(self, t, key, name, described, reason, attempt) -> _Task:
         """Start one life of `key` in the run: its task span (a distinct random id)."""
-        args_json, component, dependency_keys, group = described
-        attrs = {sc.KIND: sc.KIND_TASK, sc.TASK_NAME: name, sc.TASK_KEY: key_str(key)}
+        args_json, component, dependency_keys, group, function = described
+        key_text = key_str(key)
+        attrs = {
+            sc.KIND: sc.KIND_TASK,
+            sc.TASK_NAME: name,
+            sc.TASK_KEY: key_text,
+            sc.CICD_PIPELINE_TASK_NAME: name,
+            sc.CICD_PIPELINE_TASK_RUN_ID: sc.task_run_id(key_text, attempt),
+        }
+        if function:
+            attrs[sc.CODE_FUNCTION_NAME] = function
         parent = self._run_ctx
         if group is not None:
             attrs.update(group.attributes())
@@ -600,6 +637,7 @@ class Recorder:
             attrs[sc.TASK_REASON] = task.reason
         if worker:
             attrs[sc.WORKER] = worker
+            attrs.update(self._worker_attributes(worker))
         group = task.described[3]
         if group is not None:
             attrs.update(group.attributes())
@@ -635,17 +673,19 @@ class Recorder:
             self._start_execution(task, start, worker, run_id)
         elif worker and task.exec_span.is_recording():
             task.exec_span.set_attribute(sc.WORKER, worker)
+            task.exec_span.set_attributes(self._worker_attributes(worker))
         duration = max(0.0, stop - start)
         queue_wait = max(0.0, start - (task.ready or task.submitted))
         return duration, queue_wait
 
     def _set_outcome(
-        self, task: _Task, worker, duration, queue_wait, status, executed=True, extra=None
+        self, task: _Task, worker, duration, queue_wait, status, result, executed=True, extra=None
     ) -> None:
         attrs = extra or {}
         attrs.update(
             {
                 sc.TASK_STATUS: status,
+                sc.CICD_PIPELINE_TASK_RUN_RESULT: result,
                 sc.TASK_ATTEMPT: task.attempt,
                 sc.TASK_DURATION: round(duration, 6),
                 sc.TASK_QUEUE_WAIT: round(queue_wait, 6),
@@ -657,9 +697,10 @@ class Recorder:
             attrs[sc.TASK_REASON] = task.reason
         task.span.set_attributes(attrs)
         if executed:
-            attrs = {sc.M_TASK: task.name}
-            self._m_duration.record(duration, attrs)
+            attrs = {sc.M_TASK: task.name, sc.M_TASK_NAME: task.name}
             self._m_queue.record(queue_wait, attrs)
+            attrs[sc.M_RESULT] = result
+            self._m_duration.record(duration, attrs)
 
     @staticmethod
     def _group_ended(task: _Task, t: float) -> None:
@@ -687,7 +728,9 @@ class Recorder:
             extra[sc.TASK_NBYTES] = int(nbytes)
         if typename:
             extra[sc.TASK_RESULT_TYPE] = str(typename)
-        self._set_outcome(task, worker, duration, queue_wait, sc.STATUS_COMPLETED, extra=extra)
+        self._set_outcome(
+            task, worker, duration, queue_wait, sc.STATUS_COMPLETED, sc.RESULT_SUCCESS, extra=extra
+        )
         end = max(t, stop or t)
         task.span.end(end_time=_ns(end))  # its task_completed line, at once
         self._group_ended(task, end)
@@ -707,9 +750,15 @@ class Recorder:
         duration, queue_wait = self._finish(task, t, worker, start, stop, run_id)
         status = Status(StatusCode.ERROR, f"{etype}: {message}")
         task.exec_span.set_status(status)
+        task.exec_span.set_attribute(sc.ERROR_TYPE, etype)
         self._park(task, _ns(stop if stop is not None else t))
         end = max(t, stop) if stop is not None else t  # worker clocks may run slightly ahead
-        self._fail(task, end, etype, message, traceback_text or "", worker, duration, queue_wait)
+        # a task every worker running it died under failed through no fault of its own
+        killed = etype.rsplit(".", 1)[-1] == "KilledWorker"
+        result = sc.RESULT_ERROR if killed else sc.RESULT_FAILURE
+        self._fail(
+            task, end, etype, message, traceback_text or "", worker, duration, queue_wait, result
+        )
 
     def _on_dep_error(self, t, key, blame_key, blame_name) -> None:
         task = self._tasks.pop(key, None)
@@ -722,7 +771,7 @@ class Recorder:
             task.span.set_attribute(sc.TASK_CAUSE_NAME, blame_name or "")
             message = f"dependency {blame_name} ({key_str(blame_key)}) failed: {message}"
         queue_wait = max(0.0, t - (task.ready or task.submitted))
-        self._fail(task, t, etype, message, "", None, 0.0, queue_wait, executed=False)
+        self._fail(task, t, etype, message, "", None, 0.0, queue_wait, sc.RESULT_SKIP, False)
 
     def _fail(
         self,
@@ -734,10 +783,11 @@ class Recorder:
         worker,
         duration,
         queue_wait,
+        result: str,
         executed: bool = True,
     ):
         span = task.span
-        self._set_outcome(task, worker, duration, queue_wait, sc.STATUS_FAILED, executed)
+        self._set_outcome(task, worker, duration, queue_wait, sc.STATUS_FAILED, result, executed)
         span.set_attribute(sc.ERROR_TYPE, etype)
         span.set_attribute(sc.ERROR_MESSAGE, message)
         span.set_attribute(sc.ERROR_TRACEBACK, traceback_text)
@@ -812,6 +862,7 @@ class Recorder:
         if task.exec_span is not None:
             task.exec_span.end(end_time=_ns(t))
         task.span.set_attribute(sc.TASK_STATUS, sc.STATUS_CANCELLED)
+        task.span.set_attribute(sc.CICD_PIPELINE_TASK_RUN_RESULT, sc.RESULT_CANCELLATION)
         task.span.set_attribute(sc.TASK_ATTEMPT, task.attempt)
         if task.reason:
             task.span.set_attribute(sc.TASK_REASON, task.reason)
@@ -837,9 +888,12 @@ class Recorder:
             sc.WORKER_NTHREADS: int(nthreads or 0),
             sc.WORKER_MEMORY_LIMIT: int(memory_limit or 0),
             sc.WORKER_HOST: host or "",
+            **_cicd_worker(address, name),
+            sc.CICD_WORKER_URL_FULL: address,
         }
         if pid:
-            attrs[sc.WORKER_PID] = int(pid)
+            attrs[sc.WORKER_PID] = attrs[sc.PROCESS_PID] = int(pid)
+        attrs.update(self._worker_process.pop(address, ()))
         for key, value in (details or {}).items():  # e.g. the Slurm job id and its request
             if key in sc.WORKER_DETAILS and value is not None:
                 attrs[sc.WORKER_DETAILS[key]] = value
@@ -862,6 +916,7 @@ class Recorder:
     def _on_worker_removed(self, t, address, lost_tasks, stimulus_id, lost_results) -> None:
         worker = self._workers.pop(address, None)
         rss = self._memory_restarts.pop(address, None)
+        self._worker_process.pop(address, None)
         if worker is None:
             return
         crashed = not (worker.closing or self.closing)
@@ -879,6 +934,7 @@ class Recorder:
             reason += f" ({stimulus_id.rsplit('-', 1)[0]})"
         span.set_attribute(sc.WORKER_END_REASON, reason)
         if crashed:
+            span.set_attribute(sc.ERROR_TYPE, sc.WORKER_ERROR_TYPE)
             span.set_status(Status(StatusCode.ERROR, reason))
         span.end(end_time=_ns(t))
 
@@ -889,6 +945,8 @@ class Recorder:
             worker.closing = True
         if payload.get("lost"):
             self._worker_lost(address, payload["lost"])
+        if payload.get("process"):
+            self._process_of(address, worker, payload["process"])
         for key, start, *run_id in payload.get("started", ()):
             task = self._tasks.get(_as_key(key))
             run_id = run_id[0] if run_id else None
@@ -916,8 +974,9 @@ class Recorder:
                 attrs["energy_zones"], attrs["energy_uj"], attrs["energy_range_uj"] = rapl
             self._emit(sc.RESOURCE_SAMPLE, ts, attrs, None)
             self._sample_energy(address, name, ts, cpu_percent, int(rss), int(limit), host, rapl)
-            self._m_worker_cpu.set(cpu_percent / 100.0, {sc.M_WORKER: name})
-            self._m_worker_mem.set(int(rss), {sc.M_WORKER: name})
+            labels = {sc.M_WORKER: name, sc.M_WORKER_NAME: name}
+            self._m_worker_cpu.set(cpu_percent / 100.0, labels)
+            self._m_worker_mem.set(int(rss), labels)
         for lookup in payload.get("cache", ()):
             self._on_cache(lookup)
         if payload.get("fallbacks"):
@@ -932,6 +991,20 @@ class Recorder:
                     self._span_out(record)
                 except Exception:
                     logger.debug("scalable-otel: span from a task not exported", exc_info=True)
+
+    def _process_of(self, address, worker, described: dict) -> None:
+        """What a worker's plugin says of its process and host, on its worker span (or kept
+        for the span if the worker's addition has not been seen yet)."""
+        attrs = {k: v for k, v in described.items() if k in sc.WORKER_PROCESS_ATTRIBUTES}
+        if worker is not None:
+            worker.span.set_attributes(attrs)
+        elif len(self._worker_process) < 10_000:  # workers whose addition never comes
+            self._worker_process[address] = attrs
+
+    def _worker_attributes(self, address) -> dict:
+        """The cicd.worker.* attributes of a worker of the run, by its address."""
+        worker = self._workers.get(address)
+        return _cicd_worker(address, worker.name if worker is not None else None)
 
     def _context_of(self, key):
         """(name, task span context, attempt) of the key's task in flight or last ended."""

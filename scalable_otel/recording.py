@@ -206,6 +206,9 @@ class RunRecording:
                 sc.PROJECT: config.project,
                 sc.TARGET: config.target,
                 sc.PROVIDER: config.provider,
+                sc.CICD_PIPELINE_NAME: config.project,
+                sc.CICD_PIPELINE_RUN_ID: config.run_id,
+                sc.CICD_PIPELINE_ACTION_NAME: sc.PIPELINE_ACTION_RUN,
             },
         )
         meter = self.pipeline.meter()
@@ -249,7 +252,10 @@ class RunRecording:
         if status is None:
             status = sc.RUN_FAILED if recorder.failed else sc.RUN_COMPLETED
         self.run_span.set_attribute(sc.RUN_STATUS, status)
+        if status in sc.RUN_RESULTS:
+            self.run_span.set_attribute(sc.CICD_PIPELINE_RESULT, sc.RUN_RESULTS[status])
         if status != sc.RUN_COMPLETED:
+            self.run_span.set_attribute(sc.ERROR_TYPE, status)
             self.run_span.set_status(Status(StatusCode.ERROR, status))
         self.run_span.end(end_time=int(now * 1e9))
         self.pipeline.shutdown()
@@ -288,8 +294,10 @@ class InThreadRecording(_DriverSide):
         )
         self._thread.start()
 
-    def describe(self, key, name: str, args_json: str | None, component=None) -> None:
-        self._run.recorder.describe(key, name, args_json, component)
+    def describe(
+        self, key, name: str, args_json: str | None, component=None, function=None
+    ) -> None:
+        self._run.recorder.describe(key, name, args_json, component, function)
 
     def _drain(self) -> None:
         with self._lock:
@@ -368,9 +376,11 @@ class ChildProcessRecording(_DriverSide):
             self.exporters = ready[1]
         return ready is not None
 
-    def describe(self, key, name: str, args_json: str | None, component=None) -> None:
+    def describe(
+        self, key, name: str, args_json: str | None, component=None, function=None
+    ) -> None:
         if len(self._descriptions) < RECORD_QUEUE_BOUND:
-            self._descriptions.append((key, name, args_json, component))
+            self._descriptions.append((key, name, args_json, component, function))
         else:
             self._descriptions_dropped += 1
 

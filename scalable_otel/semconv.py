@@ -6,6 +6,13 @@ backends and the analysis code all agree on them through this module.
 
 from typing import NamedTuple
 
+from opentelemetry.semconv._incubating.attributes import cicd_attributes as _cicd
+from opentelemetry.semconv._incubating.attributes import host_attributes as _host
+from opentelemetry.semconv._incubating.attributes import process_attributes as _process
+from opentelemetry.semconv.attributes import code_attributes as _code
+from opentelemetry.semconv.attributes import error_attributes as _error
+from opentelemetry.semconv.attributes import service_attributes as _service
+
 SCHEMA_VERSION = 1
 INSTRUMENTATION_SCOPE = "scalable_otel"
 
@@ -90,9 +97,78 @@ WORKER_END = "scalable.worker.end"
 WORKER_END_REASON = "scalable.worker.end_reason"
 WORKER_LOST_TASKS = "scalable.worker.lost_tasks"
 WORKER_LOST_RESULTS = "scalable.worker.lost_results"
-ERROR_TYPE = "error.type"
+ERROR_TYPE = _error.ERROR_TYPE  # OpenTelemetry's own key: the exception's class name
 ERROR_MESSAGE = "scalable.error.message"
 ERROR_TRACEBACK = "scalable.error.traceback"
+
+# --- OpenTelemetry's semantic conventions, emitted beside the scalable.* keys -----------
+# (docs/telemetry-schema.md#semantic-conventions: which span, resource or metric has which)
+# The run span is a CI/CD pipeline run, a task span one run of a pipeline task, a worker a
+# CI/CD worker; the SDK pins the opentelemetry-semantic-conventions release these come from.
+CICD_PIPELINE_NAME = _cicd.CICD_PIPELINE_NAME  # the project
+CICD_PIPELINE_RUN_ID = _cicd.CICD_PIPELINE_RUN_ID  # the run id
+CICD_PIPELINE_ACTION_NAME = _cicd.CICD_PIPELINE_ACTION_NAME
+CICD_PIPELINE_RESULT = _cicd.CICD_PIPELINE_RESULT  # the run's, on the run span's end
+CICD_PIPELINE_TASK_NAME = _cicd.CICD_PIPELINE_TASK_NAME  # the task name
+CICD_PIPELINE_TASK_RUN_ID = _cicd.CICD_PIPELINE_TASK_RUN_ID  # `task_run_id`
+CICD_PIPELINE_TASK_RUN_RESULT = _cicd.CICD_PIPELINE_TASK_RUN_RESULT
+CICD_WORKER_ID = _cicd.CICD_WORKER_ID  # the worker's address
+CICD_WORKER_NAME = _cicd.CICD_WORKER_NAME  # the worker's name
+CICD_WORKER_URL_FULL = _cicd.CICD_WORKER_URL_FULL  # the worker's address (a URL)
+CODE_FUNCTION_NAME = _code.CODE_FUNCTION_NAME  # a task function's module and qualified name
+SERVICE_NAME = _service.SERVICE_NAME
+SERVICE_INSTANCE_ID = _service.SERVICE_INSTANCE_ID
+#: A run's `service.name` unless OTEL_SERVICE_NAME says otherwise.
+DEFAULT_SERVICE_NAME = "scalable-otel"
+PROCESS_PID = _process.PROCESS_PID
+PROCESS_EXECUTABLE_NAME = _process.PROCESS_EXECUTABLE_NAME
+PROCESS_EXECUTABLE_PATH = _process.PROCESS_EXECUTABLE_PATH
+PROCESS_RUNTIME_NAME = _process.PROCESS_RUNTIME_NAME
+PROCESS_RUNTIME_VERSION = _process.PROCESS_RUNTIME_VERSION
+PROCESS_RUNTIME_DESCRIPTION = _process.PROCESS_RUNTIME_DESCRIPTION
+HOST_NAME = _host.HOST_NAME
+HOST_ARCH = _host.HOST_ARCH
+#: What a worker tells of its process and host (worker span attributes; workers.jsonl
+#: keeps its own fields): measured by its worker plugin, sent once.
+WORKER_PROCESS_ATTRIBUTES = (
+    PROCESS_PID,
+    PROCESS_EXECUTABLE_NAME,
+    PROCESS_EXECUTABLE_PATH,
+    PROCESS_RUNTIME_NAME,
+    PROCESS_RUNTIME_VERSION,
+    PROCESS_RUNTIME_DESCRIPTION,
+    HOST_NAME,
+    HOST_ARCH,
+)
+PIPELINE_ACTION_RUN = _cicd.CicdPipelineActionNameValues.RUN.value
+_RESULT = _cicd.CicdPipelineTaskRunResultValues
+RESULT_SUCCESS = _RESULT.SUCCESS.value
+RESULT_FAILURE = _RESULT.FAILURE.value  # the task raised
+RESULT_ERROR = _RESULT.ERROR.value  # Dask's fault, not the task's: every worker running it died
+RESULT_CANCELLATION = _RESULT.CANCELLATION.value
+RESULT_SKIP = _RESULT.SKIP.value  # never ran: a task it depends on failed
+#: cicd.pipeline.result of a run by its status (run.json's; crashed written by the
+#: telemetry process when the driver died).
+RUN_RESULTS = {
+    RUN_COMPLETED: _cicd.CicdPipelineResultValues.SUCCESS.value,
+    RUN_FAILED: _cicd.CicdPipelineResultValues.FAILURE.value,
+    RUN_INTERRUPTED: _cicd.CicdPipelineResultValues.CANCELLATION.value,
+    RUN_CRASHED: _cicd.CicdPipelineResultValues.ERROR.value,
+}
+#: The error.type of a worker span whose worker died (its scalable.worker.end says so too).
+WORKER_ERROR_TYPE = "worker_crashed"
+
+
+def task_run_id(key: str, attempt: int) -> str:
+    """cicd.pipeline.task.run.id of one life of a key in a run (a task span): its key, and
+    for a later life (the key resubmitted, recomputed or retried) `#` and the attempt it
+    began with, so that it is unique in the run as the convention asks.
+
+    >>> task_run_id("sim-1f2e", 1), task_run_id("sim-1f2e", 3)
+    ('sim-1f2e', 'sim-1f2e#3')
+    """
+    return key if attempt <= 1 else f"{key}#{attempt}"
+
 
 # --- span events ----------------------------------------------------------------
 EVENT_ATTEMPT_LOST = "attempt_lost"
@@ -178,9 +254,14 @@ METRIC_CARBON = "scalable.carbon"
 METRIC_FINE_TIME = "scalable.dask.fine_time"
 METRIC_FINE_BYTES = "scalable.dask.fine_data"
 
-# Metric attribute keys: all of bounded cardinality (no keys, no run ids).
+# Metric attribute keys: all of bounded cardinality (no keys, no run ids, no worker
+# addresses: ports change with every cluster). M_TASK comes with cicd.pipeline.task.name
+# and M_WORKER (a worker's name) with cicd.worker.name, the same values under OTel's keys.
 M_TASK = "task"
 M_WORKER = "worker"
+M_TASK_NAME = CICD_PIPELINE_TASK_NAME
+M_WORKER_NAME = CICD_WORKER_NAME
+M_RESULT = CICD_PIPELINE_TASK_RUN_RESULT  # on the task duration histogram only
 M_STATUS = "status"
 M_FUNCTION = "function"
 M_METHOD = "method"  # of an energy figure: estimated or measured

@@ -8,6 +8,7 @@ scheduler's record of the same key does.
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 from dask.base import tokenize
@@ -55,6 +56,22 @@ def map_keys(fn, iterables: list, kwargs: dict, key=None, pure: bool = True) -> 
     return [f"{prefix}-{uid}-{i}" for i in range(min(map(len, iterables), default=0))]
 
 
+def qualified_name(fn) -> str | None:
+    """A task function's module and qualified name (OpenTelemetry's code.function.name),
+    through partials; None for a callable that has none (an instance with `__call__`).
+
+    >>> qualified_name(functools.partial(submit_key, pure=False))
+    'scalable_otel.submission.submit_key'
+    """
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    qualname = getattr(fn, "__qualname__", None)
+    if not isinstance(qualname, str):
+        return None
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{qualname}" if isinstance(module, str) and module else qualname
+
+
 def safe_args_json(fn, args, kwargs, redaction: Redaction = DEFAULT_REDACTION) -> str | None:
     """The arguments' summary, or None when it cannot be made (never raises)."""
     try:
@@ -81,6 +98,7 @@ def describe_tasks(
     failed = 0
     try:
         name = funcname(fn)
+        function = qualified_name(fn)
         for key, args in keyed_args:
             try:
                 summary = args_json(fn, args, kwargs, redaction)
@@ -88,7 +106,7 @@ def describe_tasks(
                 summary = None
                 failed += 1
             try:
-                recording.describe(key, name, summary, component)
+                recording.describe(key, name, summary, component, function)
             except Exception:
                 failed += summary is not None  # not counted twice
     except Exception:  # telemetry never breaks a submission

@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.metrics import NoOpMeter, Observation
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -34,6 +34,7 @@ from .exporters.jsonl import (
     WriteErrors,
 )
 from .exporters.settings import ExportSettings
+from .ids import service_instance_id
 from .recorded_spans import SpanSink
 from .version import __version__
 
@@ -162,7 +163,10 @@ def build_pipeline(
     for, then any passed in."""
     attributes = {sc.RUN_ID: run_id, sc.PROJECT: project}
     if not os.environ.get("OTEL_SERVICE_NAME"):
-        attributes["service.name"] = "scalable-otel"
+        attributes[sc.SERVICE_NAME] = sc.DEFAULT_SERVICE_NAME
+    # one instance per run, derived from it (the SDK would make a random one per process)
+    if sc.SERVICE_INSTANCE_ID not in OTELResourceDetector().detect().attributes:
+        attributes[sc.SERVICE_INSTANCE_ID] = service_instance_id(run_id)
     resource = Resource.create(attributes)  # also reads OTEL_RESOURCE_ATTRIBUTES
     # one warning for a full disk, whichever of the run directory's files meets it first
     write_errors = WriteErrors(directory)

@@ -191,6 +191,7 @@ def test_otel_metrics_by_prefix_and_group(recorded):
             sc.M_CONTEXT,
             sc.M_ACTIVITY,
             sc.M_TASK,
+            sc.M_TASK_NAME,  # the prefix under OTel's key too
             sc.M_GROUP,
         }
 

@@ -179,9 +179,10 @@ def test_providers_get_the_runs_spans_and_metrics_until_uninstrumented(
 
     after = metrics()  # the run is over: its counts stay, its workers are gone
     (done,) = after[sc.METRIC_TASKS_COMPLETED].data.data_points
-    assert done.value == 3 and dict(done.attributes) == {sc.M_TASK: "inc"}
+    task = {sc.M_TASK: "inc", sc.M_TASK_NAME: "inc"}
+    assert done.value == 3 and dict(done.attributes) == task
     (duration,) = after[sc.METRIC_TASK_DURATION].data.data_points
-    assert duration.count == 3 and dict(duration.attributes) == {sc.M_TASK: "inc"}
+    assert duration.count == 3 and dict(duration.attributes) == {**task, sc.M_RESULT: "success"}
     workers = after.get(sc.METRIC_WORKERS_ACTIVE)
     assert workers is None or not workers.data.data_points
 

@@ -118,6 +118,8 @@ def test_metric_instruments_with_bounded_labels(recorded):
                 bounded = {sc.M_TASK, sc.M_WORKER, sc.M_STATUS, sc.M_FUNCTION, sc.M_METHOD}
                 # a fine metric's: Dask's names of contexts and activities, span names
                 bounded |= {sc.M_SCOPE, sc.M_CONTEXT, sc.M_ACTIVITY, sc.M_GROUP}
+                # OTel's keys for a task's and a worker's names, and a task run's result
+                bounded |= {sc.M_TASK_NAME, sc.M_WORKER_NAME, sc.M_RESULT}
                 assert label in bounded | {sc.M_HOST}
             assert s.run_id not in p.attributes.values()
     memory = found[sc.METRIC_WORKER_MEMORY][1]

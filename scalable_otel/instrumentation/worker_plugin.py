@@ -19,8 +19,11 @@ Batch payload: {"worker": address, "name": name,
     "cache": [{...cache lookup...}, ...],
     "fallbacks": {compat name: count, ...},  # since the last batch (scalable_otel.compat)
     "closing": bool,
+    "process": {process.pid: ..., host.name: ..., ...},  # until a batch was sent
     "lost": [batches, spans]}  (running totals of this worker: batches it failed to send,
     spans made in tasks it dropped beyond _MAX_PENDING_SPANS; absent while both are 0)
+`process` holds OpenTelemetry's process.* and host.* attributes of the worker's process
+(`semconv.WORKER_PROCESS_ATTRIBUTES`), for its worker span.
 `host` is the host's name; `rapl` its powercap counters `[zones, energy_uj, max_range_uj]`
 (three lists, `scalable_otel.powercap`), or None where none can be read.
 `run_id` is Dask's id of the execution (the worker's `TaskState.run_id`, given by the
@@ -30,7 +33,9 @@ scheduler each time it sends the task), or None: it tells the executions of one 
 from __future__ import annotations
 
 import os
+import platform
 import socket
+import sys
 import threading
 import time
 
@@ -123,6 +128,39 @@ class _Memory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
+# platform.machine() -> OpenTelemetry's host.arch values
+_ARCH = {
+    "x86_64": "amd64",
+    "amd64": "amd64",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "i386": "x86",
+    "i686": "x86",
+    "x86": "x86",
+    "armv7l": "arm32",
+    "ppc64le": "ppc64",
+    "ppc64": "ppc64",
+    "s390x": "s390x",
+}
+
+
+def process_attributes(host: str) -> dict:
+    """OpenTelemetry's process.* and host.* attributes of this process (a worker's)."""
+    executable = sys.executable or ""
+    machine = platform.machine()
+    attrs = {
+        sc.PROCESS_PID: os.getpid(),
+        sc.PROCESS_EXECUTABLE_NAME: os.path.basename(executable),
+        sc.PROCESS_EXECUTABLE_PATH: executable,
+        sc.PROCESS_RUNTIME_NAME: sys.implementation.name,
+        sc.PROCESS_RUNTIME_VERSION: platform.python_version(),
+        sc.PROCESS_RUNTIME_DESCRIPTION: sys.version.replace("\n", " "),
+        sc.HOST_NAME: host,
+        sc.HOST_ARCH: _ARCH.get(machine.lower(), machine),
+    }
+    return {key: value for key, value in attrs.items() if value}
+
+
 def _cpu_seconds() -> float:
     """CPU time of this process (all threads, ns resolution) and of its finished children."""
     t = os.times()
@@ -208,6 +246,7 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         self._spans_dropped = 0
         self._last_cpu = (time.time(), _cpu_seconds())
         self._host = socket.gethostname()
+        self._process = process_attributes(self._host)  # sent until a batch goes out
         self._rapl_zones = powercap.zones()  # looked up once; read at every sample
         self._redaction = Redaction(values=self.redact_values or ())
         self._unscrub_logs = scrub_worker_logs(self._redaction)
@@ -353,7 +392,14 @@ class WorkerTelemetryPlugin(WorkerPlugin):
             spans, self._spans = self._spans, []
         fallbacks = compat.take_unsent()
         if not (
-            self._started or self._usage or self._samples or cache or spans or fallbacks or closing
+            self._started
+            or self._usage
+            or self._samples
+            or cache
+            or spans
+            or fallbacks
+            or closing
+            or self._process
         ):
             return
         payload = {
@@ -369,8 +415,11 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         }
         if self._batches_lost or self._spans_dropped:
             payload["lost"] = [self._batches_lost, self._spans_dropped]
+        if self._process:
+            payload["process"] = self._process
         self._started, self._usage, self._samples = [], [], []
         try:
             self.worker.log_event(sc.per_run(sc.WORKER_TOPIC, self.run_id), payload)
+            self._process = None
         except Exception:  # telemetry never breaks the worker: counted in the next batch
             self._batches_lost += 1
