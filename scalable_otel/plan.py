@@ -103,7 +103,13 @@ class PlanGraph:
         self._thread: threading.Thread | None = None
 
     def follow(self) -> None:
-        """Catch up with tasks.jsonl in a thread, every `interval` seconds, until `stop()`."""
+        """Catch up with tasks.jsonl in a thread, every `interval` seconds, until `stop()`.
+
+        The spool is opened now, not at the thread's first catch-up: a process's open
+        files then stay as they were once its run has started (Dask's own tests count
+        them around a client's life)."""
+        with self._lock:
+            self._open_spool()
         self._thread = threading.Thread(target=self._loop, name="scalable-otel-plan", daemon=True)
         self._thread.start()
 
@@ -144,10 +150,13 @@ class PlanGraph:
             except OSError:  # its buffer not flushed (a full disk): dropped anyway
                 pass
 
-    def _catch_up(self, final: bool) -> int:
+    def _open_spool(self) -> None:
         if self._spool is None:
             # O_TMPFILE where the filesystem has it: a file with no name, gone with us
             self._spool = tempfile.TemporaryFile(dir=self.path.parent)
+
+    def _catch_up(self, final: bool) -> int:
+        self._open_spool()
         added = 0
         for offset, lines in blocks_holding(self.path, _SUBMITTED, self._offset, final):
             self._offset = offset

@@ -107,6 +107,33 @@ def test_the_spool_leaves_nothing_in_the_run_directory(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["plan.json", "tasks.jsonl"]
 
 
+def open_files_under(folder) -> set[str]:
+    """What this process's open descriptors point at under `folder`."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (listdir's own descriptor)
+            continue
+        if target.startswith(str(folder)):
+            found.add(f"{fd} {target}")
+    return found
+
+
+def test_following_opens_the_spool_at_once_not_at_the_first_catch_up(tmp_path):
+    (tmp_path / "tasks.jsonl").write_bytes(submitted("a-1"))
+    graph = PlanGraph(tmp_path, MANIFEST, HEADER, interval=0.01)
+    graph.follow()
+    try:
+        held = open_files_under(tmp_path)
+        assert len(held) == 1  # the spool
+        wait_for(lambda: graph.entries == 1)
+        assert open_files_under(tmp_path) == held
+    finally:
+        graph.close()
+    assert open_files_under(tmp_path) == set()
+
+
 def test_a_failed_spool_write_is_read_again_from_the_start_at_the_close(tmp_path, monkeypatch):
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_bytes(submitted("a-1") + submitted("b-2"))
