@@ -93,6 +93,10 @@ WORKER_LOST_RESULTS = "scalable.worker.lost_results"
 ERROR_TYPE = "error.type"
 ERROR_MESSAGE = "scalable.error.message"
 ERROR_TRACEBACK = "scalable.error.traceback"
+# OpenTelemetry's exception attributes, on the log record of a failures.jsonl line
+EXCEPTION_TYPE = "exception.type"
+EXCEPTION_MESSAGE = "exception.message"
+EXCEPTION_STACKTRACE = "exception.stacktrace"
 
 # --- span events ----------------------------------------------------------------
 EVENT_ATTEMPT_LOST = "attempt_lost"
