@@ -31,11 +31,11 @@ A bad option written in code fails where it is written (`ExportOptions(otlp_prot
 run's exporters off with one warning, never the workflow.
 
 Unlike the SDK's own default (`otlp` to localhost), OTLP is on only when an endpoint is
-set or `OTEL_TRACES_EXPORTER`/`OTEL_METRICS_EXPORTER`/`OTEL_LOGS_EXPORTER` asks for it: a laptop with no
-collector gets no connection errors. `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`
-go on every signal's resource; `OTEL_SDK_DISABLED=true` turns telemetry off altogether.
-Headers are secrets (API keys): they reach the exporters and nothing else, never the
-run directory.
+set or `OTEL_TRACES_EXPORTER`/`OTEL_METRICS_EXPORTER`/`OTEL_LOGS_EXPORTER` asks for it:
+a laptop with no collector gets no connection errors. `OTEL_SERVICE_NAME` and
+`OTEL_RESOURCE_ATTRIBUTES` go on every signal's resource; `OTEL_SDK_DISABLED=true` turns
+telemetry off altogether. Headers are secrets (API keys): they reach the exporters and
+nothing else, never the run directory.
 """
 
 from __future__ import annotations
