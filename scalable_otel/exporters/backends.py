@@ -5,9 +5,10 @@ scrape endpoint, a Pushgateway), and the spans in OTLP's JSON file encoding.
 A backend that is down or slow never slows the workflow or the run directory: spans and
 log records wait in bounded queues and are sent from background threads; after a failed
 send (or a refused connection: each OTLP endpoint is tried once when the run starts) one
-warning names the endpoint; while closing, a backend that has failed is not waited for
-(unless it accepts a connection again: a backend restarted mid-run gets the run's last
-spans), and no backend is waited for more than `CLOSE_WAIT_S`. Spans and log records
+warning names the endpoint; while it refuses connections (one is tried before each send)
+nothing is sent to it, so neither the exporters' retries nor the close wait for it; one
+that accepts again (restarted mid-run) gets the batches after, the run's last ones
+included; and no backend is waited for more than `CLOSE_WAIT_S`. Spans and log records
 offered to OTLP but not confirmed sent are counted (`dropped_spans`, `dropped_logs`; in
 run.json `telemetry_spans_dropped`, `telemetry_logs_dropped`): a batch that failed is
 counted lost even when later ones succeed, as the SDK's exporters do not send it again.
@@ -78,13 +79,13 @@ class _Guard:
 
     def __init__(self, signal: str, where: str, address: tuple[str, int] | None = None):
         self.signal, self.where = signal, where
-        self.address = address  # tried again at the close when the backend had failed
+        self.address = address  # tried before a send while the backend is down
         self.offered = self.sent = 0
         self.failed = False
         self.sent_any = False
         self.closing = False
         self._warned = False
-        self._retried = False
+        self._back_at_close: bool | None = None
         self._lock = threading.Lock()
 
     @property
@@ -96,15 +97,21 @@ class _Guard:
             self.offered += count
 
     def skip(self) -> bool:
-        """Whether to drop a send at once: the run is closing and the backend failed, and
-        it does not accept a connection now (tried once: one that came back is sent to)."""
-        if not (self.closing and self.failed):
+        """Whether to fail a send at once: the backend failed and refuses a connection
+        now. While it is down each send first tries one TCP connection (the exporters
+        would retry a refused one for their whole timeout, and a close would wait for
+        that); once the run is closing, it is tried once: a backend that came back gets
+        the run's last spans and records, one still down is not waited for."""
+        if not self.failed:
             return False
+        if self.address is None:
+            return self.closing
+        if not self.closing:
+            return not _accepts(self.address)
         with self._lock:
-            retry, self._retried = not self._retried and self.address is not None, True
-        if retry and _accepts(self.address):
-            self.failed = False
-        return self.failed
+            if self._back_at_close is None:
+                self._back_at_close = _accepts(self.address)
+            return not self._back_at_close
 
     def closed(self) -> None:
         counted = self.signal in _COUNTED
