@@ -103,7 +103,7 @@ class Pipeline:
 
     def emit_event(self, event: str, ts_ns: int, attributes: dict, span_context=None) -> None:
         """One event of the run (resource sample, task measurement, cache lookup): its
-        run-directory line, and a log record for the caller's log processors."""
+        run-directory line, and a log record for the log processors (OTLP's, the caller's)."""
         trace_id = span_id = 0
         if span_context is not None:
             trace_id, span_id = span_context.trace_id, span_context.span_id
