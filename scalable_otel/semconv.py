@@ -100,6 +100,10 @@ WORKER_LOST_RESULTS = "scalable.worker.lost_results"
 ERROR_TYPE = _error.ERROR_TYPE  # OpenTelemetry's own key: the exception's class name
 ERROR_MESSAGE = "scalable.error.message"
 ERROR_TRACEBACK = "scalable.error.traceback"
+# OpenTelemetry's exception attributes, on the log record of a failures.jsonl line
+EXCEPTION_TYPE = "exception.type"
+EXCEPTION_MESSAGE = "exception.message"
+EXCEPTION_STACKTRACE = "exception.stacktrace"
 
 # --- OpenTelemetry's semantic conventions, emitted beside the scalable.* keys -----------
 # (docs/telemetry-schema.md#semantic-conventions: which span, resource or metric has which)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opentelemetry import trace
+from opentelemetry._logs import SeverityNumber
 from opentelemetry.metrics import NoOpMeter, Observation
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.metrics import MeterProvider
@@ -33,6 +34,7 @@ from .exporters.jsonl import (
     RunDirectorySpanProcessor,
     WriteErrors,
 )
+from .exporters.line_logs import LineLogs
 from .exporters.settings import ExportSettings
 from .ids import service_instance_id
 from .recorded_spans import SpanSink
@@ -68,8 +70,9 @@ class Pipeline:
     The run's own span (made through `tracer()`) and the recorder's spans
     (`recorded_spans.SpanSink`) go to the same `span_processors`, the run directory's
     first. The recorder's events are written to the run directory by `emit_event`, and
-    made into SDK log records only when `log_processors` of the caller's are there to
-    read them; its metrics are recorded only when a reader will collect them."""
+    made into SDK log records only when `log_processors` (OTLP's, the caller's) are there
+    to read them, as are the failures.jsonl and workers.jsonl lines (`LineLogs`); its
+    metrics are recorded only when a reader will collect them."""
 
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
@@ -101,7 +104,7 @@ class Pipeline:
 
     def emit_event(self, event: str, ts_ns: int, attributes: dict, span_context=None) -> None:
         """One event of the run (resource sample, task measurement, cache lookup): its
-        run-directory line, and a log record for the caller's log processors."""
+        run-directory line, and a log record for the log processors (OTLP's, the caller's)."""
         trace_id = span_id = 0
         if span_context is not None:
             trace_id, span_id = span_context.trace_id, span_context.span_id
@@ -111,7 +114,13 @@ class Pipeline:
             if span_context is not None:
                 ctx = trace.set_span_in_context(NonRecordingSpan(span_context))
             self._event_logger.emit(
-                timestamp=ts_ns, context=ctx, event_name=event, attributes=attributes
+                timestamp=ts_ns,
+                context=ctx,
+                severity_number=SeverityNumber.INFO,
+                severity_text="INFO",
+                body=event,
+                event_name=event,
+                attributes=attributes,
             )
 
     @functools.cached_property
@@ -121,13 +130,14 @@ class Pipeline:
     def shutdown(self) -> None:
         """Flush every exporter (a failed backend is not waited for), then close the files."""
         self.backends.closing()
-        # Spans and metrics are flushed side by side: a backend that never answers costs
-        # the close CLOSE_WAIT_S once, not once for its spans and again for its metrics.
-        spans = threading.Thread(
-            target=self._shutdown, args=(self.tracer_provider,), name="scalable-otel-close"
-        )
-        spans.start()
-        self._shutdown(self.logger_provider)
+        # Spans, logs and metrics are flushed side by side: a backend that never answers
+        # costs the close CLOSE_WAIT_S once, not once for each signal.
+        flushes = [
+            threading.Thread(target=self._shutdown, args=(provider,), name="scalable-otel-close")
+            for provider in (self.tracer_provider, self.logger_provider)
+        ]
+        for flush in flushes:
+            flush.start()
         for finish in self.backends.before_shutdown:  # after the last values, before the end
             try:
                 finish()
@@ -135,7 +145,8 @@ class Pipeline:
                 logger.debug("scalable-otel: exporter finish failed", exc_info=True)
         # a metric exporter whose backend hangs is given CLOSE_WAIT_S, not its own timeout
         self._shutdown(self.meter_provider, timeout_millis=CLOSE_WAIT_S * 1000)
-        spans.join()
+        for flush in flushes:
+            flush.join()
         self.backends.closed()
         self.writer.close()
 
@@ -189,8 +200,13 @@ def build_pipeline(
     for processor in processors:
         tracer_provider.add_span_processor(processor)
     logger_provider = LoggerProvider(resource=resource)
+    log_processors = [*backends.log_processors, *log_processors]
     for processor in log_processors:
         logger_provider.add_log_record_processor(processor)
+    if log_processors:
+        writer.on_append = LineLogs(
+            logger_provider.get_logger(sc.INSTRUMENTATION_SCOPE, __version__)
+        )
     readers = [*backends.metric_readers, *metric_readers]
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     return Pipeline(

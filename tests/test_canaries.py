@@ -399,7 +399,13 @@ def test_otlp_metric_exporters_keep_their_preferences(protocol):
 
 def test_sdk_logs_emit_event_records_to_processors():
     try:
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter  # noqa
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter  # noqa
         from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+        from opentelemetry.sdk._logs.export import (  # noqa: F401
+            BatchLogRecordProcessor,
+            LogRecordExportResult,
+        )
     except ImportError as exc:
         pytest.fail(moved(compat.SDK_LOGS, str(exc)))
 

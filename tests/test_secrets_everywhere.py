@@ -7,8 +7,9 @@ that only the user's `Redaction(values=...)` calls secret), credentials in the u
 the OTLP metrics endpoint and of the Pushgateway URL, an OTLP header, and an environment
 variable never used. None of them may appear in any file under the project (the run
 directory, recursively, raw bytes), in the HTML report (`scalable report --html`), in the
-Parquet export (`scalable export --parquet`), in what a real OTLP receiver got (a gRPC
-trace service built from opentelemetry-proto's definitions, in this process), nor in
+Parquet export (`scalable export --parquet`), in what a real OTLP receiver got (gRPC
+trace and logs services built from opentelemetry-proto's definitions, in this process:
+the failures' log records carry their tracebacks), nor in
 anything the driver or those commands printed. Each secret is also checked to have been
 used, so that its absence means something.
 """
@@ -24,6 +25,7 @@ from concurrent import futures
 import grpc
 import pytest
 from click.testing import CliRunner
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from scalable_otel.cli import main
@@ -89,6 +91,28 @@ class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         return names
 
 
+class LogsReceiver(logs_service_pb2_grpc.LogsServiceServicer):
+    """An OTLP/gRPC logs receiver keeping each request's bytes."""
+
+    def __init__(self):
+        self.requests: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def Export(self, request, context):
+        with self._lock:
+            self.requests.append(request.SerializeToString())
+        return logs_service_pb2.ExportLogsServiceResponse()
+
+    def event_names(self) -> list[str]:
+        names = []
+        for raw in self.requests:
+            request = logs_service_pb2.ExportLogsServiceRequest.FromString(raw)
+            for resource_logs in request.resource_logs:
+                for scope_logs in resource_logs.scope_logs:
+                    names.extend(record.event_name for record in scope_logs.log_records)
+        return names
+
+
 def refusing_port() -> tuple[socket.socket, int]:
     """A port bound and not listening: connections to it are refused while it is held."""
     sock = socket.socket()
@@ -103,6 +127,8 @@ def leftovers(tmp_path_factory):
     receiver = TraceReceiver()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
+    logs = LogsReceiver()
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(logs, server)
     grpc_port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     metrics_sock, metrics_port = refusing_port()
@@ -118,6 +144,8 @@ def leftovers(tmp_path_factory):
         OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{grpc_port}",
         OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="grpc",
         OTEL_EXPORTER_OTLP_TRACES_HEADERS=f"x-api-key={SECRETS['OTLP header']}",
+        OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=f"http://127.0.0.1:{grpc_port}",
+        OTEL_EXPORTER_OTLP_LOGS_PROTOCOL="grpc",
         OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=(
             f"http://otlp:{SECRETS['OTLP endpoint userinfo']}@127.0.0.1:{metrics_port}/v1/metrics"
         ),
@@ -166,6 +194,7 @@ def leftovers(tmp_path_factory):
         "driver": driver,
         "printed": driver.stdout + driver.stderr + report.output.encode() + export.output.encode(),
         "receiver": receiver,
+        "logs": logs,
         "ports": (metrics_port, gateway_port),
     }
 
@@ -210,6 +239,15 @@ def test_no_secret_in_what_the_otlp_receiver_got(leftovers):
     assert leaked(b"".join(receiver.requests)) == []
     # the header reached the receiver as a header, and nowhere else
     assert {m.get("x-api-key") for m in receiver.metadata} == {SECRETS["OTLP header"]}
+
+
+def test_no_secret_in_the_log_records_the_otlp_receiver_got(leftovers):
+    names = leftovers["logs"].event_names()
+    assert names.count("task_failed") == 2  # the failures, their messages and tracebacks
+    assert "worker_added" in names
+    sent = b"".join(leftovers["logs"].requests)
+    assert b"token=[redacted]" in sent  # the failure's message, as failures.jsonl has it
+    assert leaked(sent) == []
 
 
 def test_no_secret_in_what_the_session_printed(leftovers):

@@ -24,6 +24,7 @@ def test_run_json_describes_exporters_without_credentials_or_headers():
     assert described == {
         "otlp_traces": "http://otel:4318/v1/traces (http/protobuf)",
         "otlp_metrics": "http://otel:4318/v1/metrics (http/protobuf)",
+        "otlp_logs": "http://otel:4318/v1/logs (http/protobuf)",
         "pushgateway": "http://gateway:9091",
     }
     assert settings.otlp_traces.endpoint == "http://ann:pw-1@otel:4318/v1/traces"  # still used

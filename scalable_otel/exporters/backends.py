@@ -1,13 +1,17 @@
 """The exporters of a run besides its run directory, built from `ExportSettings` in the
-run's telemetry process: OTLP (traces and metrics, gRPC or HTTP), Prometheus (a scrape
-endpoint, a Pushgateway), and the spans in OTLP's JSON file encoding.
+run's telemetry process: OTLP (traces, metrics and logs, gRPC or HTTP), Prometheus (a
+scrape endpoint, a Pushgateway), and the spans in OTLP's JSON file encoding.
 
-A backend that is down or slow never slows the workflow or the run directory: spans
-wait in a bounded queue and are sent from a background thread; after a failed send
-(or a refused connection: each OTLP endpoint is tried once when the run starts) one
-warning names the endpoint; while closing, a backend that has failed is not waited
-for, and no backend is waited for more than `CLOSE_WAIT_S`. Spans offered to OTLP but
-not confirmed sent are counted (`dropped_spans`, in run.json as `telemetry_spans_dropped`).
+A backend that is down or slow never slows the workflow or the run directory: spans and
+log records wait in bounded queues and are sent from background threads; after a failed
+send (or a refused connection: each OTLP endpoint is tried once when the run starts) one
+warning names the endpoint; while it refuses connections (one is tried before each send)
+nothing is sent to it, so neither the exporters' retries nor the close wait for it; one
+that accepts again (restarted mid-run) gets the batches after, the run's last ones
+included; and no backend is waited for more than `CLOSE_WAIT_S`. Spans and log records
+offered to OTLP but not confirmed sent are counted (`dropped_spans`, `dropped_logs`; in
+run.json `telemetry_spans_dropped`, `telemetry_logs_dropped`): a batch that failed is
+counted lost even when later ones succeed, as the SDK's exporters do not send it again.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 CLOSE_WAIT_S = 3.0
 QUEUE_SPANS = 20_000
+QUEUE_LOGS = 20_000
 METRIC_INTERVAL_S = 5.0
 
 # The SDK logs each dropped span and each failed batch; one warning of ours says it all.
@@ -43,6 +48,7 @@ class Backends:
 
     span_processors: list = field(default_factory=list)
     metric_readers: list = field(default_factory=list)
+    log_processors: list = field(default_factory=list)
     before_shutdown: list[Callable[[], None]] = field(default_factory=list)
     guards: list = field(default_factory=list)
     span_files: list = field(default_factory=list)  # OtlpJsonSpanProcessor
@@ -52,6 +58,10 @@ class Backends:
         """Spans an exporter was given but did not deliver (OTLP) or write (the file)."""
         sent = sum(g.dropped for g in self.guards if g.signal == "traces")
         return sent + sum(f.dropped for f in self.span_files)
+
+    def dropped_logs(self) -> int:
+        """Log records the OTLP exporter was given but did not deliver."""
+        return sum(g.dropped for g in self.guards if g.signal == "logs")
 
     def closing(self) -> None:
         for guard in self.guards:
@@ -67,29 +77,50 @@ class _Guard:
     """Counts what an exporter sends, warns once when it fails, and stops waiting for a
     failed endpoint once the run is closing."""
 
-    def __init__(self, signal: str, where: str):
+    def __init__(self, signal: str, where: str, address: tuple[str, int] | None = None):
         self.signal, self.where = signal, where
+        self.address = address  # tried before a send while the backend is down
         self.offered = self.sent = 0
         self.failed = False
         self.sent_any = False
         self.closing = False
         self._warned = False
+        self._back_at_close: bool | None = None
         self._lock = threading.Lock()
 
     @property
     def dropped(self) -> int:
         return max(0, self.offered - self.sent)
 
+    def offer(self, count: int = 1) -> None:
+        with self._lock:
+            self.offered += count
+
     def skip(self) -> bool:
-        return self.closing and self.failed
+        """Whether to fail a send at once: the backend failed and refuses a connection
+        now. While it is down each send first tries one TCP connection (the exporters
+        would retry a refused one for their whole timeout, and a close would wait for
+        that); once the run is closing, it is tried once: a backend that came back gets
+        the run's last spans and records, one still down is not waited for."""
+        if not self.failed:
+            return False
+        if self.address is None:
+            return self.closing
+        if not self.closing:
+            return not _accepts(self.address)
+        with self._lock:
+            if self._back_at_close is None:
+                self._back_at_close = _accepts(self.address)
+            return not self._back_at_close
 
     def closed(self) -> None:
+        counted = self.signal in _COUNTED
         with self._lock:
-            lost = self.dropped if self.signal == "traces" else not self.sent_any
+            lost = self.dropped if counted else not self.sent_any
             if self._warned or not lost:
                 return
             self._warned = True
-        what = f"{self.dropped} spans were" if self.signal == "traces" else "metrics were"
+        what = f"{self.dropped} {_COUNTED[self.signal]} were" if counted else "metrics were"
         logger.warning(
             "scalable-otel: OTLP %s to %s did not answer before the run ended; %s not "
             "delivered (the run directory is complete)",
@@ -118,22 +149,37 @@ class _Guard:
         )
 
 
+_COUNTED = {"traces": "spans", "logs": "log records"}
+
+
+def _accepts(address: tuple[str, int]) -> bool:
+    try:
+        socket.create_connection(address, timeout=min(1.0, CLOSE_WAIT_S)).close()
+        return True
+    except OSError:
+        return False
+
+
 class _GuardedSpanExporter:
-    def __init__(self, exporter, guard: _Guard):
-        self._exporter, self._guard = exporter, guard
+    """A span (or, with `results` the SDK's log export results, log record) exporter
+    whose sends are counted by its guard."""
 
-    def export(self, spans):
-        from opentelemetry.sdk.trace.export import SpanExportResult
+    def __init__(self, exporter, guard: _Guard, results=None):
+        if results is None:
+            from opentelemetry.sdk.trace.export import SpanExportResult as results
+        self._exporter, self._guard, self._results = exporter, guard, results
 
+    def export(self, batch):
+        results = self._results
         if self._guard.skip():
-            return SpanExportResult.FAILURE
+            return results.FAILURE
         try:
-            result = self._exporter.export(spans)
+            result = self._exporter.export(batch)
             reason = ""
         except Exception as exc:
-            result, reason = SpanExportResult.FAILURE, type(exc).__name__
-        ok = result == SpanExportResult.SUCCESS
-        self._guard.result(ok, len(spans), reason or ("" if ok else "no success reply"))
+            result, reason = results.FAILURE, type(exc).__name__
+        ok = result == results.SUCCESS
+        self._guard.result(ok, len(batch), reason or ("" if ok else "no success reply"))
         return result
 
     def shutdown(self):
@@ -147,8 +193,9 @@ class _GuardedSpanExporter:
 
 
 class _CountingProcessor:
-    """A BatchSpanProcessor that counts the spans it is offered, and is not waited for
-    longer than CLOSE_WAIT_S when the run ends."""
+    """A BatchSpanProcessor (or BatchLogRecordProcessor) that counts the spans (log
+    records) it is offered, and is not waited for longer than CLOSE_WAIT_S when the run
+    ends."""
 
     def __init__(self, inner, guard: _Guard):
         self._inner, self._guard = inner, guard
@@ -160,8 +207,15 @@ class _CountingProcessor:
         pass
 
     def on_end(self, span):
-        self._guard.offered += 1
+        self._guard.offer()
         self._inner.on_end(span)
+
+    def on_emit(self, log_record):  # as a LogRecordProcessor
+        self._guard.offer()
+        self._inner.on_emit(log_record)
+
+    def enabled(self, *args, **kwargs) -> bool:
+        return self._inner.enabled(*args, **kwargs)
 
     def shutdown(self):
         self._guard.closing = True
@@ -185,11 +239,13 @@ _OTLP_EXPORTERS = {
         "opentelemetry.exporter.otlp.proto.http.metric_exporter",
         "OTLPMetricExporter",
     ),
+    ("logs", GRPC): ("opentelemetry.exporter.otlp.proto.grpc._log_exporter", "OTLPLogExporter"),
+    ("logs", HTTP): ("opentelemetry.exporter.otlp.proto.http._log_exporter", "OTLPLogExporter"),
 }
 
 
 def _otlp_exporter(target: OtlpTarget, signal: str):
-    """The SDK's OTLP exporter of `signal` ("traces" or "metrics") for `target`."""
+    """The SDK's OTLP exporter of `signal` ("traces", "metrics", "logs") for `target`."""
     module, name = _OTLP_EXPORTERS[(signal, target.protocol)]
     kwargs = {"endpoint": target.endpoint, "headers": target.headers or None}
     if target.protocol == GRPC:
@@ -298,6 +354,8 @@ def build_backends(
         _add(backends, "OTLP traces", lambda: _otlp_traces(backends, settings.otlp_traces))
     if settings.otlp_metrics is not None:
         _add(backends, "OTLP metrics", lambda: _otlp_metrics(backends, settings.otlp_metrics))
+    if settings.otlp_logs is not None:
+        _add(backends, "OTLP logs", lambda: _otlp_logs(backends, settings.otlp_logs))
     if settings.prometheus_port is not None or settings.pushgateway_url:
         _add(
             backends,
@@ -329,7 +387,7 @@ def _otlp_json(backends: Backends, run_dir: Path, flush_interval: float, write_e
 def _otlp_traces(backends: Backends, target: OtlpTarget) -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    guard = _Guard("traces", target.describe())
+    guard = _Guard("traces", target.describe(), _host_port(target))
     exporter = _GuardedSpanExporter(_otlp_exporter(target, "traces"), guard)
     processor = BatchSpanProcessor(exporter, max_queue_size=QUEUE_SPANS)
     backends.span_processors.append(_CountingProcessor(processor, guard))
@@ -341,7 +399,7 @@ def _otlp_traces(backends: Backends, target: OtlpTarget) -> None:
 def _otlp_metrics(backends: Backends, target: OtlpTarget) -> None:
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-    guard = _Guard("metrics", target.describe())
+    guard = _Guard("metrics", target.describe(), _host_port(target))
     exporter = _guarded_metric_exporter(_otlp_exporter(target, "metrics"), guard)
     backends.metric_readers.append(
         PeriodicExportingMetricReader(
@@ -352,6 +410,18 @@ def _otlp_metrics(backends: Backends, target: OtlpTarget) -> None:
     )
     backends.guards.append(guard)
     backends.where["otlp_metrics"] = target.describe()
+    _probe(target, guard)
+
+
+def _otlp_logs(backends: Backends, target: OtlpTarget) -> None:
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExportResult
+
+    guard = _Guard("logs", target.describe(), _host_port(target))
+    exporter = _GuardedSpanExporter(_otlp_exporter(target, "logs"), guard, LogRecordExportResult)
+    processor = BatchLogRecordProcessor(exporter, max_queue_size=QUEUE_LOGS)
+    backends.log_processors.append(_CountingProcessor(processor, guard))
+    backends.guards.append(guard)
+    backends.where["otlp_logs"] = target.describe()
     _probe(target, guard)
 
 

@@ -130,6 +130,8 @@ class JsonlWriter:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._files = {name: LineAppender(self.directory / name) for name in JSONL_FILES}
+        # called with (file, the line's bytes) for every line appended; must not raise
+        self.on_append = None
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scalable-otel-jsonl", daemon=True)
         self._thread.start()
@@ -142,6 +144,8 @@ class JsonlWriter:
             buffer += line
             buffer += b"\n"
             self._counts[file] += 1
+        if self.on_append is not None:
+            self.on_append(file, line)
 
     def flush(self) -> None:
         """Write every queued line now."""

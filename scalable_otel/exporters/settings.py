@@ -7,14 +7,18 @@ run's telemetry process builds the exporters from them. Each option left at None
 from its variable:
 
 - OTLP endpoint: `otlp_endpoint`, else `OTEL_EXPORTER_OTLP_ENDPOINT`; per signal
-  `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`.
+  `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` and
+  `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`.
 - OTLP protocol: `otlp_protocol`, else `OTEL_EXPORTER_OTLP_PROTOCOL` (and its
-  `_TRACES_`/`_METRICS_` forms): `grpc` or `http/protobuf` (the default).
+  `_TRACES_`/`_METRICS_`/`_LOGS_` forms): `grpc` or `http/protobuf` (the default).
+  Headers and timeout have the same per-signal forms.
 - OTLP headers: `otlp_headers`, else `OTEL_EXPORTER_OTLP_HEADERS`
   (`key=value,key2=value2`, URL-encoded values).
 - Traces exporter: `traces_exporter`, else `OTEL_TRACES_EXPORTER`: `otlp` or `none`.
 - Metrics exporter: `metrics_exporter`, else `OTEL_METRICS_EXPORTER`: any of `otlp`,
   `prometheus`, `none`, comma-separated.
+- Logs exporter: `logs_exporter`, else `OTEL_LOGS_EXPORTER`: `otlp` or `none` (the run's
+  events, failures and worker changes as OTel log records).
 - Prometheus scrape endpoint: `prometheus_port`, else `SCALABLE_PROMETHEUS_PORT`; it
   listens on 127.0.0.1 unless `prometheus_host`/`SCALABLE_PROMETHEUS_HOST` says otherwise.
 - Prometheus Pushgateway: `pushgateway_url`, else `SCALABLE_PUSHGATEWAY_URL`.
@@ -27,11 +31,11 @@ A bad option written in code fails where it is written (`ExportOptions(otlp_prot
 run's exporters off with one warning, never the workflow.
 
 Unlike the SDK's own default (`otlp` to localhost), OTLP is on only when an endpoint is
-set or `OTEL_TRACES_EXPORTER`/`OTEL_METRICS_EXPORTER` asks for it: a laptop with no
-collector gets no connection errors. `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`
-go on every signal's resource; `OTEL_SDK_DISABLED=true` turns telemetry off altogether.
-Headers are secrets (API keys): they reach the exporters and nothing else, never the
-run directory.
+set or `OTEL_TRACES_EXPORTER`/`OTEL_METRICS_EXPORTER`/`OTEL_LOGS_EXPORTER` asks for it:
+a laptop with no collector gets no connection errors. `OTEL_SERVICE_NAME` and
+`OTEL_RESOURCE_ATTRIBUTES` go on every signal's resource; `OTEL_SDK_DISABLED=true` turns
+telemetry off altogether. Headers are secrets (API keys): they reach the exporters and
+nothing else, never the run directory.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
 TRACES_EXPORTERS = frozenset({"otlp", "none"})
 METRICS_EXPORTERS = frozenset({"otlp", "prometheus", "none"})
+LOGS_EXPORTERS = frozenset({"otlp", "none"})
 
 
 class SettingsError(ValueError):
@@ -58,7 +63,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class ExportOptions:
-    """Where a run's spans and metrics go besides its run directory.
+    """Where a run's spans, metrics and log records go besides its run directory.
 
     Example::
 
@@ -72,15 +77,21 @@ class ExportOptions:
     SDK reads them:
 
     - `otlp_endpoint`: the OTLP endpoint; $OTEL_EXPORTER_OTLP_ENDPOINT (per signal:
-      $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, $OTEL_EXPORTER_OTLP_METRICS_ENDPOINT).
-      An endpoint turns OTLP on; with none, nothing is sent.
-    - `otlp_protocol`: "grpc" or "http/protobuf"; $OTEL_EXPORTER_OTLP_PROTOCOL, else
-      http/protobuf.
+      $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, $OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+      $OTEL_EXPORTER_OTLP_LOGS_ENDPOINT). An endpoint turns OTLP on; with none,
+      nothing is sent.
+    - `otlp_protocol`: "grpc" or "http/protobuf"; $OTEL_EXPORTER_OTLP_PROTOCOL (per
+      signal: $OTEL_EXPORTER_OTLP_LOGS_PROTOCOL...), else http/protobuf.
     - `otlp_headers`: a mapping of header names to values (API keys: never written to
-      disk, nor shown by `repr`); $OTEL_EXPORTER_OTLP_HEADERS (`key=value,key2=value2`).
+      disk, nor shown by `repr`); $OTEL_EXPORTER_OTLP_HEADERS (`key=value,key2=value2`;
+      per signal: $OTEL_EXPORTER_OTLP_LOGS_HEADERS...). The timeout is
+      $OTEL_EXPORTER_OTLP_TIMEOUT (per signal: $OTEL_EXPORTER_OTLP_LOGS_TIMEOUT...), in ms.
     - `traces_exporter`: "otlp" or "none"; $OTEL_TRACES_EXPORTER.
     - `metrics_exporter`: "otlp", "prometheus" or "none", comma-separated;
       $OTEL_METRICS_EXPORTER.
+    - `logs_exporter`: "otlp" or "none"; $OTEL_LOGS_EXPORTER. The run's events (cache
+      lookups, resource samples, fine metrics), each failures.jsonl line and each
+      workers.jsonl line as OTel log records with their trace and span ids.
     - `prometheus_port`: serve the metrics for Prometheus to scrape (0 picks a free
       port); $SCALABLE_PROMETHEUS_PORT.
     - `prometheus_host`: the address that endpoint listens on;
@@ -99,6 +110,7 @@ class ExportOptions:
     otlp_headers: Mapping[str, str] | None = field(default=None, repr=False)
     traces_exporter: str | None = None
     metrics_exporter: str | None = None
+    logs_exporter: str | None = None
     prometheus_port: int | None = None
     prometheus_host: str | None = None
     pushgateway_url: str | None = None
@@ -110,6 +122,7 @@ class ExportOptions:
             "otlp_protocol",
             "traces_exporter",
             "metrics_exporter",
+            "logs_exporter",
             "prometheus_host",
             "pushgateway_url",
         ):
@@ -121,6 +134,7 @@ class ExportOptions:
             )
         _exporters(self.traces_exporter, TRACES_EXPORTERS, "ExportOptions(traces_exporter=...)")
         _exporters(self.metrics_exporter, METRICS_EXPORTERS, "ExportOptions(metrics_exporter=...)")
+        _exporters(self.logs_exporter, LOGS_EXPORTERS, "ExportOptions(logs_exporter=...)")
         if self.otlp_headers is not None:
             if not isinstance(self.otlp_headers, Mapping) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in self.otlp_headers.items()
@@ -181,10 +195,11 @@ class OtlpTarget:
 
 @dataclass
 class ExportSettings:
-    """Where a run's spans and metrics go besides the run directory."""
+    """Where a run's spans, metrics and log records go besides the run directory."""
 
     otlp_traces: OtlpTarget | None = None
     otlp_metrics: OtlpTarget | None = None
+    otlp_logs: OtlpTarget | None = None
     prometheus_port: int | None = None
     prometheus_host: str = "127.0.0.1"
     pushgateway_url: str | None = None
@@ -200,7 +215,7 @@ class ExportSettings:
     @classmethod
     def from_dict(cls, data: dict) -> ExportSettings:
         data = dict(data)
-        for name in ("otlp_traces", "otlp_metrics"):
+        for name in ("otlp_traces", "otlp_metrics", "otlp_logs"):
             if data.get(name) is not None:
                 data[name] = OtlpTarget(**data[name])
         return cls(**data)
@@ -212,6 +227,8 @@ class ExportSettings:
             out["otlp_traces"] = self.otlp_traces.describe()
         if self.otlp_metrics:
             out["otlp_metrics"] = self.otlp_metrics.describe()
+        if self.otlp_logs:
+            out["otlp_logs"] = self.otlp_logs.describe()
         if self.prometheus_port is not None:
             out["prometheus"] = f"{self.prometheus_host}:{self.prometheus_port}"
         if self.pushgateway_url:
@@ -295,7 +312,8 @@ def _target(signal: str, path: str, options: ExportOptions, env) -> OtlpTarget |
         timeout_s = float(timeout) / 1000.0 if timeout else 10.0  # the variable is in ms
     except ValueError:
         raise SettingsError(
-            f"OTEL_EXPORTER_OTLP_TIMEOUT must be milliseconds, not {timeout!r}"
+            f"OTEL_EXPORTER_OTLP_{upper}_TIMEOUT or OTEL_EXPORTER_OTLP_TIMEOUT must be "
+            f"milliseconds, not {timeout!r}"
         ) from None
     return OtlpTarget(endpoint, protocol, dict(headers), timeout_s)
 
@@ -320,11 +338,18 @@ def export_settings(options: ExportOptions | None = None, env=None) -> ExportSet
         METRICS_EXPORTERS,
         "OTEL_METRICS_EXPORTER",
     )
+    logs = _exporters(
+        options.logs_exporter or _env("OTEL_LOGS_EXPORTER", env),
+        LOGS_EXPORTERS,
+        "OTEL_LOGS_EXPORTER",
+    )
     endpoint_set = bool(options.otlp_endpoint or _env("OTEL_EXPORTER_OTLP_ENDPOINT", env))
     trace_endpoint = endpoint_set or bool(_env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", env))
     metric_endpoint = endpoint_set or bool(_env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", env))
+    log_endpoint = endpoint_set or bool(_env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", env))
     want_traces = "otlp" in traces if traces is not None else trace_endpoint
     want_metrics = "otlp" in metrics if metrics is not None else metric_endpoint
+    want_logs = "otlp" in logs if logs is not None else log_endpoint
 
     port = options.prometheus_port
     if port is None and _env("SCALABLE_PROMETHEUS_PORT", env):
@@ -339,6 +364,7 @@ def export_settings(options: ExportOptions | None = None, env=None) -> ExportSet
     return ExportSettings(
         otlp_traces=_target("traces", "v1/traces", options, env) if want_traces else None,
         otlp_metrics=_target("metrics", "v1/metrics", options, env) if want_metrics else None,
+        otlp_logs=_target("logs", "v1/logs", options, env) if want_logs else None,
         prometheus_port=int(port) if port is not None else None,
         prometheus_host=options.prometheus_host
         or _env("SCALABLE_PROMETHEUS_HOST", env)

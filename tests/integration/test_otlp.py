@@ -150,5 +150,5 @@ def test_a_backend_down_costs_the_run_nothing_but_its_spans(backend, recorder, p
     assert said["closed_in"] <= allowed, (said, done.stderr[-3000:])
     printed = done.stderr.split("--- the run with OTLP ---", 1)[1]
     warnings = [line for line in printed.splitlines() if endpoint in line]
-    assert 1 <= len(warnings) <= 2, printed[-3000:]  # one per signal at most
+    assert 1 <= len(warnings) <= 3, printed[-3000:]  # one per signal at most
     assert all("the run directory is complete" in w for w in warnings), warnings
