@@ -11,6 +11,7 @@ from opentelemetry.semconv._incubating.attributes import host_attributes as _hos
 from opentelemetry.semconv._incubating.attributes import process_attributes as _process
 from opentelemetry.semconv.attributes import code_attributes as _code
 from opentelemetry.semconv.attributes import error_attributes as _error
+from opentelemetry.semconv.attributes import exception_attributes as _exception
 from opentelemetry.semconv.attributes import service_attributes as _service
 
 SCHEMA_VERSION = 1
@@ -101,9 +102,9 @@ ERROR_TYPE = _error.ERROR_TYPE  # OpenTelemetry's own key: the exception's class
 ERROR_MESSAGE = "scalable.error.message"
 ERROR_TRACEBACK = "scalable.error.traceback"
 # OpenTelemetry's exception attributes, on the log record of a failures.jsonl line
-EXCEPTION_TYPE = "exception.type"
-EXCEPTION_MESSAGE = "exception.message"
-EXCEPTION_STACKTRACE = "exception.stacktrace"
+EXCEPTION_TYPE = _exception.EXCEPTION_TYPE
+EXCEPTION_MESSAGE = _exception.EXCEPTION_MESSAGE
+EXCEPTION_STACKTRACE = _exception.EXCEPTION_STACKTRACE
 
 # --- OpenTelemetry's semantic conventions, emitted beside the scalable.* keys -----------
 # (docs/telemetry-schema.md#semantic-conventions: which span, resource or metric has which)

@@ -239,6 +239,7 @@ def grpc_run(tmp_path_factory):
                     otlp_endpoint=server.otlp_grpc,
                     otlp_protocol="grpc",
                     metrics_exporter="none",  # Jaeger takes traces only
+                    logs_exporter="none",
                 ),
             ) as session:
                 work(session)
@@ -277,6 +278,7 @@ def test_an_http_session_from_otel_variables_is_one_trace_in_jaeger(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_http)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_LOGS_EXPORTER", "none")
     monkeypatch.setenv("OTEL_SERVICE_NAME", "lulcc-pipeline")
     with ScalableSession(target="local", n_workers=1, project="jaeger-http") as session:
         session.gather(session.map(traced_work, range(2)))

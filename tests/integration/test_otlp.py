@@ -32,6 +32,7 @@ def test_otlp_http_from_session_arguments(phoenix, project_dir):  # noqa: F811
             otlp_endpoint=phoenix.base_url,
             otlp_protocol="http/protobuf",
             metrics_exporter="none",  # Phoenix takes traces only
+            logs_exporter="none",
         ),
     ) as session:
         session.gather(session.map(traced_work, range(2)))
@@ -43,6 +44,7 @@ def test_otlp_grpc_from_the_environment(phoenix, project_dir, monkeypatch):  # n
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", phoenix.grpc_endpoint)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_LOGS_EXPORTER", "none")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20sekrit")
     with ScalableSession(target="local", n_workers=1, project="otlp-grpc") as session:
         session.gather(session.map(traced_work, range(2)))
