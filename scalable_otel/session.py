@@ -194,6 +194,13 @@ class ScalableSession:
     - `manifest`: a `Manifest`, a mapping or the path of a Scalable manifest file.
     - `runs_dir`: where run directories go; $SCALABLE_RUNS_DIR, else .scalable/runs.
     - `cache_dir`: where `cacheable` results go; $SCALABLE_CACHE_DIR, else .scalable/cache.
+    - `asynchronous`: False; True for asyncio code, as Dask's own
+      `Client(asynchronous=True)`: enter the session with `async with` (or
+      `session = await ScalableSession(...)`, then `await session.close()`);
+      `session.client` is an asynchronous Dask client, `submit`, `map` and `compute`
+      return Dask futures (`await future` gives a result), `gather` an awaitable. The
+      telemetry's own start and close (its process, the last flush, run.json) run in
+      threads, never on the event loop; `with` on such a session raises a RuntimeError.
     - `progress`: a progress bar on stderr while the run goes on (tasks done, failed,
       running and queued per task name, throughput and ETA), drawn from the run
       directory as `scalable watch` draws it; else $SCALABLE_PROGRESS (on/off), else
@@ -250,10 +257,14 @@ class ScalableSession:
         pipeline: PipelineOptions | None = None,
         recording: RecordingOptions | None = None,
         progress: bool | None = None,
+        asynchronous: bool = False,
         **moved: Never,
     ):
         if moved:
             raise moved_keyword_error("ScalableSession", next(iter(moved)))
+        if not isinstance(asynchronous, bool):
+            raise TypeError(f"asynchronous must be True or False, not {asynchronous!r}")
+        self.asynchronous = asynchronous
         if progress is not None and not isinstance(progress, bool):
             raise TypeError(f"progress must be True, False or None, not {progress!r}")
         self.progress = progress
@@ -316,6 +327,7 @@ class ScalableSession:
         self._rundir: RunDirectory | None = None
         self._plan_graph: PlanGraph | None = None  # plan.json's graph, kept up during the run
         self._attached = False  # set by attach(): the client is the caller's, never closed here
+        self._begun = False  # the run of an attached session has started
         self._cache_sink = None  # where this run takes the driver's cache lookups
         # seconds spent in each part of the last close (last_records, dask, telemetry,
         # plan, run_json, columnar): what a benchmark prints
@@ -377,6 +389,12 @@ class ScalableSession:
         the run's recorder in a thread of this process. The other keywords, and their
         environment variables, are those of `ScalableSession` (no cluster is started, so
         there is no `n_workers` nor `cluster`).
+
+        An asynchronous client (`Client(asynchronous=True)`) gives an asynchronous
+        session, whose run starts when it is awaited or entered::
+
+            async with ScalableSession.attach(client, project="demeter") as session:
+                await client.gather(client.map(run_simulation, range(100)))
         """
         from .instrumentation.scheduler_plugin import TaskRecordPlugin
 
@@ -393,6 +411,7 @@ class ScalableSession:
         address = client.scheduler.address
         session = cls(
             address,
+            asynchronous=bool(client.asynchronous),
             project=project,
             manifest=manifest,
             runs_dir=runs_dir,
@@ -406,26 +425,69 @@ class ScalableSession:
         session._attached = True
         session._meter_provider = meter_provider
         session.client = client
-        session._started = time.time()
+        if not session.asynchronous:  # an asynchronous one begins when awaited or entered
+            session._begin_attached()
+        return session
+
+    def _begin_attached(self) -> None:
+        """Start the run of an attached session (telemetry failures are warned of)."""
+        from .instrumentation.scheduler_plugin import TaskRecordPlugin
+
+        self._begun = True
+        self._started = time.time()
         # the scheduler may be in another process (or a copy of the plugin is made when it
         # is registered): its records come back through the client, as for a remote target
         plugin = TaskRecordPlugin(forward=True, clients=())
-        if telemetry_disabled() or not session._open_telemetry(plugin):
-            return session
-        session._attach_telemetry(plugin, remote=True)
-        session._start_progress()
-        return session
+        if telemetry_disabled() or not self._open_telemetry(plugin):
+            return
+        self._attach_telemetry(plugin, remote=True)
+        self._start_progress()
 
     # --- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> ScalableSession:
+        self._synchronous_only("with ScalableSession(...)", "async with")
         self.start()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(status=_exit_status(exc_type))
 
+    async def __aenter__(self) -> ScalableSession:
+        self._asynchronous_only("async with")
+        return await self.start()
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        from .async_session import exit_status
+
+        await self.close(status=exit_status(exc_type))
+
+    def __await__(self):
+        """`session = await ScalableSession(..., asynchronous=True)`: the started session."""
+        self._asynchronous_only("await ScalableSession(...)")
+        return self.start().__await__()
+
+    def _synchronous_only(self, what: str, instead: str) -> None:
+        if self.asynchronous:
+            raise RuntimeError(
+                f"{what} needs a synchronous session; this one is asynchronous "
+                f"(asynchronous=True, or attached to an asynchronous client): use `{instead}`"
+            )
+
+    def _asynchronous_only(self, what: str) -> None:
+        if not self.asynchronous:
+            raise RuntimeError(
+                f"{what} needs ScalableSession(..., asynchronous=True); "
+                "use `with` for this synchronous session"
+            )
+
     def start(self) -> ScalableSession:
-        """Open the run directory and the OTel pipeline, then start or connect to Dask."""
+        """Open the run directory and the OTel pipeline, then start or connect to Dask.
+
+        On an asynchronous session it returns an awaitable of the started session."""
+        if self.asynchronous:
+            from .async_session import start
+
+            return start(self)
         if self._attached:  # attach() started the run on the caller's client
             return self
         from .instrumentation.scheduler_plugin import TaskRecordPlugin
@@ -470,15 +532,20 @@ class ScalableSession:
         try:
             self._instrument_client(plugin, remote)
             self._plugins_attached = True
-            if not self._recording.wait_ready():
-                logger.warning("scalable-otel: the telemetry process did not start")
-            elif self._recording.exporters is not None:
-                # a scrape endpoint on port 0 has its real port now: say so while the run goes
-                self._write_run_json(sc.RUN_RUNNING)
+            self._recorder_ready()
         except Exception as exc:
             logger.warning(
                 "scalable-otel: telemetry not attached to Dask (%s); the workflow goes on", exc
             )
+
+    def _recorder_ready(self) -> None:
+        """Wait until the recorder is ready (blocks; a thread's work in an asynchronous
+        session), then say where its exporters are."""
+        if not self._recording.wait_ready():
+            logger.warning("scalable-otel: the telemetry process did not start")
+        elif self._recording.exporters is not None:
+            # a scrape endpoint on port 0 has its real port now: say so while the run goes
+            self._write_run_json(sc.RUN_RUNNING)
 
     def _start_cluster(self, plugins):
         from .clusters import start_cluster
@@ -548,18 +615,25 @@ class ScalableSession:
         return True
 
     def _instrument_client(self, plugin, remote: bool) -> None:
-        from .instrumentation.scalable_library import watch_when_reporting
+        for each in self._client_plugins(plugin, remote):
+            self.client.register_plugin(each, name=each.name)
+        self._watch_driver_cache()
+
+    def _client_plugins(self, plugin, remote: bool) -> list:
+        """Subscribe to the run's records and give the plugins to register on the client's
+        cluster (a remote scheduler's, then the workers')."""
         from .instrumentation.worker_plugin import WorkerTelemetryPlugin
 
         inbox = self._recording.inbox
         plugin.record_client(self.client.id)  # the run's tasks: those its client asks for
+        plugins = []
         if remote:
 
             def on_records(event):
                 inbox.append((sc.RECORD_FORWARDED, event[0], event[1]))
 
             self.client.subscribe_topic(plugin.forward_topic, on_records)
-            self.client.register_plugin(plugin, name=plugin.name)
+            plugins.append(plugin)
         worker_plugin = WorkerTelemetryPlugin(
             resource_interval=self.recording_options.resource_interval,
             flush_interval=self.recording_options.flush_interval,
@@ -568,15 +642,27 @@ class ScalableSession:
             trace_id=self.trace_id,
             redact_values=self.redaction.value_patterns(),
         )
-        self.client.register_plugin(worker_plugin, name=worker_plugin.name)
-        watch_when_reporting()  # the Scalable tool's lookups too
+        plugins.append(worker_plugin)
+        return plugins
+
+    def _watch_driver_cache(self) -> None:
+        """This process's cache lookups (and the Scalable tool's) go to the run."""
+        from .instrumentation.scalable_library import watch_when_reporting
+
+        watch_when_reporting()
+        inbox = self._recording.inbox
         self._cache_sink = lambda record: inbox.append((sc.RECORD_CACHE, record))
         cache.set_driver_sink(self._cache_sink, str(self.cache_dir))
 
     def close(self, status: str | None = None) -> None:
         """Finish the run: flush workers, close Dask, end spans, write run.json.
 
-        A session from `attach()` leaves the client and its cluster running."""
+        A session from `attach()` leaves the client and its cluster running. On an
+        asynchronous session it returns an awaitable (as Dask's `Client.close`)."""
+        if self.asynchronous:
+            from .async_session import close
+
+            return close(self, status)
         counted = TERMINATION.begin_close()
         try:
             self._close(status)
