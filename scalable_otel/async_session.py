@@ -22,30 +22,13 @@ import uuid
 from . import cache
 from . import semconv as sc
 from .instrumentation.scheduler_plugin import TaskRecordPlugin, sync_scheduler_plugin
-from .session import (
-    _ADDRESS_PREFIXES,
-    CLUSTER_CLOSE_MIN_S,
-    CLUSTER_CLOSE_SHARE,
-    _exit_status,
-    _timed,
-    _worker_flush,
-    _worker_heartbeat,
-    session_owns_client,
-)
+from .instrumentation.worker_plugin import final_flush, send_heartbeat
 from .telemetry import telemetry_disabled
-from .termination import TERMINATION
+from .termination import TERMINATION, exit_status
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["close", "exit_status", "finish_off_loop", "start"]
-
-
-def exit_status(exc_type) -> str | None:
-    """The run status for leaving an asynchronous session by `exc_type`: a task cancelled
-    (what `asyncio.run` does to the main task after a SIGTERM or Ctrl-C) is interrupted."""
-    if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
-        return sc.RUN_INTERRUPTED
-    return _exit_status(exc_type)
+__all__ = ["close", "finish_off_loop", "start"]
 
 
 async def _within(seconds: float, awaitable) -> bool:
@@ -57,27 +40,15 @@ async def _within(seconds: float, awaitable) -> bool:
     return True
 
 
-async def _own_client(address):
-    """An asynchronous `distributed.Client` of the session's own, connected."""
-    from distributed import Client
-
-    token = session_owns_client.set(True)
-    try:
-        client = Client(address, asynchronous=True)
-    finally:
-        session_owns_client.reset(token)
-    return await client
-
-
 # --- start ----------------------------------------------------------------------------------
-async def start(session):
-    """Open the run directory and the OTel pipeline, then start or connect to Dask."""
+async def start(session, remote: bool):
+    """Open the run directory and the OTel pipeline, then start or connect to Dask
+    (`remote`: at the session's target, a scheduler's address)."""
     if session._attached:
         if not session._begun:
             await _begin_attached(session)
         return session
     session._started = time.time()
-    remote = session.target.startswith(_ADDRESS_PREFIXES)
     plugin = TaskRecordPlugin(forward=remote, clients=())
     telemetry = not telemetry_disabled() and await asyncio.to_thread(
         session._open_telemetry, plugin
@@ -86,10 +57,10 @@ async def start(session):
         TERMINATION.add(session)
     try:
         if remote:
-            session.client = await _own_client(session.target)
+            session.client = await session._new_client(session.target)
         else:
-            session.cluster = await _start_cluster(session, [plugin] if telemetry else [])
-            session.client = await _own_client(session.cluster)
+            session.cluster = await session._start_cluster([plugin] if telemetry else [])
+            session.client = await session._new_client(session.cluster)
     except BaseException as exc:
         if telemetry:  # the run ends before it began: say so in run.json
             await asyncio.to_thread(session._finish_telemetry, exit_status(type(exc)))
@@ -99,21 +70,6 @@ async def start(session):
         await _attach_telemetry(session, plugin, remote)
         await asyncio.to_thread(session._start_progress)
     return session
-
-
-async def _start_cluster(session, plugins):
-    from .clusters import start_cluster
-
-    cluster = start_cluster(
-        session.provider,
-        session.settings,
-        n_workers=session.n_workers,
-        threads_per_worker=session.threads_per_worker,
-        memory_limit=session.memory_limit,
-        plugins=plugins,
-        extra={**session.cluster_options.extra, "asynchronous": True},
-    )
-    return await cluster
 
 
 async def _begin_attached(session) -> None:
@@ -161,11 +117,11 @@ async def _close(session, status: str | None) -> None:
     def left() -> float:
         return max(0.0, deadline - time.monotonic())
 
-    split = session.close_split = {}
+    session.close_split = {}
     recording = session._recording
     token = None
     if recording is not None:
-        with _timed(split, "last_records"):
+        with session._timing("last_records"):
             try:
                 if session._plugins_attached:
                     token = await _mark_last_records(session, left)
@@ -177,7 +133,7 @@ async def _close(session, status: str | None) -> None:
             recording.mark_closing()
             cache.clear_driver_sink(session._cache_sink)
     try:
-        with _timed(split, "dask"):
+        with session._timing("dask"):
             if session.cluster is None and recording is not None:
                 try:
                     if not await _within(left(), _detach_from_cluster(session)):
@@ -187,11 +143,11 @@ async def _close(session, status: str | None) -> None:
             if session.client is not None and not session._attached:
                 await session.client.close()
             if session.cluster is not None:
-                await _close_cluster(session, max(left() * CLUSTER_CLOSE_SHARE, CLUSTER_CLOSE_MIN_S))
+                await _close_cluster(session, session._cluster_close_timeout(left()))
     finally:
         if recording is not None:
             if token is not None:
-                with _timed(split, "last_records"):
+                with session._timing("last_records"):
                     await asyncio.to_thread(session._await_last_records, recording, token, left)
             await asyncio.to_thread(session._finish_telemetry, status, left())
 
@@ -211,10 +167,10 @@ async def _mark_last_records(session, left) -> str | None:
     """As `ScalableSession._mark_last_records`, awaited."""
     client = session.client
     worker_plugin = sc.per_run(sc.WORKER_PLUGIN_NAME, session.run_id)
-    if not await _within(left() / 2, client.run(_worker_flush, name=worker_plugin)):
+    if not await _within(left() / 2, client.run(final_flush, name=worker_plugin)):
         return None
     try:
-        await _within(left() / 4, client.run(_worker_heartbeat))
+        await _within(left() / 4, client.run(send_heartbeat))
     except Exception:  # the figures are then those of the last regular heartbeat
         logger.debug("scalable-otel: final worker heartbeats failed", exc_info=True)
     await asyncio.sleep(0.05)  # let the workers' batches reach the scheduler

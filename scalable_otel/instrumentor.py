@@ -66,8 +66,8 @@ import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 
-from . import semconv as sc
 from .instrumentation import scalable_library
+from .termination import exit_status
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ __all__ = ["DaskInstrumentor"]
 _instruments = ("distributed >= 2024.12",)
 
 # instrument() keywords that are not ScalableSession's: the client decides these
-_CLUSTER_ONLY = frozenset({"target", "n_workers", "threads_per_worker", "cluster"})
+_CLUSTER_ONLY = frozenset({"target", "n_workers", "threads_per_worker", "cluster", "asynchronous"})
 _PROVIDER_KWARGS = frozenset({"tracer_provider", "meter_provider"})
 _CLIENT_METHODS = ("__init__", "close", "__exit__", "shutdown", "__aexit__")
 # private coroutines of an asynchronous client (compat.CLIENT_START, CLIENT_CLOSE)
@@ -229,12 +229,10 @@ class DaskInstrumentor(BaseInstrumentor):
 
     def _client_exiting(self, wrapped, client, args, kwargs):
         exc_type = args[0] if args else kwargs.get("exc_type")
-        self._finish(client, _exit_status(exc_type))
+        self._finish(client, exit_status(exc_type))
         return wrapped(*args, **kwargs)
 
     def _client_aexiting(self, wrapped, client, args, kwargs):
-        from .async_session import exit_status
-
         exc_type = args[0] if args else kwargs.get("exc_type")
         return self._finish_then(wrapped, client, args, kwargs, exit_status(exc_type))
 
@@ -363,13 +361,6 @@ class _Reserved:
 
     def __init__(self, target: str):
         self.target = target
-
-
-def _exit_status(exc_type) -> str | None:
-    if exc_type is None:
-        return None
-    interrupted = issubclass(exc_type, (KeyboardInterrupt, SystemExit))
-    return sc.RUN_INTERRUPTED if interrupted else sc.RUN_FAILED
 
 
 def _inside_dask(client) -> bool:

@@ -23,6 +23,7 @@ from .args import Redaction
 from .exporters.columnar import write_columnar_copy_soon
 from .exporters.settings import ExportOptions, ExportSettings, SettingsError, export_settings
 from .instrumentation.scheduler_plugin import sync_scheduler_plugin
+from .instrumentation.worker_plugin import final_flush, send_heartbeat
 from .manifest import SLURM_JOB_ENV, Manifest, choose_target
 from .options import (
     ClusterOptions,
@@ -43,7 +44,7 @@ from .rundir import (
 )
 from .submission import MAP_OPTIONS, SUBMIT_OPTIONS, describe_tasks, map_keys, submit_key
 from .telemetry import forward_spans_to, telemetry_disabled
-from .termination import TERMINATION
+from .termination import TERMINATION, exit_status
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -99,23 +100,16 @@ session_owns_client: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
-def _own_client(address):
-    """A `distributed.Client` of the session's own (to `address`, a scheduler or a cluster)."""
+def _own_client(address, asynchronous: bool = False):
+    """A `distributed.Client` of the session's own (to `address`, a scheduler or a cluster);
+    an asynchronous one is still to be awaited."""
     from distributed import Client
 
     token = session_owns_client.set(True)
     try:
-        return Client(address)
+        return Client(address, asynchronous=asynchronous)
     finally:
         session_owns_client.reset(token)
-
-
-def _exit_status(exc_type) -> str | None:
-    """The run status for leaving a session by `exc_type` (None: no exception)."""
-    if exc_type is None:
-        return None
-    interrupted = issubclass(exc_type, (KeyboardInterrupt, SystemExit))
-    return sc.RUN_INTERRUPTED if interrupted else sc.RUN_FAILED
 
 
 def _client_options(kwargs: dict, names) -> dict:
@@ -152,18 +146,6 @@ def _timed(split: dict, part: str):
         yield
     finally:
         split[part] = split.get(part, 0.0) + time.perf_counter() - t0
-
-
-def _worker_flush(dask_worker, name: str = sc.WORKER_PLUGIN_NAME) -> None:
-    plugin = dask_worker.plugins.get(name)
-    if plugin is not None:
-        plugin.final_flush()
-
-
-async def _worker_heartbeat(dask_worker) -> None:
-    """Send the worker's heartbeat now: the fine performance metrics it measured since the
-    last one reach the scheduler before the run's final figures are read there."""
-    await dask_worker.heartbeat()
 
 
 class ScalableSession:
@@ -396,7 +378,6 @@ class ScalableSession:
             async with ScalableSession.attach(client, project="demeter") as session:
                 await client.gather(client.map(run_simulation, range(100)))
         """
-        from .instrumentation.scheduler_plugin import TaskRecordPlugin
 
         if moved:
             raise moved_keyword_error("ScalableSession.attach", next(iter(moved)))
@@ -450,15 +431,13 @@ class ScalableSession:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.close(status=_exit_status(exc_type))
+        self.close(status=exit_status(exc_type))
 
     async def __aenter__(self) -> ScalableSession:
         self._asynchronous_only("async with")
         return await self.start()
 
     async def __aexit__(self, exc_type, exc, tb) -> None:
-        from .async_session import exit_status
-
         await self.close(status=exit_status(exc_type))
 
     def __await__(self):
@@ -487,7 +466,7 @@ class ScalableSession:
         if self.asynchronous:
             from .async_session import start
 
-            return start(self)
+            return start(self, remote=self.target.startswith(_ADDRESS_PREFIXES))
         if self._attached:  # attach() started the run on the caller's client
             return self
         from .instrumentation.scheduler_plugin import TaskRecordPlugin
@@ -504,7 +483,7 @@ class ScalableSession:
                 self.client = _own_client(self.cluster)
         except BaseException as exc:
             if telemetry:  # the run ends before it began: say so in run.json
-                self._finish_telemetry(_exit_status(type(exc)))
+                self._finish_telemetry(exit_status(type(exc)))
                 TERMINATION.end_close(self, counted=False)
             raise
         if telemetry:
@@ -557,7 +536,10 @@ class ScalableSession:
             threads_per_worker=self.threads_per_worker,
             memory_limit=self.memory_limit,
             plugins=plugins,
-            extra=self.cluster_options.extra,
+            # an asynchronous cluster is still to be awaited, on the session's loop
+            extra={**self.cluster_options.extra, "asynchronous": True}
+            if self.asynchronous
+            else self.cluster_options.extra,
         )
 
     def _open_telemetry(self, plugin) -> bool:
@@ -711,13 +693,28 @@ class ScalableSession:
                 if self.client is not None and not self._attached:
                     self.client.close()
                 if self.cluster is not None:
-                    self._close_cluster(max(left() * CLUSTER_CLOSE_SHARE, CLUSTER_CLOSE_MIN_S))
+                    self._close_cluster(self._cluster_close_timeout(left()))
         finally:
             if recording is not None:
                 if token is not None:
                     with _timed(split, "last_records"):
                         self._await_last_records(recording, token, left)
                 self._finish_telemetry(status, timeout=left())
+
+    @staticmethod
+    def _cluster_close_timeout(left: float) -> float:
+        """What the Dask close of a cluster the session started may take of the `left`
+        seconds of the close's deadline."""
+        return max(left * CLUSTER_CLOSE_SHARE, CLUSTER_CLOSE_MIN_S)
+
+    def _timing(self, part: str):
+        """A context manager adding the seconds its block takes to `close_split[part]`."""
+        return _timed(self.close_split, part)
+
+    def _new_client(self, address):
+        """A client of the session's own to `address` (a scheduler or a cluster), of the
+        session's kind: an asynchronous one is still to be awaited."""
+        return _own_client(address, self.asynchronous)
 
     def _close_cluster(self, timeout: float) -> None:
         """Close the cluster this session started, waiting for it at most `timeout` seconds:
@@ -736,10 +733,10 @@ class ScalableSession:
         """Have the workers send what they hold, then put a sync mark after the scheduler's
         records up to now; half the time left at most for each. The mark's token, or None."""
         worker_plugin = sc.per_run(sc.WORKER_PLUGIN_NAME, self.run_id)
-        if not _within(left() / 2, self.client.run, _worker_flush, name=worker_plugin):
+        if not _within(left() / 2, self.client.run, final_flush, name=worker_plugin):
             return None
         try:
-            _within(left() / 4, self.client.run, _worker_heartbeat)
+            _within(left() / 4, self.client.run, send_heartbeat)
         except Exception:  # the figures are then those of the last regular heartbeat
             logger.debug("scalable-otel: final worker heartbeats failed", exc_info=True)
         time.sleep(0.05)  # let the workers' batches reach the scheduler

@@ -19,7 +19,6 @@ from distributed import Client, LocalCluster, Scheduler, Worker
 
 from scalable_otel import ScalableSession
 from scalable_otel import semconv as sc
-from scalable_otel.instrumentor import DaskInstrumentor
 from scalable_otel.rundir import list_runs
 from tests import workloads
 from tests.conftest import events, read_jsonl

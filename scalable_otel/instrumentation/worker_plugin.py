@@ -56,6 +56,21 @@ _RESET_AFTER_S = 0.05
 _MAX_PENDING_SPANS = 10_000
 
 
+def final_flush(dask_worker, name: str = sc.WORKER_PLUGIN_NAME) -> None:
+    """Run on a worker at a run's close (`client.run`): its plugin `name` sends what it
+    holds now."""
+    plugin = dask_worker.plugins.get(name)
+    if plugin is not None:
+        plugin.final_flush()
+
+
+async def send_heartbeat(dask_worker) -> None:
+    """Run on a worker at a run's close: its heartbeat now, so that the fine performance
+    metrics it measured since the last one reach the scheduler before the run's final
+    figures are read there."""
+    await dask_worker.heartbeat()
+
+
 def _encoded(spans: list) -> bytes:
     """Spans as one JSON document: anything msgpack could not carry (a 128-bit id, an
     odd attribute) fails here, never in the worker's connection to the scheduler."""
