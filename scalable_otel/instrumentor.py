@@ -247,10 +247,9 @@ class DaskInstrumentor(BaseInstrumentor):
         """Finish the client's run, then call `wrapped` (close, shutdown, __aexit__): on
         an asynchronous client's loop that is a coroutine, as what it wraps returns."""
         session = self._live_session(client)
-        if session is None or not session.asynchronous:
-            self._finish(client, status)
-            return wrapped(*args, **kwargs)
-        if not client.asynchronous:  # called from another thread than the client's loop
+        # an asynchronous client's close called from another thread than its loop's
+        # returns no coroutine: the run is finished on the loop while this thread waits
+        if session is None or not session.asynchronous or not client.asynchronous:
             self._finish(client, status)
             return wrapped(*args, **kwargs)
 
