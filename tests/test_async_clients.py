@@ -2,8 +2,8 @@
 
 Real clusters both ways Dask's asyncio users make them: `LocalCluster(asynchronous=True)`
 with worker processes (a session's "local" target), and a `Scheduler` and `Worker` in
-the test's own event loop, as `distributed.utils_test.gen_cluster` makes them. Each test
-runs its coroutine with `asyncio.run`.
+the test's own event loop, as `distributed.utils_test.gen_cluster` makes them (and
+`gen_cluster` itself). Each other test runs its coroutine with `asyncio.run`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from pathlib import Path
 import orjson
 import pytest
 from distributed import Client, LocalCluster, Scheduler, Worker
+from distributed.utils_test import gen_cluster
 
 from scalable_otel import ScalableSession
 from scalable_otel import semconv as sc
+from scalable_otel.instrumentor import DaskInstrumentor
 from scalable_otel.rundir import list_runs
 from tests import workloads
 from tests.conftest import events, read_jsonl
@@ -151,6 +153,32 @@ def test_in_process_cluster_async_session_and_instrumented_clients(project_dir, 
     ]
     for run_dir in runs(root):
         check_every_execution_recorded(run_dir)
+
+
+# --- Dask's own test clusters ------------------------------------------------------------------
+@pytest.fixture
+def recorded_by_gen_cluster(project_dir):
+    """Instrumented before `gen_cluster` makes its client; its run checked once it closed
+    the client (with `Client._close`) and its cluster."""
+    root = project_dir / "runs"
+    instrumentor = DaskInstrumentor()
+    instrumentor.instrument(runs_dir=root, project="gen")
+    try:
+        yield root
+    finally:
+        instrumentor.uninstrument()
+    (run_dir,) = runs(root)
+    assert (run_json(run_dir)["status"], run_json(run_dir)["tasks_completed"]) == ("completed", 2)
+    check_every_execution_recorded(run_dir)
+
+
+@pytest.mark.usefixtures("recorded_by_gen_cluster")
+@gen_cluster(client=True)
+async def test_a_gen_cluster_client_is_recorded(c, s, a, b):
+    """distributed.utils_test.gen_cluster: a scheduler, two workers and an asynchronous
+    client in one event loop, checked for leaked threads and processes at its end."""
+    assert await c.gather(c.map(workloads.inc, range(2))) == [1, 2]
+    assert [n for n in s.plugins if n.startswith(sc.SCHEDULER_PLUGIN_NAME)]
 
 
 # --- the instrumentor on a LocalCluster(asynchronous=True) -----------------------------------
