@@ -19,7 +19,6 @@ import logging
 import time
 import uuid
 
-from . import cache
 from . import semconv as sc
 from .instrumentation.scheduler_plugin import TaskRecordPlugin, sync_scheduler_plugin
 from .instrumentation.worker_plugin import final_flush, send_heartbeat
@@ -130,8 +129,7 @@ async def _close(session, status: str | None) -> None:
                     token = None
             except Exception:
                 logger.debug("scalable-otel: final worker flush failed", exc_info=True)
-            recording.mark_closing()
-            cache.clear_driver_sink(session._cache_sink)
+            session._closing(recording)
     try:
         with session._timing("dask"):
             if session.cluster is None and recording is not None:
@@ -208,8 +206,7 @@ def finish_off_loop(session, status: str | None = None) -> None:
             return
     try:
         if session._recording is not None:
-            session._recording.mark_closing()
-            cache.clear_driver_sink(session._cache_sink)
+            session._closing(session._recording)
             session._finish_telemetry(status)
     finally:
         try:

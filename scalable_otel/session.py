@@ -680,8 +680,7 @@ class ScalableSession:
                         token = None
                 except Exception:
                     logger.debug("scalable-otel: final worker flush failed", exc_info=True)
-                recording.mark_closing()
-                cache.clear_driver_sink(self._cache_sink)
+                self._closing(recording)
         try:
             with _timed(split, "dask"):
                 if self.cluster is None and recording is not None:
@@ -700,6 +699,12 @@ class ScalableSession:
                     with _timed(split, "last_records"):
                         self._await_last_records(recording, token, left)
                 self._finish_telemetry(status, timeout=left())
+
+    def _closing(self, recording) -> None:
+        """From now on the recorder reads a worker's end as the close's, not a crash, and
+        this process's cache lookups go to no run."""
+        recording.mark_closing()
+        cache.clear_driver_sink(self._cache_sink)
 
     @staticmethod
     def _cluster_close_timeout(left: float) -> float:

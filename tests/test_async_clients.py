@@ -237,6 +237,25 @@ def test_an_async_client_left_open_is_finished_by_uninstrument(project_dir, inst
     assert run_json(run_dir)["tasks_completed"] == 1
 
 
+def test_an_awaited_session_closed_by_await_and_one_left_by_an_exception(project_dir):
+    async def main():
+        async with Scheduler(dashboard_address=":0") as scheduler, Worker(scheduler.address):
+            session = await ScalableSession(target=scheduler.address, asynchronous=True)
+            assert await session.client.submit(workloads.inc, 1) == 2
+            assert run_json(session.run_dir)["status"] == "running"
+            await session.close()
+            assert session.client.status == "closed"  # the session's own client
+            with pytest.raises(ValueError, match="bad input"):
+                async with ScalableSession(target=scheduler.address, asynchronous=True) as s:
+                    await s.submit(workloads.fail, 3)
+            return session, s
+
+    completed, failed = asyncio.run(main())
+    assert (completed.status, run_json(completed.run_dir)["tasks_completed"]) == ("completed", 1)
+    assert (failed.status, run_json(failed.run_dir)["tasks_failed"]) == ("failed", 1)
+    assert read_jsonl(failed.run_dir / "failures.jsonl")[0]["error_type"] == "ValueError"
+
+
 # --- misuse ---------------------------------------------------------------------------------
 def test_with_on_an_async_session_and_async_with_on_a_sync_one_say_what_to_use(project_dir):
     with pytest.raises(RuntimeError, match="use `async with`"):
