@@ -42,6 +42,14 @@ FINE_METRICS = (
     "children and cumulative_worker_metrics"
 )
 WORKER_CLIENT_ID = "the id of a worker's own client (Worker._get_client: Client-worker-<uuid>)"
+CLIENT_START = (
+    "distributed.Client._start, the coroutine that `await Client(asynchronous=True)` and "
+    "`async with` await"
+)
+CLIENT_CLOSE = (
+    "distributed.Client._close, the coroutine that an asynchronous client's close() and "
+    "__aexit__ return, and Dask's own test clusters await"
+)
 
 # what a run records without each name
 LOST = {
@@ -59,6 +67,11 @@ LOST = {
     SPAN_ANNOTATION: "tasks submitted in distributed.span blocks are not grouped",
     FINE_METRICS: "metrics.jsonl misses Dask's fine performance metrics (per prefix or per span)",
     WORKER_CLIENT_ID: "a client a worker makes outside its tasks records a run of its own",
+    CLIENT_START: "asynchronous clients record no run",
+    CLIENT_CLOSE: (
+        "an asynchronous client closed other than by close(), shutdown() or `async with` "
+        "has its run finished at exit, without flushing its workers"
+    ),
 }
 
 _lock = threading.Lock()

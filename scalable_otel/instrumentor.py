@@ -20,12 +20,27 @@ scheduler runs). `Client.close`, `Client.__exit__` and `Client.shutdown` are wra
 finish the run first, while the client can still flush its workers: plugins come off, the
 run's spans end and run.json gets its status. The cluster is never touched otherwise.
 
+Asynchronous clients record the same run, files, spans and metrics::
+
+    async with Client(address, asynchronous=True) as client:  # or: await Client(...)
+        await client.gather(client.map(run_simulation, range(100)))
+    # or: await client.close()
+
+Their connection is the coroutine `Client._start` (what `await client` and `async with`
+await): it is wrapped to attach the run, awaited, once the client is connected. Their
+`close()`, `shutdown()` and `__aexit__` return coroutines: the wrappers return ones that
+finish the run first (`__aexit__` with the status of the exception leaving the block),
+and `Client._close`, which Dask's own test clusters await directly, is wrapped too. The
+telemetry's blocking work runs in threads (`scalable_otel.async_session`): the event loop
+never waits on it. An asynchronous client left open has its run finished by
+`uninstrument()` or at exit, on its loop if that still runs in another thread, else
+without reaching Dask (run.json and the spans end; the plugins stay, recording nothing).
+
 Left alone (no run): clients made inside a Dask task or by a worker (`get_client()`,
 `worker_client()`: their tasks are in the run of the client that submitted the task),
-`asynchronous=True` clients (their connection and closing are coroutines this wrapper
-does not await), and the client of a `ScalableSession` (it records its own run). Two
-clients on one scheduler, in this process or anywhere else, record two runs, each with
-its own tasks only.
+and the client of a `ScalableSession` (it records its own run). Two clients on one
+scheduler, in this process or anywhere else, record two runs, each with its own tasks
+only.
 
 JGCRI's Scalable tool: its `ScalableClient` is a `Client`, so it records a run like any
 other; the `tag=` of its `submit` and `map` becomes each task's component, and its
@@ -51,8 +66,8 @@ import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 
-from . import semconv as sc
 from .instrumentation import scalable_library
+from .termination import exit_status
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +76,12 @@ __all__ = ["DaskInstrumentor"]
 _instruments = ("distributed >= 2024.12",)
 
 # instrument() keywords that are not ScalableSession's: the client decides these
-_CLUSTER_ONLY = frozenset({"target", "n_workers", "threads_per_worker", "cluster"})
+_CLUSTER_ONLY = frozenset({"target", "n_workers", "threads_per_worker", "cluster", "asynchronous"})
 _PROVIDER_KWARGS = frozenset({"tracer_provider", "meter_provider"})
-_CLIENT_METHODS = ("__init__", "close", "__exit__", "shutdown")
+_CLIENT_METHODS = ("__init__", "close", "__exit__", "shutdown", "__aexit__")
+# private coroutines of an asynchronous client (compat.CLIENT_START, CLIENT_CLOSE)
+_ASYNC_METHODS = ("_start", "_close")
+_ATTACH_ON_START = "_scalable_otel_attach_on_start"  # an asynchronous client to attach
 _SEEN = "_scalable_otel_seen"  # on a client: considered once, attached at most once
 
 _atexit_registered = False
@@ -127,6 +145,15 @@ class DaskInstrumentor(BaseInstrumentor):
         wrapt.wrap_function_wrapper(Client, "close", self._client_closing)
         wrapt.wrap_function_wrapper(Client, "shutdown", self._client_closing)
         wrapt.wrap_function_wrapper(Client, "__exit__", self._client_exiting)
+        wrapt.wrap_function_wrapper(Client, "__aexit__", self._client_aexiting)
+        for name, wrapper in zip(_ASYNC_METHODS, (self._client_starting, self._client_ending)):
+            if not inspect.iscoroutinefunction(inspect.unwrap(getattr(Client, name, None))):
+                from . import compat
+
+                fell_back = compat.CLIENT_START if name == "_start" else compat.CLIENT_CLOSE
+                compat.fell_back(fell_back, AttributeError(f"Client.{name}"))
+                continue
+            wrapt.wrap_function_wrapper(Client, name, wrapper)
         scalable_library.instrument_client(self._session_of)
         if not _atexit_registered:
             # before Dask's own exit hook (atexit runs last-registered first): a client
@@ -137,7 +164,7 @@ class DaskInstrumentor(BaseInstrumentor):
     def _uninstrument(self, **kwargs: Any) -> None:
         from distributed import Client
 
-        for name in _CLIENT_METHODS:
+        for name in (*_CLIENT_METHODS, *_ASYNC_METHODS):
             unwrap(Client, name)
         scalable_library.uninstrument_client()
         self.finish_runs()
@@ -162,62 +189,164 @@ class DaskInstrumentor(BaseInstrumentor):
         wrapped(*args, **kwargs)
         from .session import session_owns_client
 
-        if not session_owns_client.get():
-            try:
+        if session_owns_client.get():
+            setattr(client, _SEEN, True)
+            return
+        try:
+            if client.asynchronous:  # attached once connected: see _client_starting
+                setattr(client, _ATTACH_ON_START, True)
+            else:
                 self._attach(client)
-            except Exception as exc:
-                logger.warning(
-                    "scalable-otel: no run recorded for this Dask client (%s); the client "
-                    "works as usual",
-                    exc,
-                )
+        except Exception as exc:
+            logger.warning(
+                "scalable-otel: no run recorded for this Dask client (%s); the client "
+                "works as usual",
+                exc,
+            )
+
+    def _client_starting(self, wrapped, client, args, kwargs):
+        connecting = wrapped(*args, **kwargs)
+
+        async def connect_then_attach():
+            connected = await connecting
+            # set by __init__ after this coroutine was made (a synchronous client's
+            # connection runs inside its __init__, before)
+            if getattr(client, _ATTACH_ON_START, False):
+                try:
+                    await self._attach_async(client)
+                except Exception as exc:
+                    logger.warning(
+                        "scalable-otel: no run recorded for this Dask client (%s); the "
+                        "client works as usual",
+                        exc,
+                    )
+            return connected
+
+        return connect_then_attach()
 
     def _client_closing(self, wrapped, client, args, kwargs):
-        self._finish(client, None)
-        return wrapped(*args, **kwargs)
+        return self._finish_then(wrapped, client, args, kwargs, None)
 
     def _client_exiting(self, wrapped, client, args, kwargs):
         exc_type = args[0] if args else kwargs.get("exc_type")
-        status = None
-        if exc_type is not None:
-            interrupted = issubclass(exc_type, (KeyboardInterrupt, SystemExit))
-            status = sc.RUN_INTERRUPTED if interrupted else sc.RUN_FAILED
-        self._finish(client, status)
+        self._finish(client, exit_status(exc_type))
         return wrapped(*args, **kwargs)
 
+    def _client_aexiting(self, wrapped, client, args, kwargs):
+        exc_type = args[0] if args else kwargs.get("exc_type")
+        return self._finish_then(wrapped, client, args, kwargs, exit_status(exc_type))
+
+    def _client_ending(self, wrapped, client, args, kwargs):
+        async def finish_then_close():  # Client._close: always awaited on the loop
+            await self._finish_async(client, None)
+            return await wrapped(*args, **kwargs)
+
+        return finish_then_close()
+
+    def _finish_then(self, wrapped, client, args, kwargs, status):
+        """Finish the client's run, then call `wrapped` (close, shutdown, __aexit__): on
+        an asynchronous client's loop that is a coroutine, as what it wraps returns."""
+        session = self._live_session(client)
+        # an asynchronous client's close called from another thread than its loop's
+        # returns no coroutine: the run is finished on the loop while this thread waits
+        if session is None or not session.asynchronous or not client.asynchronous:
+            self._finish(client, status)
+            return wrapped(*args, **kwargs)
+
+        async def finish_then_call():
+            await self._finish_async(client, status)
+            result = wrapped(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
+
+        return finish_then_call()
+
     # --- runs -------------------------------------------------------------------------------
-    def _attach(self, client) -> None:
+    def _reserve(self, client) -> bool:
+        """Whether `client` is to get a run: considered once, then reserved while its run
+        is attached."""
         if getattr(client, _SEEN, False):
-            return
+            return False
         setattr(client, _SEEN, True)
-        if _inside_dask(client) or getattr(client, "_asynchronous", False):
-            return
-        if client.asynchronous or client.status != "running":
+        if _inside_dask(client) or client.status != "running":
+            return False
+        with self._lock:
+            self._live[id(client)] = (client, _Reserved(client.scheduler.address))
+        return True
+
+    def _reserved(self, client, session) -> None:
+        with self._lock:
+            if session is not None and session.run_dir is not None:
+                self._live[id(client)] = (client, session)
+            else:  # telemetry off, or it failed (attach said so): nothing to finish
+                self._live.pop(id(client), None)
+
+    def _attach(self, client) -> None:
+        if not self._reserve(client):
             return
         from .session import ScalableSession
 
-        address = client.scheduler.address
-        with self._lock:
-            # reserved now: the client's run is being attached
-            self._live[id(client)] = (client, _Reserved(address))
         session = None
         try:
             session = ScalableSession.attach(client, **self._options)
         finally:
-            with self._lock:
-                if session is not None and session.run_dir is not None:
-                    self._live[id(client)] = (client, session)
-                else:  # telemetry off, or it failed (attach said so): nothing to finish
-                    self._live.pop(id(client), None)
+            self._reserved(client, session)
 
-    def _finish(self, client, status: str | None) -> None:
+    async def _attach_async(self, client) -> None:
+        if not self._reserve(client):
+            return
+        from .session import ScalableSession
+
+        session = None
+        try:
+            # the client is asynchronous: so is its session, started when awaited
+            session = await ScalableSession.attach(client, **self._options)
+        finally:
+            self._reserved(client, session)
+
+    def _live_session(self, client):
+        """The session recording `client`'s run (None: none, or still being attached)."""
+        entry = self._live.get(id(client))
+        if entry is None or entry[0] is not client or isinstance(entry[1], _Reserved):
+            return None
+        return entry[1]
+
+    def _take(self, client):
+        """The session recording `client`'s run, no longer live; None if there is none."""
         with self._lock:
             entry = self._live.get(id(client))
             if entry is None or entry[0] is not client or isinstance(entry[1], _Reserved):
-                return
+                return None
             del self._live[id(client)]
+        return entry[1]
+
+    async def _finish_async(self, client, status: str | None) -> None:
+        """Finish the run of an asynchronous client, on its loop."""
+        session = self._live_session(client)
+        if session is None or not session.asynchronous:
+            return
+        session = self._take(client)
+        if session is None:
+            return
         try:
-            entry[1].close(status=status)
+            await session.close(status=status)
+        except Exception as exc:
+            logger.warning(
+                "scalable-otel: the run of a Dask client did not finish cleanly (%s); the "
+                "client goes on",
+                exc,
+            )
+
+    def _finish(self, client, status: str | None) -> None:
+        session = self._take(client)
+        if session is None:
+            return
+        try:
+            if session.asynchronous:
+                from .async_session import finish_off_loop
+
+                finish_off_loop(session, status)
+            else:
+                session.close(status=status)
         except Exception as exc:
             logger.warning(
                 "scalable-otel: the run of a Dask client did not finish cleanly (%s); the "

@@ -23,6 +23,7 @@ from .args import Redaction
 from .exporters.columnar import write_columnar_copy_soon
 from .exporters.settings import ExportOptions, ExportSettings, SettingsError, export_settings
 from .instrumentation.scheduler_plugin import sync_scheduler_plugin
+from .instrumentation.worker_plugin import final_flush, send_heartbeat
 from .manifest import SLURM_JOB_ENV, Manifest, choose_target
 from .options import (
     ClusterOptions,
@@ -43,7 +44,7 @@ from .rundir import (
 )
 from .submission import MAP_OPTIONS, SUBMIT_OPTIONS, describe_tasks, map_keys, submit_key
 from .telemetry import forward_spans_to, telemetry_disabled
-from .termination import TERMINATION
+from .termination import TERMINATION, exit_status
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -99,23 +100,16 @@ session_owns_client: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
-def _own_client(address):
-    """A `distributed.Client` of the session's own (to `address`, a scheduler or a cluster)."""
+def _own_client(address, asynchronous: bool = False):
+    """A `distributed.Client` of the session's own (to `address`, a scheduler or a cluster);
+    an asynchronous one is still to be awaited."""
     from distributed import Client
 
     token = session_owns_client.set(True)
     try:
-        return Client(address)
+        return Client(address, asynchronous=asynchronous)
     finally:
         session_owns_client.reset(token)
-
-
-def _exit_status(exc_type) -> str | None:
-    """The run status for leaving a session by `exc_type` (None: no exception)."""
-    if exc_type is None:
-        return None
-    interrupted = issubclass(exc_type, (KeyboardInterrupt, SystemExit))
-    return sc.RUN_INTERRUPTED if interrupted else sc.RUN_FAILED
 
 
 def _client_options(kwargs: dict, names) -> dict:
@@ -154,18 +148,6 @@ def _timed(split: dict, part: str):
         split[part] = split.get(part, 0.0) + time.perf_counter() - t0
 
 
-def _worker_flush(dask_worker, name: str = sc.WORKER_PLUGIN_NAME) -> None:
-    plugin = dask_worker.plugins.get(name)
-    if plugin is not None:
-        plugin.final_flush()
-
-
-async def _worker_heartbeat(dask_worker) -> None:
-    """Send the worker's heartbeat now: the fine performance metrics it measured since the
-    last one reach the scheduler before the run's final figures are read there."""
-    await dask_worker.heartbeat()
-
-
 class ScalableSession:
     """Run a Dask workflow with telemetry: OTel spans, metrics and a JSONL run directory.
 
@@ -194,6 +176,13 @@ class ScalableSession:
     - `manifest`: a `Manifest`, a mapping or the path of a Scalable manifest file.
     - `runs_dir`: where run directories go; $SCALABLE_RUNS_DIR, else .scalable/runs.
     - `cache_dir`: where `cacheable` results go; $SCALABLE_CACHE_DIR, else .scalable/cache.
+    - `asynchronous`: False; True for asyncio code, as Dask's own
+      `Client(asynchronous=True)`: enter the session with `async with` (or
+      `session = await ScalableSession(...)`, then `await session.close()`);
+      `session.client` is an asynchronous Dask client, `submit`, `map` and `compute`
+      return Dask futures (`await future` gives a result), `gather` an awaitable. The
+      telemetry's own start and close (its process, the last flush, run.json) run in
+      threads, never on the event loop; `with` on such a session raises a RuntimeError.
     - `progress`: a progress bar on stderr while the run goes on (tasks done, failed,
       running and queued per task name, throughput and ETA), drawn from the run
       directory as `scalable watch` draws it; else $SCALABLE_PROGRESS (on/off), else
@@ -250,10 +239,14 @@ class ScalableSession:
         pipeline: PipelineOptions | None = None,
         recording: RecordingOptions | None = None,
         progress: bool | None = None,
+        asynchronous: bool = False,
         **moved: Never,
     ):
         if moved:
             raise moved_keyword_error("ScalableSession", next(iter(moved)))
+        if not isinstance(asynchronous, bool):
+            raise TypeError(f"asynchronous must be True or False, not {asynchronous!r}")
+        self.asynchronous = asynchronous
         if progress is not None and not isinstance(progress, bool):
             raise TypeError(f"progress must be True, False or None, not {progress!r}")
         self.progress = progress
@@ -316,6 +309,7 @@ class ScalableSession:
         self._rundir: RunDirectory | None = None
         self._plan_graph: PlanGraph | None = None  # plan.json's graph, kept up during the run
         self._attached = False  # set by attach(): the client is the caller's, never closed here
+        self._begun = False  # the run of an attached session has started
         self._cache_sink = None  # where this run takes the driver's cache lookups
         # seconds spent in each part of the last close (last_records, dask, telemetry,
         # plan, run_json, columnar): what a benchmark prints
@@ -377,8 +371,13 @@ class ScalableSession:
         the run's recorder in a thread of this process. The other keywords, and their
         environment variables, are those of `ScalableSession` (no cluster is started, so
         there is no `n_workers` nor `cluster`).
+
+        An asynchronous client (`Client(asynchronous=True)`) gives an asynchronous
+        session, whose run starts when it is awaited or entered::
+
+            async with ScalableSession.attach(client, project="demeter") as session:
+                await client.gather(client.map(run_simulation, range(100)))
         """
-        from .instrumentation.scheduler_plugin import TaskRecordPlugin
 
         if moved:
             raise moved_keyword_error("ScalableSession.attach", next(iter(moved)))
@@ -393,6 +392,7 @@ class ScalableSession:
         address = client.scheduler.address
         session = cls(
             address,
+            asynchronous=bool(client.asynchronous),
             project=project,
             manifest=manifest,
             runs_dir=runs_dir,
@@ -406,26 +406,67 @@ class ScalableSession:
         session._attached = True
         session._meter_provider = meter_provider
         session.client = client
-        session._started = time.time()
+        if not session.asynchronous:  # an asynchronous one begins when awaited or entered
+            session._begin_attached()
+        return session
+
+    def _begin_attached(self) -> None:
+        """Start the run of an attached session (telemetry failures are warned of)."""
+        from .instrumentation.scheduler_plugin import TaskRecordPlugin
+
+        self._begun = True
+        self._started = time.time()
         # the scheduler may be in another process (or a copy of the plugin is made when it
         # is registered): its records come back through the client, as for a remote target
         plugin = TaskRecordPlugin(forward=True, clients=())
-        if telemetry_disabled() or not session._open_telemetry(plugin):
-            return session
-        session._attach_telemetry(plugin, remote=True)
-        session._start_progress()
-        return session
+        if telemetry_disabled() or not self._open_telemetry(plugin):
+            return
+        self._attach_telemetry(plugin, remote=True)
+        self._start_progress()
 
     # --- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> ScalableSession:
+        self._synchronous_only("with ScalableSession(...)", "async with")
         self.start()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.close(status=_exit_status(exc_type))
+        self.close(status=exit_status(exc_type))
+
+    async def __aenter__(self) -> ScalableSession:
+        self._asynchronous_only("async with")
+        return await self.start()
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        await self.close(status=exit_status(exc_type))
+
+    def __await__(self):
+        """`session = await ScalableSession(..., asynchronous=True)`: the started session."""
+        self._asynchronous_only("await ScalableSession(...)")
+        return self.start().__await__()
+
+    def _synchronous_only(self, what: str, instead: str) -> None:
+        if self.asynchronous:
+            raise RuntimeError(
+                f"{what} needs a synchronous session; this one is asynchronous "
+                f"(asynchronous=True, or attached to an asynchronous client): use `{instead}`"
+            )
+
+    def _asynchronous_only(self, what: str) -> None:
+        if not self.asynchronous:
+            raise RuntimeError(
+                f"{what} needs ScalableSession(..., asynchronous=True); "
+                "use `with` for this synchronous session"
+            )
 
     def start(self) -> ScalableSession:
-        """Open the run directory and the OTel pipeline, then start or connect to Dask."""
+        """Open the run directory and the OTel pipeline, then start or connect to Dask.
+
+        On an asynchronous session it returns an awaitable of the started session."""
+        if self.asynchronous:
+            from .async_session import start
+
+            return start(self, remote=self.target.startswith(_ADDRESS_PREFIXES))
         if self._attached:  # attach() started the run on the caller's client
             return self
         from .instrumentation.scheduler_plugin import TaskRecordPlugin
@@ -442,7 +483,7 @@ class ScalableSession:
                 self.client = _own_client(self.cluster)
         except BaseException as exc:
             if telemetry:  # the run ends before it began: say so in run.json
-                self._finish_telemetry(_exit_status(type(exc)))
+                self._finish_telemetry(exit_status(type(exc)))
                 TERMINATION.end_close(self, counted=False)
             raise
         if telemetry:
@@ -470,15 +511,20 @@ class ScalableSession:
         try:
             self._instrument_client(plugin, remote)
             self._plugins_attached = True
-            if not self._recording.wait_ready():
-                logger.warning("scalable-otel: the telemetry process did not start")
-            elif self._recording.exporters is not None:
-                # a scrape endpoint on port 0 has its real port now: say so while the run goes
-                self._write_run_json(sc.RUN_RUNNING)
+            self._recorder_ready()
         except Exception as exc:
             logger.warning(
                 "scalable-otel: telemetry not attached to Dask (%s); the workflow goes on", exc
             )
+
+    def _recorder_ready(self) -> None:
+        """Wait until the recorder is ready (blocks; a thread's work in an asynchronous
+        session), then say where its exporters are."""
+        if not self._recording.wait_ready():
+            logger.warning("scalable-otel: the telemetry process did not start")
+        elif self._recording.exporters is not None:
+            # a scrape endpoint on port 0 has its real port now: say so while the run goes
+            self._write_run_json(sc.RUN_RUNNING)
 
     def _start_cluster(self, plugins):
         from .clusters import start_cluster
@@ -490,7 +536,10 @@ class ScalableSession:
             threads_per_worker=self.threads_per_worker,
             memory_limit=self.memory_limit,
             plugins=plugins,
-            extra=self.cluster_options.extra,
+            # an asynchronous cluster is still to be awaited, on the session's loop
+            extra={**self.cluster_options.extra, "asynchronous": True}
+            if self.asynchronous
+            else self.cluster_options.extra,
         )
 
     def _open_telemetry(self, plugin) -> bool:
@@ -548,18 +597,25 @@ class ScalableSession:
         return True
 
     def _instrument_client(self, plugin, remote: bool) -> None:
-        from .instrumentation.scalable_library import watch_when_reporting
+        for each in self._client_plugins(plugin, remote):
+            self.client.register_plugin(each, name=each.name)
+        self._watch_driver_cache()
+
+    def _client_plugins(self, plugin, remote: bool) -> list:
+        """Subscribe to the run's records and give the plugins to register on the client's
+        cluster (a remote scheduler's, then the workers')."""
         from .instrumentation.worker_plugin import WorkerTelemetryPlugin
 
         inbox = self._recording.inbox
         plugin.record_client(self.client.id)  # the run's tasks: those its client asks for
+        plugins = []
         if remote:
 
             def on_records(event):
                 inbox.append((sc.RECORD_FORWARDED, event[0], event[1]))
 
             self.client.subscribe_topic(plugin.forward_topic, on_records)
-            self.client.register_plugin(plugin, name=plugin.name)
+            plugins.append(plugin)
         worker_plugin = WorkerTelemetryPlugin(
             resource_interval=self.recording_options.resource_interval,
             flush_interval=self.recording_options.flush_interval,
@@ -568,15 +624,27 @@ class ScalableSession:
             trace_id=self.trace_id,
             redact_values=self.redaction.value_patterns(),
         )
-        self.client.register_plugin(worker_plugin, name=worker_plugin.name)
-        watch_when_reporting()  # the Scalable tool's lookups too
+        plugins.append(worker_plugin)
+        return plugins
+
+    def _watch_driver_cache(self) -> None:
+        """This process's cache lookups (and the Scalable tool's) go to the run."""
+        from .instrumentation.scalable_library import watch_when_reporting
+
+        watch_when_reporting()
+        inbox = self._recording.inbox
         self._cache_sink = lambda record: inbox.append((sc.RECORD_CACHE, record))
         cache.set_driver_sink(self._cache_sink, str(self.cache_dir))
 
     def close(self, status: str | None = None) -> None:
         """Finish the run: flush workers, close Dask, end spans, write run.json.
 
-        A session from `attach()` leaves the client and its cluster running."""
+        A session from `attach()` leaves the client and its cluster running. On an
+        asynchronous session it returns an awaitable (as Dask's `Client.close`)."""
+        if self.asynchronous:
+            from .async_session import close
+
+            return close(self, status)
         counted = TERMINATION.begin_close()
         try:
             self._close(status)
@@ -612,8 +680,7 @@ class ScalableSession:
                         token = None
                 except Exception:
                     logger.debug("scalable-otel: final worker flush failed", exc_info=True)
-                recording.mark_closing()
-                cache.clear_driver_sink(self._cache_sink)
+                self._closing(recording)
         try:
             with _timed(split, "dask"):
                 if self.cluster is None and recording is not None:
@@ -625,13 +692,34 @@ class ScalableSession:
                 if self.client is not None and not self._attached:
                     self.client.close()
                 if self.cluster is not None:
-                    self._close_cluster(max(left() * CLUSTER_CLOSE_SHARE, CLUSTER_CLOSE_MIN_S))
+                    self._close_cluster(self._cluster_close_timeout(left()))
         finally:
             if recording is not None:
                 if token is not None:
                     with _timed(split, "last_records"):
                         self._await_last_records(recording, token, left)
                 self._finish_telemetry(status, timeout=left())
+
+    def _closing(self, recording) -> None:
+        """From now on the recorder reads a worker's end as the close's, not a crash, and
+        this process's cache lookups go to no run."""
+        recording.mark_closing()
+        cache.clear_driver_sink(self._cache_sink)
+
+    @staticmethod
+    def _cluster_close_timeout(left: float) -> float:
+        """What the Dask close of a cluster the session started may take of the `left`
+        seconds of the close's deadline."""
+        return max(left * CLUSTER_CLOSE_SHARE, CLUSTER_CLOSE_MIN_S)
+
+    def _timing(self, part: str):
+        """A context manager adding the seconds its block takes to `close_split[part]`."""
+        return _timed(self.close_split, part)
+
+    def _new_client(self, address):
+        """A client of the session's own to `address` (a scheduler or a cluster), of the
+        session's kind: an asynchronous one is still to be awaited."""
+        return _own_client(address, self.asynchronous)
 
     def _close_cluster(self, timeout: float) -> None:
         """Close the cluster this session started, waiting for it at most `timeout` seconds:
@@ -650,10 +738,10 @@ class ScalableSession:
         """Have the workers send what they hold, then put a sync mark after the scheduler's
         records up to now; half the time left at most for each. The mark's token, or None."""
         worker_plugin = sc.per_run(sc.WORKER_PLUGIN_NAME, self.run_id)
-        if not _within(left() / 2, self.client.run, _worker_flush, name=worker_plugin):
+        if not _within(left() / 2, self.client.run, final_flush, name=worker_plugin):
             return None
         try:
-            _within(left() / 4, self.client.run, _worker_heartbeat)
+            _within(left() / 4, self.client.run, send_heartbeat)
         except Exception:  # the figures are then those of the last regular heartbeat
             logger.debug("scalable-otel: final worker heartbeats failed", exc_info=True)
         time.sleep(0.05)  # let the workers' batches reach the scheduler

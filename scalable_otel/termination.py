@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
+
+from . import semconv as sc
 
 SIGTERM_EXIT_CODE = 128 + signal.SIGTERM  # 143, what a shell reports for a SIGTERM death
 
@@ -82,3 +85,13 @@ class Termination:
 
 
 TERMINATION = Termination()
+
+
+def exit_status(exc_type) -> str | None:
+    """The run status for leaving a session or a client's block by `exc_type` (None: no
+    exception): interrupted by Ctrl-C, SIGTERM or a cancelled asyncio task (what
+    `asyncio.run` does to its task at Ctrl-C), else failed."""
+    if exc_type is None:
+        return None
+    stopped = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)
+    return sc.RUN_INTERRUPTED if issubclass(exc_type, stopped) else sc.RUN_FAILED

@@ -468,3 +468,40 @@ def test_every_name_relied_on_has_a_canary_and_a_line_in_the_docs():
     ]
     for test in canaries:
         assert f"`{test}`" in docs, f"docs/reliability.md does not name {test}"
+
+
+class _CallsSeen(Client):
+    """A client noting which of its private coroutines ran (the instrumentor wraps them)."""
+
+    seen: list = []
+
+    async def _start(self, *args, **kwargs):
+        self.seen.append("_start")
+        return await super()._start(*args, **kwargs)
+
+    async def _close(self, *args, **kwargs):
+        self.seen.append("_close")
+        return await super()._close(*args, **kwargs)
+
+
+def test_asynchronous_clients_connect_in_start_and_close_in_close():
+    import asyncio
+
+    from distributed import Scheduler
+
+    async def use_clients():
+        async with Scheduler(dashboard_address=":0") as scheduler:
+            client = await _CallsSeen(scheduler.address, asynchronous=True)
+            assert client.status == "running"
+            await client.close()
+            async with _CallsSeen(scheduler.address, asynchronous=True) as client:
+                assert client.status == "running"
+
+    _CallsSeen.seen = []
+    asyncio.run(use_clients())
+    assert _CallsSeen.seen[:1] == ["_start"], moved(
+        compat.CLIENT_START, f"await Client(asynchronous=True) ran {_CallsSeen.seen}"
+    )
+    assert _CallsSeen.seen == ["_start", "_close", "_start", "_close"], moved(
+        compat.CLIENT_CLOSE, f"await client.close() and `async with` ran {_CallsSeen.seen}"
+    )

@@ -220,7 +220,7 @@ def test_a_client_made_inside_a_task_starts_no_nested_run(cluster, instrumentor,
     assert tasks == ["inc", "inc", "spawn_inner"]  # the inner tasks are in the outer run
 
 
-def test_asynchronous_clients_and_scalable_sessions_get_no_second_run(
+def test_asynchronous_clients_get_a_run_and_scalable_sessions_no_second_one(
     cluster, instrumentor, runs_root
 ):
     instrumentor.instrument(runs_dir=runs_root)
@@ -230,10 +230,13 @@ def test_asynchronous_clients_and_scalable_sessions_get_no_second_run(
             return await client.submit(workloads.inc, 1)
 
     assert asyncio.run(use_async_client()) == 2
-    assert runs(runs_root) == []
+    (async_run,) = runs(runs_root)
+    assert run_json(async_run)["status"] == "completed"
+    assert run_json(async_run)["tasks_completed"] == 1
+    assert_detached(cluster)
     with ScalableSession(target=cluster.scheduler_address, runs_dir=runs_root) as session:
         assert session.gather(session.submit(workloads.inc, 2)) == 3
-    assert runs(runs_root) == [session.run_dir]
+    assert runs(runs_root) == [async_run, session.run_dir]
 
 
 def test_the_off_switch_leaves_clients_unrecorded(cluster, instrumentor, runs_root, monkeypatch):

@@ -32,6 +32,7 @@ scheduler each time it sends the task), or None: it tells the executions of one 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import socket
@@ -57,8 +58,25 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 _RESET_AFTER_S = 0.05
+# whether a reset of the peak works in this process: probed once (see _Memory)
+_peak_resettable: list[bool] = []
 # Spans made inside tasks waiting for the next flush; beyond this a flood is dropped.
 _MAX_PENDING_SPANS = 10_000
+
+
+def final_flush(dask_worker, name: str = sc.WORKER_PLUGIN_NAME) -> None:
+    """Run on a worker at a run's close (`client.run`): its plugin `name` sends what it
+    holds now."""
+    plugin = dask_worker.plugins.get(name)
+    if plugin is not None:
+        plugin.final_flush()
+
+
+async def send_heartbeat(dask_worker) -> None:
+    """Run on a worker at a run's close: its heartbeat now, so that the fine performance
+    metrics it measured since the last one reach the scheduler before the run's final
+    figures are read there."""
+    await dask_worker.heartbeat()
 
 
 def _encoded(spans: list) -> bytes:
@@ -86,9 +104,11 @@ class _Memory:
     def __init__(self):
         self._statm = self._open("/proc/self/statm", os.O_RDONLY)
         self._clear = self._open("/proc/self/clear_refs", os.O_WRONLY)
-        self.can_reset_peak = (
-            resource is not None and self._clear is not None and self._reset_lowers_peak()
-        )
+        if not _peak_resettable:  # the same answer for every run's plugin in the process
+            _peak_resettable.append(
+                resource is not None and self._clear is not None and self._reset_lowers_peak()
+            )
+        self.can_reset_peak = _peak_resettable[0] and self._clear is not None
 
     @staticmethod
     def _open(path, flags):
@@ -226,12 +246,24 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         except Exception:  # no such task here, or a Dask with another layout
             return False
 
-    def setup(self, worker) -> None:
+    def setup(self, worker):
+        """Start measuring on `worker`. The first plugin of a process probes the memory
+        peak's reset (a 64 MiB block and a page-table walk: up to a few tenths of a second
+        in a large process) in a thread, so a worker's event loop, which a scheduler and a
+        client may share (`gen_cluster`), never waits on it: Dask awaits what this returns."""
+        if not _peak_resettable:
+            return self._probe_then_setup(worker)
+        self._setup(worker, _Memory())
+
+    async def _probe_then_setup(self, worker) -> None:
+        self._setup(worker, await asyncio.to_thread(_Memory))
+
+    def _setup(self, worker, memory: _Memory) -> None:
         from tornado.ioloop import PeriodicCallback
 
         self.worker = worker
         self._lock = threading.Lock()
-        self._memory = _Memory()
+        self._memory = memory
         self._exclusive_peak = worker.state.nthreads == 1 and self._memory.can_reset_peak
         # key -> [start, cpu at start, highest sampled RSS, start reported, ran beside another,
         #         the run's task (else measured only to tell its neighbours they shared),
