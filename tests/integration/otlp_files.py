@@ -5,42 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.go_servers import read_otlp_json_lines
-
-
-def any_value(value: dict):
-    """An OTLP JSON AnyValue as Python (an empty one is None; ints come as strings)."""
-    if not value:
-        return None
-    (kind, inner), *_ = value.items()
-    if kind == "intValue":
-        return int(inner)
-    if kind == "doubleValue":
-        return float(inner)
-    if kind == "arrayValue":
-        return [any_value(v) for v in inner.get("values", [])]
-    if kind == "kvlistValue":
-        return attributes(inner.get("values", []))
-    return inner  # stringValue, boolValue
-
-
-def attributes(pairs: list[dict]) -> dict:
-    return {pair["key"]: any_value(pair.get("value", {})) for pair in pairs}
+from tests.integration.go_servers import attributes, read_otlp_json_lines
+from tests.integration.go_servers import log_records as raw_log_records
 
 
 def log_records(path: Path) -> list[dict]:
     """Every log record in the file, its attributes decoded and its resource's beside."""
-    records = []
-    for request in read_otlp_json_lines(path):
-        for resource_logs in request.get("resourceLogs", []):
-            resource = attributes(resource_logs.get("resource", {}).get("attributes", []))
-            for scope_logs in resource_logs.get("scopeLogs", []):
-                for record in scope_logs.get("logRecords", []):
-                    record = dict(record)
-                    record["attributes"] = attributes(record.get("attributes", []))
-                    record["resource"] = resource
-                    records.append(record)
-    return records
+    return [
+        {**record, "attributes": attributes(record.get("attributes", []))}
+        for record in raw_log_records(path)
+    ]
 
 
 def span_ids(path: Path) -> list[str]:
