@@ -36,6 +36,23 @@ never waits on it. An asynchronous client left open has its run finished by
 `uninstrument()` or at exit, on its loop if that still runs in another thread, else
 without reaching Dask (run.json and the spans end; the plugins stay, recording nothing).
 
+Which clients record a run, each exactly once (a client is considered once, when it
+is made, and a lookup of an existing client makes none):
+
+- `Client(...)`, and every client Dask or a library makes through it on the user's
+  behalf: `get_client(address)` or `Client()` (from `scheduler-address`) in the driver,
+  a cluster object's `get_client()` (`LocalCluster`, dask-jobqueue's `SLURMCluster`...;
+  a second call returns the same client), prefect-dask's `PrefectDaskClient`.
+- `get_client()`, `default_client()`, `Client.current()`, `Client.as_current()` and
+  `dask.config.set(scheduler=client)` find a client already made: no new run; what is
+  computed through them (`dask.compute(...)`) is in the run of the client it went to.
+- A client left open when its cluster object closes (`with LocalCluster() as cluster:
+  client = cluster.get_client()`): `Cluster.close`, `__exit__` and `__aexit__` are
+  wrapped to finish the runs of the cluster's clients first, while its workers can still
+  be flushed (failed when the `with` ends on an exception).
+- Not recorded: a client made before `instrument()` (`opentelemetry-instrument`
+  instruments before any user code runs).
+
 Left alone (no run): clients made inside a Dask task or by a worker (`get_client()`,
 `worker_client()`: their tasks are in the run of the client that submitted the task),
 and the client of a `ScalableSession` (it records its own run). Two clients on one
@@ -170,7 +187,6 @@ class DaskInstrumentor(BaseInstrumentor):
 
     def _uninstrument(self, **kwargs: Any) -> None:
         from distributed import Client
-
         from distributed.deploy.cluster import Cluster
 
         for name in (*_CLIENT_METHODS, *_ASYNC_METHODS):

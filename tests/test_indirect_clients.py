@@ -99,7 +99,9 @@ def test_dask_collections_go_to_the_run_of_the_client_they_name(cluster, instrum
     completed_once(second_run, {"sleep_then": 1})
 
 
-def test_a_session_client_found_by_get_client_starts_no_second_run(cluster, instrumentor, runs_root):
+def test_get_client_finds_a_sessions_client_and_starts_no_second_run(
+    cluster, instrumentor, runs_root
+):
     instrumentor.instrument(runs_dir=runs_root)
     with ScalableSession(target=cluster.scheduler_address, runs_dir=runs_root) as session:
         assert get_client() is session.client
