@@ -164,3 +164,23 @@ def test_an_asynchronous_clusters_get_client_records_one_run(instrumentor, runs_
     run_dir = asyncio.run(main())
     assert runs(runs_root) == [run_dir]
     completed_once(run_dir, {"inc": 2})
+
+
+class LibraryClient(Client):
+    """A library's own client class (as prefect-dask's `PrefectDaskClient`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.made_by = "library"
+
+    def submit(self, func, *args, **kwargs):
+        return super().submit(func, *args, **kwargs)
+
+
+def test_a_librarys_client_subclass_records_one_run(cluster, instrumentor, runs_root):
+    instrumentor.instrument(runs_dir=runs_root)
+    with LibraryClient(cluster) as client:
+        assert client.made_by == "library"
+        assert client.gather([client.submit(workloads.inc, i) for i in range(2)]) == [1, 2]
+    (run_dir,) = runs(runs_root)
+    completed_once(run_dir, {"inc": 2})
