@@ -132,8 +132,21 @@ def test_a_cluster_objects_get_client_records_one_run(instrumentor, runs_root, c
             assert run_json(run_dir)["status"] == "completed"
         else:
             assert run_json(run_dir)["status"] == "running"
+    client.close()  # after its cluster: nothing more to finish
     assert runs(runs_root) == [run_dir]
     completed_once(run_dir, {"inc": 2})
+
+
+def test_a_client_by_address_left_open_is_finished_when_the_cluster_closes(
+    instrumentor, runs_root
+):
+    instrumentor.instrument(runs_dir=runs_root)
+    with local_cluster() as cluster:
+        client = Client(cluster.scheduler_address)
+        assert client.submit(workloads.inc, 1).result() == 2
+    (run_dir,) = runs(runs_root)
+    completed_once(run_dir, {"inc": 1})
+    client.close()
 
 
 def test_a_cluster_leaving_its_with_on_an_error_marks_its_clients_run_failed(
