@@ -137,9 +137,7 @@ def test_a_cluster_objects_get_client_records_one_run(instrumentor, runs_root, c
     completed_once(run_dir, {"inc": 2})
 
 
-def test_a_client_by_address_left_open_is_finished_when_the_cluster_closes(
-    instrumentor, runs_root
-):
+def test_a_client_by_address_left_open_is_finished_when_the_cluster_closes(instrumentor, runs_root):
     instrumentor.instrument(runs_dir=runs_root)
     with local_cluster() as cluster:
         client = Client(cluster.scheduler_address)
