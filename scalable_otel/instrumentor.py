@@ -36,6 +36,23 @@ never waits on it. An asynchronous client left open has its run finished by
 `uninstrument()` or at exit, on its loop if that still runs in another thread, else
 without reaching Dask (run.json and the spans end; the plugins stay, recording nothing).
 
+Which clients record a run, each exactly once (a client is considered once, when it
+is made, and a lookup of an existing client makes none):
+
+- `Client(...)`, and every client Dask or a library makes through it on the user's
+  behalf: `get_client(address)` or `Client()` (from `scheduler-address`) in the driver,
+  a cluster object's `get_client()` (`LocalCluster`, dask-jobqueue's `SLURMCluster`...;
+  a second call returns the same client), prefect-dask's `PrefectDaskClient`.
+- `get_client()`, `default_client()`, `Client.current()`, `Client.as_current()` and
+  `dask.config.set(scheduler=client)` find a client already made: no new run; what is
+  computed through them (`dask.compute(...)`) is in the run of the client it went to.
+- A client left open when its cluster object closes (`with LocalCluster() as cluster:
+  client = cluster.get_client()`): `Cluster.close`, `__exit__` and `__aexit__` are
+  wrapped to finish the runs of the cluster's clients first, while its workers can still
+  be flushed (failed when the `with` ends on an exception).
+- Not recorded: a client made before `instrument()` (`opentelemetry-instrument`
+  instruments before any user code runs).
+
 Left alone (no run): clients made inside a Dask task or by a worker (`get_client()`,
 `worker_client()`: their tasks are in the run of the client that submitted the task),
 and the client of a `ScalableSession` (it records its own run). Two clients on one
@@ -81,6 +98,8 @@ _PROVIDER_KWARGS = frozenset({"tracer_provider", "meter_provider"})
 _CLIENT_METHODS = ("__init__", "close", "__exit__", "shutdown", "__aexit__")
 # private coroutines of an asynchronous client (compat.CLIENT_START, CLIENT_CLOSE)
 _ASYNC_METHODS = ("_start", "_close")
+# a Dask cluster object (LocalCluster, SLURMCluster...): its clients' runs end as it closes
+_CLUSTER_METHODS = ("close", "__exit__", "__aexit__")
 _ATTACH_ON_START = "_scalable_otel_attach_on_start"  # an asynchronous client to attach
 _SEEN = "_scalable_otel_seen"  # on a client: considered once, attached at most once
 
@@ -154,6 +173,11 @@ class DaskInstrumentor(BaseInstrumentor):
                 compat.fell_back(fell_back, AttributeError(f"Client.{name}"))
                 continue
             wrapt.wrap_function_wrapper(Client, name, wrapper)
+        from distributed.deploy.cluster import Cluster
+
+        wrapt.wrap_function_wrapper(Cluster, "close", self._cluster_closing)
+        wrapt.wrap_function_wrapper(Cluster, "__exit__", self._cluster_exiting)
+        wrapt.wrap_function_wrapper(Cluster, "__aexit__", self._cluster_aexiting)
         scalable_library.instrument_client(self._session_of)
         if not _atexit_registered:
             # before Dask's own exit hook (atexit runs last-registered first): a client
@@ -163,9 +187,12 @@ class DaskInstrumentor(BaseInstrumentor):
 
     def _uninstrument(self, **kwargs: Any) -> None:
         from distributed import Client
+        from distributed.deploy.cluster import Cluster
 
         for name in (*_CLIENT_METHODS, *_ASYNC_METHODS):
             unwrap(Client, name)
+        for name in _CLUSTER_METHODS:
+            unwrap(Cluster, name)
         scalable_library.uninstrument_client()
         self.finish_runs()
         scalable_library.stop_recording_cache_lookups()
@@ -259,6 +286,55 @@ class DaskInstrumentor(BaseInstrumentor):
             return await result if inspect.isawaitable(result) else result
 
         return finish_then_call()
+
+    def _cluster_closing(self, wrapped, cluster, args, kwargs):
+        return self._finish_clients_then(wrapped, cluster, args, kwargs, None)
+
+    def _cluster_exiting(self, wrapped, cluster, args, kwargs):
+        exc_type = args[0] if args else kwargs.get("exc_type")
+        return self._finish_clients_then(wrapped, cluster, args, kwargs, exit_status(exc_type))
+
+    def _cluster_aexiting(self, wrapped, cluster, args, kwargs):
+        exc_type = args[0] if args else kwargs.get("exc_type")
+        return self._finish_clients_then(wrapped, cluster, args, kwargs, exit_status(exc_type))
+
+    def _finish_clients_then(self, wrapped, cluster, args, kwargs, status):
+        """Finish the runs of the clients of `cluster` still open (`cluster.get_client()`
+        left to the cluster's `with`), while its workers can be flushed; then close it."""
+        clients = self._clients_of(cluster)
+        if not getattr(cluster, "asynchronous", False):
+            for client in clients:
+                self._finish(client, status)
+            return wrapped(*args, **kwargs)
+
+        async def finish_then_close():
+            # on the cluster's loop: only runs finished on it (a synchronous client's
+            # would wait for that loop; it ends at its own close or at exit)
+            for client in clients:
+                await self._finish_async(client, status)
+            result = wrapped(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
+
+        return finish_then_close()
+
+    def _clients_of(self, cluster) -> list:
+        """The clients with a run going on that were made for `cluster` or connect to its
+        scheduler."""
+        try:
+            address = cluster.scheduler_address
+        except Exception:  # a cluster that never started
+            address = None
+        with self._lock:
+            entries = list(self._live.values())
+        return [
+            client
+            for client, session in entries
+            if not isinstance(session, _Reserved)
+            and (
+                getattr(client, "cluster", None) is cluster
+                or (address and getattr(client.scheduler, "address", None) == address)
+            )
+        ]
 
     # --- runs -------------------------------------------------------------------------------
     def _reserve(self, client) -> bool:

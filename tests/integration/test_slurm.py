@@ -159,3 +159,42 @@ def test_a_job_past_its_walltime_is_a_crashed_worker_whose_tasks_run_again(
     completed = {e["key"]: e for e in lines if e["event"] == "task_completed"}
     for key in interrupted:
         assert completed[key]["attempt"] == 2 and completed[key]["worker"] != victim
+
+
+def test_a_slurm_clusters_get_client_records_one_run(slurm, project_dir, monkeypatch, instrumentor):  # noqa: F811
+    """A user's own `SLURMCluster(...).get_client()` under `DaskInstrumentor`: one run,
+    finished by the cluster's `with` (the client is never closed by hand)."""
+    import sys
+
+    from scalable_otel.rundir import list_runs
+
+    jobqueue = pytest.importorskip("dask_jobqueue")
+    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    runs_root = project_dir / "runs"
+    instrumentor.instrument(runs_dir=runs_root)
+    with jobqueue.SLURMCluster(
+        queue="debug",
+        walltime="00:10:00",
+        cores=1,
+        processes=1,
+        memory="1GB",
+        interface="lo",
+        python=sys.executable,
+        scheduler_options={"dashboard_address": None},
+    ) as cluster:
+        cluster.scale(jobs=1)
+        client = cluster.get_client()
+        assert cluster.get_client() is client
+        client.wait_for_workers(1, timeout=60)
+        assert client.gather(client.map(workloads.inc, range(3))) == [1, 2, 3]
+    (run_dir,) = list_runs(runs_root)
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert (meta["status"], meta["tasks_submitted"], meta["tasks_completed"]) == (
+        "completed",
+        3,
+        3,
+    )
+    done = events(run_dir, event="task_completed")
+    assert sorted(e["task"] for e in done) == ["inc"] * 3
+    assert len({e["key"] for e in done}) == 3
