@@ -34,6 +34,9 @@ from tests.integration.go_servers import otlp_receiver, start_collector, wait_un
 from tests.integration.otlp_files import collector_to_files, log_records, span_ids
 from tests.integration.test_otlp import SilentServer
 
+# the real servers built by servers/build (see .ci/run)
+pytestmark = pytest.mark.go_servers
+
 PROTOCOLS = {"http/protobuf": "http", "grpc": "grpc"}
 # the files whose every line is one log record (failures and workers: made of the line;
 # the others: the recorder's events the line was written from)

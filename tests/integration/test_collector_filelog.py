@@ -46,6 +46,9 @@ from pathlib import Path
 from scalable_otel import ScalableSession
 from tests.workloads import fail, hold_until, inc, simulate
 
+# the real servers built by servers/build (see .ci/run)
+pytestmark = pytest.mark.go_servers
+
 release = sys.argv[1]
 with ScalableSession(target="local", n_workers=2, threads_per_worker=1,
                      project="tailed") as session:

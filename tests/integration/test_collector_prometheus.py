@@ -39,6 +39,9 @@ from tests.integration.promql import (
     run_phase,
 )
 
+# the real servers built by servers/build (see .ci/run)
+pytestmark = pytest.mark.go_servers
+
 COLLECTOR_CONFIG = REPO / "exporters" / "collector" / "otel-collector.yaml"
 COLLECTOR_README = REPO / "exporters" / "collector" / "README.md"
 PROJECT = "through-collector"

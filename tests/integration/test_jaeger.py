@@ -37,6 +37,9 @@ from tests.integration.otlp_checks import (
 from tests.test_html_report import chromium_binary
 from tests.test_task_context import traced_work
 
+# the real servers built by servers/build (see .ci/run)
+pytestmark = pytest.mark.go_servers
+
 SERVICE = "scalable-otel"  # a session's service.name unless OTEL_SERVICE_NAME says
 KINDS = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 # Jaeger's query service warns of a child outside its parent's time with this

@@ -20,6 +20,9 @@ from tests.conftest import events, wait_for
 from tests.integration.go_servers import start_collector, wait_until
 from tests.integration.otlp_files import collector_to_files, log_records
 
+# the real servers built by servers/build (see .ci/run)
+pytestmark = pytest.mark.go_servers
+
 LINE_FILES = ("failures.jsonl", "workers.jsonl")
 EVENT_FILES = ("cache.jsonl", "resources.jsonl", "metrics.jsonl")
 

@@ -22,6 +22,9 @@ from tests.integration.go_servers import (
 )
 from tests.test_semantic_conventions import LOW_CARDINALITY
 
+# the real servers built by servers/build (see .ci/run)
+pytestmark = pytest.mark.go_servers
+
 
 @pytest.fixture(autouse=True)
 def no_otel_settings(monkeypatch):
