@@ -26,6 +26,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -136,6 +137,12 @@ def main(argv=None) -> int:
     parser.add_argument("--source", type=Path, required=True, help="a dask/distributed checkout")
     parser.add_argument("--tests", nargs="+", default=list(DEFAULT_TESTS), metavar="FILE")
     parser.add_argument("--keep", type=Path, help="keep the work folder (runs, logs) here")
+    parser.add_argument(
+        "--plain-from",
+        type=Path,
+        metavar="DIR",
+        help="take the plain arm from an earlier work folder (its plain.xml and plain.log)",
+    )
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
     args = parser.parse_args(argv)
     source = args.source.resolve()
@@ -147,7 +154,16 @@ def main(argv=None) -> int:
     workdir = Path(args.keep or tempfile.mkdtemp(prefix="peer-suite-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     runs_dir = workdir / "runs"
-    plain = run_suite(source, args.tests, args.pytest_args, workdir, None)
+    if args.plain_from:
+        earlier = args.plain_from.resolve()
+        wall = re.search(r"in ([0-9.]+)s", (earlier / "plain.log").read_text().splitlines()[-1])
+        plain = {
+            "outcomes": outcomes(earlier / "plain.xml"),
+            "wall_s": float(wall.group(1)) if wall else float("nan"),
+            "log": earlier / "plain.log",
+        }
+    else:
+        plain = run_suite(source, args.tests, args.pytest_args, workdir, None)
     instrumented = run_suite(source, args.tests, args.pytest_args, workdir, runs_dir)
     for name, arm in (("plain", plain), ("instrumented", instrumented)):
         counts = collections.Counter(arm["outcomes"].values())
