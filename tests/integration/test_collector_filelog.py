@@ -33,6 +33,9 @@ from tests.integration.go_servers import (
 )
 from tests.integration.prometheus_servers import free_port
 
+# the real servers built by servers/build (see .ci/run)
+pytestmark = pytest.mark.go_servers
+
 COLLECTOR = REPO / "exporters" / "collector"
 RUNS_TO_LOGS = COLLECTOR / "runs-to-logs.yaml"
 OTEL_COLLECTOR = COLLECTOR / "otel-collector.yaml"
@@ -45,9 +48,6 @@ import sys
 from pathlib import Path
 from scalable_otel import ScalableSession
 from tests.workloads import fail, hold_until, inc, simulate
-
-# the real servers built by servers/build (see .ci/run)
-pytestmark = pytest.mark.go_servers
 
 release = sys.argv[1]
 with ScalableSession(target="local", n_workers=2, threads_per_worker=1,
