@@ -155,6 +155,9 @@ class DaskInstrumentor(BaseInstrumentor):
                 continue
             wrapt.wrap_function_wrapper(Client, name, wrapper)
         scalable_library.instrument_client(self._session_of)
+        from .session import keep_spare_recorders
+
+        keep_spare_recorders(self._options)  # many clients: their telemetry starts ahead
         if not _atexit_registered:
             # before Dask's own exit hook (atexit runs last-registered first): a client
             # never closed still finishes its run while it can reach its workers
@@ -169,6 +172,9 @@ class DaskInstrumentor(BaseInstrumentor):
         scalable_library.uninstrument_client()
         self.finish_runs()
         scalable_library.stop_recording_cache_lookups()
+        from .session import keep_spare_recorders
+
+        keep_spare_recorders(None)
 
     def finish_runs(self, status: str | None = None) -> None:
         """Finish the run of every instrumented client still open; the clients go on."""

@@ -33,7 +33,7 @@ from .options import (
     moved_keyword_error,
 )
 from .plan import PlanGraph, plan_header
-from .recording import ChildProcessRecording, Heartbeat, InThreadRecording, RunConfig
+from .recording import SPARES, ChildProcessRecording, Heartbeat, InThreadRecording, RunConfig
 from .rundir import (
     PLAN_JSON,
     RunDirectory,
@@ -98,6 +98,23 @@ _ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://
 session_owns_client: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "scalable_otel_session_owns_client", default=False
 )
+
+
+def keep_spare_recorders(options: dict | None) -> None:
+    """Keep a telemetry process started ahead for the runs to come (`DaskInstrumentor`:
+    a run for every client), when runs made with `options` (`ScalableSession.attach`'s
+    keywords) record in a child process; None: keep none any more."""
+    wanted = False
+    if options is not None and not telemetry_disabled():
+        recording = options.get("recording") or RecordingOptions()
+        pipeline = options.get("pipeline") or PipelineOptions()
+        wanted = (
+            recording.recorder == "process"
+            and not any(pipeline.as_kwargs().values())
+            and options.get("meter_provider") is None
+            and options.get("tracer_provider") is None
+        )
+    SPARES.keep(wanted)
 
 
 def _own_client(address, asynchronous: bool = False):
@@ -606,13 +623,15 @@ class ScalableSession:
         cluster (a remote scheduler's, then the workers')."""
         from .instrumentation.worker_plugin import WorkerTelemetryPlugin
 
-        inbox = self._recording.inbox
+        recording = self._recording
+        inbox = recording.inbox
         plugin.record_client(self.client.id)  # the run's tasks: those its client asks for
         plugins = []
         if remote:
 
             def on_records(event):
                 inbox.append((sc.RECORD_FORWARDED, event[0], event[1]))
+                recording.arrived()
 
             self.client.subscribe_topic(plugin.forward_topic, on_records)
             plugins.append(plugin)
