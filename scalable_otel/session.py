@@ -22,7 +22,7 @@ from . import semconv as sc
 from .args import Redaction
 from .exporters.columnar import write_columnar_copy_soon
 from .exporters.settings import ExportOptions, ExportSettings, SettingsError, export_settings
-from .instrumentation.scheduler_plugin import sync_scheduler_plugin
+from .instrumentation.scheduler_plugin import final_batches_wait, sync_scheduler_plugin
 from .instrumentation.worker_plugin import final_flush, send_heartbeat
 from .manifest import SLURM_JOB_ENV, Manifest, choose_target
 from .options import (
@@ -757,19 +757,30 @@ class ScalableSession:
         """Have the workers send what they hold, then put a sync mark after the scheduler's
         records up to now; half the time left at most for each. The mark's token, or None."""
         worker_plugin = sc.per_run(sc.WORKER_PLUGIN_NAME, self.run_id)
-        if not _within(left() / 2, self.client.run, final_flush, name=worker_plugin):
+        token = uuid.uuid4().hex
+        flushed: dict = {}
+
+        def flush() -> None:
+            flushed.update(self.client.run(final_flush, name=worker_plugin, token=token))
+
+        if not _within(left() / 2, flush):
             return None
         try:
             _within(left() / 4, self.client.run, send_heartbeat)
         except Exception:  # the figures are then those of the last regular heartbeat
             logger.debug("scalable-otel: final worker heartbeats failed", exc_info=True)
-        time.sleep(0.05)  # let the workers' batches reach the scheduler
-        token = uuid.uuid4().hex
         scheduler = self.client.run_on_scheduler
         plugin = sc.per_run(sc.SCHEDULER_PLUGIN_NAME, self.run_id)
-        if not _within(left() / 2, scheduler, sync_scheduler_plugin, token=token, name=plugin):
-            return None
-        return token
+        marked = _within(
+            left() / 2,
+            scheduler,
+            sync_scheduler_plugin,
+            token=token,
+            name=plugin,
+            workers=[worker for worker, had_plugin in flushed.items() if had_plugin],
+            timeout=final_batches_wait(left()),
+        )
+        return token if marked else None
 
     def _await_last_records(self, recording, token: str, left) -> None:
         """Wait until the recorder reached the mark `token`: half the time left at most,
