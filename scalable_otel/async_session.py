@@ -25,7 +25,7 @@ from .instrumentation.scheduler_plugin import (
     final_batches_wait,
     sync_scheduler_plugin,
 )
-from .instrumentation.worker_plugin import final_flush, send_heartbeat
+from .instrumentation.worker_plugin import final_flush
 from .telemetry import telemetry_disabled
 from .termination import TERMINATION, exit_status
 
@@ -172,15 +172,12 @@ async def _mark_last_records(session, left) -> str | None:
     token = uuid.uuid4().hex
     flushed: dict = {}
 
-    async def flush() -> None:
-        flushed.update(await client.run(final_flush, name=worker_plugin, token=token))
+    async def flush() -> None:  # and each worker's heartbeat, in the same round trip
+        run = client.run
+        flushed.update(await run(final_flush, name=worker_plugin, token=token, heartbeat=True))
 
     if not await _within(left() / 2, flush()):
         return None
-    try:
-        await _within(left() / 4, client.run(send_heartbeat))
-    except Exception:  # the figures are then those of the last regular heartbeat
-        logger.debug("scalable-otel: final worker heartbeats failed", exc_info=True)
     plugin = sc.per_run(sc.SCHEDULER_PLUGIN_NAME, session.run_id)
     marked = client.run_on_scheduler(
         sync_scheduler_plugin,

@@ -12,7 +12,8 @@ Both transports offer the same surface: `describe`, `inbox`, `mark_closing`,
 `sync`, `close`, which returns the run's summary, and `driver_counts`, what this side
 dropped. The records wait in bounded queues (`queues.BoundedQueue`): a telemetry
 process that falls behind costs records, counted, never the driver's memory. If the
-session's process dies, the child process writes run.json as `crashed` itself.
+session's process dies, the child process writes run.json as `crashed` itself. A
+process making many runs keeps a child started ahead (`SPARES`) for the next one.
 """
 
 from __future__ import annotations
@@ -542,87 +543,92 @@ class SpareProcesses:
     few tenths of a second on an idle host, more on a busy one, as it runs at a lower
     priority): a session waits for that before its run begins. A process that makes many
     clients (`DaskInstrumentor`: a notebook, a test suite) keeps one process started
-    ahead (`keep(True)`): a run takes it, already imported, and another is started for
-    the next run. Off by default: a script's single session never pays for a spare.
+    ahead (`keep(True)`; two, so that a client coming while the newest still imports
+    finds the other ready): a run takes the oldest, already imported, and another is
+    started for the runs to come. Off by default: a script's single session never pays for a spare.
 
     A spare never outlives its interest: `keep(False)` and the interpreter's exit end
     it, and when this process dies it sees the end of its pipe and exits. It is taken
     only by the process that started it (not by a forked copy) and only with the
     environment it was started with (the `OTEL_*` variables it reads)."""
 
-    def __init__(self):
+    def __init__(self, size: int = 2):
         self._lock = threading.Lock()
+        self._size = size  # two: a client that comes while one still imports finds one
         self._kept = False
-        self._spare: tuple | None = None  # (process, connection, environment, our pid)
+        self._spares: deque = deque()  # (process, connection, environment, our pid)
         self._exit_hook = False
 
     def keep(self, wanted: bool) -> None:
-        """Keep a spare from now on (one is started now), or end it and keep none."""
+        """Keep spares from now on (started now), or end them and keep none."""
         with self._lock:
             self._kept = wanted
-            spare, self._spare = self._spare, None
             if wanted and not self._exit_hook:
                 atexit.register(self.keep, False)
                 self._exit_hook = True
-        if spare is not None and not wanted:
+            ended = [] if wanted else _take_all(self._spares)
+        for spare in ended:
             _end(spare)
-        elif wanted:
-            self._replenish(spare)
+        if wanted:
+            self._replenish()
 
     def take(self) -> tuple[subprocess.Popen, Connection]:
-        """A telemetry process for a run: the spare if it fits, else a new one."""
+        """A telemetry process for a run: the oldest spare that fits, else a new one."""
         env = child_env()
-        with self._lock:
-            spare, self._spare = self._spare, None
-            kept = self._kept
         taken = None
-        if spare is not None:
+        while taken is None:
+            with self._lock:
+                spare = self._spares.popleft() if self._spares else None
+            if spare is None:
+                break
             if spare[2] == env and spare[3] == os.getpid() and spare[0].poll() is None:
                 taken = spare[:2]
             else:
                 _end(spare)
         if taken is None:
             taken = _spawn(env)
-        if kept:
-            self._replenish(None, env)
+        self._replenish(env)
         return taken
 
-    def _replenish(self, spare: tuple | None, env: dict | None = None) -> None:
-        """Keep `spare`, else start one; never raises (the next run starts its own)."""
-        if spare is None:
+    def _replenish(self, env: dict | None = None) -> None:
+        """Start spares until `size` are kept (if they are); never raises: the next run
+        starts its own."""
+        while True:
+            with self._lock:
+                if not self._kept or len(self._spares) >= self._size:
+                    return
             try:
                 env = env if env is not None else child_env()
                 spare = (*_spawn(env), env, os.getpid())
             except Exception as exc:
                 logger.debug("scalable-otel: no spare telemetry process (%s)", exc)
                 return
-        with self._lock:
-            if self._kept and self._spare is None:
-                self._spare, spare = spare, None
-        if spare is not None:
-            _end(spare)
+            with self._lock:
+                if self._kept and len(self._spares) < self._size:
+                    self._spares.append(spare)
+                    spare = None
+            if spare is not None:
+                _end(spare)
+                return
 
     @property
-    def pid(self) -> int | None:
-        """The spare's pid, if one is kept now."""
-        spare = self._spare
-        return spare[0].pid if spare is not None else None
+    def pids(self) -> list[int]:
+        """The pids of the spares kept now, oldest first."""
+        return [spare[0].pid for spare in list(self._spares)]
 
 
 def _end(spare: tuple) -> None:
-    """End a spare telemetry process: the end of its pipe, a kill if it lingers."""
+    """End a spare telemetry process (it holds no run: nothing is lost)."""
     process, conn = spare[0], spare[1]
     try:
         conn.close()
     except OSError:
         pass
-    if spare[3] != os.getpid():  # a forked copy's: not our child to wait for
+    if spare[3] != os.getpid():  # a forked copy's: not our child to end
         return
-    try:
-        process.wait(timeout=1.0)
-    except subprocess.TimeoutExpired:
+    if process.poll() is None:
         process.kill()
-        process.wait()
+    process.wait()
 
 
 SPARES = SpareProcesses()

@@ -23,7 +23,7 @@ from .args import Redaction
 from .exporters.columnar import write_columnar_copy_soon
 from .exporters.settings import ExportOptions, ExportSettings, SettingsError, export_settings
 from .instrumentation.scheduler_plugin import final_batches_wait, sync_scheduler_plugin
-from .instrumentation.worker_plugin import final_flush, send_heartbeat
+from .instrumentation.worker_plugin import final_flush
 from .manifest import SLURM_JOB_ENV, Manifest, choose_target
 from .options import (
     ClusterOptions,
@@ -760,15 +760,12 @@ class ScalableSession:
         token = uuid.uuid4().hex
         flushed: dict = {}
 
-        def flush() -> None:
-            flushed.update(self.client.run(final_flush, name=worker_plugin, token=token))
+        def flush() -> None:  # and each worker's heartbeat, in the same round trip
+            run = self.client.run
+            flushed.update(run(final_flush, name=worker_plugin, token=token, heartbeat=True))
 
         if not _within(left() / 2, flush):
             return None
-        try:
-            _within(left() / 4, self.client.run, send_heartbeat)
-        except Exception:  # the figures are then those of the last regular heartbeat
-            logger.debug("scalable-otel: final worker heartbeats failed", exc_info=True)
         scheduler = self.client.run_on_scheduler
         plugin = sc.per_run(sc.SCHEDULER_PLUGIN_NAME, self.run_id)
         marked = _within(

@@ -51,21 +51,22 @@ def test_instrumented_clients_take_spares_and_uninstrument_ends_the_last(
     cluster, instrumentor, project_dir
 ):
     instrumentor.instrument(runs_dir=project_dir / "runs", project="spare")
-    first_spare = SPARES.pid
-    assert first_spare in recorder_processes()  # started at instrument()
+    first_spare = SPARES.pids[0]
+    assert set(SPARES.pids) <= recorder_processes()  # started at instrument()
     recorders = []
     for n in range(3):
         with Client(cluster) as client:
             session = instrumentor._session_of(client)
             recorders.append(session._recording.pid)
             assert client.submit(workloads.inc, n).result() == n + 1
-            assert SPARES.pid not in (None, *recorders)  # the next run's, started ahead
-    assert recorders[0] == first_spare  # each run took the spare started before it
-    spare = SPARES.pid
+            # the next runs', started ahead
+            assert len(SPARES.pids) == 2 and not set(SPARES.pids) & set(recorders)
+    assert recorders[0] == first_spare  # each run took the oldest spare
+    spares = SPARES.pids
     instrumentor.uninstrument()
-    assert SPARES.pid is None
-    wait_for(lambda: gone(spare))
-    assert not recorder_processes() & {spare, *recorders}
+    assert SPARES.pids == []
+    wait_for(lambda: all(gone(pid) for pid in spares))
+    assert not recorder_processes() & {*spares, *recorders}
     runs = list_runs(project_dir / "runs")
     assert len(runs) == 3
     for run_dir in runs:
@@ -77,13 +78,13 @@ def test_a_spare_started_in_another_environment_is_not_taken(
     cluster, instrumentor, project_dir, monkeypatch
 ):
     instrumentor.instrument(runs_dir=project_dir / "runs", project="spare")
-    stale = SPARES.pid
+    stale = SPARES.pids
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=spare-test")
     with Client(cluster) as client:
         session = instrumentor._session_of(client)
-        assert session._recording.pid != stale
+        assert session._recording.pid not in stale
         assert client.submit(workloads.inc, 1).result() == 2
-    wait_for(lambda: gone(stale))
+    wait_for(lambda: all(gone(pid) for pid in stale))
 
 
 def test_no_spare_without_a_child_process_recorder(cluster, instrumentor, project_dir):
@@ -92,7 +93,7 @@ def test_no_spare_without_a_child_process_recorder(cluster, instrumentor, projec
     )
     with Client(cluster) as client:
         assert client.submit(workloads.inc, 1).result() == 2
-        assert SPARES.pid is None and not recorder_processes()
+        assert SPARES.pids == [] and not recorder_processes()
 
 
 def test_a_spare_ends_when_its_pipe_ends():
@@ -109,7 +110,7 @@ def test_a_spare_ends_when_its_parent_is_killed(project_dir):
         from scalable_otel.instrumentor import DaskInstrumentor
         from scalable_otel.recording import SPARES
         DaskInstrumentor().instrument(runs_dir="runs")
-        print(SPARES.pid, flush=True)
+        print(SPARES.pids[0], flush=True)
         time.sleep(600)
         """
     )

@@ -65,15 +65,25 @@ _peak_resettable: list[bool] = []
 _MAX_PENDING_SPANS = 10_000
 
 
-def final_flush(dask_worker, name: str = sc.WORKER_PLUGIN_NAME, token: str | None = None) -> bool:
+async def final_flush(
+    dask_worker,
+    name: str = sc.WORKER_PLUGIN_NAME,
+    token: str | None = None,
+    heartbeat: bool = False,
+) -> bool:
     """Run on a worker at a run's close (`client.run`): its plugin `name` sends what it
-    holds now, its batch marked with `token` (`sync_scheduler_plugin` waits for it).
-    Whether the worker has that plugin."""
+    holds now, its batch marked with `token` (`sync_scheduler_plugin` waits for it);
+    then, with `heartbeat`, the worker's heartbeat (`send_heartbeat`), in the same round
+    trip. Whether the worker has that plugin."""
     plugin = dask_worker.plugins.get(name)
-    if plugin is None:
-        return False
-    plugin.final_flush(token)
-    return True
+    if plugin is not None:
+        plugin.final_flush(token)
+    if heartbeat:
+        try:
+            await send_heartbeat(dask_worker)
+        except Exception:  # the figures are then those of the last regular heartbeat
+            pass
+    return plugin is not None
 
 
 async def send_heartbeat(dask_worker) -> None:
