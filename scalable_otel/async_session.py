@@ -20,8 +20,12 @@ import time
 import uuid
 
 from . import semconv as sc
-from .instrumentation.scheduler_plugin import TaskRecordPlugin, sync_scheduler_plugin
-from .instrumentation.worker_plugin import final_flush, send_heartbeat
+from .instrumentation.scheduler_plugin import (
+    TaskRecordPlugin,
+    final_batches_wait,
+    sync_scheduler_plugin,
+)
+from .instrumentation.worker_plugin import final_flush
 from .telemetry import telemetry_disabled
 from .termination import TERMINATION, exit_status
 
@@ -165,16 +169,23 @@ async def _mark_last_records(session, left) -> str | None:
     """As `ScalableSession._mark_last_records`, awaited."""
     client = session.client
     worker_plugin = sc.per_run(sc.WORKER_PLUGIN_NAME, session.run_id)
-    if not await _within(left() / 2, client.run(final_flush, name=worker_plugin)):
-        return None
-    try:
-        await _within(left() / 4, client.run(send_heartbeat))
-    except Exception:  # the figures are then those of the last regular heartbeat
-        logger.debug("scalable-otel: final worker heartbeats failed", exc_info=True)
-    await asyncio.sleep(0.05)  # let the workers' batches reach the scheduler
     token = uuid.uuid4().hex
+    flushed: dict = {}
+
+    async def flush() -> None:  # and each worker's heartbeat, in the same round trip
+        run = client.run
+        flushed.update(await run(final_flush, name=worker_plugin, token=token, heartbeat=True))
+
+    if not await _within(left() / 2, flush()):
+        return None
     plugin = sc.per_run(sc.SCHEDULER_PLUGIN_NAME, session.run_id)
-    marked = client.run_on_scheduler(sync_scheduler_plugin, token=token, name=plugin)
+    marked = client.run_on_scheduler(
+        sync_scheduler_plugin,
+        token=token,
+        name=plugin,
+        workers=[worker for worker, had_plugin in flushed.items() if had_plugin],
+        timeout=final_batches_wait(left()),
+    )
     if not await _within(left() / 2, marked):
         return None
     return token

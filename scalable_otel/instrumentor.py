@@ -179,6 +179,9 @@ class DaskInstrumentor(BaseInstrumentor):
         wrapt.wrap_function_wrapper(Cluster, "__exit__", self._cluster_exiting)
         wrapt.wrap_function_wrapper(Cluster, "__aexit__", self._cluster_aexiting)
         scalable_library.instrument_client(self._session_of)
+        from .session import keep_spare_recorders
+
+        keep_spare_recorders(self._options)  # many clients: their telemetry starts ahead
         if not _atexit_registered:
             # before Dask's own exit hook (atexit runs last-registered first): a client
             # never closed still finishes its run while it can reach its workers
@@ -196,6 +199,9 @@ class DaskInstrumentor(BaseInstrumentor):
         scalable_library.uninstrument_client()
         self.finish_runs()
         scalable_library.stop_recording_cache_lookups()
+        from .session import keep_spare_recorders
+
+        keep_spare_recorders(None)
 
     def finish_runs(self, status: str | None = None) -> None:
         """Finish the run of every instrumented client still open; the clients go on."""

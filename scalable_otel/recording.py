@@ -12,13 +12,16 @@ Both transports offer the same surface: `describe`, `inbox`, `mark_closing`,
 `sync`, `close`, which returns the run's summary, and `driver_counts`, what this side
 dropped. The records wait in bounded queues (`queues.BoundedQueue`): a telemetry
 process that falls behind costs records, counted, never the driver's memory. If the
-session's process dies, the child process writes run.json as `crashed` itself.
+session's process dies, the child process writes run.json as `crashed` itself. A
+process making many runs keeps a child started ahead (`SPARES`) for the next one.
 """
 
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -160,6 +163,9 @@ class _DriverSide:
                 "waiting are dropped, counted in run.json's telemetry_records_dropped",
                 RECORD_QUEUE_BOUND,
             )
+
+    def arrived(self) -> None:
+        """Records arrived in the inbox (the thread's recorder drains it while syncing)."""
 
     def description_failed(self, count: int) -> None:
         """`count` tasks were submitted without (a whole) description: counted, warned once."""
@@ -348,15 +354,8 @@ class ChildProcessRecording(_DriverSide):
         self._interval = config.flush_interval
         self._broken = False
         self._closing: tuple | None = None
-        ours, theirs = socket.socketpair()
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "scalable_otel._recorder_main", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()],
-            env=child_env(),
-            stdin=subprocess.DEVNULL,
-        )
-        theirs.close()
-        self._conn = Connection(ours.detach())
+        self._syncing = False  # a sync mark is awaited: forward what arrives at once
+        self._process, self._conn = SPARES.take()
         self._send(("start", asdict(config)))
         self._wake = threading.Event()
         self._thread = threading.Thread(
@@ -466,16 +465,26 @@ class ChildProcessRecording(_DriverSide):
                 return message
         return None
 
+    def arrived(self) -> None:
+        """Records forwarded by a scheduler arrived in the inbox: while a sync mark is
+        awaited they go to the child now, not at the next flush interval."""
+        if self._syncing:
+            self._wake.set()
+
     def sync(self, token: str, timeout: float = 30.0) -> bool:
+        self._syncing = True
         self._wake.set()  # forward now
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            reply = self._receive("synced", deadline - time.monotonic())
-            if reply is None:
-                return False
-            if reply[1] == token:
-                return True
-        return False
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                reply = self._receive("synced", deadline - time.monotonic())
+                if reply is None:
+                    return False
+                if reply[1] == token:
+                    return True
+            return False
+        finally:
+            self._syncing = False
 
     def close(
         self, now: float, status: str | None, timeout: float = DEFAULT_CLOSE_TIMEOUT_S
@@ -508,6 +517,123 @@ class ChildProcessRecording(_DriverSide):
         return reply[1] if reply else None
 
 
+def _spawn(env: dict) -> tuple[subprocess.Popen, Connection]:
+    """A new telemetry process and this side's end of its pipe; it imports what a run
+    needs, then waits for its run's "start" message (or the end of the pipe)."""
+    ours, theirs = socket.socketpair()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "scalable_otel._recorder_main", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return process, Connection(ours.detach())
+
+
+class SpareProcesses:
+    """Telemetry processes started ahead of the runs that will take them.
+
+    A telemetry process spends most of its start importing the OpenTelemetry SDK (a
+    few tenths of a second on an idle host, more on a busy one, as it runs at a lower
+    priority): a session waits for that before its run begins. A process that makes many
+    clients (`DaskInstrumentor`: a notebook, a test suite) keeps one process started
+    ahead (`keep(True)`; two, so that a client coming while the newest still imports
+    finds the other ready): a run takes the oldest, already imported, and another is
+    started for the runs to come. Off by default: a script's single session never pays for a spare.
+
+    A spare never outlives its interest: `keep(False)` and the interpreter's exit end
+    it, and when this process dies it sees the end of its pipe and exits. It is taken
+    only by the process that started it (not by a forked copy) and only with the
+    environment it was started with (the `OTEL_*` variables it reads)."""
+
+    def __init__(self, size: int = 2):
+        self._lock = threading.Lock()
+        self._size = size  # two: a client that comes while one still imports finds one
+        self._kept = False
+        self._spares: deque = deque()  # (process, connection, environment, our pid)
+        self._exit_hook = False
+
+    def keep(self, wanted: bool) -> None:
+        """Keep spares from now on (started now), or end them and keep none."""
+        with self._lock:
+            self._kept = wanted
+            if wanted and not self._exit_hook:
+                atexit.register(self.keep, False)
+                self._exit_hook = True
+            ended = [] if wanted else _take_all(self._spares)
+        for spare in ended:
+            _end(spare)
+        if wanted:
+            self._replenish()
+
+    def take(self) -> tuple[subprocess.Popen, Connection]:
+        """A telemetry process for a run: the oldest spare that fits, else a new one."""
+        env = child_env()
+        taken = None
+        while taken is None:
+            with self._lock:
+                spare = self._spares.popleft() if self._spares else None
+            if spare is None:
+                break
+            if spare[2] == env and spare[3] == os.getpid() and spare[0].poll() is None:
+                taken = spare[:2]
+            else:
+                _end(spare)
+        if taken is None:
+            taken = _spawn(env)
+        self._replenish(env)
+        return taken
+
+    def _replenish(self, env: dict | None = None) -> None:
+        """Start spares until `size` are kept (if they are); never raises: the next run
+        starts its own."""
+        while True:
+            with self._lock:
+                if not self._kept or len(self._spares) >= self._size:
+                    return
+            try:
+                env = env if env is not None else child_env()
+                spare = (*_spawn(env), env, os.getpid())
+            except Exception as exc:
+                logger.debug("scalable-otel: no spare telemetry process (%s)", exc)
+                return
+            with self._lock:
+                if self._kept and len(self._spares) < self._size:
+                    self._spares.append(spare)
+                    spare = None
+            if spare is not None:
+                _end(spare)
+                return
+
+    @property
+    def pids(self) -> list[int]:
+        """The pids of the spares kept now, oldest first."""
+        return [spare[0].pid for spare in list(self._spares)]
+
+
+def _end(spare: tuple) -> None:
+    """End a spare telemetry process (it holds no run: nothing is lost)."""
+    process, conn = spare[0], spare[1]
+    try:
+        conn.close()
+    except OSError:
+        pass
+    if spare[3] != os.getpid():  # a forked copy's: not our child to end
+        return
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
+SPARES = SpareProcesses()
+
+
 def _write_crashed(config: RunConfig, summary: dict | None, now: float) -> None:
     """run.json as `crashed`, with the end time and the counts this process knows."""
     if not config.run_json:
@@ -534,9 +660,24 @@ def collect_less() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
+def _warm() -> None:
+    """Import what a run's pipeline imports when it is built (the OTLP JSON copy in the
+    run directory, on by default, needs protobuf) and freeze it out of the collector,
+    before the run's start message: a spare process has it done when its run begins."""
+    try:
+        from .exporters import otlp_json  # noqa: F401
+    except Exception:  # the build says so, if the run needs it
+        pass
+    collect_less()
+
+
 def serve(conn: Connection) -> None:
     """The child: build the pipeline, handle batches until told to close."""
-    message = conn.recv()
+    _warm()
+    try:
+        message = conn.recv()
+    except (EOFError, OSError):  # a spare never taken: its parent ended it, or died
+        return
     config = RunConfig(**message[1])
     run = RunRecording(config, on_sync=lambda token: conn.send(("synced", token)))
     collect_less()

@@ -22,8 +22,8 @@ from . import semconv as sc
 from .args import Redaction
 from .exporters.columnar import write_columnar_copy_soon
 from .exporters.settings import ExportOptions, ExportSettings, SettingsError, export_settings
-from .instrumentation.scheduler_plugin import sync_scheduler_plugin
-from .instrumentation.worker_plugin import final_flush, send_heartbeat
+from .instrumentation.scheduler_plugin import final_batches_wait, sync_scheduler_plugin
+from .instrumentation.worker_plugin import final_flush
 from .manifest import SLURM_JOB_ENV, Manifest, choose_target
 from .options import (
     ClusterOptions,
@@ -33,7 +33,7 @@ from .options import (
     moved_keyword_error,
 )
 from .plan import PlanGraph, plan_header
-from .recording import ChildProcessRecording, Heartbeat, InThreadRecording, RunConfig
+from .recording import SPARES, ChildProcessRecording, Heartbeat, InThreadRecording, RunConfig
 from .rundir import (
     PLAN_JSON,
     RunDirectory,
@@ -98,6 +98,23 @@ _ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://
 session_owns_client: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "scalable_otel_session_owns_client", default=False
 )
+
+
+def keep_spare_recorders(options: dict | None) -> None:
+    """Keep a telemetry process started ahead for the runs to come (`DaskInstrumentor`:
+    a run for every client), when runs made with `options` (`ScalableSession.attach`'s
+    keywords) record in a child process; None: keep none any more."""
+    wanted = False
+    if options is not None and not telemetry_disabled():
+        recording = options.get("recording") or RecordingOptions()
+        pipeline = options.get("pipeline") or PipelineOptions()
+        wanted = (
+            recording.recorder == "process"
+            and not any(pipeline.as_kwargs().values())
+            and options.get("meter_provider") is None
+            and options.get("tracer_provider") is None
+        )
+    SPARES.keep(wanted)
 
 
 def _own_client(address, asynchronous: bool = False):
@@ -606,13 +623,15 @@ class ScalableSession:
         cluster (a remote scheduler's, then the workers')."""
         from .instrumentation.worker_plugin import WorkerTelemetryPlugin
 
-        inbox = self._recording.inbox
+        recording = self._recording
+        inbox = recording.inbox
         plugin.record_client(self.client.id)  # the run's tasks: those its client asks for
         plugins = []
         if remote:
 
             def on_records(event):
                 inbox.append((sc.RECORD_FORWARDED, event[0], event[1]))
+                recording.arrived()
 
             self.client.subscribe_topic(plugin.forward_topic, on_records)
             plugins.append(plugin)
@@ -738,19 +757,27 @@ class ScalableSession:
         """Have the workers send what they hold, then put a sync mark after the scheduler's
         records up to now; half the time left at most for each. The mark's token, or None."""
         worker_plugin = sc.per_run(sc.WORKER_PLUGIN_NAME, self.run_id)
-        if not _within(left() / 2, self.client.run, final_flush, name=worker_plugin):
-            return None
-        try:
-            _within(left() / 4, self.client.run, send_heartbeat)
-        except Exception:  # the figures are then those of the last regular heartbeat
-            logger.debug("scalable-otel: final worker heartbeats failed", exc_info=True)
-        time.sleep(0.05)  # let the workers' batches reach the scheduler
         token = uuid.uuid4().hex
+        flushed: dict = {}
+
+        def flush() -> None:  # and each worker's heartbeat, in the same round trip
+            run = self.client.run
+            flushed.update(run(final_flush, name=worker_plugin, token=token, heartbeat=True))
+
+        if not _within(left() / 2, flush):
+            return None
         scheduler = self.client.run_on_scheduler
         plugin = sc.per_run(sc.SCHEDULER_PLUGIN_NAME, self.run_id)
-        if not _within(left() / 2, scheduler, sync_scheduler_plugin, token=token, name=plugin):
-            return None
-        return token
+        marked = _within(
+            left() / 2,
+            scheduler,
+            sync_scheduler_plugin,
+            token=token,
+            name=plugin,
+            workers=[worker for worker, had_plugin in flushed.items() if had_plugin],
+            timeout=final_batches_wait(left()),
+        )
+        return token if marked else None
 
     def _await_last_records(self, recording, token: str, left) -> None:
         """Wait until the recorder reached the mark `token`: half the time left at most,

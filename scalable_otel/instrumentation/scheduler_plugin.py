@@ -25,6 +25,7 @@ samples and their crashes are every run's.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 
@@ -53,11 +54,31 @@ def _killed_worker_text(key, worker) -> str:
     )
 
 
-def sync_scheduler_plugin(dask_scheduler, token: str, name: str = sc.SCHEDULER_PLUGIN_NAME) -> None:
+# The longest a close waits on the scheduler for the workers' last batches (each sent
+# on its worker's batched stream when the close asked for it: milliseconds when healthy).
+FINAL_BATCHES_WAIT_S = 1.0
+
+
+def final_batches_wait(left: float) -> float:
+    """How long the scheduler may wait for the workers' last batches, `left` seconds
+    being what is left of the close's deadline."""
+    return min(FINAL_BATCHES_WAIT_S, left / 4)
+
+
+async def sync_scheduler_plugin(
+    dask_scheduler,
+    token: str,
+    name: str = sc.SCHEDULER_PLUGIN_NAME,
+    workers=(),
+    timeout: float = 0.0,
+) -> None:
     """Run on the scheduler (`Client.run_on_scheduler`): put a sync mark in the records
-    of the plugin called `name` (a run's: `semconv.per_run`)."""
+    of the plugin called `name` (a run's: `semconv.per_run`), once the batches the
+    `workers` sent with this `token` (`worker_plugin.final_flush`) arrived, or `timeout`
+    seconds passed, or those workers left."""
     plugin = dask_scheduler.plugins.get(name)
     if plugin is not None:
+        await plugin.final_batches(token, workers, timeout)
         plugin.sync(token)
 
 
@@ -146,6 +167,8 @@ class TaskRecordPlugin(SchedulerPlugin):
         self._span_moved = False  # compat.SPAN_ANNOTATION fell back (counted once)
         self._fine = FineMetrics()
         self._fine_pc = None
+        self._finals: dict = {}  # a close's token -> workers whose batch marked it came
+        self._finals_seen = None  # set when one comes while the close waits for them
         # name -> extra worker facts (a batch system's job id and request); set by the
         # session on the plugin instance its in-process scheduler holds
         self.worker_details = None
@@ -204,6 +227,30 @@ class TaskRecordPlugin(SchedulerPlugin):
         if self._pc is not None:
             self._pc.stop()
             self._forward()
+
+    async def final_batches(self, token: str, workers, timeout: float) -> None:
+        """Wait until each of `workers` that is still connected sent its batch marked
+        `token` (it travels on the worker's batched stream, behind the call that asked
+        for it), `timeout` seconds at most."""
+        waiting = set(workers)
+        deadline = time.monotonic() + timeout
+        self._finals_seen = asyncio.Event()
+        try:
+            while True:
+                waiting -= self._finals.pop(token, set())
+                if self._scheduler is not None:
+                    waiting &= set(self._scheduler.workers)
+                left = deadline - time.monotonic()
+                if not waiting or left <= 0:
+                    return
+                self._finals_seen.clear()
+                try:
+                    await asyncio.wait_for(self._finals_seen.wait(), min(left, 0.1))
+                except asyncio.TimeoutError:
+                    pass  # a worker that left meanwhile is no longer waited for
+        finally:
+            self._finals.pop(token, None)
+            self._finals_seen = None
 
     def sync(self, token: str) -> None:
         """Mark this point in the record stream; the recorder reports when it gets there.
@@ -400,6 +447,11 @@ class TaskRecordPlugin(SchedulerPlugin):
     def log_event(self, topic, msg) -> None:
         if topic == self.worker_topic:
             self.records.append((sc.RECORD_WORKER_BATCH, time.time(), msg.get("worker"), msg))
+            final = msg.get("final") if isinstance(msg, dict) else None
+            if final:
+                self._finals.setdefault(final, set()).add(msg.get("worker"))
+                if self._finals_seen is not None:
+                    self._finals_seen.set()
         elif isinstance(msg, dict):
             action = msg.get("action")
             if action == "worker-status-change" and topic != "all":

@@ -19,6 +19,7 @@ Batch payload: {"worker": address, "name": name,
     "cache": [{...cache lookup...}, ...],
     "fallbacks": {compat name: count, ...},  # since the last batch (scalable_otel.compat)
     "closing": bool,
+    "final": token,  # only in the batch a run's close asked for (`final_flush`)
     "process": {process.pid: ..., host.name: ..., ...},  # until a batch was sent
     "lost": [batches, spans]}  (running totals of this worker: batches it failed to send,
     spans made in tasks it dropped beyond _MAX_PENDING_SPANS; absent while both are 0)
@@ -64,12 +65,25 @@ _peak_resettable: list[bool] = []
 _MAX_PENDING_SPANS = 10_000
 
 
-def final_flush(dask_worker, name: str = sc.WORKER_PLUGIN_NAME) -> None:
+async def final_flush(
+    dask_worker,
+    name: str = sc.WORKER_PLUGIN_NAME,
+    token: str | None = None,
+    heartbeat: bool = False,
+) -> bool:
     """Run on a worker at a run's close (`client.run`): its plugin `name` sends what it
-    holds now."""
+    holds now, its batch marked with `token` (`sync_scheduler_plugin` waits for it);
+    then, with `heartbeat`, the worker's heartbeat (`send_heartbeat`), in the same round
+    trip. Whether the worker has that plugin."""
     plugin = dask_worker.plugins.get(name)
     if plugin is not None:
-        plugin.final_flush()
+        plugin.final_flush(token)
+    if heartbeat:
+        try:
+            await send_heartbeat(dask_worker)
+        except Exception:  # the figures are then those of the last regular heartbeat
+            pass
+    return plugin is not None
 
 
 async def send_heartbeat(dask_worker) -> None:
@@ -384,11 +398,12 @@ class WorkerTelemetryPlugin(WorkerPlugin):
     def _take_sample(self) -> None:
         self._samples.append(self._sample(time.time()))
 
-    def final_flush(self) -> None:
-        """A last sample (so even a short run has one), then everything pending."""
+    def final_flush(self, token: str | None = None) -> None:
+        """A last sample (so even a short run has one), then everything pending, in a
+        batch marked `token` (sent even if empty)."""
         if time.time() - self._last_cpu[0] > 0.05:
             self._take_sample()
-        self.flush()
+        self.flush(final=token)
 
     def _sample(self, now: float) -> list:
         cpu = _cpu_seconds()
@@ -417,8 +432,9 @@ class WorkerTelemetryPlugin(WorkerPlugin):
             rapl,
         ]
 
-    def flush(self, closing: bool = False) -> None:
-        """Send what was seen since the last flush to the scheduler."""
+    def flush(self, closing: bool = False, final: str | None = None) -> None:
+        """Send what was seen since the last flush to the scheduler (`final`: the token
+        of a run's close, in the batch's "final" key)."""
         with self._lock:
             cache, self._cache = self._cache, []
             spans, self._spans = self._spans, []
@@ -431,6 +447,7 @@ class WorkerTelemetryPlugin(WorkerPlugin):
             or spans
             or fallbacks
             or closing
+            or final
             or self._process
         ):
             return
@@ -445,6 +462,8 @@ class WorkerTelemetryPlugin(WorkerPlugin):
             "fallbacks": fallbacks,
             "closing": closing,
         }
+        if final:
+            payload["final"] = final
         if self._batches_lost or self._spans_dropped:
             payload["lost"] = [self._batches_lost, self._spans_dropped]
         if self._process:
