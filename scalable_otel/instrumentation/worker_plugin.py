@@ -141,6 +141,17 @@ class _Memory:
         self.reset_peak()
         return self._clear is not None and self.peak() < before - 32 * 2**20
 
+    def close(self) -> None:
+        """Close the two files (a worker's process outlives its runs' plugins)."""
+        for fd in (self._statm, self._clear):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._statm = self._clear = None
+        self.can_reset_peak = False
+
     def rss(self) -> int:
         if self._statm is not None:
             try:
@@ -324,6 +335,7 @@ class WorkerTelemetryPlugin(WorkerPlugin):
         if self.run_id:
             task_context.detach_run(self.run_id)
         self.flush(closing=True)
+        self._memory.close()
 
     def transition(self, key, start, finish, **kwargs) -> None:
         if finish == "executing":
