@@ -160,7 +160,7 @@ def _accepts(address: tuple[str, int]) -> bool:
         return False
 
 
-class _GuardedSpanExporter:
+class _GuardedExporter:
     """A span (or, with `results` the SDK's log export results, log record) exporter
     whose sends are counted by its guard."""
 
@@ -388,7 +388,7 @@ def _otlp_traces(backends: Backends, target: OtlpTarget) -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     guard = _Guard("traces", target.describe(), _host_port(target))
-    exporter = _GuardedSpanExporter(_otlp_exporter(target, "traces"), guard)
+    exporter = _GuardedExporter(_otlp_exporter(target, "traces"), guard)
     processor = BatchSpanProcessor(exporter, max_queue_size=QUEUE_SPANS)
     backends.span_processors.append(_CountingProcessor(processor, guard))
     backends.guards.append(guard)
@@ -417,7 +417,7 @@ def _otlp_logs(backends: Backends, target: OtlpTarget) -> None:
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExportResult
 
     guard = _Guard("logs", target.describe(), _host_port(target))
-    exporter = _GuardedSpanExporter(_otlp_exporter(target, "logs"), guard, LogRecordExportResult)
+    exporter = _GuardedExporter(_otlp_exporter(target, "logs"), guard, LogRecordExportResult)
     processor = BatchLogRecordProcessor(exporter, max_queue_size=QUEUE_LOGS)
     backends.log_processors.append(_CountingProcessor(processor, guard))
     backends.guards.append(guard)
