@@ -73,6 +73,23 @@ def demo_run(demo_project):
     return list_runs(demo_project / ".scalable" / "runs")[0]
 
 
+@pytest.fixture(scope="module")
+def cluster():
+    """One worker process for the whole module: the clients of each test come and go."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def runs_root(project_dir):
+    """Where an instrumentor's runs go in a test's project directory."""
+    return project_dir / "runs"
+
+
 @pytest.fixture
 def instrumentor():
     """A DaskInstrumentor, uninstrumented again at the end of the test."""

@@ -12,14 +12,13 @@ from collections import Counter
 from pathlib import Path
 
 import dask
-import orjson
 import pytest
 from distributed import Client, LocalCluster, default_client, get_client
 
 from scalable_otel import ScalableSession
-from scalable_otel.rundir import list_runs
 from tests import workloads
 from tests.conftest import events
+from tests.test_instrumentor import run_json, runs
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +28,6 @@ def cluster():
         n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as cluster:
         yield cluster
-
-
-@pytest.fixture
-def runs_root(project_dir):
-    return project_dir / "runs"
-
-
-def runs(root: Path) -> list[Path]:
-    return list_runs(root) if root.exists() else []
-
-
-def run_json(run_dir: Path) -> dict:
-    return orjson.loads((run_dir / "run.json").read_bytes())
 
 
 def task_lines(run_dir: Path) -> Counter:

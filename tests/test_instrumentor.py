@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from distributed import Client, LocalCluster, get_client, rejoin, secede, worker_client
+from distributed import Client, get_client, rejoin, secede, worker_client
 
 from scalable_otel import ScalableSession
 from scalable_otel import semconv as sc
@@ -19,20 +19,6 @@ from scalable_otel.instrumentor import DaskInstrumentor
 from scalable_otel.rundir import list_runs
 from tests import workloads
 from tests.conftest import REPO, events, wait_for
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """One worker process for the whole module: the clients of each test come and go."""
-    with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def runs_root(project_dir):
-    return project_dir / "runs"
 
 
 def runs(root: Path) -> list[Path]:

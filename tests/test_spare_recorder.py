@@ -9,8 +9,7 @@ import textwrap
 
 import orjson
 import psutil
-import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from scalable_otel import RecordingOptions
 from scalable_otel.children import child_env
@@ -37,14 +36,6 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster:
-        yield cluster
 
 
 def test_instrumented_clients_take_spares_and_uninstrument_ends_the_last(
