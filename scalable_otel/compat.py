@@ -50,6 +50,10 @@ CLIENT_CLOSE = (
     "distributed.Client._close, the coroutine that an asynchronous client's close() and "
     "__aexit__ return, and Dask's own test clusters await"
 )
+WORKER_PLUGIN_HANDLER = (
+    "distributed.Scheduler.register_worker_plugin(comm, plugin, name, idempotent=) and "
+    "the config distributed.scheduler.reuse-broadcast-comm"
+)
 
 # what a run records without each name
 LOST = {
@@ -68,6 +72,10 @@ LOST = {
     FINE_METRICS: "metrics.jsonl misses Dask's fine performance metrics (per prefix or per span)",
     WORKER_CLIENT_ID: "a client a worker makes outside its tasks records a run of its own",
     CLIENT_START: "asynchronous clients record no run",
+    WORKER_PLUGIN_HANDLER: (
+        "the client registers the run's worker plugin, and the scheduler keeps its comms "
+        "to the workers open (as after a user's own register_plugin)"
+    ),
     CLIENT_CLOSE: (
         "an asynchronous client closed other than by close(), shutdown() or `async with` "
         "has its run finished at exit, without flushing its workers"

@@ -620,21 +620,16 @@ class ScalableSession:
 
     def _client_plugins(self, plugin, remote: bool) -> list:
         """Subscribe to the run's records and give the plugins to register on the client's
-        cluster (a remote scheduler's, then the workers')."""
+        cluster: a remote scheduler's, which registers the workers' as it starts (leaving
+        no comm to a worker open), then the workers' (a no-op after that: it is idempotent,
+        and it registers them only where the scheduler's plugin could not)."""
+        from distributed.protocol.pickle import dumps
+
         from .instrumentation.worker_plugin import WorkerTelemetryPlugin
 
         recording = self._recording
         inbox = recording.inbox
         plugin.record_client(self.client.id)  # the run's tasks: those its client asks for
-        plugins = []
-        if remote:
-
-            def on_records(event):
-                inbox.append((sc.RECORD_FORWARDED, event[0], event[1]))
-                recording.arrived()
-
-            self.client.subscribe_topic(plugin.forward_topic, on_records)
-            plugins.append(plugin)
         worker_plugin = WorkerTelemetryPlugin(
             resource_interval=self.recording_options.resource_interval,
             flush_interval=self.recording_options.flush_interval,
@@ -643,8 +638,16 @@ class ScalableSession:
             trace_id=self.trace_id,
             redact_values=self.redaction.value_patterns(),
         )
-        plugins.append(worker_plugin)
-        return plugins
+        if not remote:
+            return [worker_plugin]
+
+        def on_records(event):
+            inbox.append((sc.RECORD_FORWARDED, event[0], event[1]))
+            recording.arrived()
+
+        self.client.subscribe_topic(plugin.forward_topic, on_records)
+        plugin.worker_plugin = (worker_plugin.name, dumps(worker_plugin))
+        return [plugin, worker_plugin]
 
     def _watch_driver_cache(self) -> None:
         """This process's cache lookups (and the Scalable tool's) go to the run."""

@@ -181,6 +181,29 @@ async def test_a_gen_cluster_client_is_recorded(c, s, a, b):
     assert [n for n in s.plugins if n.startswith(sc.SCHEDULER_PLUGIN_NAME)]
 
 
+@pytest.fixture
+def instrumented(project_dir):
+    """The instrumentor on for the test (a `gen_cluster` test's client included)."""
+    instrumentor = DaskInstrumentor()
+    instrumentor.instrument(runs_dir=project_dir / "runs", project="gen")
+    yield project_dir / "runs"
+    instrumentor.uninstrument()
+
+
+@pytest.mark.usefixtures("instrumented")
+@gen_cluster(client=True, config={"distributed.comm.timeouts.connect": "200ms"})
+async def test_the_run_leaves_no_comm_to_a_worker_open(c, s, a, b):
+    """Dask's own test_run_rpc_error: once a worker's server stopped, a broadcast cannot
+    reach it. The run's worker plugin was registered by a broadcast, whose comms Dask keeps
+    for the next one unless told not to."""
+    assert [n for n in s.worker_plugins if n.startswith(sc.WORKER_PLUGIN_NAME)]
+    assert not [addr for addr, comms in s.rpc.available.items() if comms]
+    a.stop()
+    out = await c.run(workloads.inc, 1, on_error="return")
+    assert isinstance(out[a.address], OSError)
+    assert out[b.address] == 2
+
+
 # --- the instrumentor on a LocalCluster(asynchronous=True) -----------------------------------
 def test_instrumented_clients_of_an_async_local_cluster(project_dir, instrumentor):
     root = project_dir / "runs"

@@ -14,7 +14,7 @@ from pathlib import Path
 import dask
 import pytest
 from distributed import Client, LocalCluster
-from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
 from scalable_otel import compat
 
@@ -269,6 +269,42 @@ def test_a_worker_s_own_client_is_named_worker():
         (client_id,) = client.run(_own_client_id).values()
     assert client_id.startswith("Client-worker-"), moved(
         compat.WORKER_CLIENT_ID, f"a worker's own client is {client_id!r}"
+    )
+
+
+class _Noted(WorkerPlugin):
+    """A worker plugin that notes on its worker that it was set up."""
+
+    def setup(self, worker):
+        worker.noted = True
+
+
+def test_the_scheduler_registers_a_worker_plugin_leaving_no_comm_open():
+    import asyncio
+
+    from distributed import Scheduler, Worker
+    from distributed.protocol.pickle import dumps
+
+    from scalable_otel.instrumentation.scheduler_plugin import TaskRecordPlugin
+
+    async def register():
+        async with (
+            Scheduler(dashboard_address=":0") as scheduler,
+            Worker(scheduler.address) as worker,
+        ):
+            plugin = TaskRecordPlugin(run_id="canary")
+            await plugin._register_worker_plugin(scheduler, "noted", dumps(_Noted()))
+            await plugin.close()
+            open_comms = [addr for addr, comms in scheduler.rpc.available.items() if comms]
+            return getattr(worker, "noted", False), open_comms, compat.counts()
+
+    noted, open_comms, fallbacks = asyncio.run(register())
+    assert compat.WORKER_PLUGIN_HANDLER not in fallbacks, moved(
+        compat.WORKER_PLUGIN_HANDLER, "Scheduler.register_worker_plugin takes other arguments"
+    )
+    assert noted and not open_comms, moved(
+        compat.WORKER_PLUGIN_HANDLER,
+        f"the plugin was {'' if noted else 'not '}set up; comms left open to {open_comms}",
     )
 
 

@@ -200,3 +200,35 @@ def test_a_failing_watch_of_the_scalable_tool_s_cache_never_reaches_its_function
         cache.set_driver_sink(None, None)
     assert {line["function"] for line in seen} <= {"simulate"}  # what could still be told
     assert compat.counts()[compat.SCALABLE_CACHE] > before
+
+
+def test_a_moved_worker_plugin_handler_leaves_the_registration_to_the_client(
+    project_dir, monkeypatch
+):
+    """The scheduler's register_worker_plugin handler takes its arguments another way: the
+    run's scheduler plugin cannot register the worker plugin, the client's own call does."""
+    from distributed.scheduler import Scheduler
+
+    from scalable_otel.instrumentor import DaskInstrumentor
+
+    async def keywords_only(self, comm=None, *, plugin, name, idempotent=False):
+        raise AssertionError("not reached: the call's arguments no longer fit")
+
+    instrumentor = DaskInstrumentor()
+    instrumentor.instrument(runs_dir=project_dir / "runs")
+    try:
+        with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+            # after the scheduler started: its handler table (the client's way in) keeps
+            # the method it had
+            monkeypatch.setattr(Scheduler, "register_worker_plugin", keywords_only)
+            with Client(cluster) as client:
+                assert len(client.gather(client.map(traced, range(3)))) == 3
+    finally:
+        instrumentor.uninstrument()
+    (run_dir,) = (project_dir / "runs").glob("run-*")
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "completed" and run["tasks_completed"] == 3
+    # the worker plugin was there: each task's start came from it, in-task spans too
+    assert len(events(run_dir, event="task_started")) == 3
+    assert len(events(run_dir, "resources.jsonl", "task_resources")) == 3
+    assert run["telemetry_fallbacks"] == {compat.WORKER_PLUGIN_HANDLER: 1}

@@ -19,8 +19,11 @@ the run is running (a task submitting tasks: `get_client()`, `worker_client()`).
 wanted by two runs belongs to both: the run that joins late gets its submission at once,
 and its completion at once if the result is already there. Later transitions cost one
 set lookup. The run's id is added to the task's annotations (`semconv.RUNS_ANNOTATION`),
-so that workers can give the task's usage and spans to its runs. Workers, their resource
-samples and their crashes are every run's.
+which travel to the worker with the task, so that workers can give the task's usage and
+spans to its runs. The mark is there only while the task may be sent to a worker (waiting,
+queued or running): a finished task's annotations on the scheduler are the user's own,
+and a task computed again is marked again. Workers, their resource samples and their
+crashes are every run's.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import asyncio
 import time
 from collections import deque
 
+import dask
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from .. import compat
@@ -38,6 +42,10 @@ from .fine_metrics import FineMetrics
 
 _READY_STATES = frozenset({"queued", "no-worker"})
 _REQUEUE_STATES = frozenset({"released", "waiting"})
+# A task's compute message copies its annotations when it is sent to a worker (Dask builds
+# it before plugins see the transition, and again when a task is stolen): in these states
+# the task carries the run's mark, in any other it does not.
+_MARKED_STATES = frozenset({"released", "waiting", "queued", "no-worker", "processing"})
 # processing -> memory | erred: the record's kind and the two transition kwargs it keeps
 _OUTCOMES = {
     "memory": (sc.RECORD_DONE, "nbytes", "typename"),
@@ -151,11 +159,14 @@ class TaskRecordPlugin(SchedulerPlugin):
         forward_interval: float = 0.2,
         run_id: str | None = None,
         clients=None,
+        worker_plugin: tuple[str, bytes] | None = None,
     ):
         self.forward = forward
         self.forward_interval = forward_interval
         self.run_id = run_id
         self._clients = set(clients) if clients is not None else None
+        # (name, pickled plugin): the run's worker plugin, registered when this one starts
+        self.worker_plugin = worker_plugin
         self._keys: set = set()  # the run's tasks that the scheduler still holds
         self._processing: set = set()  # the run's tasks on a worker now
         # bounded: if the run's telemetry process falls behind, records are dropped and
@@ -198,6 +209,7 @@ class TaskRecordPlugin(SchedulerPlugin):
             "forward_interval": self.forward_interval,
             "run_id": self.run_id,
             "clients": clients,
+            "worker_plugin": self.worker_plugin,
         }
 
     def __setstate__(self, state):
@@ -220,6 +232,35 @@ class TaskRecordPlugin(SchedulerPlugin):
         if self.forward:
             self._pc = PeriodicCallback(self._forward, self.forward_interval * 1000)
             self._pc.start()
+        if self.worker_plugin is not None:
+            try:
+                await self._register_worker_plugin(scheduler, *self.worker_plugin)
+            except BaseException:
+                await self.close()  # Dask does not add a plugin whose start raised
+                raise
+
+    async def _register_worker_plugin(self, scheduler, name: str, plugin: bytes) -> None:
+        """Register the run's worker plugin as `Client.register_plugin` would, raising a
+        worker's error in setting it up, but leave no comm to a worker open after: Dask
+        keeps a broadcast's comms for the next one (`reuse-broadcast-comm`), and a worker
+        whose server stopped would still be reached through them, where a cluster with no
+        run's plugins cannot reach it. Where Dask's handler moved, the client registers the
+        plugin (`WorkerTelemetryPlugin.idempotent`: otherwise its call is a no-op)."""
+        from distributed.core import clean_exception
+
+        try:
+            with dask.config.set({"distributed.scheduler.reuse-broadcast-comm": False}):
+                responses = await scheduler.register_worker_plugin(
+                    None, plugin, name, idempotent=False
+                )
+        except (AttributeError, TypeError) as exc:
+            compat.fell_back(compat.WORKER_PLUGIN_HANDLER, exc)
+            self.records.append((sc.RECORD_FALLBACK, time.time(), compat.WORKER_PLUGIN_HANDLER))
+            return
+        for response in responses.values():
+            if response.get("status") == "error":
+                _, exc, tb = clean_exception(response["exception"], response["traceback"])
+                raise exc.with_traceback(tb)
 
     async def close(self) -> None:
         if self._fine_pc is not None:
@@ -303,19 +344,25 @@ class TaskRecordPlugin(SchedulerPlugin):
                 continue
             keys.add(key)
             if self.run_id is not None:
-                self._tag(ts)
+                self._mark(ts, ts.state in _MARKED_STATES)
             self._joined(key, ts, now)
 
     def _wanted_by_run(self, ts) -> bool:
         clients = self._clients
         return any(cs.client_key in clients for cs in ts.who_wants or ())
 
-    def _tag(self, ts) -> None:
+    def _mark(self, ts, on: bool) -> None:
+        """Put the run's id in the task's annotations, or take it out (the annotation goes
+        with the run's last id: the task is left with the annotations it came with)."""
         annotations = ts.annotations or {}
         runs = annotations.get(sc.RUNS_ANNOTATION) or ()
-        if self.run_id not in runs:
-            # a new dict: the scheduler may share one among the tasks of a graph
-            ts.annotations = {**annotations, sc.RUNS_ANNOTATION: (*runs, self.run_id)}
+        if (self.run_id in runs) == on:
+            return
+        # always a new dict: the scheduler may share one among the tasks of a graph, and a
+        # compute message already built holds the old one
+        rest = {k: v for k, v in annotations.items() if k != sc.RUNS_ANNOTATION}
+        runs = (*runs, self.run_id) if on else tuple(r for r in runs if r != self.run_id)
+        ts.annotations = {**rest, sc.RUNS_ANNOTATION: runs} if runs else rest
 
     def _joined(self, key, ts, now: float) -> None:
         """A task became the run's: its submission, and where it already is."""
@@ -362,6 +409,10 @@ class TaskRecordPlugin(SchedulerPlugin):
     def transition(self, key, start, finish, *args, stimulus_id=None, **kwargs) -> None:
         if self._clients is not None and key not in self._keys:
             return  # another run's task, or nobody's
+        if self.run_id is not None and key in self._keys:
+            ts = self._task(key)
+            if ts is not None:
+                self._mark(ts, finish in _MARKED_STATES)
         if finish == "processing":
             self._processing.add(key)
         if start == "processing":
