@@ -276,7 +276,7 @@ class RunRecording:
             "cache_misses": recorder.cache_misses,
             "telemetry_lines_dropped": self.pipeline.writer.dropped,
             "telemetry_spans_dropped": self.pipeline.backends.dropped_spans(),
-            "telemetry_logs_dropped": self.pipeline.backends.dropped_logs(),
+            "telemetry_logs_dropped": self.pipeline.dropped_logs(),
             "telemetry_records_unhandled": recorder.unhandled,
             "telemetry_fallbacks": dict(recorder.fallbacks),
             "telemetry_worker_batches_lost": recorder.worker_batches_lost,

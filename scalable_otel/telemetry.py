@@ -123,6 +123,14 @@ class Pipeline:
                 attributes=attributes,
             )
 
+    def dropped_logs(self) -> int:
+        """The run's log records that did not reach its OTLP backend: those the exporter
+        did not deliver, and those of run-directory lines that could not be made into
+        one (`LineLogs.failed`)."""
+        line_logs = self.writer.on_append
+        unmade = line_logs.failed if isinstance(line_logs, LineLogs) else 0
+        return self.backends.dropped_logs() + unmade
+
     @functools.cached_property
     def _event_logger(self):
         return self.logger_provider.get_logger(sc.INSTRUMENTATION_SCOPE, __version__)

@@ -1,11 +1,15 @@
 """The OTLP logs target from ExportOptions and OpenTelemetry's variables, and the log
-record made of a failures.jsonl or workers.jsonl line."""
+record made of a failures.jsonl or workers.jsonl line (or counted when it cannot be)."""
 
 import pytest
+from opentelemetry.sdk._logs import LogRecordProcessor
 
 from scalable_otel import ExportOptions
+from scalable_otel import semconv as sc
 from scalable_otel.exporters.line_logs import log_record_fields
 from scalable_otel.exporters.settings import ExportSettings, SettingsError, export_settings
+from scalable_otel.rundir import FAILURES
+from scalable_otel.telemetry import build_pipeline
 
 
 def test_no_endpoint_no_logs():
@@ -145,3 +149,34 @@ def test_worker_lines_are_info_or_warn_records(event, severity, body):
     fields = log_record_fields(line)
     assert (fields["severity_text"], fields["body"]) == (severity, body)
     assert fields["attributes"] == line and fields["context"] is None
+
+
+class _Refusing(LogRecordProcessor):
+    """A log processor that fails on every record but the first `take`."""
+
+    def __init__(self, take: int):
+        self.take, self.seen = take, 0
+
+    def on_emit(self, log_record):
+        self.seen += 1
+        if self.seen > self.take:
+            raise RuntimeError("refused")
+
+    def shutdown(self):
+        pass
+
+    def force_flush(self, timeout_millis=30000):
+        return True
+
+
+def test_lines_whose_log_record_could_not_be_made_are_counted_as_dropped(tmp_path):
+    """A failures.jsonl line is written whatever its log record does, and a record that
+    could not be made counts in run.json's telemetry_logs_dropped."""
+    pipeline = build_pipeline(
+        tmp_path, "run-x", project="p", flush_interval=0.05, log_processors=[_Refusing(1)]
+    )
+    for n in range(3):
+        pipeline.writer.append(FAILURES, {"event": sc.TASK_FAILED, "task": "t", "key": f"t-{n}"})
+    pipeline.shutdown()
+    assert len((tmp_path / FAILURES).read_bytes().splitlines()) == 3
+    assert pipeline.dropped_logs() == 2
