@@ -271,6 +271,22 @@ def test_report_of_a_real_run_draws_every_attempt_in_chromium(real_run, tmp_path
     assert render_s < 20
 
 
+def test_the_page_reads_the_executed_graph_once(real_run, monkeypatch):
+    """The critical path and the what-if table are built on one reading of the graph."""
+    from scalable_otel.analysis import critical_path, graph, whatif
+
+    reads = []
+    run_graph = graph.run_graph
+    for module in (graph, critical_path, whatif):  # wherever it is looked up
+        if hasattr(module, "run_graph"):
+            monkeypatch.setattr(
+                module, "run_graph", lambda run: reads.append(run) or run_graph(run)
+            )
+    page = html_report(load_run(real_run))
+    assert 'id="whatif-section"' in page and "critical-link" in page
+    assert len(reads) == 1
+
+
 def test_net_log_check_sees_a_page_request(tmp_path):
     """The offline check is not vacuous: a page that loads an image is caught."""
     probe = tmp_path / "probe.html"
