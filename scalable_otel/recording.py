@@ -550,7 +550,8 @@ class SpareProcesses:
     A spare never outlives its interest: `keep(False)` and the interpreter's exit end
     it, and when this process dies it sees the end of its pipe and exits. It is taken
     only by the process that started it (not by a forked copy) and only with the
-    environment it was started with (the `OTEL_*` variables it reads)."""
+    environment it was started with (the `OTEL_*` variables it reads; `_VOLATILE_ENV`
+    aside)."""
 
     def __init__(self, size: int = 2):
         self._lock = threading.Lock()
@@ -581,7 +582,7 @@ class SpareProcesses:
                 spare = self._spares.popleft() if self._spares else None
             if spare is None:
                 break
-            if spare[2] == env and spare[3] == os.getpid() and spare[0].poll() is None:
+            if _fits(spare[2], env) and spare[3] == os.getpid() and spare[0].poll() is None:
                 taken = spare[:2]
             else:
                 _end(spare)
@@ -615,6 +616,20 @@ class SpareProcesses:
     def pids(self) -> list[int]:
         """The pids of the spares kept now, oldest first."""
         return [spare[0].pid for spare in list(self._spares)]
+
+
+# What a process changes in its environment as it goes, and no telemetry process reads:
+# pytest names the test phase running now (a suite's next test would otherwise end the
+# spares started during the one before and wait for a new process).
+_VOLATILE_ENV = frozenset({"PYTEST_CURRENT_TEST"})
+
+
+def _fits(started_with: dict, now: dict) -> bool:
+    """Whether a spare started with the environment `started_with` may record a run that
+    starts with the environment `now`."""
+    return {k: v for k, v in started_with.items() if k not in _VOLATILE_ENV} == {
+        k: v for k, v in now.items() if k not in _VOLATILE_ENV
+    }
 
 
 def _end(spare: tuple) -> None:

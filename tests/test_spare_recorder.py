@@ -78,6 +78,19 @@ def test_a_spare_started_in_another_environment_is_not_taken(
     wait_for(lambda: all(gone(pid) for pid in stale))
 
 
+def test_a_spare_started_during_another_test_is_taken(
+    cluster, instrumentor, project_dir, monkeypatch
+):
+    """pytest names the test phase running now in PYTEST_CURRENT_TEST, which no telemetry
+    process reads: a suite's clients take the spares started in the tests before theirs."""
+    instrumentor.instrument(runs_dir=project_dir / "runs", project="spare")
+    oldest = SPARES.pids[0]
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", "tests/test_next.py::test_next (call)")
+    with Client(cluster) as client:
+        assert instrumentor._session_of(client)._recording.pid == oldest
+        assert client.submit(workloads.inc, 1).result() == 2
+
+
 def test_no_spare_without_a_child_process_recorder(cluster, instrumentor, project_dir):
     instrumentor.instrument(
         runs_dir=project_dir / "runs", recording=RecordingOptions(recorder="thread")
