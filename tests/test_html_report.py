@@ -273,15 +273,11 @@ def test_report_of_a_real_run_draws_every_attempt_in_chromium(real_run, tmp_path
 
 def test_the_page_reads_the_executed_graph_once(real_run, monkeypatch):
     """The critical path and the what-if table are built on one reading of the graph."""
-    from scalable_otel.analysis import critical_path, graph, whatif
+    from scalable_otel.analysis import graph
 
     reads = []
-    run_graph = graph.run_graph
-    for module in (graph, critical_path, whatif):  # wherever it is looked up
-        if hasattr(module, "run_graph"):
-            monkeypatch.setattr(
-                module, "run_graph", lambda run: reads.append(run) or run_graph(run)
-            )
+    read = graph._read_graph
+    monkeypatch.setattr(graph, "_read_graph", lambda run: reads.append(run) or read(run))
     page = html_report(load_run(real_run))
     assert 'id="whatif-section"' in page and "critical-link" in page
     assert len(reads) == 1

@@ -50,7 +50,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from dataclasses import asdict, dataclass, field
 
-from .graph import Execution
+from .graph import Execution, run_graph
 from .load import Run
 from .report import run_times
 
@@ -219,7 +219,7 @@ def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
 
 def critical_path(run: Run) -> CriticalPath:
     """The critical path of `run` (see the module's docstring), from its executed graph
-    (`Run.graph`, read once per loaded run).
+    (`graph.run_graph`, read once per loaded run).
 
     >>> path = critical_path(load_run(last=True))                     # doctest: +SKIP
     >>> [link.key for link in path.links], path.shares()["execution"]  # doctest: +SKIP
@@ -228,7 +228,7 @@ def critical_path(run: Run) -> CriticalPath:
 
     if run.meta.get("format") == FORMAT:
         return CriticalPath(False, "the Scalable 2.0 beta recorded no task starts")
-    graph = run.graph
+    graph = run_graph(run)
     ran = [e for e in graph.executions if e.ran]
     ended = [e for e in ran if e.status in ("completed", "failed")]
     if not ended:

@@ -20,6 +20,7 @@ when there is none).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 from .. import semconv as sc
@@ -131,8 +132,20 @@ class RunGraph:
         return sum(self.threads.values())
 
 
+# run -> its graph, for as long as the loaded run lives
+_READ: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def run_graph(run: Run) -> RunGraph:
-    """The executed graph of `run` (see the module's docstring)."""
+    """The executed graph of `run` (see the module's docstring), read once per loaded
+    run: the critical path and the what-if replays of one report share it."""
+    graph = _READ.get(run)
+    if graph is None:
+        graph = _READ[run] = _read_graph(run)
+    return graph
+
+
+def _read_graph(run: Run) -> RunGraph:
     rows = run.file(
         TASKS,
         ["event", "key", "task", "attempt", "worker", "timestamp", "duration_s", "queue_wait_s"],

@@ -260,14 +260,6 @@ class Run:
             return {}
         return data if isinstance(data, dict) else {}
 
-    @cached_property
-    def graph(self):
-        """The executed graph (`graph.run_graph`), read once for every answer built on it
-        (the critical path, what-if replays)."""
-        from .graph import run_graph
-
-        return run_graph(self)
-
     @property
     def is_beta(self) -> bool:
         """Whether the Scalable tool's 2.0 beta wrote this run (see `beta`)."""

@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from .. import rundir
 from .. import semconv as sc
 from ..errors import ScalableError, shown
-from .graph import Execution, RunGraph
+from .graph import Execution, RunGraph, run_graph
 from .load import Run
 from .report import run_cost, run_times, worker_figures
 
@@ -363,7 +363,7 @@ class Replay:
                 f"{run.run_id} is a Scalable 2.0 beta run: it recorded no task starts on "
                 "workers, so there is nothing to replay"
             )
-        graph = run.graph
+        graph = run_graph(run)
         chosen = _chosen(graph)
         if not chosen:
             raise WhatIfError(
