@@ -126,7 +126,7 @@ async def _close(session, status: str | None) -> None:
     if recording is not None:
         with session._timing("last_records"):
             try:
-                if session._plugins_attached:
+                if session._plugins_attached and session._connected():
                     token = await _mark_last_records(session, left)
                 if token is not None and session.cluster is None:
                     await asyncio.to_thread(session._await_last_records, recording, token, left)
@@ -136,7 +136,7 @@ async def _close(session, status: str | None) -> None:
             session._closing(recording)
     try:
         with session._timing("dask"):
-            if session.cluster is None and recording is not None:
+            if session.cluster is None and recording is not None and session._connected():
                 try:
                     if not await _within(left(), _detach_from_cluster(session)):
                         logger.debug("scalable-otel: plugins not unregistered in time")

@@ -691,7 +691,7 @@ class ScalableSession:
         if recording is not None:
             with _timed(split, "last_records"):
                 try:
-                    if self._plugins_attached:
+                    if self._plugins_attached and self._connected():
                         token = self._mark_last_records(left)
                     # A scheduler of another process forwards its records through the
                     # client: they must arrive before the client closes. One in this process
@@ -705,7 +705,7 @@ class ScalableSession:
                 self._closing(recording)
         try:
             with _timed(split, "dask"):
-                if self.cluster is None and recording is not None:
+                if self.cluster is None and recording is not None and self._connected():
                     try:
                         if not _within(left(), self._detach_from_cluster):
                             logger.debug("scalable-otel: plugins not unregistered in time")
@@ -721,6 +721,12 @@ class ScalableSession:
                     with _timed(split, "last_records"):
                         self._await_last_records(recording, token, left)
                 self._finish_telemetry(status, timeout=left())
+
+    def _connected(self) -> bool:
+        """Whether the client is still connected to its scheduler. One that lost it (the
+        scheduler closed or died) has no plugins of the run left to flush or take off, and
+        each call would wait for it to reconnect: the close skips them."""
+        return getattr(self.client, "status", None) == "running"
 
     def _closing(self, recording) -> None:
         """From now on the recorder reads a worker's end as the close's, not a crash, and

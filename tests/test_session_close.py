@@ -1,10 +1,15 @@
 """The session's close: what it waits for, in which order, and the time of each part."""
 
+import asyncio
+
+import dask
 import orjson
+from distributed import Client, LocalCluster, Scheduler, Worker, wait
 
 from scalable_otel import ScalableSession
+from scalable_otel.instrumentor import DaskInstrumentor
 from tests import workloads
-from tests.conftest import events
+from tests.conftest import events, wait_for
 
 PARTS = {"last_records", "dask", "telemetry", "plan", "run_json", "columnar"}
 
@@ -69,8 +74,6 @@ class _NeverCloses:
     name = "never-closes"
 
     async def close(self) -> None:
-        import asyncio
-
         await asyncio.Event().wait()
 
 
@@ -92,3 +95,81 @@ def test_a_cluster_that_never_closes_does_not_keep_the_run_from_ending(project_d
     run = orjson.loads((s.run_dir / "run.json").read_bytes())
     assert run["status"] == "completed" and run["tasks_completed"] == 5
     assert len(events(s.run_dir, event="task_completed")) == 5
+
+
+def spy_on_scheduler_calls(monkeypatch, calls):
+    """Note each call the close could make to the scheduler (Client.run, run_on_scheduler,
+    unregister_worker_plugin, unregister_scheduler_plugin)."""
+    for name in (
+        "run",
+        "run_on_scheduler",
+        "unregister_worker_plugin",
+        "unregister_scheduler_plugin",
+    ):
+        original = getattr(Client, name)
+
+        def spied(self, *args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(Client, name, spied)
+
+
+def test_a_client_that_lost_its_scheduler_closes_its_run_without_calling_it(
+    project_dir, monkeypatch
+):
+    """Dask's test_client_disconnect_exception_on_cancelled_futures: the scheduler closes
+    under an asynchronous client. Its run's plugins went with it; waiting for the client
+    to reconnect to flush or remove them cost 10 s a close."""
+    calls = []
+
+    async def lose_the_scheduler():
+        async with Scheduler(dashboard_address=":0") as s, Worker(s.address):
+            client = await Client(s.address, asynchronous=True)
+            await wait(client.submit(workloads.inc, 1))
+            run_dir = instrumentor._session_of(client).run_dir
+            for _ in range(600):  # forwarded already (the loop runs while this waits)
+                if events(run_dir, event="task_completed"):
+                    break
+                await asyncio.sleep(0.05)
+            await s.close()
+            spy_on_scheduler_calls(monkeypatch, calls)
+            await client.close()
+
+    instrumentor = DaskInstrumentor()
+    instrumentor.instrument(runs_dir=project_dir / "runs")
+    try:
+        asyncio.run(lose_the_scheduler())
+    finally:
+        instrumentor.uninstrument()
+    (run_dir,) = (project_dir / "runs").glob("run-*")
+    run = orjson.loads((run_dir / "run.json").read_bytes())
+    assert run["status"] == "completed" and run["tasks_completed"] == 1
+    assert calls == []
+
+
+def test_a_synchronous_client_that_lost_its_scheduler_closes_its_run_without_calling_it(
+    project_dir, monkeypatch
+):
+    calls = []
+    instrumentor = DaskInstrumentor()
+    instrumentor.instrument(runs_dir=project_dir / "runs")
+    try:
+        with (
+            # the cluster's own close tries its lost scheduler for as long as this allows
+            dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+            LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster,
+        ):
+            client = Client(cluster)
+            assert client.submit(workloads.inc, 1).result() == 2
+            run_dir = instrumentor._session_of(client).run_dir
+            wait_for(lambda: events(run_dir, event="task_completed"))  # forwarded already
+            cluster.sync(cluster.scheduler.close)
+            wait_for(lambda: client.status != "running", timeout=60)
+            spy_on_scheduler_calls(monkeypatch, calls)
+            client.close()
+    finally:
+        instrumentor.uninstrument()
+    run = orjson.loads((run_dir / "run.json").read_bytes())
+    assert run["tasks_completed"] == 1 and run["status"] in ("completed", "failed")
+    assert calls == []
