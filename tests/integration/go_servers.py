@@ -280,14 +280,20 @@ def otlp_receiver(ports: dict[str, int]) -> dict:
 
 
 def read_otlp_json_lines(path: Path) -> list[dict]:
-    """The file exporter's OTLP JSON lines (one export request a line); [] before any."""
+    """The file exporter's OTLP JSON lines (one export request a line) written whole so
+    far ([] before any). The exporter writes a request, then its newline, through a
+    buffer flushed at any byte: the last line may be a whole request still waiting for
+    its newline, or a torn one (not read until it is whole)."""
     if not path.exists():
         return []
-    lines = []
-    for raw in path.read_text().splitlines():
-        if raw.strip():
-            lines.append(json.loads(raw))
-    return lines
+    *whole, last = path.read_bytes().split(b"\n")
+    requests = [json.loads(raw) for raw in whole if raw.strip()]
+    if last.strip():
+        try:
+            requests.append(json.loads(last))
+        except ValueError:  # torn: an object's prefix is never a whole JSON object
+            pass
+    return requests
 
 
 # --- a shipped Collector config, run as it is ----------------------------------------------

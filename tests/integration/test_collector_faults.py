@@ -30,7 +30,12 @@ from scalable_otel import ExportOptions, ScalableSession
 from scalable_otel.exporters.backends import CLOSE_WAIT_S
 from tests import workloads
 from tests.conftest import events
-from tests.integration.go_servers import otlp_receiver, start_collector, wait_until
+from tests.integration.go_servers import (
+    otlp_receiver,
+    read_otlp_json_lines,
+    start_collector,
+    wait_until,
+)
 from tests.integration.otlp_files import collector_to_files, log_records, span_ids
 from tests.integration.test_otlp import SilentServer
 
@@ -133,7 +138,7 @@ def test_a_collector_stopped_mid_run_and_started_again(
         assert meta["trace_id"] and any(
             r["eventName"] == "worker_removed" for r in got_logs
         )  # the close's records
-        assert json.loads((folder / "metrics.json").read_text().splitlines()[-1])
+        assert read_otlp_json_lines(folder / "metrics.json")
         print(
             f"\n{protocol}: spans {len(got_spans)} delivered + {lost_spans} lost = {len(spans)}; "
             f"log records {len(got_logs)} delivered + {lost_logs} lost = {logs}"
@@ -178,6 +183,19 @@ def timed_run(address: str, exports=None) -> dict:
     ended = time.monotonic()
     assert results == list(range(10))
     return {"run_dir": session.run_dir, "body": closing - body, "close": ended - closing}
+
+
+def test_a_line_the_collector_is_still_writing_is_read_once_it_is_whole(tmp_path):
+    """The file exporter writes a line per request through a buffer flushed at any byte:
+    a read can end in a torn line (seen at 4,096 bytes), or in a whole request whose
+    newline is still to come."""
+    path = tmp_path / "traces.json"
+    path.write_bytes(b'{"a": 1}\n{"b": 2}\n{"resourceSpans": [{"reso')
+    assert read_otlp_json_lines(path) == [{"a": 1}, {"b": 2}]
+    path.write_bytes(path.read_bytes() + b'urce": {}}]}')
+    assert len(read_otlp_json_lines(path)) == 3
+    path.write_bytes(path.read_bytes() + b"\n")
+    assert len(read_otlp_json_lines(path)) == 3
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
