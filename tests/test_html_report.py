@@ -340,6 +340,17 @@ def task_lines(key, task, worker, start, end, *, attempt=1, outcome="task_comple
     ]
 
 
+def test_an_end_line_with_an_absurd_duration_is_drawn_from_its_end(tmp_path):
+    """A task's end line without its start line is drawn back from its end by its
+    duration: one of 4.6e18 s (a damaged line, found by fuzzing) overflowed the query."""
+    tasks = task_lines("a-1", "ok", "tcp://w:1", 0.1, 0.5)
+    del tasks[1]  # no start line
+    tasks[-1]["duration_s"] = 4.646124473487546e18
+    run = write_run(tmp_path, "run-absurd", {"status": "completed"}, tasks=tasks)
+    page = html_report(load_run(run))
+    assert "a-1" in page
+
+
 def test_arguments_cannot_break_out_of_the_page(tmp_path):
     evil_key = "k-\"'><svg onload=alert(1)>"
     tasks = task_lines("a-1", "ok", "tcp://w:1", 0.1, 0.5, args={"x": BREAKOUT})

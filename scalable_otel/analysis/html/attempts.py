@@ -38,6 +38,7 @@ FIELDS += ["args"]
 _ENDS = ", ".join(f"'{event}'" for event in END_STATUS)
 _LINE_EVENTS = f"'{sc.TASK_SUBMITTED}', '{sc.TASK_STARTED}', {_ENDS}"
 _NO_TIME = 2**63 - 1  # sorts an end line without a time after every timed one
+_LONGEST_S = 1e9  # 31 years: an end line's duration beyond it is read as none
 
 # One row per (key, attempt) of tasks.jsonl; `ran` marks the rows that are attempts.
 _TABLE = f"""
@@ -73,8 +74,10 @@ SELECT key, attempt,
     coalesce(CASE WHEN started_us IS NOT NULL THEN s.task ELSE e.task END, '{UNKNOWN_TASK}')
         AS task,
     coalesce(s.worker, e.worker) AS worker,
-    coalesce(started_us, e.us - CAST(round(coalesce(e.duration, 0) * 1e6) AS BIGINT))
-        AS start_us,
+    -- a duration beyond any task's (a damaged line) counts as none
+    coalesce(started_us, e.us - CAST(round(
+        CASE WHEN abs(e.duration) < {_LONGEST_S} THEN e.duration ELSE 0 END * 1e6
+    ) AS BIGINT)) AS start_us,
     e.event AS end_event, e.us AS end_line_us,
     e.duration AS duration, coalesce(e.queue, s.queue) AS queue, args, first_us, last_us,
     coalesce(started_us IS NOT NULL OR (
