@@ -182,12 +182,10 @@ async def test_a_gen_cluster_client_is_recorded(c, s, a, b):
 
 
 @pytest.fixture
-def instrumented(project_dir):
+def instrumented(instrumentor, project_dir):
     """The instrumentor on for the test (a `gen_cluster` test's client included)."""
-    instrumentor = DaskInstrumentor()
     instrumentor.instrument(runs_dir=project_dir / "runs", project="gen")
-    yield project_dir / "runs"
-    instrumentor.uninstrument()
+    return project_dir / "runs"
 
 
 @pytest.mark.usefixtures("instrumented")

@@ -7,7 +7,6 @@ import orjson
 from distributed import Client, LocalCluster, Scheduler, Worker, wait
 
 from scalable_otel import ScalableSession
-from scalable_otel.instrumentor import DaskInstrumentor
 from tests import workloads
 from tests.conftest import events, wait_for
 
@@ -116,7 +115,7 @@ def spy_on_scheduler_calls(monkeypatch, calls):
 
 
 def test_a_client_that_lost_its_scheduler_closes_its_run_without_calling_it(
-    project_dir, monkeypatch
+    project_dir, monkeypatch, instrumentor
 ):
     """Dask's test_client_disconnect_exception_on_cancelled_futures: the scheduler closes
     under an asynchronous client. Its run's plugins went with it; waiting for the client
@@ -136,12 +135,8 @@ def test_a_client_that_lost_its_scheduler_closes_its_run_without_calling_it(
             spy_on_scheduler_calls(monkeypatch, calls)
             await client.close()
 
-    instrumentor = DaskInstrumentor()
     instrumentor.instrument(runs_dir=project_dir / "runs")
-    try:
-        asyncio.run(lose_the_scheduler())
-    finally:
-        instrumentor.uninstrument()
+    asyncio.run(lose_the_scheduler())
     (run_dir,) = (project_dir / "runs").glob("run-*")
     run = orjson.loads((run_dir / "run.json").read_bytes())
     assert run["status"] == "completed" and run["tasks_completed"] == 1
@@ -149,27 +144,23 @@ def test_a_client_that_lost_its_scheduler_closes_its_run_without_calling_it(
 
 
 def test_a_synchronous_client_that_lost_its_scheduler_closes_its_run_without_calling_it(
-    project_dir, monkeypatch
+    project_dir, monkeypatch, instrumentor
 ):
     calls = []
-    instrumentor = DaskInstrumentor()
     instrumentor.instrument(runs_dir=project_dir / "runs")
-    try:
-        with (
-            # the cluster's own close tries its lost scheduler for as long as this allows
-            dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
-            LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster,
-        ):
-            client = Client(cluster)
-            assert client.submit(workloads.inc, 1).result() == 2
-            run_dir = instrumentor._session_of(client).run_dir
-            wait_for(lambda: events(run_dir, event="task_completed"))  # forwarded already
-            cluster.sync(cluster.scheduler.close)
-            wait_for(lambda: client.status != "running", timeout=60)
-            spy_on_scheduler_calls(monkeypatch, calls)
-            client.close()
-    finally:
-        instrumentor.uninstrument()
+    with (
+        # the cluster's own close tries its lost scheduler for as long as this allows
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster,
+    ):
+        client = Client(cluster)
+        assert client.submit(workloads.inc, 1).result() == 2
+        run_dir = instrumentor._session_of(client).run_dir
+        wait_for(lambda: events(run_dir, event="task_completed"))  # forwarded already
+        cluster.sync(cluster.scheduler.close)
+        wait_for(lambda: client.status != "running", timeout=60)
+        spy_on_scheduler_calls(monkeypatch, calls)
+        client.close()
     run = orjson.loads((run_dir / "run.json").read_bytes())
     assert run["tasks_completed"] == 1 and run["status"] in ("completed", "failed")
     assert calls == []
